@@ -1,0 +1,128 @@
+"""The durable tier: one small protocol, one module per kind of remote.
+
+=====================================  =============================================
+``memory://[NAME]``                    in this process (tests, throwaway holds)
+``file:///path``                       a directory: a mounted volume, a share, any folder
+``s3://bucket[/prefix][?...]``         any S3-compatible store (``pip install 'cargohold[s3]'``)
+``hf://datasets/OWNER/NAME[/prefix]``  a Hugging Face dataset repo, written in commits
+                                       (``pip install 'cargohold[hf]'``)
+``hf-bucket://OWNER/NAME[/prefix]``    a Hugging Face Storage Bucket: the S3 remote on
+                                       the Hub's S3 endpoint (``cargohold[s3]``)
+=====================================  =============================================
+
+:func:`open_remote` turns a URL into a :class:`Remote`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+from ..config import Settings
+from ..errors import ConfigError
+from ._base import ByteRange, ObjectInfo, ObjectStream, Put, PutData, PutMode, Remote
+from .file import FileRemote
+from .memory import MemoryRemote
+
+__all__ = [
+    "ByteRange",
+    "FileRemote",
+    "MemoryRemote",
+    "ObjectInfo",
+    "ObjectStream",
+    "Put",
+    "PutData",
+    "PutMode",
+    "Remote",
+    "open_remote",
+]
+
+_SCHEMES = (
+    "memory://NAME, file:///PATH, s3://BUCKET/PREFIX, hf://datasets/OWNER/NAME/PREFIX, "
+    "hf-bucket://OWNER/NAME/PREFIX"
+)
+
+
+def open_remote(url: str, *, settings: Settings | None = None) -> Remote:
+    """Open the remote a URL names. Raises ConfigError for an unknown scheme or a missing extra.
+
+    Nothing is contacted here: a wrong endpoint or credential shows on first use.
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError(
+            f"remote {url!r} is not a URL",
+            hint=f"use one of {_SCHEMES}",
+        )
+    scheme = url.split("://", 1)[0].lower()
+    if scheme == "memory":
+        return MemoryRemote(url.split("://", 1)[1].strip("/"))
+    if scheme == "file":
+        parts = urlsplit(url)
+        if parts.netloc not in ("", "localhost"):
+            raise ConfigError(
+                f"file URL {url!r} names a host ({parts.netloc!r})",
+                hint="use three slashes for a local path: file:///mnt/volume/app",
+            )
+        path = unquote(parts.path)
+        if not path.startswith("/"):
+            raise ConfigError(f"file URL {url!r} has no absolute path", hint="use file:///abs/path")
+        return FileRemote(Path(path))
+    if scheme == "s3":
+        try:
+            from .s3 import S3Remote
+        except ImportError as exc:
+            raise ConfigError(
+                "s3:// remotes need obstore",
+                hint="pip install 'cargohold[s3]'",
+            ) from exc
+        return S3Remote.from_url(url, settings=settings)
+    if scheme == "hf":
+        try:
+            from .hf import HfRemote
+        except ImportError as exc:
+            raise ConfigError(
+                "hf:// remotes need huggingface_hub",
+                hint="pip install 'cargohold[hf]'",
+            ) from exc
+        return HfRemote.from_url(url, settings=settings)
+    if scheme == "hf-bucket":
+        return _hf_bucket(url, settings or Settings.load())
+    raise ConfigError(
+        f"unknown remote scheme {scheme + '://'!r} in {url!r}", hint=f"use one of {_SCHEMES}"
+    )
+
+
+def _hf_bucket(url: str, settings: Settings) -> Remote:
+    """``hf-bucket://OWNER/NAME[/PREFIX][?endpoint=&access_key_id=&secret_access_key=]``:
+    the S3 remote on the Hub's S3 gateway (``hf_bucket_endpoint``, by default
+    ``https://s3.hf.co/OWNER``; region us-east-1, path-style). The gateway takes S3
+    credentials generated from a Hugging Face token (``HFAK...``), from the URL or the
+    usual ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` variables."""
+    parts = urlsplit(url)
+    hint = "use hf-bucket://OWNER/NAME[/PREFIX], e.g. hf-bucket://ana/app-data/outputs"
+    owner = parts.netloc
+    name, _, prefix = unquote(parts.path).strip("/").partition("/")
+    if not owner or not name:
+        raise ConfigError(f"{url!r} names no Storage Bucket", hint=hint)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    endpoint = query.pop("endpoint", None) or settings.hf_bucket_endpoint.replace(
+        "{namespace}", owner
+    )
+    if not (query.get("access_key_id") or os.environ.get("AWS_ACCESS_KEY_ID")):
+        raise ConfigError(
+            f"no S3 credentials for the Hugging Face Storage Bucket {owner}/{name}",
+            hint="generate S3 credentials from a Hugging Face token (huggingface.co/settings/"
+            "tokens, Generate S3 credentials) and set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY",
+        )
+    try:
+        from .s3 import S3Remote
+    except ImportError as exc:
+        raise ConfigError(
+            "hf-bucket:// remotes need obstore", hint="pip install 'cargohold[s3]'"
+        ) from exc
+    query.setdefault("region", "us-east-1")
+    query.setdefault("path_style", "true")
+    s3_url = f"s3://{name}/{prefix}?" + urlencode({"endpoint": endpoint, **query})
+    return S3Remote.from_url(s3_url, settings=settings)

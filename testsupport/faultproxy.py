@@ -1,0 +1,132 @@
+"""A loopback HTTP proxy that injects faults in front of a real server.
+
+This is a mock, and says so: a real S3 server cannot be made to throttle (429 / 503
+SlowDown) or fail with a 5xx on demand, so tests put this proxy in front of SeaweedFS.
+Every request it does not fault is forwarded unchanged to the real server, and every
+request is counted.
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Self
+
+__all__ = ["Fault", "FaultProxy"]
+
+_SLOWDOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
+
+
+@dataclass
+class Fault:
+    """Answer the next ``times`` requests that ``match`` with ``status`` instead of
+    forwarding them; or, with ``status=None``, forward them after ``delay`` seconds."""
+
+    status: int | None
+    times: int
+    match: Callable[[str, str], bool] = field(default=lambda method, path: True)
+    body: bytes = _SLOWDOWN
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+class FaultProxy:
+    """Forwards to ``upstream`` (``http://127.0.0.1:PORT``), except where a Fault applies."""
+
+    def __init__(self, upstream: str) -> None:
+        host, port = upstream.removeprefix("http://").rstrip("/").split(":")
+        self.upstream = (host, int(port))
+        self.faults: list[Fault] = []
+        self.requests: list[tuple[str, str, int]] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def add(self, fault: Fault) -> None:
+        with self._lock:
+            self.faults.append(fault)
+
+    def _take_fault(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self.faults:
+                if fault.times > 0 and fault.match(method, path):
+                    fault.times -= 1
+                    return fault
+        return None
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                fault = proxy._take_fault(self.command, self.path)
+                if fault is not None and fault.status is None:
+                    time.sleep(fault.delay)  # a slow remote: forward, but late
+                    fault = None
+                if fault is not None:
+                    with proxy._lock:
+                        proxy.requests.append((self.command, self.path, int(fault.status)))
+                    self.send_response(fault.status)
+                    for name, value in fault.headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(fault.body)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(fault.body)
+                    return
+                conn = http.client.HTTPConnection(*proxy.upstream, timeout=30)
+                try:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    response = conn.getresponse()
+                    data = response.read()
+                finally:
+                    conn.close()
+                with proxy._lock:
+                    proxy.requests.append((self.command, self.path, response.status))
+                self.send_response(response.status)
+                for name, value in response.getheaders():
+                    if name.lower() not in ("connection", "transfer-encoding", "content-length"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _serve
+
+        return Handler
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
