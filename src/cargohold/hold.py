@@ -1,0 +1,875 @@
+"""The Hold: a local tier that answers at disk speed, in front of a durable remote.
+
+``cargohold.open()`` builds one from settings. Writes land in the local tier and its
+journal, and a syncer thread drains them to the remote; reads are served locally, else
+read through from the remote and kept. See :class:`Hold` for what each call promises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, BinaryIO, Self, TypeVar
+
+from . import _shutdown
+from .config import Settings
+from .errors import (
+    CargoholdError,
+    CatalogUnavailable,
+    ConfigError,
+    HoldClosed,
+    NotFoundError,
+    PreconditionFailed,
+    RemoteError,
+    StorageFull,
+    TimedOut,
+)
+from .keys import normalize_key, normalize_prefix
+from .local import INLINE_MAX, Entry, LocalTier, Staged, local_etag
+from .paths import data_dir as choose_data_dir
+from .platform import default_shutdown_grace
+from .remotes import ObjectInfo, PutData, PutMode, Remote, open_remote
+from .remotes._base import check_content_type, check_data, check_metadata, check_mode
+from .sync import Syncer
+
+if TYPE_CHECKING:
+    from .catalog import Catalog, Change
+    from .fetch import FetchProgress
+    from .memo import Memo
+    from .scratch import Scratch
+
+__all__ = ["Hold", "HoldStatus", "HydrateReport", "Progress", "open"]
+
+_T = TypeVar("_T")
+
+log = logging.getLogger("cargohold")
+_embedded_warned = False
+
+
+@dataclass(frozen=True, slots=True)
+class HoldStatus:
+    """A snapshot of a Hold's state. ``loss_window`` is the age in seconds of the oldest
+    write not yet on the remote: what losing this disk right now would lose."""
+
+    remote: str
+    embedded_default: bool
+    pending_count: int
+    pending_bytes: int
+    loss_window: float
+    oldest_pending: datetime | None
+    last_sync: datetime | None
+    last_error: str | None
+    last_error_at: datetime | None
+    local_bytes: int
+    local_max_bytes: int
+    syncing: bool
+    refused: dict[str, str]
+    remote_stats: Mapping[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far a ``hydrate`` has come."""
+
+    done: int
+    total: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class HydrateReport:
+    objects: int
+    bytes: int
+    skipped: int
+    failed: dict[str, str]
+    seconds: float
+
+
+def _when(moment: float | None) -> datetime | None:
+    return None if moment is None else datetime.fromtimestamp(moment, UTC)
+
+
+class Hold:
+    """Local-disk speed, remote durability. Build with :func:`cargohold.open`.
+
+    Every method is safe from many threads; several processes may open the same data
+    directory (one of them syncs at a time). Keys follow :mod:`cargohold.keys`.
+    """
+
+    def __init__(
+        self,
+        *,
+        remote: Remote,
+        local_dir: Path,
+        settings: Settings,
+        embedded_default: bool = False,
+        catalog: Catalog | None = None,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.remote = remote
+        self.embedded_default = embedded_default
+        if settings.shutdown_grace is None:  # unset: what the detected host allows
+            settings = settings.replace(shutdown_grace=default_shutdown_grace())
+            self.settings = settings
+        self.shutdown_grace: float = settings.shutdown_grace  # type: ignore[assignment]
+        if settings.local_max_bytes < settings.max_pending_bytes:
+            raise ConfigError(
+                f"local_max_bytes ({settings.local_max_bytes}) is below max_pending_bytes "
+                f"({settings.max_pending_bytes}): unsynced writes could never fit",
+                hint="raise CARGOHOLD_LOCAL_MAX_BYTES or lower CARGOHOLD_MAX_PENDING_BYTES",
+            )
+        self.local = LocalTier(local_dir, fsync=settings.fsync)
+        try:
+            self.local.bind_remote(remote.url)
+        except BaseException:
+            self.local.close()
+            raise
+        self.syncer = Syncer(
+            self.local,
+            remote,
+            max_bytes=settings.local_max_bytes,
+            concurrency=settings.sync_concurrency,
+            batch_size=settings.sync_batch,
+            resend_after=settings.resend_after,
+            sync_delay=settings.sync_delay,
+            catalog=catalog,
+        )
+        self._closed = False
+        self._flights: dict[str, threading.Lock] = {}
+        self._flights_lock = threading.Lock()
+        self._stale_warned: dict[str, float] = {}
+        self.reads = 0  # get/open/path calls, for the hit ratio in metrics
+        #: Deletes this Hold has seen (its own, and other instances' through the catalog):
+        #: caches of what is stored (the generation cache's hot entries) compare it to
+        #: notice one without a lookup per read.
+        self.deletions = 0
+        self.read_throughs = 0  # of which the local tier did not have the object
+        self._persisted: list[Any] = []
+        self.syncer.start()
+        if catalog is not None:
+            catalog.listen(self._on_change)
+        _shutdown.register(self, handlers=settings.signal_handlers)
+
+    # -- writes -----------------------------------------------------------------------
+
+    def put(
+        self,
+        key: str,
+        data: PutData,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+        durable: bool = False,
+        mode: PutMode = "overwrite",
+        if_match: str | None = None,
+    ) -> ObjectInfo:
+        """Store ``data`` (bytes, a binary file object or a Path) under ``key``.
+
+        Returns once the local tier and its journal have it: a process crash (even
+        SIGKILL) after this returns loses nothing, and the syncer puts it on the remote
+        in the background. The returned etag is the MD5 of the bytes, which S3 (for
+        objects stored in one part), the file and the memory remotes also assign.
+
+        ``durable=True`` returns only once the remote has the bytes (write-through); if the
+        remote cannot be reached in ``request_timeout + retry_timeout`` seconds it raises
+        TimedOut, and the write stays journaled for the syncer.
+        ``mode="create"`` (fail with AlreadyExists if the key exists) and ``if_match=etag``
+        (fail with PreconditionFailed unless the remote object still has that etag) are
+        enforced by the remote itself, so they are write-through too.
+        """
+        self._check_open()
+        key = normalize_key(key)
+        source = check_data(data)
+        mode = check_mode(mode, if_match)
+        meta = check_metadata(metadata)
+        ctype = check_content_type(content_type, key)
+        if mode == "create" or if_match is not None:
+            return self._put_conditional(key, source, mode, if_match, meta, ctype)
+        staged = self.local.stage(key, source)
+        try:
+            self._make_room(staged.size)
+            entry = self.local.commit(staged, metadata=meta, content_type=ctype)
+        except BaseException:
+            self.local.discard(staged)
+            raise
+        self._keep_bound(staged.size)
+        self.syncer.wake()
+        if not durable:
+            return entry.info()
+        # The syncer sends it: one sender per key keeps an older version from landing last.
+        self.syncer.flush(self.settings.request_timeout + self.settings.retry_timeout, keys=[key])
+        synced = self.local.entry(key)
+        if synced is not None and synced.version == entry.version and synced.etag:
+            return synced.info()
+        return entry.info()  # written again meanwhile; this write did reach the remote
+
+    def _put_conditional(
+        self,
+        key: str,
+        source: Any,
+        mode: PutMode,
+        if_match: str | None,
+        metadata: dict[str, str],
+        content_type: str,
+    ) -> ObjectInfo:
+        # A local change to this key that has not reached the remote would be compared
+        # against (and later overwrite) the wrong version: send it first.
+        self.syncer.flush(self.settings.backpressure_timeout, keys=[key])
+        before = self.local.entry(key)
+        if if_match is not None and if_match.startswith("L"):
+            # A local etag (from a put the remote did not have yet): it stands for the
+            # etag the remote gave those bytes, if the key has not changed since.
+            if before is None or before.etag is None or local_etag(before) != if_match:
+                raise PreconditionFailed(
+                    f"{key!r} has changed since the write with etag {if_match}",
+                    key=key,
+                    remote=self.remote.url,
+                )
+            if_match = before.etag
+        staged = self.local.stage(key, source)
+        try:
+            info = self.remote.put(
+                key,
+                self.local.staged_data(staged),
+                mode=mode,
+                if_match=if_match,
+                metadata=metadata,
+                content_type=content_type,
+            )
+        except BaseException:
+            self.local.discard(staged)
+            raise
+        version = before.version if before is not None else None
+        if version is None:
+            self.local.commit_clean(staged, info)
+        else:
+            self.local.commit_clean(staged, info, only_version=version)
+        return info
+
+    def _make_room(self, size: int) -> None:
+        """Back-pressure: keep unsynced bytes under ``max_pending_bytes``."""
+        cap = self.settings.max_pending_bytes
+        if self.local.estimate().pending_bytes + size <= cap:
+            return  # the common case, decided without a query
+        deadline = time.monotonic() + self.settings.backpressure_timeout
+        while True:
+            pending = self.local.totals().pending_bytes
+            if pending == 0 or pending + size <= cap:
+                return
+            if self.settings.backpressure == "raise" or time.monotonic() >= deadline:
+                raise StorageFull(
+                    f"{pending} bytes are waiting for {self.remote.url} and this write of "
+                    f"{size} would pass max_pending_bytes ({cap})",
+                    hint=self.syncer.state.last_error
+                    or "the remote is slower than the writes: raise CARGOHOLD_MAX_PENDING_BYTES, "
+                    "or write less often",
+                )
+            self.syncer.wake()
+            self.syncer.wait_progress(min(1.0, max(0.0, deadline - time.monotonic())))
+
+    def _keep_bound(self, added: int) -> None:
+        """Evict at once when a write passes ``local_max_bytes`` (to 90%, so not every
+        write pays), rather than waiting for the syncer's next round."""
+        limit = self.settings.local_max_bytes
+        if added and self.local.estimate().local_bytes > limit:
+            self.local.evict(int(limit * 0.9))
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``. It reads as missing at once; the syncer deletes it remotely.
+        Idempotent: deleting a missing key is not an error."""
+        self._check_open()
+        self.local.delete(normalize_key(key))
+        self.deletions += 1
+        self.syncer.wake()
+
+    # -- reads ------------------------------------------------------------------------
+
+    def get(self, key: str, *, max_age: float | None = None) -> bytes:
+        """The bytes of ``key``: from the local tier, else read through from the remote
+        (and kept). A copy older than ``max_age`` seconds (default: the ``max_age``
+        setting) is first checked against the remote's etag. Raises NotFoundError."""
+        self._check_open()
+        self.reads += 1
+        # Fast path: an object held here and fresh. Looked up by the key as given: every
+        # key in the index is valid and canonical, so a hit needs no key checks.
+        found = self.local.lookup(key)
+        if found is not None and self._fresh_enough(found[2], found[3], max_age):
+            data = found[0] if found[0] is not None else self.local.read_blob(str(found[1]))
+            if data is not None:
+                self.local.touch(key, found[4])
+                return data
+        key = normalize_key(key)
+        for _ in range(5):
+            entry = self._current(key, max_age)
+            data = self.local.data(entry)
+            if data is not None:
+                return data
+        raise RemoteError(f"the local copy of {key!r} kept changing while it was read", key=key)
+
+    def open(self, key: str, *, max_age: float | None = None) -> BinaryIO:
+        """A binary file object to stream ``key`` from; it stays valid (and unchanged)
+        even if the key is written again while it is open. Close it when done."""
+        self._check_open()
+        self.reads += 1
+        key = normalize_key(key)
+        for _ in range(5):
+            opened = self.local.open_entry(self._current(key, max_age))
+            if opened is not None:
+                return opened
+        raise RemoteError(f"the local copy of {key!r} kept changing while it was opened", key=key)
+
+    def path(self, key: str, *, max_age: float | None = None) -> Path:
+        """A local file with the bytes of ``key``, named like the key's last segment, for
+        libraries that want a path. Treat it as read-only; it stays until the key is
+        written again, deleted or evicted, so use it soon (or copy it)."""
+        self._check_open()
+        self.reads += 1
+        key = normalize_key(key)
+        for _ in range(5):
+            self._current(key, max_age)
+            path = self.local.path(key)
+            if path is not None:
+                return path
+        raise RemoteError(f"the local copy of {key!r} kept changing", key=key)
+
+    def head(self, key: str, *, max_age: float | None = None) -> ObjectInfo:
+        """Size, etag, metadata, content type and time of ``key``, without its bytes."""
+        self._check_open()
+        key = normalize_key(key)
+        entry = self.local.entry(key)
+        if entry is not None and entry.deleted:
+            raise self._not_found(key)
+        if entry is None:
+            return self.remote.head(key)
+        return self._fresh(entry, max_age, download=False).info()
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Objects under ``prefix``: the remote's listing with this Hold's unsynced writes
+        and deletions applied, in the remote's key order."""
+        self._check_open()
+        prefix = normalize_prefix(prefix)
+        pending = {e.key: e for e in self.local.entries(prefix, pending_only=True)}
+        added = sorted(
+            (k for k, e in pending.items() if not e.deleted), key=str.encode, reverse=True
+        )
+        for info in self._remote_listing(prefix):
+            while added and added[-1].encode() < info.key.encode():
+                yield pending[added.pop()].info()
+            if info.key in pending:
+                if added and added[-1] == info.key:
+                    added.pop()
+                entry = pending[info.key]
+                if not entry.deleted:
+                    yield entry.info()
+                continue
+            yield info
+        while added:
+            yield pending[added.pop()].info()
+
+    def _remote_listing(self, prefix: str) -> Iterator[ObjectInfo]:
+        """The remote's objects under ``prefix``: from the catalog's index when there is one
+        and it answers, else (or from where it stopped answering) from the remote."""
+        last: str | None = None
+        if self.catalog is not None and self.catalog.available:
+            try:
+                for info in self.catalog.objects(prefix):
+                    last = info.key
+                    yield info
+                return
+            except CatalogUnavailable:
+                pass  # warned once by the catalog; carry on from the remote
+        for info in self.remote.list(prefix):
+            if last is None or info.key.encode() > last.encode():
+                yield info
+
+    def _on_change(self, change: Change) -> None:
+        """Another instance synced a write of ``change.key``: drop a stale local copy now,
+        rather than after ``max_age``."""
+        if change.etag is None:
+            self.deletions += 1
+        entry = self.local.entry(change.key)
+        if entry is not None and not entry.pending and entry.etag != change.etag:
+            self.local.forget(change.key, entry.version)
+
+    def _current(self, key: str, max_age: float | None) -> Entry:
+        """The local row for ``key``, fresh enough, reading through on a miss."""
+        entry = self.local.entry(key)
+        if entry is None:
+            return self._read_through(key)
+        if entry.deleted:
+            raise self._not_found(key)
+        return self._fresh(entry, max_age, download=True)
+
+    def _fresh_enough(
+        self, dirty_since: float | None, validated: float | None, max_age: float | None
+    ) -> bool:
+        """A local change is always current; a copy of the remote's, for ``max_age``."""
+        if dirty_since is not None:
+            return True
+        limit = self.settings.max_age if max_age is None else max_age
+        return math.isinf(limit) or (validated is not None and time.time() - validated <= limit)
+
+    def _fresh(self, entry: Entry, max_age: float | None, *, download: bool) -> Entry:
+        if self._fresh_enough(entry.dirty_since, entry.validated, max_age):
+            return entry
+        try:
+            info = self.remote.head(entry.key)
+        except NotFoundError:
+            if self.local.forget(entry.key, entry.version):
+                raise self._not_found(entry.key) from None
+            return self._current(entry.key, max_age)
+        except CargoholdError as exc:
+            self._warn_stale(entry.key, exc)
+            return entry
+        if info.etag == entry.etag:
+            self.local.set_validated(entry.key, entry.version, info.etag)
+            return entry
+        if not download:
+            return Entry(**{**_fields(entry), "size": info.size, "etag": info.etag})
+        return self._read_through(entry.key, replacing=entry.version)
+
+    def _read_through(self, key: str, *, replacing: int | None = None) -> Entry:
+        self.read_throughs += 1
+        with self._flight(key):
+            entry = self.local.entry(key)
+            if entry is not None and entry.version != replacing:
+                if entry.deleted:
+                    raise self._not_found(key)
+                return entry  # another thread fetched (or wrote) it meanwhile
+            tmp = self.local.tmp / f"fetch-{uuid.uuid4().hex}"
+            [result] = self.remote.download_many([(key, tmp)], concurrency=1)
+            if isinstance(result, CargoholdError):
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+                raise result
+            staged = self.local.stage_file(key, tmp)
+            stored = self.local.commit_clean(staged, result, only_version=replacing)
+            if stored is not None:
+                self._keep_bound(stored.size)
+                return stored
+        # A local write of this key landed while we downloaded: it is newer.
+        return self._current(key, math.inf)
+
+    @contextlib.contextmanager
+    def _flight(self, key: str) -> Iterator[None]:
+        """One read-through per key at a time in this process."""
+        with self._flights_lock:
+            lock = self._flights.setdefault(key, threading.Lock())
+        with lock:
+            yield
+        with self._flights_lock:
+            if not lock.locked():
+                self._flights.pop(key, None)
+
+    def _warn_stale(self, key: str, exc: CargoholdError) -> None:
+        now = time.monotonic()
+        if now - self._stale_warned.get(key, -math.inf) > 60:
+            self._stale_warned[key] = now
+            log.warning("cargohold: serving the local copy of %r unchecked: %s", key, exc)
+
+    def _not_found(self, key: str) -> NotFoundError:
+        return NotFoundError(
+            f"no object {key!r} in {self.remote.url}", key=key, remote=self.remote.url
+        )
+
+    # -- sync -------------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Return once the remote has every write and delete made before this call.
+
+        Raises TimedOut after ``timeout`` seconds (the writes stay journaled), or the
+        error of a write the remote refuses for good (an invalid key for that remote).
+        """
+        self._check_open()
+        for persisted in self._persisted:
+            persisted.scan()
+        self.syncer.flush(timeout)
+
+    def hydrate(
+        self,
+        prefix: str = "",
+        *,
+        progress: Callable[[Progress], None] | None = None,
+        concurrency: int | None = None,
+    ) -> HydrateReport:
+        """Copy every object under ``prefix`` from the remote into the local tier now,
+        instead of on first read. Objects already held at the remote's version, and keys
+        with unsynced local writes, are skipped. ``progress`` is called after each batch
+        (``total`` grows while the listing is still being read).
+
+        The listing is read on a thread of its own while batches are fetched, small
+        objects are read into memory and stored a batch per transaction, large ones stream
+        to files. Objects that fail are reported in ``failed``; the rest still land.
+        """
+        self._check_open()
+        prefix = normalize_prefix(prefix)
+        started = time.monotonic()
+        held = {e.key: (e.pending, e.etag) for e in self.local.entries(prefix)}
+        lanes = concurrency or self.settings.sync_concurrency
+        listed: queue.Queue[ObjectInfo | BaseException | None] = queue.Queue(maxsize=10_000)
+
+        def read_listing() -> None:
+            try:
+                for info in self.remote.list(prefix):
+                    listed.put(info)
+                listed.put(None)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                listed.put(exc)
+
+        lister = threading.Thread(target=read_listing, name="cargohold-hydrate-list", daemon=True)
+        lister.start()
+        done = total_bytes = skipped = seen = 0
+        failed: dict[str, str] = {}
+        finished = False
+        while not finished:
+            batch: list[ObjectInfo] = []
+            while len(batch) < lanes * 8:
+                item = listed.get() if not batch else _next_or_none(listed)
+                if item is _EMPTY:
+                    break  # fetch what we have while the listing catches up
+                if item is None:
+                    finished = True
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                assert isinstance(item, ObjectInfo)
+                seen += 1
+                pending, etag = held.get(item.key, (False, None))
+                if pending or etag == item.etag:
+                    skipped += 1
+                else:
+                    batch.append(item)
+            small = [info.key for info in batch if info.size <= INLINE_MAX]
+            large = [info.key for info in batch if info.size > INLINE_MAX]
+            for keys, fetch in ((small, self._hydrate_small), (large, self._hydrate_large)):
+                if not keys:
+                    continue
+                stored, errors = fetch(keys, lanes)
+                done += len(stored)
+                total_bytes += sum(entry.size for entry in stored)
+                failed.update(errors)
+            self._keep_bound(total_bytes)
+            if progress is not None and batch:
+                progress(Progress(done=done + len(failed), total=seen - skipped, bytes=total_bytes))
+        return HydrateReport(
+            objects=done,
+            bytes=total_bytes,
+            skipped=skipped,
+            failed=failed,
+            seconds=time.monotonic() - started,
+        )
+
+    def _hydrate_small(
+        self, keys: Sequence[str], concurrency: int
+    ) -> tuple[Sequence[Staged], dict[str, str]]:
+        errors: dict[str, str] = {}
+        pairs = []
+        for key, result in zip(
+            keys, self.remote.fetch_many(keys, concurrency=concurrency), strict=True
+        ):
+            if isinstance(result, CargoholdError):
+                errors[key] = str(result)
+            else:
+                info, data = result
+                pairs.append((self.local.stage(key, data), info))
+        return self.local.commit_clean_many(pairs), errors
+
+    def _hydrate_large(
+        self, keys: Sequence[str], concurrency: int
+    ) -> tuple[Sequence[Staged], dict[str, str]]:
+        errors: dict[str, str] = {}
+        items = [(key, self.local.tmp / f"hydrate-{uuid.uuid4().hex}") for key in keys]
+        pairs = []
+        for (key, tmp), result in zip(
+            items, self.remote.download_many(items, concurrency=concurrency), strict=True
+        ):
+            if isinstance(result, CargoholdError):
+                errors[key] = str(result)
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+            else:
+                pairs.append((self.local.stage_file(key, tmp), result))
+        return self.local.commit_clean_many(pairs), errors
+
+    def status(self) -> HoldStatus:
+        """Pending writes, the loss window, the last sync and error, and local bytes."""
+        totals = self.local.totals()
+        state = self.syncer.state
+        last_success, last_error, last_error_at = (
+            state.last_success,
+            state.last_error,
+            state.last_error_at,
+        )
+        if last_success is None or last_error is None:
+            # Not (yet) the syncing process: what the one that synced last recorded.
+            recorded_success, recorded_error, recorded_error_at = self.syncer.recorded()
+            last_success = last_success or recorded_success
+            if last_error is None:
+                last_error, last_error_at = recorded_error, recorded_error_at
+        return HoldStatus(
+            remote=self.remote.url,
+            embedded_default=self.embedded_default,
+            pending_count=totals.pending_count,
+            pending_bytes=totals.pending_bytes,
+            loss_window=0.0
+            if totals.oldest_pending is None
+            else max(0.0, time.time() - totals.oldest_pending),
+            oldest_pending=_when(totals.oldest_pending),
+            last_sync=_when(last_success),
+            last_error=last_error,
+            last_error_at=_when(last_error_at),
+            local_bytes=totals.local_bytes,
+            local_max_bytes=self.settings.local_max_bytes,
+            syncing=state.active,
+            refused=dict(state.failed_keys),
+            remote_stats=dict(self.remote.stats()),
+        )
+
+    def persist_dir(
+        self, folder: str | Path, *, prefix: str | None = None, interval: float | None = None
+    ) -> Any:
+        """Keep ``folder`` in the remote under ``prefix`` (default: the folder's name).
+
+        Restores it now (files the remote has and the folder lacks or has older), then
+        scans every ``interval`` seconds (the ``persist_interval`` setting) and on
+        ``flush()``/``close()``/shutdown, pushing added and changed files (compared by
+        content digest) and deleting removed ones. Returns the :class:`PersistedDir`.
+        """
+        from .persist import PersistedDir
+
+        self._check_open()
+        persisted = PersistedDir(
+            self,
+            Path(folder),
+            prefix=prefix,
+            interval=self.settings.persist_interval if interval is None else interval,
+        )
+        self._persisted.append(persisted)
+        persisted.start()
+        return persisted
+
+    def fetch(
+        self,
+        url: str,
+        *,
+        sha256: str | None = None,
+        max_age: float | None = None,
+        progress: Callable[[FetchProgress], None] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Path:
+        """A local file with the bytes at ``url`` (http or https), named like the URL's
+        last segment: downloaded once, then served from the local tier.
+
+        One download per URL across threads, processes and (with ``fetch_to_remote``)
+        instances sharing the remote; verified against ``sha256`` when given
+        (IntegrityError, nothing cached, on a mismatch); resumed with Range after an
+        interruption; revalidated with ETag / Last-Modified once older than ``max_age``
+        seconds (default: the ``fetch_max_age`` setting); the stale copy is served, with
+        a warning, while the origin is down. ``headers`` go with each request to the
+        origin (credentials, say). See :mod:`cargohold.fetch`.
+        """
+        from .fetch import fetch
+
+        self._check_open()
+        return fetch(self, url, sha256=sha256, max_age=max_age, progress=progress, headers=headers)
+
+    def scratch(self, request_id: str | None = None, *, quota: int | str | None = None) -> Scratch:
+        """A per-request workspace, ``with hold.scratch(request_id) as work: ...``.
+
+        A new directory (time and request id in its name) removed on exit whatever
+        happens; a byte ``quota`` (default: the ``scratch_quota`` setting) enforced on the
+        workspace's own writers; on an exception, a debug bundle (files, traceback,
+        the request's record with secrets redacted) uploaded under
+        ``debug/<date>/<request id>/`` and named on the exception. One structured log
+        record per request. See :mod:`cargohold.scratch`.
+        """
+        from .scratch import Scratch
+
+        self._check_open()
+        return Scratch(self, request_id, quota=quota)
+
+    # -- the generation cache ----------------------------------------------------------
+
+    def memo(
+        self,
+        namespace: str,
+        *,
+        version: str = "1",
+        ttl: float | None = None,
+        max_bytes: int | None = None,
+        seed_dir: str | Path | None = None,
+        lease_ttl: float = 60.0,
+    ) -> Memo:
+        """The generation cache for ``namespace`` at ``version`` (bump it to invalidate).
+
+        ``ttl`` (seconds) and ``max_bytes`` bound the namespace; ``seed_dir`` is a
+        read-only folder of entries committed with the app, consulted first; ``lease_ttl``
+        is how long a dead builder's lease keeps others waiting. See :mod:`cargohold.memo`.
+        """
+        from .memo import Memo
+
+        self._check_open()
+        return Memo(
+            self,
+            namespace,
+            version=version,
+            ttl=ttl,
+            max_bytes=max_bytes,
+            seed_dir=seed_dir,
+            lease_ttl=lease_ttl,
+        )
+
+    def memoize(
+        self, namespace: str | None = None, *, version: str = "1", **options: Any
+    ) -> Callable[[Callable[..., _T]], Callable[..., _T]]:
+        """Decorate a function so each distinct set of arguments runs it once, across
+        threads, processes and instances sharing the remote; hits return the stored
+        result (a file result as a local ``Path``). Options as for :meth:`memo`;
+        ``namespace`` defaults to the function's qualified name."""
+        from .memo import memoize
+
+        self._check_open()
+        return memoize(self, namespace, version=version, **options)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def close(self, timeout: float | None = None, *, flush: bool = True) -> None:
+        """Flush for up to ``timeout`` seconds (default ``shutdown_grace``), then stop.
+
+        Writes that could not be flushed stay in the local journal (and are logged) and
+        sync when a Hold next opens this data directory. ``flush=False`` stops without
+        waiting for them (for short-lived readers such as ``cargohold stats``). Safe to
+        call twice.
+        """
+        if self._closed:
+            return
+        budget = self.shutdown_grace if timeout is None else timeout
+        for persisted in self._persisted:
+            persisted.stop()
+        self.syncer.close(budget, flush=flush)
+        self._closed = True
+        self.local.close()
+        if self.catalog is not None:
+            self.catalog.close()
+        self.remote.close()
+
+    def _shutdown_flush(self, budget: float) -> None:
+        """Called on SIGTERM/SIGINT: flush within ``budget`` seconds, log what remains."""
+        if self._closed:
+            return
+        try:
+            for persisted in self._persisted:
+                persisted.scan()
+            self.syncer.flush(budget)
+            log.info("cargohold: flushed to %s before shutdown", self.remote.url)
+        except (TimedOut, CargoholdError) as exc:
+            status = self.status()
+            log.warning(
+                "cargohold: %d write(s) (%d bytes) did not reach %s within %.1fs: %s. They "
+                "are in the local journal at %s and sync when it is opened again.",
+                status.pending_count,
+                status.pending_bytes,
+                self.remote.url,
+                budget,
+                exc,
+                self.local.root,
+            )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise HoldClosed(
+                f"this Hold on {self.remote.url} is closed",
+                hint="open a new one with cargohold.open()",
+            )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Hold {self.local.root} -> {self.remote.url}>"
+
+
+_EMPTY = object()
+
+
+def _next_or_none(q: queue.Queue[Any]) -> Any:
+    """The next listed item if one is ready, else ``_EMPTY`` (do not wait for it)."""
+    try:
+        return q.get_nowait()
+    except queue.Empty:
+        return _EMPTY
+
+
+def _fields(entry: Entry) -> dict[str, Any]:
+    return {name: getattr(entry, name) for name in entry.__slots__}
+
+
+def open(
+    remote: str | Remote | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    **settings: Any,
+) -> Hold:
+    """Open a Hold. Settings come from arguments > ``CARGOHOLD_*`` variables > defaults.
+
+    ``remote`` is a URL (``s3://bucket/prefix``, ``file:///mnt/volume``, ...) or a Remote.
+    With none configured, the embedded default is used: a ``file`` remote inside the data
+    directory. That keeps everything working with no server or credentials, but the
+    remote then lives on the same disk as the app, which this logs once.
+    """
+    global _embedded_warned
+    resolved = Settings.load(
+        remote=remote if isinstance(remote, str) else None, data_dir=data_dir, **settings
+    )
+    root = choose_data_dir(resolved).path
+    embedded = False
+    if isinstance(remote, Remote):
+        remote_obj = remote
+    elif resolved.remote:
+        remote_obj = open_remote(resolved.remote, settings=resolved)
+    else:
+        embedded = True
+        remote_obj = open_remote((root / "remote").as_uri(), settings=resolved)
+        if not _embedded_warned:
+            _embedded_warned = True
+            log.warning(
+                "cargohold: no remote configured, so using the embedded default %s. It is on "
+                "the same disk as the app and is lost with it: set CARGOHOLD_REMOTE to a "
+                "bucket or volume for durability.",
+                remote_obj.url,
+            )
+    catalog = None
+    if resolved.catalog:
+        try:
+            from .catalog import Catalog
+        except ImportError as exc:
+            raise ConfigError(
+                "a catalog needs psycopg", hint="pip install 'cargohold[postgres]'"
+            ) from exc
+        catalog = Catalog(resolved.catalog, remote_obj)
+    return Hold(
+        remote=remote_obj,
+        local_dir=root / "local",
+        settings=resolved,
+        embedded_default=embedded,
+        catalog=catalog,
+    )

@@ -1,0 +1,979 @@
+"""The local tier: objects on this machine's disk, indexed in SQLite, with the journal.
+
+Written here rather than borrowed (diskcache comes closest) because the journal has to live
+in the same transaction as the write, and the syncer, the eviction rules and the loss
+window all read the same rows.
+
+Layout under the tier's directory::
+
+    index.sqlite3          the index (WAL mode): one row per key, see SCHEMA
+    blobs/ab/<id>          bytes of objects too large to keep in the index
+    named/<id>/<name>      a hard link to a blob under the key's last segment, made when
+                           ``path()`` is asked for it, so the file has its real name
+    tmp/                   files being written
+
+Guarantees:
+
+- A write is one SQLite statement. Its row *is* the journal entry: ``dirty_since`` is set
+  until the syncer has put these bytes (or this delete) on the remote. So the data and
+  the journal entry commit together, and a process killed at any moment (SIGKILL) loses
+  nothing acknowledged and leaves nothing half-written: a large object's file is complete
+  before the statement that makes it reachable. With ``fsync`` on, files are fsynced and
+  SQLite runs ``synchronous=FULL``, which also covers power loss.
+- A key written again before it was synced keeps one row: only the latest bytes upload.
+- Rows not yet on the remote (``dirty_since`` set) are never evicted.
+- Totals (bytes held, bytes and count pending) are kept by triggers, exact across processes.
+- Files of replaced or removed objects are queued in ``garbage`` by triggers and removed by
+  :meth:`LocalTier.collect_garbage`; a reader that finds its file gone reads the row again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import logging
+import math
+import os
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .errors import (
+    CargoholdError,
+    ConfigError,
+    HoldClosed,
+    PermissionDenied,
+    StorageFull,
+    from_os_error,
+)
+from .keys import RESERVED_PREFIX, InternalKey
+from .remotes import ObjectInfo
+
+__all__ = ["INLINE_MAX", "Entry", "LocalTier", "Pending", "Staged", "Totals", "local_etag"]
+
+log = logging.getLogger("cargohold.local")
+
+#: Objects up to this size live in the index itself: one statement writes them, which is
+#: several times faster than a file (see docs/benchmarks.md).
+INLINE_MAX = 64 * 1024
+SCHEMA_VERSION = 1
+_BUSY_TIMEOUT_MS = 60_000
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    key TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,      -- bumped by every local change of the row
+    size INTEGER NOT NULL,
+    inline BLOB,                   -- the bytes, for objects up to INLINE_MAX
+    file TEXT,                     -- otherwise the blob file, relative to blobs/
+    metadata TEXT,                 -- JSON object, NULL when empty
+    content_type TEXT NOT NULL,
+    etag TEXT,                     -- the remote's etag of these bytes; NULL until synced
+    modified REAL NOT NULL,        -- when these bytes were written here
+    validated REAL,                -- when the remote last confirmed etag
+    accessed REAL NOT NULL,
+    dirty_since REAL,              -- oldest local change not yet on the remote; NULL if none
+    deleted INTEGER NOT NULL DEFAULT 0   -- 1: a deletion waiting to reach the remote
+);
+CREATE INDEX IF NOT EXISTS objects_pending ON objects(dirty_since) WHERE dirty_since IS NOT NULL;
+CREATE INDEX IF NOT EXISTS objects_lru ON objects(accessed) WHERE dirty_since IS NULL;
+CREATE TABLE IF NOT EXISTS totals (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    local_bytes INTEGER NOT NULL,
+    pending_bytes INTEGER NOT NULL,
+    pending_count INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO totals VALUES (0, 0, 0, 0);
+CREATE TABLE IF NOT EXISTS garbage (file TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TRIGGER IF NOT EXISTS objects_insert AFTER INSERT ON objects BEGIN
+    UPDATE totals SET
+        local_bytes = local_bytes + NEW.size,
+        pending_bytes = pending_bytes + IIF(NEW.dirty_since IS NULL, 0, NEW.size),
+        pending_count = pending_count + (NEW.dirty_since IS NOT NULL);
+END;
+CREATE TRIGGER IF NOT EXISTS objects_update AFTER UPDATE ON objects BEGIN
+    UPDATE totals SET
+        local_bytes = local_bytes + NEW.size - OLD.size,
+        pending_bytes = pending_bytes + IIF(NEW.dirty_since IS NULL, 0, NEW.size)
+                                      - IIF(OLD.dirty_since IS NULL, 0, OLD.size),
+        pending_count = pending_count + (NEW.dirty_since IS NOT NULL)
+                                      - (OLD.dirty_since IS NOT NULL);
+    INSERT INTO garbage(file) SELECT OLD.file WHERE OLD.file IS NOT NULL AND OLD.file IS NOT NEW.file;
+END;
+CREATE TRIGGER IF NOT EXISTS objects_delete AFTER DELETE ON objects BEGIN
+    UPDATE totals SET
+        local_bytes = local_bytes - OLD.size,
+        pending_bytes = pending_bytes - IIF(OLD.dirty_since IS NULL, 0, OLD.size),
+        pending_count = pending_count - (OLD.dirty_since IS NOT NULL);
+    INSERT INTO garbage(file) SELECT OLD.file WHERE OLD.file IS NOT NULL;
+END;
+"""
+
+# A local write: a new row, or the row replaced. dirty_since keeps the oldest unsynced time.
+_UPSERT_DIRTY = """
+INSERT INTO objects (key, version, size, inline, file, metadata, content_type,
+                     etag, modified, validated, accessed, dirty_since, deleted)
+VALUES (:key, 1, :size, :inline, :file, :metadata, :content_type,
+        NULL, :now, NULL, :now, :now, :deleted)
+ON CONFLICT (key) DO UPDATE SET
+    version = version + 1, size = excluded.size, inline = excluded.inline,
+    file = excluded.file, metadata = excluded.metadata,
+    content_type = excluded.content_type, etag = NULL, modified = excluded.modified,
+    validated = NULL, accessed = excluded.accessed,
+    dirty_since = coalesce(dirty_since, excluded.dirty_since), deleted = excluded.deleted
+RETURNING version
+"""
+
+# A copy of what the remote holds (read-through, hydrate, write-through). It never
+# replaces a local change that has not reached the remote.
+_UPSERT_CLEAN = """
+INSERT INTO objects (key, version, size, inline, file, metadata, content_type,
+                     etag, modified, validated, accessed, dirty_since, deleted)
+VALUES (:key, 1, :size, :inline, :file, :metadata, :content_type,
+        :etag, :now, :now, :now, NULL, 0)
+ON CONFLICT (key) DO UPDATE SET
+    version = version + 1, size = excluded.size, inline = excluded.inline,
+    file = excluded.file, metadata = excluded.metadata,
+    content_type = excluded.content_type, etag = excluded.etag, modified = excluded.modified,
+    validated = excluded.validated, accessed = excluded.accessed
+WHERE objects.dirty_since IS NULL {extra}
+RETURNING version
+"""
+
+_LOOKUP = (
+    "SELECT inline, file, dirty_since, validated, accessed FROM objects "
+    "WHERE key = ? AND deleted = 0"
+)
+#: Seconds within which a second read of a key is not recorded for LRU eviction: recording
+#: every read would cost a write for each one.
+ACCESS_GRANULARITY = 60.0
+
+_COLUMNS = (
+    "key, version, size, inline, file, metadata, content_type, etag, "
+    "modified, validated, accessed, dirty_since, deleted"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One row of the index: what the local tier knows about a key."""
+
+    key: str
+    version: int
+    size: int
+    inline: bytes | None
+    file: str | None
+    metadata: dict[str, str]
+    content_type: str
+    etag: str | None
+    modified: float
+    validated: float | None
+    accessed: float
+    dirty_since: float | None
+    deleted: bool
+
+    @property
+    def pending(self) -> bool:
+        """True while this write (or deletion) has not reached the remote."""
+        return self.dirty_since is not None
+
+    def info(self) -> ObjectInfo:
+        """As the remote will describe it, except that until the remote has these bytes
+        the etag is a local one (see :func:`local_etag`)."""
+        return ObjectInfo(
+            key=self.key,
+            size=self.size,
+            etag=self.etag or local_etag(self),
+            last_modified=datetime.fromtimestamp(self.modified, UTC),
+            metadata=dict(self.metadata),
+            content_type=self.content_type,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """Bytes made ready for a key but not yet reachable (see ``LocalTier.stage``)."""
+
+    key: str
+    inline: bytes | memoryview | None
+    file: str | None
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A journal entry as the syncer takes it: the row, and where its bytes are."""
+
+    entry: Entry
+    path: Path | None  # the blob file, when the bytes are not inline
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    local_bytes: int
+    pending_bytes: int
+    pending_count: int
+    oldest_pending: float | None
+
+
+def _entry(row: tuple[Any, ...]) -> Entry:
+    key: str = row[0]
+    if key.startswith(RESERVED_PREFIX):
+        key = InternalKey(key)  # cargohold's own record: keep it usable as one
+    return Entry(
+        key=key,
+        version=row[1],
+        size=row[2],
+        inline=row[3],
+        file=row[4],
+        metadata=json.loads(row[5]) if row[5] else {},
+        content_type=row[6],
+        etag=row[7],
+        modified=row[8],
+        validated=row[9],
+        accessed=row[10],
+        dirty_since=row[11],
+        deleted=bool(row[12]),
+    )
+
+
+def local_etag(entry: Entry) -> str:
+    """The etag of a write the remote does not have yet: ``L`` + version + write time.
+
+    The remote assigns the real one when the syncer uploads the bytes; ``Hold.put(...,
+    if_match=...)`` accepts a local etag for as long as the key has not changed since.
+    (Hashing every write for an etag the remote would agree with costs 3 ms per MiB on
+    small machines, more than writing the bytes.)
+    """
+    return f"L{entry.version}.{int(entry.modified * 1_000_000)}"
+
+
+class LocalTier:
+    """Objects on local disk with an SQLite index and journal. Safe across threads and
+    processes sharing the directory. See the module docstring for the guarantees."""
+
+    def __init__(self, root: Path, *, fsync: bool = False) -> None:
+        self.root = Path(root)
+        self.blobs = self.root / "blobs"
+        self.named = self.root / "named"
+        self.tmp = self.root / "tmp"
+        self._shards: set[str] = set()
+        self.access_granularity = ACCESS_GRANULARITY
+        self.fsync = fsync
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        # Writers in this process queue here instead of in SQLite's busy handler, which
+        # sleeps a millisecond or more each time it finds the database locked.
+        self._write_lock = threading.Lock()
+        self._touched: dict[str, float] = {}
+        self._estimate = Totals(0, 0, 0, None)
+        self._estimated_at = -math.inf
+        try:
+            for folder in (self.root, self.blobs, self.tmp):
+                folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise from_os_error(exc, f"create the local tier in {self.root}") from exc
+        conn = self._conn()
+        with self._transaction(conn):
+            for statement in _statements(SCHEMA):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT OR IGNORE INTO info VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+
+    # -- connections ------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        if self._closed:
+            raise HoldClosed(f"the local tier at {self.root} is closed")
+        try:
+            conn = sqlite3.connect(
+                self.root / "index.sqlite3",
+                isolation_level=None,  # autocommit: one statement, one transaction
+                check_same_thread=False,  # each thread has its own; close() closes them all
+                timeout=_BUSY_TIMEOUT_MS / 1000,
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a commit is a write() into the WAL, safe when the process
+            # dies; only a checkpoint fsyncs. FULL fsyncs every commit (power loss too).
+            conn.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
+            conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            # Checkpoints (which fsync) run in the syncer's upkeep, not in whichever write
+            # happens to cross the threshold: that write would wait milliseconds.
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+            # Reads through a memory map instead of a read() per page (as diskcache does).
+            conn.execute("PRAGMA mmap_size=268435456")
+            conn.execute("PRAGMA cache_size=-32768")
+        except sqlite3.Error as exc:
+            raise CargoholdError(f"cannot open the local index in {self.root}: {exc}") from exc
+        self._local.conn = conn
+        with self._lock:
+            self._connections.append(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def _transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Write pending access times and close every connection. Safe to call twice."""
+        if self._closed:
+            return
+        with contextlib.suppress(CargoholdError, sqlite3.Error):
+            self.flush_access_times()
+        self._closed = True
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    def bind_remote(self, url: str) -> None:
+        """Tie this tier to one remote. Its copies belong to that remote: opened with
+        another, the copies are dropped, unless writes for the first one are still pending
+        (then ConfigError, as they would go to the wrong place)."""
+        conn = self._conn()
+        with self._transaction(conn):
+            row = conn.execute("SELECT value FROM info WHERE name = 'remote'").fetchone()
+            if row is not None and row[0] != url:
+                pending = conn.execute("SELECT pending_count FROM totals").fetchone()[0]
+                if pending:
+                    raise ConfigError(
+                        f"the local tier at {self.root} holds {pending} change(s) not yet synced "
+                        f"to {row[0]}, but was opened with {url}",
+                        hint=f"open it with {row[0]} until it is flushed, or use another data_dir",
+                    )
+                log.info(
+                    "cargohold: %s now caches %s (was %s): dropping old copies",
+                    self.root,
+                    url,
+                    row[0],
+                )
+                conn.execute("DELETE FROM objects")
+            conn.execute("INSERT OR REPLACE INTO info VALUES ('remote', ?)", (url,))
+        self.collect_garbage()
+
+    # -- writes -----------------------------------------------------------------------
+
+    def stage(self, key: str, data: bytes | memoryview | Path | BinaryIO) -> Staged:
+        """Make the bytes ready (inline, or a complete blob file) without making them
+        reachable: ``commit``, ``commit_clean`` or ``discard`` it next."""
+        inline, file, size = self._store_bytes(key, data)
+        return Staged(key, inline, file, size)
+
+    def stage_file(self, key: str, source: Path) -> Staged:
+        """Stage a complete file from this tier's ``tmp/``, moving (not copying) it."""
+        size = source.stat().st_size
+        if size <= INLINE_MAX:
+            data = source.read_bytes()
+            source.unlink()
+            return Staged(key, data, None, size)
+        relative = self._blob_name(key)
+        os.replace(source, self.blobs / relative)
+        return Staged(key, None, relative, size)
+
+    def staged_data(self, staged: Staged) -> bytes | memoryview | Path:
+        """The staged bytes, to upload."""
+        return staged.inline if staged.inline is not None else self.blobs / str(staged.file)
+
+    def discard(self, staged: Staged) -> None:
+        if staged.file is not None:
+            self._remove_blob(staged.file)
+
+    def commit(self, staged: Staged, *, metadata: Mapping[str, str], content_type: str) -> Entry:
+        """Make staged bytes the key's local change to sync; safe from a crash on return."""
+        entry = self._upsert(_UPSERT_DIRTY, staged, metadata, content_type)
+        assert entry is not None  # a dirty upsert always writes its row
+        self._note_added(staged.size, pending=True)
+        return entry
+
+    def _note_added(self, size: int, *, pending: bool) -> None:
+        """Keep the estimate (see ``estimate``) up with this process's own writes."""
+        self._estimate = dataclasses.replace(
+            self._estimate,
+            local_bytes=self._estimate.local_bytes + size,
+            pending_bytes=self._estimate.pending_bytes + (size if pending else 0),
+        )
+
+    def commit_clean(
+        self, staged: Staged, info: ObjectInfo, *, only_version: int | None = None
+    ) -> Entry | None:
+        """Make staged bytes the key's copy of what the remote holds (``info``).
+
+        Never replaces a local change that has not been synced, nor (with ``only_version``)
+        a row that changed since it was read: then it stores nothing, discards the staged
+        bytes and returns None.
+        """
+        extra = "" if only_version is None else "AND objects.version = :only_version"
+        entry = self._upsert(
+            _UPSERT_CLEAN.format(extra=extra),
+            staged,
+            info.metadata or {},
+            info.content_type or "application/octet-stream",
+            etag=info.etag,
+            only_version=only_version,
+        )
+        if entry is None:
+            self.discard(staged)
+        else:
+            self._note_added(staged.size, pending=False)
+        return entry
+
+    def commit_clean_many(self, pairs: list[tuple[Staged, ObjectInfo]]) -> list[Staged]:
+        """``commit_clean`` for many copies in one transaction (hydrate). Rows with a
+        local change not yet synced are left alone; returns what was stored."""
+        if not pairs:
+            return []
+        now = time.time()
+        sql = _UPSERT_CLEAN.format(extra="").replace("RETURNING version", "")
+        stored: list[Staged] = []
+        conn = self._conn()
+        with self._transaction(conn):
+            for staged, info in pairs:
+                cursor = conn.execute(
+                    sql,
+                    {
+                        "key": staged.key,
+                        "size": staged.size,
+                        "inline": staged.inline,
+                        "file": staged.file,
+                        "metadata": json.dumps(info.metadata, separators=(",", ":"))
+                        if info.metadata
+                        else None,
+                        "content_type": info.content_type or "application/octet-stream",
+                        "etag": info.etag,
+                        "now": now,
+                    },
+                )
+                if cursor.rowcount:
+                    stored.append(staged)
+        for staged, _ in pairs:
+            if staged not in stored:
+                self.discard(staged)
+        self._note_added(sum(s.size for s in stored), pending=False)
+        return stored
+
+    def write(
+        self,
+        key: str,
+        data: bytes | memoryview | Path | BinaryIO,
+        *,
+        metadata: Mapping[str, str],
+        content_type: str,
+    ) -> Entry:
+        """Stage and commit in one call: a local change to sync."""
+        return self.commit(self.stage(key, data), metadata=metadata, content_type=content_type)
+
+    def delete(self, key: str) -> Entry:
+        """Record a deletion to sync: the key reads as missing at once."""
+        staged = Staged(key, None, None, 0)
+        entry = self._upsert(_UPSERT_DIRTY, staged, {}, "application/octet-stream", deleted=1)
+        assert entry is not None
+        return entry
+
+    def _upsert(
+        self,
+        sql: str,
+        staged: Staged,
+        metadata: Mapping[str, str],
+        content_type: str,
+        **extra: Any,
+    ) -> Entry | None:
+        now = time.time()
+        params = {
+            "key": staged.key,
+            "size": staged.size,
+            "inline": staged.inline,
+            "file": staged.file,
+            "metadata": json.dumps(dict(metadata), separators=(",", ":")) if metadata else None,
+            "content_type": content_type,
+            "now": now,
+            "deleted": extra.pop("deleted", 0),
+            **extra,
+        }
+        try:
+            with self._write_lock:
+                row = self._conn().execute(sql, params).fetchone()
+        except sqlite3.Error as exc:
+            self.discard(staged)
+            raise _sqlite_error(exc, f"write {staged.key!r} to the local tier") from exc
+        if row is None:
+            return None
+        clean = "etag" in params
+        return Entry(
+            key=staged.key,
+            version=row[0],
+            size=staged.size,
+            inline=bytes(staged.inline) if staged.inline is not None else None,
+            file=staged.file,
+            metadata=dict(metadata),
+            content_type=content_type,
+            etag=params.get("etag"),
+            modified=now,
+            validated=now if clean else None,
+            accessed=now,
+            dirty_since=None if clean else now,
+            deleted=bool(params["deleted"]),
+        )
+
+    def _blob_name(self, key: str) -> str:
+        """A new blob's name, ``ab/<id>``; its shard folder exists on return. One folder
+        per blob would cost a mkdir per write (a third of a millisecond on small VMs)."""
+        blob_id = uuid.uuid4().hex
+        shard = blob_id[:2]
+        if shard not in self._shards:
+            (self.blobs / shard).mkdir(exist_ok=True)
+            self._shards.add(shard)
+        return f"{shard}/{blob_id}"
+
+    def _store_bytes(
+        self, key: str, data: bytes | memoryview | Path | BinaryIO, *, as_file: bool = False
+    ) -> tuple[bytes | memoryview | None, str | None, int]:
+        """Small bytes go inline (unless ``as_file``); the rest becomes a complete blob file."""
+        small_bytes = isinstance(data, bytes | memoryview) and len(data) <= INLINE_MAX
+        if isinstance(data, bytes | memoryview) and small_bytes and not as_file:
+            return data, None, len(data)
+        relative = self._blob_name(key)
+        path = self.blobs / relative
+        size = 0
+        try:
+            with path.open("wb") as out:
+                for chunk in _chunks(data):
+                    out.write(chunk)
+                    size += len(chunk)
+                if self.fsync:
+                    out.flush()
+                    os.fsync(out.fileno())
+            if self.fsync:  # the new folders' entries must survive power loss too
+                _fsync_dir(path.parent)
+                _fsync_dir(path.parent.parent)
+        except OSError as exc:
+            self._remove_blob(relative)
+            where = f"write {key!r} to the local tier at {self.root}"
+            raise from_os_error(exc, where, key=key) from exc
+        except BaseException:
+            self._remove_blob(relative)
+            raise
+        if size <= INLINE_MAX and not as_file and not small_bytes:
+            # A small file or stream: keep it inline after all, like small bytes.
+            small = path.read_bytes()
+            self._remove_blob(relative)
+            return small, None, size
+        return None, relative, size
+
+    def _remove_blob(self, relative: str) -> None:
+        """Remove a blob and the named link ``path()`` may have made for it."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.blobs / relative).unlink()
+        named = self.named / relative.rsplit("/", 1)[-1]
+        if named.exists():
+            shutil.rmtree(named, ignore_errors=True)
+
+    # -- reads ------------------------------------------------------------------------
+
+    def entry(self, key: str) -> Entry | None:
+        """The row for ``key`` (a deletion included), or None."""
+        row = (
+            self._conn().execute(f"SELECT {_COLUMNS} FROM objects WHERE key = ?", (key,)).fetchone()
+        )
+        return _entry(row) if row else None
+
+    def lookup(
+        self, key: str
+    ) -> tuple[bytes | None, str | None, float | None, float | None, float] | None:
+        """(inline bytes, blob file, dirty_since, validated, accessed) of an object held
+        under exactly ``key``, or None (not here, or a deletion). The get fast path: one
+        narrow query, nothing built."""
+        row = self._conn().execute(_LOOKUP, (key,)).fetchone()
+        return row  # type: ignore[no-any-return]
+
+    def read_blob(self, file: str) -> bytes | None:
+        """A blob's bytes, or None if it was replaced meanwhile."""
+        try:
+            return (self.blobs / file).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def estimate(self) -> Totals:
+        """Totals, cheaply: read at most every quarter second, with this process's own
+        writes since added in. Exact enough for soft bounds; use ``totals()`` to decide."""
+        now = time.monotonic()
+        if now - self._estimated_at > 0.25:
+            self._estimate = self.totals()
+            self._estimated_at = now
+        return self._estimate
+
+    def data(self, entry: Entry) -> bytes | None:
+        """The bytes of ``entry``, or None if its file was replaced meanwhile (read the row
+        again)."""
+        if entry.inline is not None:
+            self.touch(entry.key, entry.accessed)
+            return entry.inline
+        try:
+            data = (self.blobs / str(entry.file)).read_bytes()
+        except FileNotFoundError:
+            return None
+        self.touch(entry.key, entry.accessed)
+        return data
+
+    def open_entry(self, entry: Entry) -> BinaryIO | None:
+        """An open binary file of ``entry``'s bytes (valid even if the key changes), or
+        None if its file was replaced meanwhile."""
+        if entry.inline is not None:
+            self.touch(entry.key, entry.accessed)
+            return io.BytesIO(entry.inline)
+        try:
+            fh = (self.blobs / str(entry.file)).open("rb")
+        except FileNotFoundError:
+            return None
+        self.touch(entry.key, entry.accessed)
+        return fh
+
+    def path(self, key: str) -> Path | None:
+        """A file holding the key's bytes, named like the key's last segment.
+
+        An inline object is moved into a file first. The file stays until the key is
+        written again, deleted or evicted.
+        """
+        for _ in range(5):
+            entry = self.entry(key)
+            if entry is None or entry.deleted:
+                return None
+            if entry.file is not None:
+                named = self._named_link(key, entry.file)
+                if named is not None:
+                    self.touch(key)
+                    return named
+                continue
+            _, file, _ = self._store_bytes(key, entry.inline or b"", as_file=True)
+            assert file is not None
+            with self._write_lock:
+                cursor = self._conn().execute(
+                    "UPDATE objects SET inline = NULL, file = ? WHERE key = ? AND version = ?",
+                    (file, key, entry.version),
+                )
+            if cursor.rowcount == 1:
+                named = self._named_link(key, file)
+                if named is not None:
+                    self.touch(key)
+                    return named
+                continue
+            self._remove_blob(file)
+        return None
+
+    def _named_link(self, key: str, file: str) -> Path | None:
+        """``named/<id>/<last segment of key>``, a hard link to the blob (made once), or
+        None if the blob is gone (read the row again)."""
+        link = self.named / file.rsplit("/", 1)[-1] / key.rsplit("/", 1)[-1]
+        if link.exists():
+            return link
+        link.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(self.blobs / file, link)
+        except FileExistsError:
+            pass  # another thread linked it first
+        except FileNotFoundError:
+            return None
+        return link
+
+    def blob_path(self, entry: Entry) -> Path | None:
+        return self.blobs / entry.file if entry.file else None
+
+    def touch(self, key: str, last: float | None = None) -> None:
+        """Note an access for LRU eviction (unless ``last``, the recorded access, is recent
+        enough); written in batches, not on every read."""
+        now = time.time()
+        if last is not None and now - last < self.access_granularity:
+            return
+        self._touched[key] = now
+        if len(self._touched) >= 1000:
+            self.flush_access_times()
+
+    def flush_access_times(self) -> None:
+        touched, self._touched = self._touched, {}
+        if touched:
+            conn = self._conn()
+            with self._transaction(conn):
+                conn.executemany(
+                    "UPDATE objects SET accessed = max(accessed, ?) WHERE key = ?",
+                    [(when, key) for key, when in touched.items()],
+                )
+
+    def entries(self, prefix: str, *, pending_only: bool = False) -> Iterator[Entry]:
+        """Rows whose key starts with ``prefix`` (deletions included), in key order."""
+        where = "key >= ? AND key < ?" if prefix else "1"
+        params: tuple[str, ...] = (prefix, prefix + "\U0010ffff") if prefix else ()
+        if pending_only:
+            where += " AND dirty_since IS NOT NULL"
+        cursor = self._conn().execute(
+            f"SELECT {_COLUMNS} FROM objects WHERE {where} ORDER BY key", params
+        )
+        for row in cursor:
+            if row[0].startswith(prefix):
+                yield _entry(row)
+
+    def totals(self) -> Totals:
+        conn = self._conn()
+        local_bytes, pending_bytes, pending_count = conn.execute(
+            "SELECT local_bytes, pending_bytes, pending_count FROM totals"
+        ).fetchone()
+        oldest = conn.execute(
+            "SELECT min(dirty_since) FROM objects WHERE dirty_since IS NOT NULL"
+        ).fetchone()[0]
+        return Totals(local_bytes, pending_bytes, pending_count, oldest)
+
+    # -- the journal, for the syncer --------------------------------------------------
+
+    def pending(
+        self,
+        limit: int,
+        *,
+        exclude: frozenset[str] = frozenset(),
+        newer_than: float | None = None,
+    ) -> list[Pending]:
+        """The oldest unsynced changes, at most ``limit``, skipping keys in ``exclude``
+        and, with ``newer_than``, changes pending since before that time."""
+        sql = f"SELECT {_COLUMNS} FROM objects WHERE dirty_since IS NOT NULL"
+        params: list[Any] = []
+        if newer_than is not None:
+            sql += " AND dirty_since >= ?"
+            params.append(newer_than)
+        rows = (
+            self._conn()
+            .execute(sql + " ORDER BY dirty_since LIMIT ?", (*params, limit + len(exclude)))
+            .fetchall()
+        )
+        out = []
+        for row in rows:
+            entry = _entry(row)
+            if entry.key in exclude:
+                continue
+            out.append(Pending(entry, self.blobs / entry.file if entry.file else None))
+        return out[:limit]
+
+    def info_value(self, name: str) -> str | None:
+        row = self._conn().execute("SELECT value FROM info WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_info(self, name: str, value: str) -> None:
+        conn = self._conn()
+        with self._transaction(conn):
+            conn.execute("INSERT OR REPLACE INTO info VALUES (?, ?)", (name, value))
+
+    def pending_keys(
+        self, *, before: float, keys: set[str] | None = None, limit: int = 1
+    ) -> list[tuple[str, int]]:
+        """(key, version) of changes made at or before ``before`` that have not reached
+        the remote (only of ``keys``, if given), oldest first, at most ``limit``."""
+        conn = self._conn()
+        sql = "SELECT key, version FROM objects WHERE dirty_since IS NOT NULL AND dirty_since <= ?"
+        if keys is None:
+            rows = conn.execute(sql + " ORDER BY dirty_since LIMIT ?", (before, limit))
+            return [(row[0], row[1]) for row in rows]
+        found = []
+        for key in keys:
+            row = conn.execute(sql + " AND key = ?", (before, key)).fetchone()
+            if row:
+                found.append((row[0], row[1]))
+        return found[:limit]
+
+    def mark_synced(self, done: list[tuple[Entry, ObjectInfo | None]]) -> None:
+        """Record what reached the remote: a put (with its info) or a deletion (None).
+
+        A row changed since it was taken keeps its pending state, but its loss window
+        moves past the write that did reach the remote. Recorded in transactions of 32
+        rows, so a write waiting for the lock waits for one short transaction, not a batch.
+        """
+        now = time.time()
+        conn = self._conn()
+        for start in range(0, len(done), 32):
+            with self._transaction(conn):
+                for entry, info in done[start : start + 32]:
+                    if info is None:
+                        cursor = conn.execute(
+                            "DELETE FROM objects WHERE key = ? AND version = ? AND deleted = 1",
+                            (entry.key, entry.version),
+                        )
+                    else:
+                        cursor = conn.execute(
+                            "UPDATE objects SET dirty_since = NULL, etag = ?, validated = ? "
+                            "WHERE key = ? AND version = ?",
+                            (info.etag, now, entry.key, entry.version),
+                        )
+                    if cursor.rowcount == 0:
+                        # Written again meanwhile: the loss window now starts after the
+                        # write that landed.
+                        conn.execute(
+                            "UPDATE objects SET dirty_since = max(dirty_since, ?) "
+                            "WHERE key = ? AND dirty_since IS NOT NULL",
+                            (_after(entry.modified), entry.key),
+                        )
+            time.sleep(0)  # let a waiting writer have the lock
+
+    def set_validated(self, key: str, version: int, etag: str) -> None:
+        with self._write_lock:
+            self._conn().execute(
+                "UPDATE objects SET validated = ?, etag = ? WHERE key = ? AND version = ? "
+                "AND dirty_since IS NULL",
+                (time.time(), etag, key, version),
+            )
+
+    def forget(self, key: str, version: int) -> bool:
+        """Drop a clean copy (the remote no longer has it). False if the row changed."""
+        with self._write_lock:
+            cursor = self._conn().execute(
+                "DELETE FROM objects WHERE key = ? AND version = ? AND dirty_since IS NULL",
+                (key, version),
+            )
+        return cursor.rowcount == 1
+
+    def evict(self, max_bytes: int) -> int:
+        """Drop least recently used synced objects until at most ``max_bytes`` are held.
+
+        Never drops a pending change. Returns the bytes freed from the index; the files
+        go when the syncer next collects garbage (only it removes files, so none vanishes
+        under an upload).
+        """
+        self.flush_access_times()
+        conn = self._conn()
+        freed = 0
+        while True:
+            local_bytes = conn.execute("SELECT local_bytes FROM totals").fetchone()[0]
+            if local_bytes <= max_bytes:
+                break
+            victims = conn.execute(
+                "SELECT key, version, size FROM objects WHERE dirty_since IS NULL "
+                "ORDER BY accessed LIMIT 256"
+            ).fetchall()
+            if not victims:
+                break  # everything left is pending: back-pressure holds the rest
+            with self._transaction(conn):
+                for key, version, size in victims:
+                    cursor = conn.execute(
+                        "DELETE FROM objects WHERE key = ? AND version = ? AND dirty_since IS NULL",
+                        (key, version),
+                    )
+                    freed += size * cursor.rowcount
+                    if local_bytes - freed <= max_bytes:
+                        break
+        self._estimated_at = -math.inf  # the estimate knows nothing of this
+        return freed
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file (the syncer calls this between batches)."""
+        with contextlib.suppress(sqlite3.Error):
+            self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def collect_garbage(self) -> int:
+        """Remove files of replaced and removed objects. Returns how many were removed."""
+        conn = self._conn()
+        rows = conn.execute("SELECT rowid, file FROM garbage LIMIT 10000").fetchall()
+        for _, file in rows:
+            self._remove_blob(file)
+        if rows:
+            with self._transaction(conn):
+                conn.executemany("DELETE FROM garbage WHERE rowid = ?", [(r[0],) for r in rows])
+        return len(rows)
+
+    def remove_orphans(self, older_than: float = 3600.0) -> int:
+        """Remove blob files no row refers to (left by a crash before their row was
+        written), once older than ``older_than`` seconds, and stale temp files."""
+        conn = self._conn()
+        referenced = {
+            row[0] for row in conn.execute("SELECT file FROM objects WHERE file IS NOT NULL")
+        }
+        cutoff = time.time() - older_than
+        removed = 0
+        for shard in self.blobs.iterdir() if self.blobs.exists() else ():
+            for file in shard.iterdir():
+                relative = f"{shard.name}/{file.name}"
+                with contextlib.suppress(FileNotFoundError):
+                    if relative not in referenced and file.stat().st_mtime < cutoff:
+                        self._remove_blob(relative)
+                        removed += 1
+        ids = {file.rsplit("/", 1)[-1] for file in referenced}
+        for named in self.named.iterdir() if self.named.exists() else ():
+            if named.name not in ids:
+                shutil.rmtree(named, ignore_errors=True)
+        for leftover in self.tmp.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if leftover.stat().st_mtime < cutoff:
+                    leftover.unlink()
+        return removed
+
+
+def _chunks(
+    data: bytes | memoryview | Path | BinaryIO, size: int = 1024 * 1024
+) -> Iterator[bytes | memoryview]:
+    if isinstance(data, bytes | memoryview):
+        view = memoryview(data)
+        for start in range(0, len(view), size):
+            yield view[start : start + size]
+        return
+    if isinstance(data, Path):
+        with data.open("rb") as fh:
+            while chunk := fh.read(size):
+                yield chunk
+        return
+    while chunk := data.read(size):
+        yield chunk
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _after(moment: float) -> float:
+    return math.nextafter(moment, math.inf)
+
+
+def _statements(script: str) -> list[str]:
+    """Split the schema into statements (triggers contain ';' inside BEGIN ... END)."""
+    statements: list[str] = []
+    current: list[str] = []
+    for line in script.strip().splitlines():
+        current.append(line)
+        text = "\n".join(current).strip()
+        if text.endswith(";") and sqlite3.complete_statement(text):
+            statements.append(text)
+            current = []
+    return statements
+
+
+def _sqlite_error(exc: sqlite3.Error, doing: str) -> CargoholdError:
+    text = str(exc).lower()
+    if "full" in text:
+        return StorageFull(
+            f"cannot {doing}: the disk is full", hint="free space or use a larger volume"
+        )
+    if "readonly" in text or "read-only" in text:
+        return PermissionDenied(
+            f"cannot {doing}: the index is read-only", hint="use a writable data directory"
+        )
+    return CargoholdError(f"cannot {doing}: {exc}")

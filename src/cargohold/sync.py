@@ -1,0 +1,490 @@
+"""The syncer: drains the local tier's journal to the remote.
+
+Written here because it is the core of the write-back promise. One thread per Hold; of
+several processes sharing a data directory, the one holding ``sync.lock`` syncs and the
+others stand by (and take over if it dies: the lock goes with the process).
+
+- Batches: the oldest pending changes, up to ``batch_size`` at a time, uploaded with
+  ``put_many`` / ``delete_many`` (``concurrency`` requests in flight).
+- Wakes at once when this process writes, when ``flush()`` or ``close()`` asks, and at
+  least every ``poll`` seconds for writes made by other processes. No sleep loops.
+- Failures: retried with exponential backoff and full jitter (0.5 s doubling to 30 s). A
+  change that can never succeed (the remote refuses its key or metadata) is set aside and
+  named by ``flush()`` instead of blocking everything behind it.
+- No stale write lands last. A send that got no answer (the request timed out, or the
+  process was killed mid-request) may still reach the remote later, and must not land
+  after a newer version of the same key. So a key whose send got no answer is not sent
+  again for ``resend_after`` seconds; and a syncer taking over from one that did not shut
+  down cleanly (its session record says so) holds back every change that was already
+  pending, since any of them may have been in flight, for ``resend_after`` seconds. The
+  window is kept in the session record, so a process that opens and closes inside it (a
+  CLI command, a worker restart) does not end it early.
+- Outcomes are recorded in the local tier (the last success at most every 5 s, every
+  error), so ``status()`` in a process that is not syncing still says how syncing goes.
+- Batches gather: after new work wakes it, the syncer waits ``sync_delay`` seconds (a few
+  hundredths) so a burst of writes goes up as one batch instead of one round trip, one
+  journal read and one journal write per object. ``flush()`` and ``close()`` skip the wait.
+- Housekeeping between batches: access times, eviction down to the byte bound, removal of
+  files of replaced objects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from filelock import FileLock, Timeout
+
+from .errors import (
+    CargoholdError,
+    CatalogUnavailable,
+    IntegrityError,
+    InvalidInput,
+    RemoteError,
+    TimedOut,
+)
+from .local import Entry, LocalTier, Pending
+from .remotes import ObjectInfo, Remote
+
+if TYPE_CHECKING:
+    from .catalog import Catalog
+from .remotes._base import PutRequest
+
+__all__ = ["SyncState", "Syncer"]
+
+log = logging.getLogger("cargohold.sync")
+
+_BACKOFF_START = 0.5
+_BACKOFF_MAX = 30.0
+
+
+@dataclass
+class SyncState:
+    """What the syncer has done, for ``Hold.status()``."""
+
+    active: bool = False  # this process holds the sync lock
+    last_success: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    synced_objects: int = 0
+    synced_bytes: int = 0
+    failed_keys: dict[str, str] = field(default_factory=dict)  # set aside: key -> why
+    history: deque[tuple[float, int, int]] = field(default_factory=lambda: deque(maxlen=720))
+    errors: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=20))
+    error_count: int = 0
+
+
+class Syncer:
+    """Drains ``local``'s journal into ``remote`` on a background thread."""
+
+    def __init__(
+        self,
+        local: LocalTier,
+        remote: Remote,
+        *,
+        max_bytes: int,
+        concurrency: int = 32,
+        batch_size: int = 256,
+        poll: float = 1.0,
+        resend_after: float = 15.0,
+        sync_delay: float = 0.05,
+        catalog: Catalog | None = None,
+    ) -> None:
+        self.local = local
+        self.remote = remote
+        self.max_bytes = max_bytes
+        self.concurrency = concurrency
+        self.batch_size = batch_size
+        self.poll = poll
+        self.resend_after = resend_after
+        self.sync_delay = sync_delay
+        self.catalog = catalog
+        self.state = SyncState()
+        self._urgent = threading.Event()  # flush() or close(): no gathering delay
+        self._unanswered: dict[str, float] = {}  # key -> when its unanswered send was made
+        self._held_back_before: float | None = None  # after an unclean takeover
+        self._held_back_until = 0.0
+        self._success_recorded = 0.0
+        self._batches = 0
+        self._wake = threading.Event()  # new work, flush, close
+        self._stop = threading.Event()
+        self._progress = threading.Condition()
+        self._failed: dict[str, tuple[int, CargoholdError]] = {}
+        self._lock = FileLock(str(local.root / "sync.lock"), is_singleton=False)
+        self._thread: threading.Thread | None = None
+        self._backoff = 0.0
+
+    # -- control ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="cargohold-sync", daemon=True)
+            self._thread.start()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hold the syncer for the length of a ``with`` block (writes still journal and
+        are sent afterwards): for benchmarks of the write path, and maintenance."""
+        self._stop.set()
+        self._urgent.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        try:
+            yield
+        finally:
+            self._stop.clear()
+            self._thread = None
+            self.start()
+
+    def wake(self) -> None:
+        """New work: start on it now."""
+        self._wake.set()
+
+    def flush(self, timeout: float | None = None, *, keys: Iterable[str] | None = None) -> None:
+        """Return once every change made before this call (to ``keys``, if given) is on the
+        remote. Raises TimedOut after ``timeout`` seconds, naming what is still pending, or
+        the error of a change the remote refuses for good."""
+        start = time.time()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        wanted = None if keys is None else set(keys)
+        self._backoff = 0.0  # a flush retries at once
+        self._urgent.set()
+        self._wake.set()
+        while True:
+            waiting = self.local.pending_keys(
+                before=start, keys=wanted, limit=len(self._failed) + 1
+            )
+            if not waiting:
+                return
+            refused = [self._failed.get(key) for key, _ in waiting]
+            if all(
+                r is not None and r[0] == version
+                for r, (_, version) in zip(refused, waiting, strict=True)
+            ):
+                # Only changes the remote refuses for good are left: say which, and why.
+                raise self._failed[waiting[0][0]][1]
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimedOut(
+                    f"changes made before flush() are not on {self.remote.url} yet "
+                    f"(the oldest: {waiting[0][0]!r})",
+                    hint=self.state.last_error or "the remote is slow; try a longer timeout",
+                    remote=self.remote.url,
+                )
+            with self._progress:
+                # Notified after every batch; the poll bounds the wait when another
+                # process syncs (its progress cannot notify us).
+                self._progress.wait(self.poll if left is None else min(left, self.poll))
+
+    def wait_progress(self, timeout: float) -> None:
+        """Block until the syncer finishes a batch, or ``timeout`` seconds pass."""
+        with self._progress:
+            self._progress.wait(timeout)
+
+    def close(self, timeout: float | None, *, flush: bool = True) -> None:
+        """Flush for up to ``timeout`` seconds (unless ``flush`` is false), then stop the
+        thread. Logs what remains when a flush was asked for."""
+        try:
+            if flush:
+                self.flush(timeout)
+        except (TimedOut, CargoholdError) as exc:
+            totals = self.local.totals()
+            log.warning(
+                "cargohold: closing with %d change(s) (%d bytes) not yet on %s: %s. They stay "
+                "in the local journal and sync when a Hold opens this data directory again.",
+                totals.pending_count,
+                totals.pending_bytes,
+                self.remote.url,
+                exc,
+            )
+        finally:
+            self._stop.set()
+            self._urgent.set()
+            self._wake.set()
+            if self._thread is not None:
+                self._thread.join(timeout=30)
+            if self.state.active:
+                if (self.state.last_success or 0) > self._success_recorded:
+                    self._record("sync_last_success", {"at": self.state.last_success})
+                session: dict[str, object] = {"clean": True}
+                if self._held_back_before is not None and self._held_back_until > time.time():
+                    # Not over yet: the next session must keep holding those changes back.
+                    session["held_back_before"] = self._held_back_before
+                with contextlib.suppress(CargoholdError):
+                    self.local.set_info("sync_session", json.dumps(session))
+            with contextlib.suppress(Exception):
+                self._lock.release(force=True)
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self.state.active:
+                self.state.active = self._take_lock()
+                if not self.state.active:
+                    self._wake.wait(self.poll)
+                    self._wake.clear()
+                    continue
+                self._housekeeping(startup=True)
+            # Cleared before a batch, never after: a flush() or close() that sets it while
+            # the batch runs must still cut the next gather short.
+            self._urgent.clear()
+            try:
+                did_work = self._sync_batch()
+            except Exception as exc:
+                log.exception("cargohold: the syncer hit an unexpected error")
+                self._note_error(f"unexpected: {exc}")
+                did_work = False
+                self._backoff = _next_backoff(self._backoff)
+            with self._progress:
+                self._progress.notify_all()
+            if self._backoff:
+                # Wait out the backoff; flush() and close() cut it short.
+                self._wake.clear()
+                self._wake.wait(random.uniform(0, self._backoff))  # noqa: S311 - jitter
+                continue
+            if not did_work:
+                self._housekeeping()
+                woken = self._wake.wait(self._idle_wait())
+                # close() sets _stop before _urgent, so a stop that raced the clear above
+                # is seen here.
+                if woken and not self._urgent.is_set() and not self._stop.is_set():
+                    self._urgent.wait(self.sync_delay)  # let a burst gather into one batch
+                self._wake.clear()
+
+    def _idle_wait(self) -> float:
+        """How long to sleep with nothing to send: until the next poll, or sooner if a
+        held-back change becomes sendable."""
+        wait = self.poll
+        now = time.time()
+        if self._held_back_before is not None:
+            wait = min(wait, max(0.0, self._held_back_until - now))
+        if self._unanswered:
+            wait = min(wait, max(0.0, min(self._unanswered.values()) + self.resend_after - now))
+        return wait
+
+    def _take_lock(self) -> bool:
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            return False
+        previous = json.loads(self.local.info_value("sync_session") or "{}")
+        now = time.time()
+        if previous.get("held_back_before", 0) + self.resend_after > now:
+            # An earlier session was still holding changes back when it closed (cleanly):
+            # the requests of the syncer that died before it may still be in flight.
+            self._held_back_before = previous["held_back_before"]
+            self._held_back_until = previous["held_back_before"] + self.resend_after
+        if previous and not previous.get("clean"):
+            # The last syncer died (or was killed) with requests possibly in flight.
+            self._held_back_before = now
+            self._held_back_until = now + self.resend_after
+            log.info(
+                "cargohold: the previous syncer of %s did not shut down cleanly: changes it "
+                "may have been sending wait %.0fs before they are sent again",
+                self.local.root,
+                self.resend_after,
+            )
+        self.local.set_info("sync_session", json.dumps({"pid": os.getpid(), "clean": False}))
+        log.debug("cargohold: this process syncs %s", self.local.root)
+        return True
+
+    def _housekeeping(self, *, startup: bool = False) -> None:
+        try:
+            self.local.flush_access_times()
+            self.local.evict(self.max_bytes)
+            self.local.collect_garbage()
+            self.local.checkpoint()
+            if startup:
+                self.local.remove_orphans()
+        except CargoholdError as exc:
+            log.warning("cargohold: local tier upkeep failed: %s", exc)
+
+    def _sync_batch(self) -> bool:
+        now = time.time()
+        newer_than = None
+        if self._held_back_before is not None:
+            if now >= self._held_back_until:
+                self._held_back_before = None
+            else:
+                newer_than = self._held_back_before
+        for key, sent_at in list(self._unanswered.items()):
+            if now >= sent_at + self.resend_after:
+                del self._unanswered[key]
+        batch = self.local.pending(
+            self.batch_size,
+            exclude=self._set_aside() | frozenset(self._unanswered),
+            newer_than=newer_than,
+        )
+        if not batch:
+            return False
+        started = time.monotonic()
+        done: list[tuple[Entry, ObjectInfo | None]] = []
+        errors: list[tuple[Entry, CargoholdError]] = []
+        deletes = [p for p in batch if p.entry.deleted]
+        puts = []
+        for p in batch:
+            if p.entry.deleted:
+                continue
+            if p.path is not None and not p.path.is_file():
+                # Only the syncer removes blob files, so this one was removed by hand.
+                errors.append((p.entry, _missing_file(p)))
+                continue
+            puts.append(p)
+        put_results, delete_results = self.remote.apply(
+            [_put(p) for p in puts], [p.entry.key for p in deletes], concurrency=self.concurrency
+        )
+        for pending, result in zip(puts, put_results, strict=True):
+            if isinstance(result, ObjectInfo):
+                done.append((pending.entry, result))
+            else:
+                errors.append((pending.entry, result))
+        for pending, error in zip(deletes, delete_results, strict=True):
+            if error is None:
+                done.append((pending.entry, None))
+            else:
+                errors.append((pending.entry, error))
+        if done:
+            # The catalog first: once mark_synced lets flush() return, queries must see it.
+            self._tell_catalog(done)
+            self.local.mark_synced(done)
+            self._batches += 1
+            if self._batches % 16 == 0:
+                self.local.checkpoint()  # a long busy spell still keeps the WAL short
+            now = time.time()
+            sent = sum(entry.size for entry, _ in done)
+            self.state.last_success = now
+            if now - self._success_recorded > 5:  # for status() in other processes
+                self._success_recorded = now
+                self._record("sync_last_success", {"at": now})
+            self.state.synced_objects += len(done)
+            self.state.synced_bytes += sent
+            self.state.history.append((now, len(done), sent))
+            for entry, _ in done:
+                self._failed.pop(entry.key, None)
+                self.state.failed_keys.pop(entry.key, None)
+            log.debug(
+                "cargohold: synced %d change(s) in %.3fs", len(done), time.monotonic() - started
+            )
+        for entry, error in errors:
+            if _unanswered(error):
+                self._unanswered[entry.key] = now
+        for entry, error in errors:
+            if _refused_for_good(error):
+                self._failed[entry.key] = (entry.version, error)
+                self.state.failed_keys[entry.key] = str(error)
+                log.error(
+                    "cargohold: %s refuses %r for good: %s", self.remote.url, entry.key, error
+                )
+        transient = [e for e in errors if not _refused_for_good(e[1])]
+        if transient:
+            self._note_error(str(transient[0][1]))
+            self._backoff = _next_backoff(self._backoff)
+            log.warning(
+                "cargohold: %d change(s) did not reach %s (retrying in up to %.1fs): %s",
+                len(transient),
+                self.remote.url,
+                self._backoff,
+                transient[0][1],
+            )
+        else:
+            self._backoff = 0.0
+        return True
+
+    def _tell_catalog(self, done: list[tuple[Entry, ObjectInfo | None]]) -> None:
+        """Keep the shared catalog in step (best effort: the remote is the truth)."""
+        if self.catalog is None or not self.catalog.available:
+            return
+        puts = [
+            (info, entry.inline if entry.inline is not None and _memo_record(entry.key) else None)
+            for entry, info in done
+            if info is not None
+        ]
+        deletes = [entry.key for entry, info in done if info is None]
+        with contextlib.suppress(CatalogUnavailable):  # it warned once; rebuild() catches up
+            self.catalog.record(puts, deletes)
+
+    def _set_aside(self) -> frozenset[str]:
+        """Keys refused for good, as long as they have not been written again."""
+        if not self._failed:
+            return frozenset()
+        for key, (version, _) in list(self._failed.items()):
+            entry = self.local.entry(key)
+            if entry is None or entry.version != version or not entry.pending:
+                del self._failed[key]
+                self.state.failed_keys.pop(key, None)
+        return frozenset(self._failed)
+
+    def _note_error(self, message: str) -> None:
+        self.state.last_error = message
+        self.state.last_error_at = time.time()
+        self.state.errors.append((self.state.last_error_at, message))
+        self.state.error_count += 1
+        self._record("sync_last_error", {"at": self.state.last_error_at, "message": message})
+
+    def _record(self, name: str, value: dict[str, object]) -> None:
+        """Keep a sync outcome in the local tier, where status() in any process (a CLI
+        command, a standby worker, the next start) can read it."""
+        with contextlib.suppress(CargoholdError):
+            self.local.set_info(name, json.dumps(value))
+
+    def recorded(self) -> tuple[float | None, str | None, float | None]:
+        """(last success, last error, its time) as recorded by whichever process synced
+        this data directory last."""
+        success = json.loads(self.local.info_value("sync_last_success") or "{}")
+        error = json.loads(self.local.info_value("sync_last_error") or "{}")
+        return success.get("at"), error.get("message"), error.get("at")
+
+
+def _put(pending: Pending) -> PutRequest:
+    """The upload of a journal entry; its key and metadata were checked when written."""
+    entry = pending.entry
+    data: bytes | Path = entry.inline if entry.inline is not None else pending.path  # type: ignore[assignment]
+    return PutRequest(
+        key=entry.key,
+        data=data,
+        mode="overwrite",
+        if_match=None,
+        metadata=entry.metadata,
+        content_type=entry.content_type,
+    )
+
+
+def _memo_record(key: str) -> bool:
+    parts = key.split("/")
+    return len(parts) == 5 and parts[0] == "memo" and parts[1] != "blobs" and key.endswith(".json")
+
+
+def _missing_file(pending: Pending) -> IntegrityError:
+    return IntegrityError(
+        f"the local file of {pending.entry.key!r} ({pending.path}) is gone: it was removed "
+        "outside cargohold, so this change cannot be synced",
+        key=pending.entry.key,
+        hint="write the key again, or delete it",
+    )
+
+
+def _refused_for_good(error: CargoholdError) -> bool:
+    """Errors that retrying the same bytes cannot fix (a key or metadata the remote refuses,
+    bytes that are gone)."""
+    return isinstance(error, InvalidInput | IntegrityError)
+
+
+def _unanswered(error: CargoholdError) -> bool:
+    """A send that ended without the remote's answer may still land later."""
+    return isinstance(error, RemoteError | TimedOut) or type(error) is CargoholdError
+
+
+def _next_backoff(current: float) -> float:
+    return min(_BACKOFF_MAX, max(_BACKOFF_START, current * 2))

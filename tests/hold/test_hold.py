@@ -1,0 +1,337 @@
+"""The Hold's API and its promises, on the memory and file remotes (fast, in-process)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import cargohold
+from cargohold import (
+    AlreadyExists,
+    ConfigError,
+    Hold,
+    HoldClosed,
+    InvalidInput,
+    InvalidKey,
+    NotFoundError,
+    PreconditionFailed,
+    Progress,
+)
+from cargohold.remotes import FileRemote, MemoryRemote
+
+
+@pytest.fixture(params=["memory", "file"])
+def remote_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "memory":
+        name = f"hold-{uuid.uuid4().hex}"
+        yield f"memory://{name}"
+        MemoryRemote.forget(name)
+    else:
+        yield (tmp_path / "remote").as_uri()
+
+
+@pytest.fixture
+def hold(remote_url: str, tmp_path: Path) -> Iterator[Hold]:
+    with cargohold.open(remote_url, data_dir=tmp_path / "data", signal_handlers=False) as opened:
+        yield opened
+
+
+def test_put_get_head_delete(hold: Hold) -> None:
+    info = hold.put("projects/p1.json", b'{"title": "demo"}', metadata={"Owner": "ana"})
+    assert info.size == 17
+    assert hold.get("projects/p1.json") == b'{"title": "demo"}'
+    head = hold.head("projects/p1.json")
+    assert (head.size, head.etag, head.metadata) == (17, info.etag, {"owner": "ana"})
+    assert head.content_type == "application/json"
+    hold.delete("projects/p1.json")
+    with pytest.raises(NotFoundError):
+        hold.get("projects/p1.json")
+    with pytest.raises(FileNotFoundError):
+        hold.head("projects/p1.json")
+    hold.delete("projects/p1.json")  # idempotent
+
+
+def test_writes_reach_the_remote_on_flush(hold: Hold) -> None:
+    etag = hold.put("a.txt", b"alpha").etag
+    hold.put("big/b.bin", b"b" * 300_000)
+    hold.put("c.txt", b"gamma")
+    hold.delete("c.txt")
+    hold.flush(timeout=30)
+    assert hold.remote.get("a.txt") == b"alpha"
+    assert etag.startswith("L"), "until the remote has it, a write's etag is a local one"
+    assert hold.head("a.txt").etag == hold.remote.head("a.txt").etag
+    assert hold.remote.get("big/b.bin") == b"b" * 300_000
+    with pytest.raises(NotFoundError):
+        hold.remote.head("c.txt")
+    status = hold.status()
+    assert (status.pending_count, status.pending_bytes, status.loss_window) == (0, 0, 0.0)
+    assert status.last_sync is not None
+    assert status.last_error is None
+
+
+def test_status_reports_the_loss_window(hold: Hold) -> None:
+    gate = threading.Event()
+    original = hold.remote._put_many
+
+    def held(requests: list, concurrency: int) -> list:  # type: ignore[type-arg]
+        gate.wait(30)
+        return original(requests, concurrency)
+
+    hold.remote._put_many = held  # type: ignore[method-assign]
+    hold.put("slow", b"12345")
+    time.sleep(0.05)  # let the loss window grow measurably; not a timing assertion
+    status = hold.status()
+    assert status.pending_count == 1
+    assert status.pending_bytes == 5
+    assert status.loss_window > 0
+    assert status.oldest_pending is not None
+    gate.set()
+    hold.flush(30)
+    assert hold.status().loss_window == 0.0
+
+
+def test_sources_bytes_files_paths(hold: Hold, tmp_path: Path) -> None:
+    source = tmp_path / "clip.mp4"
+    source.write_bytes(b"\x00\x01" * 100_000)
+    hold.put("videos/from-path.mp4", source)
+    with source.open("rb") as fh:
+        hold.put("videos/from-file.mp4", fh)
+    hold.put("small/from-stream", io.BytesIO(b"tiny"))
+    hold.put("small/bytearray", bytearray(b"ba"))
+    assert hold.get("videos/from-path.mp4") == source.read_bytes()
+    assert hold.get("videos/from-file.mp4") == source.read_bytes()
+    assert hold.get("small/from-stream") == b"tiny"
+    assert hold.get("small/bytearray") == b"ba"
+
+
+def test_open_streams_and_stays_valid_across_a_rewrite(hold: Hold) -> None:
+    hold.put("v.bin", b"first" * 50_000)
+    with hold.open("v.bin") as fh:
+        hold.put("v.bin", b"second")
+        assert fh.read() == b"first" * 50_000
+    with hold.open("v.bin") as fh:
+        assert fh.read() == b"second"
+
+
+def test_path_gives_a_file_named_like_the_key(hold: Hold) -> None:
+    hold.put("takes/take_1.mp4", b"x" * 100_000)
+    hold.put("notes/readme.txt", b"small")
+    big = hold.path("takes/take_1.mp4")
+    small = hold.path("notes/readme.txt")
+    assert big.name == "take_1.mp4"
+    assert small.name == "readme.txt"
+    assert big.read_bytes() == b"x" * 100_000
+    assert small.read_bytes() == b"small"
+    assert hold.get("notes/readme.txt") == b"small"
+
+
+def test_list_merges_pending_writes_and_deletions(hold: Hold) -> None:
+    for key in ("p/a", "p/c", "p/e"):
+        hold.put(key, key.encode())
+    hold.flush(30)
+    hold.put("p/b", b"new")
+    hold.put("p/c", b"changed")
+    hold.delete("p/e")
+    hold.put("q/x", b"other prefix")
+    listed = {info.key: info for info in hold.list("p/")}
+    assert sorted(listed) == ["p/a", "p/b", "p/c"]
+    assert listed["p/c"].size == len(b"changed")
+    assert [i.key for i in hold.list("p/")] == ["p/a", "p/b", "p/c"]
+
+
+def test_conditional_writes_are_enforced_by_the_remote(hold: Hold) -> None:
+    first = hold.put("claims/job", b"worker-1", mode="create")
+    with pytest.raises(AlreadyExists):
+        hold.put("claims/job", b"worker-2", mode="create")
+    assert hold.remote.get("claims/job") == b"worker-1", "create-only is write-through"
+    second = hold.put("claims/job", b"worker-1 again", if_match=first.etag)
+    with pytest.raises(PreconditionFailed):
+        hold.put("claims/job", b"stale", if_match=first.etag)
+    assert hold.get("claims/job") == b"worker-1 again"
+    assert hold.head("claims/job").etag == second.etag
+
+
+def test_a_local_etag_works_for_if_match_until_the_key_changes(hold: Hold) -> None:
+    first = hold.put("counter", b"1")  # write-back: a local etag
+    second = hold.put("counter", b"2", if_match=first.etag)
+    assert not second.etag.startswith("L")
+    assert hold.remote.get("counter") == b"2"
+    third = hold.put("counter", b"3")
+    with pytest.raises(PreconditionFailed, match="changed since"):
+        hold.put("counter", b"stale", if_match=first.etag)
+    hold.put("counter", b"4", if_match=third.etag)
+    assert hold.get("counter") == b"4"
+
+
+def test_conditional_write_sends_a_pending_local_write_first(hold: Hold) -> None:
+    hold.put("doc", b"local, not yet synced")
+    with pytest.raises(AlreadyExists):
+        hold.put("doc", b"create", mode="create")
+    assert hold.remote.get("doc") == b"local, not yet synced"
+
+
+def test_durable_put_returns_once_the_remote_has_it(hold: Hold) -> None:
+    info = hold.put("important.json", b"{}", durable=True)
+    assert hold.remote.get("important.json") == b"{}"
+    assert hold.remote.head("important.json").etag == info.etag
+    assert hold.status().pending_count == 0
+
+
+def test_read_through_from_the_remote(hold: Hold) -> None:
+    hold.remote.put("seeded/by-another-instance.txt", b"hello", metadata={"who": "b"})
+    assert hold.get("seeded/by-another-instance.txt") == b"hello"
+    assert hold.head("seeded/by-another-instance.txt").metadata == {"who": "b"}
+    assert hold.local.entry("seeded/by-another-instance.txt") is not None, "kept after a read"
+    hold.remote.put("seeded/big.bin", b"z" * 200_000)
+    assert hold.path("seeded/big.bin").read_bytes() == b"z" * 200_000
+    with pytest.raises(NotFoundError):
+        hold.get("nowhere")
+
+
+def test_stale_copies_are_revalidated_by_etag(remote_url: str, tmp_path: Path) -> None:
+    with (
+        cargohold.open(remote_url, data_dir=tmp_path / "a", signal_handlers=False) as a,
+        cargohold.open(remote_url, data_dir=tmp_path / "b", signal_handlers=False) as b,
+    ):
+        a.put("shared.json", b"v1")
+        a.flush(30)
+        assert b.get("shared.json") == b"v1"
+        a.put("shared.json", b"v2")
+        a.flush(30)
+        assert b.get("shared.json", max_age=3600) == b"v1", "fresh enough: served locally"
+        assert b.get("shared.json", max_age=0) == b"v2", "too old: checked, then refreshed"
+        assert b.head("shared.json", max_age=0).size == 2
+        a.delete("shared.json")
+        a.flush(30)
+        with pytest.raises(NotFoundError):
+            b.get("shared.json", max_age=0)
+
+
+def test_hydrate_restores_everything_with_progress(remote_url: str, tmp_path: Path) -> None:
+    with cargohold.open(remote_url, data_dir=tmp_path / "a", signal_handlers=False) as a:
+        for i in range(150):
+            a.put(f"h/{i:03d}", f"object {i}".encode())
+        a.put("h/large.bin", b"L" * 500_000)
+        a.put("other/x", b"not hydrated")
+        a.flush(30)
+    updates: list[Progress] = []
+    with cargohold.open(remote_url, data_dir=tmp_path / "b", signal_handlers=False) as b:
+        report = b.hydrate("h/", progress=updates.append)
+        assert (report.objects, report.skipped, report.failed) == (151, 0, {})
+        assert report.bytes == sum(len(f"object {i}") for i in range(150)) + 500_000
+        assert updates[-1] == Progress(done=151, total=151, bytes=report.bytes)
+        assert b.local.entry("other/x") is None
+        assert b.hydrate("h/").skipped == 151, "a second hydrate finds nothing to do"
+        # Everything is local now: reads work even with the remote gone.
+        b.remote = MemoryRemote()
+        assert b.get("h/042", max_age=float("inf")) == b"object 42"
+
+
+def test_bad_input_is_refused_and_changes_nothing(hold: Hold) -> None:
+    hold.put("keep", b"safe")
+    for key in ("", "../escape", "/abs", "a//b", ".cargohold/x"):
+        with pytest.raises(InvalidKey):
+            hold.put(key, b"x")
+    with pytest.raises(InvalidInput):
+        hold.put("keep", "text, not bytes")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput):
+        hold.put("keep", b"x", metadata={"bad name": "x"})
+    with pytest.raises(InvalidInput):
+        hold.put("keep", b"x", mode="create", if_match="abc")
+    assert hold.get("keep") == b"safe"
+    assert hold.status().pending_count <= 1
+
+
+def test_a_closed_hold_says_so(hold: Hold) -> None:
+    hold.close()
+    hold.close()  # twice is fine
+    for call in (
+        lambda: hold.put("k", b"v"),
+        lambda: hold.get("k"),
+        lambda: hold.delete("k"),
+        lambda: list(hold.list()),
+        lambda: hold.flush(),
+    ):
+        with pytest.raises(HoldClosed, match="closed"):
+            call()
+
+
+def test_the_journal_survives_a_restart(tmp_path: Path) -> None:
+    remote = FileRemote(tmp_path / "remote")
+    unreachable_until_reopened = FileRemote("/sys/cargohold-not-writable")
+    hold = Hold(
+        remote=unreachable_until_reopened,
+        local_dir=tmp_path / "data",
+        settings=cargohold.Settings.load({}, signal_handlers=False),
+    )
+    hold.put("journal/a", b"written while the remote refused")
+    hold.close(timeout=0.5)
+    assert hold.local.root.exists()
+    # The same data directory, now with a working remote under the same URL.
+    again = Hold(
+        remote=_same_url(remote, unreachable_until_reopened.url),
+        local_dir=tmp_path / "data",
+        settings=cargohold.Settings.load({}, signal_handlers=False),
+    )
+    with again:
+        assert again.status().pending_count == 1
+        again.flush(30)
+        assert remote.get("journal/a") == b"written while the remote refused"
+
+
+def _same_url(remote: FileRemote, url: str) -> FileRemote:
+    """A working remote that presents the URL the journal was written for."""
+
+    class Renamed(FileRemote):
+        @property
+        def url(self) -> str:
+            return url
+
+    return Renamed(remote.root)
+
+
+def test_opening_a_data_dir_with_another_remote(tmp_path: Path) -> None:
+    settings = {"signal_handlers": False}
+    with cargohold.open("memory://first-remote", data_dir=tmp_path, **settings) as hold:
+        hold.syncer.remote = FileRemote("/sys/cargohold-not-writable")  # nothing can sync now
+        hold.put("stuck", b"pending")
+        hold.close(timeout=0.2)
+    with pytest.raises(ConfigError, match="not yet synced to memory://first-remote"):
+        cargohold.open("memory://second-remote", data_dir=tmp_path, **settings)
+
+
+def test_embedded_default_warns_once_and_lives_in_the_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("CARGOHOLD_REMOTE", raising=False)
+    monkeypatch.setattr("cargohold.hold._embedded_warned", False)
+    with caplog.at_level(logging.WARNING, logger="cargohold"):
+        with cargohold.open(data_dir=tmp_path, signal_handlers=False) as hold:
+            assert hold.embedded_default
+            assert hold.remote.url == (tmp_path / "remote").as_uri()
+            hold.put("k", b"v")
+            hold.flush(30)
+            assert (tmp_path / "remote" / "k").read_bytes() == b"v"
+        with cargohold.open(data_dir=tmp_path, signal_handlers=False):
+            pass
+    warnings = [r for r in caplog.records if "embedded default" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "same disk" in warnings[0].getMessage()
+
+
+def test_settings_that_cannot_work_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="max_pending_bytes"):
+        cargohold.open(
+            "memory://x",
+            data_dir=tmp_path,
+            local_max_bytes="1MiB",
+            max_pending_bytes="2MiB",
+            signal_handlers=False,
+        )
