@@ -1,0 +1,135 @@
+"""Leases: a create-only lock object in the remote, kept alive by its holder.
+
+Used for single-flight work across instances that share a remote (a memo build). The
+remote's conditional puts make it exact:
+
+- **acquire**: ``put(mode="create")``; of many racing callers exactly one succeeds.
+- **renew**: the holder rewrites the object with ``if_match`` its own last etag every
+  ``ttl / 3`` seconds; the content carries a counter, so the etag changes each time.
+- **expire**: a waiter that sees the same etag for ``ttl`` seconds, by its own monotonic
+  clock, takes the holder for dead (no clock has to agree with another machine's) and
+  takes over with ``if_match`` that stale etag: again exactly one waiter wins.
+- **release**: the holder deletes the object, if it still holds it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from types import TracebackType
+from typing import Self
+
+from .errors import CargoholdError, ConflictError, NotFoundError
+from .keys import InternalKey
+from .remotes import ObjectInfo, Remote
+
+__all__ = ["Lease"]
+
+log = logging.getLogger("cargohold.lease")
+
+
+class Lease:
+    """One lease object; see the module docstring."""
+
+    def __init__(self, remote: Remote, key: InternalKey, *, ttl: float, purpose: str) -> None:
+        self.remote = remote
+        self.key = key
+        self.ttl = ttl
+        self.purpose = purpose
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.etag: str | None = None
+        self.lost = False
+        self._beats = 0
+        self._stop = threading.Event()
+        self._heart: threading.Thread | None = None
+        self._seen: tuple[str, float] | None = None  # (etag, monotonic time first seen)
+
+    def _content(self) -> bytes:
+        self._beats += 1
+        return json.dumps(
+            {"holder": self.holder, "purpose": self.purpose, "beat": self._beats, "ttl": self.ttl}
+        ).encode()
+
+    def try_acquire(self) -> bool:
+        """Take the lease if it is free or its holder is dead. Never blocks on a live holder."""
+        try:
+            self.etag = self.remote.put(self.key, self._content(), mode="create").etag
+            return self._started()
+        except ConflictError:
+            pass
+        try:
+            current = self.remote.head(self.key)
+        except NotFoundError:
+            return self.try_acquire()  # released between our put and our look
+        if not self._stale(current):
+            return False
+        try:
+            self.etag = self.remote.put(self.key, self._content(), if_match=current.etag).etag
+        except (ConflictError, NotFoundError):
+            return False  # another waiter took over first, or the holder released it
+        log.warning("cargohold: took over %s from a holder that stopped renewing it", self.purpose)
+        return self._started()
+
+    def holder_info(self) -> str:
+        try:
+            return str(json.loads(self.remote.get(self.key)).get("holder", "?"))
+        except (CargoholdError, ValueError):
+            return "?"
+
+    def _stale(self, current: ObjectInfo) -> bool:
+        now = time.monotonic()
+        if self._seen is None or self._seen[0] != current.etag:
+            self._seen = (current.etag, now)
+            return False
+        return now - self._seen[1] > self.ttl
+
+    def _started(self) -> bool:
+        self._stop.clear()
+        self._heart = threading.Thread(target=self._beat, name="cargohold-lease", daemon=True)
+        self._heart.start()
+        return True
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                self.etag = self.remote.put(self.key, self._content(), if_match=self.etag).etag
+            except ConflictError:
+                self.lost = True
+                log.error(
+                    "cargohold: lost the lease on %s (another instance took it over): "
+                    "the work may now be done twice",
+                    self.purpose,
+                )
+                return
+            except CargoholdError as exc:
+                log.warning("cargohold: could not renew the lease on %s: %s", self.purpose, exc)
+
+    def release(self) -> None:
+        """Stop renewing and delete the lease if it is still ours."""
+        self._stop.set()
+        if self._heart is not None:
+            self._heart.join(timeout=30)
+            self._heart = None
+        if self.lost or self.etag is None:
+            return
+        try:
+            if self.remote.head(self.key).etag == self.etag:
+                self.remote.delete(self.key)
+        except CargoholdError as exc:
+            log.warning("cargohold: could not release the lease on %s: %s", self.purpose, exc)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()

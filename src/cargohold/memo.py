@@ -1,0 +1,718 @@
+"""The generation cache: compute an expensive result once, share it everywhere.
+
+``memo = hold.memo("sora", version="v2")`` names a namespace; ``memo.get_or_create(inputs,
+build)`` returns the entry for ``inputs``, calling ``build(inputs, workdir)`` only when no
+entry exists yet. ``@hold.memoize(...)`` does the same for a function's arguments.
+
+Layout in the Hold (and so in the remote)::
+
+    memo/<namespace>/<version>/<ab>/<digest>.json   the entry's record (JSON, see below)
+    memo/blobs/<ab>/<sha256>                        result files, stored once per content
+
+``digest`` is :func:`cargohold._canonical.entry_digest` of the namespace, version and
+inputs. The record holds the inputs, created time, build duration, the kind of result,
+its files (name, sha256, size, content type), small values inline, and the build's own
+fields. A seed folder (committed with the app) holds entries as
+``<seed>/<namespace>/<version>/<digest>/entry.json`` with the files beside it.
+
+Guarantees:
+
+- A hit never calls ``build``. Seed first, then the local tier, then the remote.
+- A build that raises or dies leaves nothing visible: files go up before the record, and
+  only a record makes an entry. Exceptions are not cached.
+- Single-flight: one build per inputs across threads (a lock), and across processes and
+  instances sharing the remote (a lease in the remote, see :mod:`cargohold._lease`).
+  Waiters poll with backoff, log while they wait, and take over if the holder dies.
+- Records and files are written through to the remote (``durable=True``), so another
+  instance that sees a record finds its files. With the remote down, the entry is kept
+  in the local journal and synced later, and a warning says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import inspect
+import json
+import logging
+import math
+import mimetypes
+import os
+import random
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from ._canonical import canonical, digest_header, entry_digest
+from ._lease import Lease
+from .errors import (
+    CargoholdError,
+    CatalogUnavailable,
+    InvalidInput,
+    NotFoundError,
+    RemoteError,
+    TimedOut,
+)
+from .keys import internal_key, normalize_key
+
+if TYPE_CHECKING:
+    from .catalog import PgLease
+    from .hold import Hold
+
+__all__ = ["Memo", "MemoEntry", "MemoFile", "MemoResult", "MemoStats"]
+
+log = logging.getLogger("cargohold.memo")
+
+Kind = Literal["bytes", "str", "json", "file", "dir"]
+_T = TypeVar("_T")
+RECORD_FORMAT = 1
+_INLINE_VALUE_MAX = 64 * 1024
+#: Seconds an entry found once is served from memory (see ``Memo._hot``).
+HOT_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class MemoFile:
+    """One file of a result: its name (relative, for a directory), digest, size, type."""
+
+    name: str
+    sha256: str
+    size: int
+    content_type: str
+
+
+@dataclass(frozen=True)
+class MemoResult:
+    """What a build may return to add free-form fields (a seed, a model id, a cost) to the
+    entry's record: ``MemoResult(path_or_value, fields={"seed": 7})``."""
+
+    value: Any
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MemoEntry:
+    """A cached result and its record. ``hit`` says whether this call built it.
+
+    ``value`` is the result for bytes, str and JSON results; ``path`` is a local file (a
+    file result) or folder (a directory result), valid until the entry is deleted.
+    """
+
+    namespace: str
+    version: str
+    digest: str
+    inputs: dict[str, Any]
+    created: datetime
+    build_seconds: float
+    kind: Kind
+    files: tuple[MemoFile, ...]
+    fields: dict[str, Any]
+    hit: bool
+    value: Any = None
+    path: Path | None = None
+    source: Literal["seed", "hold", "built"] = "built"
+
+    @property
+    def size(self) -> int:
+        """Bytes of the result's files (inline values count their UTF-8 length)."""
+        if self.files:
+            return sum(f.size for f in self.files)
+        return len(json.dumps(self.value).encode()) if self.value is not None else 0
+
+    @property
+    def result(self) -> Any:
+        """The result as the build returned it: the value, or the local path."""
+        return self.path if self.kind in ("file", "dir") else self.value
+
+    def record(self) -> dict[str, Any]:
+        """The JSON record (what is stored under the entry's key)."""
+        return {
+            "format": RECORD_FORMAT,
+            "namespace": self.namespace,
+            "version": self.version,
+            "digest": self.digest,
+            "inputs": self.inputs,
+            "created": self.created.timestamp(),
+            "build_seconds": self.build_seconds,
+            "kind": self.kind,
+            "files": [dataclasses.asdict(f) for f in self.files],
+            "fields": self.fields,
+            **(
+                {"value": self.value}
+                if self.kind == "json" or (self.kind == "str" and not self.files)
+                else {}
+            ),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class MemoStats:
+    namespace: str
+    version: str
+    count: int
+    bytes: int
+
+
+def _check_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not name or "/" in name:
+        raise InvalidInput(f"a memo {what} must be a non-empty str without '/', not {name!r}")
+    normalize_key(name)  # the key rules: no control characters, no '..', ...
+    return name
+
+
+class Memo:
+    """One namespace at one version of the generation cache. Made by :meth:`Hold.memo`."""
+
+    def __init__(
+        self,
+        hold: Hold,
+        namespace: str,
+        *,
+        version: str = "1",
+        ttl: float | None = None,
+        max_bytes: int | None = None,
+        seed_dir: str | os.PathLike[str] | None = None,
+        lease_ttl: float = 60.0,
+    ) -> None:
+        self.hold = hold
+        self.namespace = _check_name(namespace, "namespace")
+        self.version = _check_name(str(version), "version")
+        self.ttl = ttl
+        self.max_bytes = max_bytes
+        self.seed_dir = Path(seed_dir) if seed_dir is not None else None
+        self.lease_ttl = lease_ttl
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._files_root = hold.local.root / "memo-files"
+        self._header = digest_header(self.namespace, self.version)
+        # Entries found recently, kept for HOT_SECONDS: records never change once written,
+        # and any delete through this Hold (or, with a catalog, another instance) empties
+        # it, so this only delays seeing a deletion made by another process without a
+        # catalog by that long.
+        self._hot: OrderedDict[str, tuple[MemoEntry, Path | None, float]] = OrderedDict()
+        self._hot_deletions = hold.deletions
+        self._hot_lock = threading.Lock()
+
+    # -- keys -------------------------------------------------------------------------
+
+    def digest(self, inputs: Mapping[str, Any]) -> str:
+        """The digest naming ``inputs``' entry (stable across processes and versions)."""
+        return entry_digest(self.namespace, self.version, inputs, header=self._header)
+
+    def _record_key(self, digest: str) -> str:
+        return f"memo/{self.namespace}/{self.version}/{digest[:2]}/{digest}.json"
+
+    @staticmethod
+    def _blob_key(sha256: str) -> str:
+        return f"memo/blobs/{sha256[:2]}/{sha256}"
+
+    # -- reading ----------------------------------------------------------------------
+
+    def get(self, inputs: Mapping[str, Any]) -> MemoEntry | None:
+        """The entry for ``inputs`` (seed, local tier, then remote), or None."""
+        return self._find(self.digest(inputs))
+
+    def _find(self, digest: str) -> MemoEntry | None:
+        hot = self._hot_get(digest)
+        if hot is not None:
+            return hot
+        found = self._find_cold(digest)
+        if found is not None:
+            self._hot_put(found)
+        return found
+
+    def _hot_get(self, digest: str) -> MemoEntry | None:
+        with self._hot_lock:
+            if self._hot_deletions != self.hold.deletions:
+                self._hot.clear()
+                self._hot_deletions = self.hold.deletions
+            cached = self._hot.get(digest)
+        if cached is None:
+            return None
+        entry, blob, expires = cached
+        if time.monotonic() > expires or self._expired(entry):
+            return None
+        if blob is not None:  # a large bytes result: read it from the local tier's file
+            try:
+                return dataclasses.replace(entry, value=blob.read_bytes())
+            except FileNotFoundError:
+                return None
+        if entry.path is not None and not entry.path.exists():
+            return None
+        return entry
+
+    def _hot_put(self, entry: MemoEntry) -> None:
+        blob = None
+        if entry.kind == "bytes" and entry.size > _INLINE_VALUE_MAX and entry.source != "seed":
+            blob = self.hold.path(self._blob_key(entry.files[0].sha256), max_age=math.inf)
+            entry = dataclasses.replace(entry, value=None)
+        with self._hot_lock:
+            self._hot[entry.digest] = (entry, blob, time.monotonic() + HOT_SECONDS)
+            self._hot.move_to_end(entry.digest)
+            while len(self._hot) > 1024:
+                self._hot.popitem(last=False)
+
+    def _find_cold(self, digest: str) -> MemoEntry | None:
+        seeded = self._from_seed(digest)
+        if seeded is not None:
+            return seeded
+        try:
+            raw = self.hold.get(self._record_key(digest), max_age=math.inf)
+        except NotFoundError:
+            return None
+        record = json.loads(raw)
+        entry = self._entry(record, hit=True, source="hold")
+        if self._expired(entry):
+            self._delete_digest(digest)
+            return None
+        return self._materialize(entry)
+
+    def _expired(self, entry: MemoEntry) -> bool:
+        return self.ttl is not None and time.time() - entry.created.timestamp() > self.ttl
+
+    def _entry(self, record: Mapping[str, Any], *, hit: bool, source: Any) -> MemoEntry:
+        return MemoEntry(
+            namespace=record["namespace"],
+            version=record["version"],
+            digest=record["digest"],
+            inputs=record["inputs"],
+            created=datetime.fromtimestamp(record["created"], UTC),
+            build_seconds=record["build_seconds"],
+            kind=record["kind"],
+            files=tuple(MemoFile(**f) for f in record["files"]),
+            fields=record.get("fields", {}),
+            hit=hit,
+            value=record.get("value"),
+            source=source,
+        )
+
+    def _materialize(self, entry: MemoEntry) -> MemoEntry:
+        """Fill ``value`` (bytes results) or ``path`` (file and directory results)."""
+        if entry.kind == "json" or (entry.kind == "str" and not entry.files):
+            return entry
+        if entry.kind == "str":  # a long text, kept as a file
+            blob = self.hold.get(self._blob_key(entry.files[0].sha256), max_age=math.inf)
+            return dataclasses.replace(entry, value=blob.decode())
+        if entry.kind == "bytes":
+            return dataclasses.replace(
+                entry, value=self.hold.get(self._blob_key(entry.files[0].sha256), max_age=math.inf)
+            )
+        folder = self._files_root / entry.digest
+        if not folder.exists():
+            staging = self._files_root / f".{entry.digest}.{uuid.uuid4().hex}"
+            for f in entry.files:
+                target = staging.joinpath(*f.name.split("/"))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = self.hold.path(self._blob_key(f.sha256), max_age=math.inf)
+                try:
+                    os.link(source, target)  # no copy: the local tier's file, a second name
+                except OSError:
+                    shutil.copyfile(source, target)
+            try:
+                staging.rename(folder)
+            except OSError:
+                shutil.rmtree(staging, ignore_errors=True)  # another thread got there first
+        path = folder / entry.files[0].name if entry.kind == "file" else folder
+        return dataclasses.replace(entry, path=path)
+
+    def _from_seed(self, digest: str) -> MemoEntry | None:
+        if self.seed_dir is None:
+            return None
+        folder = self.seed_dir / self.namespace / self.version / digest
+        try:
+            record = json.loads((folder / "entry.json").read_bytes())
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        entry = self._entry(record, hit=True, source="seed")
+        if entry.kind == "dir":
+            return dataclasses.replace(entry, path=folder / "files")
+        if not entry.files:
+            return entry  # a value inline in the record
+        first = folder / entry.files[0].name
+        if entry.kind == "file":
+            return dataclasses.replace(entry, path=first)
+        data = first.read_bytes()
+        return dataclasses.replace(entry, value=data.decode() if entry.kind == "str" else data)
+
+    def get_or_create(
+        self, inputs: Mapping[str, Any], build: Callable[[dict[str, Any], Path], Any]
+    ) -> MemoEntry:
+        """The entry for ``inputs``, building it with ``build(inputs, workdir)`` only if no
+        instance has. ``workdir`` is an empty folder the build may write into; it is
+        removed afterwards. The build returns bytes, str, a JSON value, a file or folder
+        ``Path``, or a :class:`MemoResult`. See the module docstring for the guarantees."""
+        digest = self.digest(inputs)
+        found = self._find(digest)
+        if found is not None:
+            return found
+        with self._lock(digest):
+            found = self._find(digest)  # built by another thread while we waited
+            if found is not None:
+                return found
+            lease = self._lease(digest)
+            waited = self._acquire_or_wait(lease, digest)
+            if waited is not None:
+                return waited
+            try:
+                found = self._find(digest)  # finished between our look and our lease
+                if found is not None:
+                    return found
+                return self._build(digest, json.loads(canonical(inputs)), build)
+            finally:
+                lease.release()
+
+    def _lease(self, digest: str) -> Lease | PgLease:
+        """In the catalog's database when there is one (its clock decides expiry), else a
+        lock object in the remote."""
+        name = f"leases/memo/{self.namespace}/{self.version}/{digest}"
+        purpose = f"memo {self.namespace}/{self.version}/{digest[:12]}"
+        catalog = self.hold.catalog
+        if catalog is not None and catalog.available:
+            from .catalog import PgLease
+
+            return PgLease(catalog, name, ttl=self.lease_ttl, purpose=purpose)
+        return Lease(self.hold.remote, internal_key(name), ttl=self.lease_ttl, purpose=purpose)
+
+    def _lock(self, digest: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(digest, threading.Lock())
+
+    def _acquire_or_wait(self, lease: Lease | PgLease, digest: str) -> MemoEntry | None:
+        """Take the lease (None: build now) or wait for its holder's entry (returned)."""
+        delay = 0.1
+        started = last_log = time.monotonic()
+        while True:
+            if lease.try_acquire():
+                return None
+            found = self._find(digest)
+            if found is not None:
+                return found
+            now = time.monotonic()
+            if now - last_log >= 10:
+                log.info(
+                    "cargohold: waiting %.0fs for %s, being built by %s",
+                    now - started,
+                    lease.purpose,
+                    lease.holder_info(),
+                )
+                last_log = now
+            time.sleep(random.uniform(delay / 2, delay))  # noqa: S311 - jitter, not crypto
+            delay = min(delay * 1.5, 2.0)
+
+    def _build(
+        self, digest: str, inputs: dict[str, Any], build: Callable[[dict[str, Any], Path], Any]
+    ) -> MemoEntry:
+        workdir = Path(tempfile.mkdtemp(prefix=f"memo-{self.namespace}-", dir=self.hold.local.tmp))
+        try:
+            started = time.monotonic()
+            result = build(dict(inputs), workdir)
+            seconds = time.monotonic() - started
+            fields: dict[str, Any] = {}
+            if isinstance(result, MemoResult):
+                fields = json.loads(canonical(dict(result.fields)))
+                result = result.value
+            kind, value, files = self._store_result(result)
+            entry = MemoEntry(
+                namespace=self.namespace,
+                version=self.version,
+                digest=digest,
+                inputs=inputs,
+                created=datetime.now(UTC),
+                build_seconds=seconds,
+                kind=kind,
+                files=tuple(files),
+                fields=fields,
+                hit=False,
+                value=value if kind in ("str", "json") else None,
+            )
+            # The record last: until it lands, the entry does not exist anywhere.
+            self._durable_put(
+                self._record_key(digest),
+                json.dumps(entry.record(), ensure_ascii=False).encode(),
+                metadata={"namespace": self.namespace, "version": self.version},
+            )
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        if self.max_bytes is not None:
+            self._keep_bound()
+        materialized = self._materialize(entry)
+        self._hot_put(dataclasses.replace(materialized, hit=True, source="hold"))
+        return dataclasses.replace(materialized, hit=False, source="built")
+
+    def _store_result(self, result: Any) -> tuple[Kind, Any, list[MemoFile]]:
+        if isinstance(result, bytes | bytearray | memoryview):
+            return "bytes", None, [self._store_blob("value", bytes(result))]
+        if isinstance(result, os.PathLike):
+            path = Path(result)
+            if path.is_dir():
+                files = [
+                    self._store_blob(p.relative_to(path).as_posix(), p)
+                    for p in sorted(path.rglob("*"))
+                    if p.is_file()
+                ]
+                return "dir", None, files
+            if path.is_file():
+                return "file", None, [self._store_blob(path.name, path)]
+            raise InvalidInput(f"the build returned the path {str(path)!r}, which does not exist")
+        if isinstance(result, str):
+            encoded_text = result.encode()
+            if len(encoded_text) <= _INLINE_VALUE_MAX:
+                return "str", result, []
+            return "str", None, [self._store_blob("value.txt", encoded_text)]
+        try:
+            encoded = canonical({"v": result})
+        except InvalidInput as exc:
+            raise InvalidInput(
+                f"the build returned a {type(result).__name__}: return bytes, str, a JSON "
+                f"value, a file or folder Path, or a MemoResult ({exc.message})"
+            ) from None
+        if len(encoded) > _INLINE_VALUE_MAX:
+            raise InvalidInput(
+                "the build returned a value over 64 KiB as JSON: write it to a file in the "
+                "workdir and return its Path"
+            )
+        return ("str" if isinstance(result, str) else "json"), result, []
+
+    def _store_blob(self, name: str, data: bytes | Path) -> MemoFile:
+        digest = hashlib.sha256()
+        if isinstance(data, bytes):
+            digest.update(data)
+            size = len(data)
+        else:
+            size = 0
+            with data.open("rb") as fh:
+                while chunk := fh.read(1024 * 1024):
+                    digest.update(chunk)
+                    size += len(chunk)
+        sha = digest.hexdigest()
+        content_type = mimetypes.guess_type(name, strict=False)[0] or "application/octet-stream"
+        key = self._blob_key(sha)
+        try:
+            self.hold.head(key, max_age=math.inf)  # same bytes stored once
+        except NotFoundError:
+            self._durable_put(key, data, content_type=content_type)
+        return MemoFile(name=name, sha256=sha, size=size, content_type=content_type)
+
+    def _durable_put(self, key: str, data: bytes | Path, **kwargs: Any) -> None:
+        try:
+            self.hold.put(key, data, durable=True, **kwargs)
+        except (TimedOut, RemoteError) as exc:
+            # Kept in the local journal; the syncer sends it when the remote is back.
+            log.warning("cargohold: %s is stored locally but not on the remote yet: %s", key, exc)
+
+    # -- listing, stats, deleting -------------------------------------------------------
+
+    def _records(self) -> Iterator[MemoEntry]:
+        prefix = f"memo/{self.namespace}/{self.version}/"
+        for info in self.hold.list(prefix):
+            if info.key.endswith(".json"):
+                with contextlib.suppress(NotFoundError, ValueError, KeyError):
+                    record = json.loads(self.hold.get(info.key, max_age=math.inf))
+                    yield self._entry(record, hit=True, source="hold")
+
+    def entries(
+        self,
+        where: Mapping[str, Any] | None = None,
+        *,
+        limit: int | None = None,
+        before: datetime | None = None,
+    ) -> list[MemoEntry]:
+        """Entries whose inputs (or fields) match every item of ``where``, newest first.
+        Page with ``limit`` and ``before`` (the ``created`` of the last entry seen).
+        With a catalog this is one index query; without, the records are read."""
+        catalog = self.hold.catalog
+        if catalog is not None and catalog.available:
+            try:
+                records = catalog.docs(
+                    f"memo/{self.namespace}/{self.version}/",
+                    where=where,
+                    limit=limit,
+                    before=before,
+                )
+                return [self._entry(record, hit=True, source="hold") for record in records]
+            except CatalogUnavailable:
+                pass  # the catalog warned once; read the records instead
+        matches = []
+        for entry in self._records():
+            if where and any(
+                entry.inputs.get(name, entry.fields.get(name)) != value
+                for name, value in where.items()
+            ):
+                continue
+            if before is not None and entry.created >= before:
+                continue
+            matches.append(entry)
+        matches.sort(key=lambda e: e.created, reverse=True)
+        return matches[:limit] if limit is not None else matches
+
+    def stats(self) -> MemoStats:
+        """How many entries this namespace holds at this version, and their bytes."""
+        count = size = 0
+        for entry in self._records():
+            count += 1
+            size += entry.size
+        return MemoStats(self.namespace, self.version, count, size)
+
+    def delete(self, inputs: Mapping[str, Any]) -> bool:
+        """Remove the entry for ``inputs``. True if there was one. Its files stay until
+        :meth:`collect_garbage` finds no entry uses them."""
+        return self._delete_digest(self.digest(inputs))
+
+    def _delete_digest(self, digest: str) -> bool:
+        with self._hot_lock:
+            self._hot.pop(digest, None)
+        key = self._record_key(digest)
+        try:
+            self.hold.head(key, max_age=math.inf)
+        except NotFoundError:
+            return False
+        self.hold.delete(key)
+        shutil.rmtree(self._files_root / digest, ignore_errors=True)
+        return True
+
+    def _keep_bound(self) -> None:
+        """Delete the oldest entries until the namespace is under ``max_bytes``."""
+        assert self.max_bytes is not None
+        entries = self.entries()
+        total = sum(e.size for e in entries)
+        for entry in reversed(entries):  # oldest first
+            if total <= self.max_bytes:
+                break
+            self._delete_digest(entry.digest)
+            total -= entry.size
+
+    def prune_versions(self) -> int:
+        """Delete the entries of every other version of this namespace (after a version
+        bump, once no instance runs the old version). Returns how many."""
+        removed = 0
+        for info in list(self.hold.list(f"memo/{self.namespace}/")):
+            parts = info.key.split("/")
+            if len(parts) == 5 and parts[2] != self.version and info.key.endswith(".json"):
+                self.hold.delete(info.key)
+                removed += 1
+        return removed
+
+    # -- seeds ------------------------------------------------------------------------
+
+    def export(self, to: str | os.PathLike[str], where: Mapping[str, Any] | None = None) -> int:
+        """Write the matching entries into the seed folder ``to``, in the layout
+        ``<to>/<namespace>/<version>/<digest>/entry.json`` plus the result's files (a
+        folder result under ``files/``), ready to commit. Returns how many were written."""
+        written = 0
+        for entry in self.entries(where):
+            folder = Path(to) / self.namespace / self.version / entry.digest
+            staging = folder.with_name(f".{entry.digest}.{uuid.uuid4().hex}")
+            staging.mkdir(parents=True)
+            base = staging / "files" if entry.kind == "dir" else staging
+            for f in entry.files:
+                target = base.joinpath(*f.name.split("/"))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(self.hold.get(self._blob_key(f.sha256), max_age=math.inf))
+            record = json.dumps(entry.record(), indent=2, ensure_ascii=False)
+            (staging / "entry.json").write_text(record)
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(staging, folder)
+            written += 1
+        return written
+
+
+def collect_garbage(hold: Hold, *, older_than: float = 3600.0) -> int:
+    """Delete result files no entry of any namespace or version uses any more (and that
+    are older than ``older_than`` seconds, so a build in progress keeps its files).
+    Returns how many were deleted."""
+    used: set[str] = set()
+    blobs: list[tuple[str, datetime]] = []
+    for info in hold.list("memo/"):
+        if info.key.startswith("memo/blobs/"):
+            blobs.append((info.key, info.last_modified))
+        elif info.key.endswith(".json"):
+            with contextlib.suppress(CargoholdError, ValueError, KeyError):
+                record = json.loads(hold.get(info.key, max_age=math.inf))
+                used.update(f["sha256"] for f in record["files"])
+    cutoff = time.time() - older_than
+    removed = 0
+    for key, modified in blobs:
+        if key.rsplit("/", 1)[-1] not in used and modified.timestamp() < cutoff:
+            hold.delete(key)
+            removed += 1
+    return removed
+
+
+def memoize(
+    hold: Hold, namespace: str | None, **options: Any
+) -> Callable[[Callable[..., _T]], Callable[..., _T]]:
+    """The decorator behind :meth:`Hold.memoize`: arguments (bound to the function's
+    signature, defaults filled in) are the inputs; the function's result is the value."""
+
+    def decorate(fn: Callable[..., _T]) -> Callable[..., _T]:
+        memo = Memo(hold, namespace or fn.__qualname__.replace("<", "").replace(">", ""), **options)
+        bind = _binder(inspect.signature(fn))
+
+        def wrapper(*args: Any, **kwargs: Any) -> _T:
+            entry = memo.get_or_create(
+                bind(args, kwargs), lambda _inputs, _work: fn(*args, **kwargs)
+            )
+            return entry.result  # type: ignore[no-any-return]
+
+        wrapper.__wrapped__ = fn  # type: ignore[attr-defined]
+        wrapper.__doc__ = fn.__doc__
+        wrapper.__name__ = fn.__name__
+        wrapper.memo = memo  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+def _binder(
+    signature: inspect.Signature,
+) -> Callable[[tuple[Any, ...], dict[str, Any]], dict[str, Any]]:
+    """Arguments as a dict of parameter names (defaults filled in), as
+    ``Signature.bind`` gives, but without its cost on every call for plain signatures."""
+    params = list(signature.parameters.values())
+    plain = all(p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in params)
+
+    def slow(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+    if not plain:
+        return slow
+    positional = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+    names = {p.name for p in params}
+    defaults = {p.name: p.default for p in params if p.default is not p.empty}
+
+    def fast(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        if len(args) > len(positional) or not names.issuperset(kwargs):
+            return slow(args, kwargs)  # let inspect raise the usual TypeError
+        bound = dict(zip(positional, args, strict=False))
+        if any(k in bound for k in kwargs):
+            return slow(args, kwargs)
+        bound.update(kwargs)
+        for name, value in defaults.items():
+            bound.setdefault(name, value)
+        if len(bound) != len(params):
+            return slow(args, kwargs)  # a missing argument: the usual TypeError
+        return bound
+
+    return fast
+
+
+def namespaces(hold: Hold) -> list[tuple[str, str]]:
+    """Every (namespace, version) with at least one entry, sorted."""
+    found: set[tuple[str, str]] = set()
+    for info in hold.list("memo/"):
+        parts = info.key.split("/")
+        if len(parts) == 5 and parts[1] != "blobs" and info.key.endswith(".json"):
+            found.add((parts[1], parts[2]))
+    return sorted(found)
