@@ -1,0 +1,693 @@
+"""``cargohold doctor``: one report a user can paste into an issue.
+
+:func:`diagnose` looks at everything cargohold depends on and returns a
+:class:`DoctorReport`; the CLI formats it (``--json`` prints :meth:`DoctorReport.to_dict`).
+It covers:
+
+- the host (:func:`cargohold.platform.detect`) and the evidence for it;
+- each directory kind (data, cache, temp): the candidate chosen and why every other one
+  tried was turned down (:mod:`cargohold.paths`);
+- the ML cache variables: where each points (its value, or the library's default when
+  unset) and whether that place is usable;
+- the remote: reachable, credentials accepted, create-only and if-match puts honoured,
+  round-trip latency and write throughput (it writes, reads and deletes one object under
+  ``.cargohold/doctor/``);
+- durability: the loss window and pending writes of the local tier, and whether they (and
+  a full queue, ``max_pending_bytes``) can be flushed within the shutdown grace period.
+
+Each finding that needs attention is a :class:`Problem` with its fix; ``error`` ones make
+``ok`` false (and the command exit with 1), ``warning`` ones do not. Diagnosing changes
+nothing but probe files, the directories the paths module would create anyway, and the one
+test object in the remote.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform as pyplatform
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from . import paths
+from ._version import __version__
+from .config import Settings
+from .errors import (
+    AlreadyExists,
+    CargoholdError,
+    NotFoundError,
+    PermissionDenied,
+    PreconditionFailed,
+    RemoteUnavailable,
+    StorageFull,
+)
+from .keys import internal_key
+from .local import LocalTier
+from .platform import Platform, default_shutdown_grace, detect
+from .remotes import Remote, open_remote
+
+__all__ = ["CacheVarReport", "DirReport", "DoctorReport", "Problem", "RemoteReport", "diagnose"]
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Something that needs attention, and what to do about it."""
+
+    severity: Severity
+    area: str
+    what: str
+    fix: str
+
+
+@dataclass(frozen=True, slots=True)
+class DirReport:
+    """One kind of directory: the candidates tried, in order, with their probe results."""
+
+    kind: str
+    chosen: str | None
+    source: str | None
+    tmpfs: bool
+    persistent: bool
+    free_bytes: int | None
+    candidates: list[dict[str, str]]  # {"path", "source", "result": "chosen" or the reason}
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheVarReport:
+    """Where one ML cache variable points (``origin``: ``set`` or the library's
+    ``default``) and whether that place is usable."""
+
+    name: str
+    path: str | None
+    origin: Literal["set", "default"]
+    usable: bool | None  # None: no default place to check (numba caches beside the code)
+    reason: str
+
+
+@dataclass(slots=True)
+class RemoteReport:
+    url: str
+    embedded_default: bool
+    reachable: bool | None = None
+    credentials_accepted: bool | None = None
+    create_only_honoured: bool | None = None
+    if_match_honoured: bool | None = None
+    latency_ms: float | None = None
+    write_bytes_per_s: float | None = None
+    #: What the remote reports of itself (``Remote.stats()``): an ``hf://`` commit budget.
+    stats: dict[str, Any] = field(default_factory=dict)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DurabilityReport:
+    shutdown_grace: float
+    grace_from: str
+    pending_count: int | None
+    pending_bytes: int | None
+    loss_window: float | None
+    flush_estimate: float | None  # seconds to flush what is pending now
+    full_queue_estimate: float | None  # seconds to flush max_pending_bytes
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    """What :func:`diagnose` found. ``ok`` is False when any problem is an error."""
+
+    version: str
+    python: str
+    system: str
+    host: dict[str, Any]
+    directories: list[DirReport]
+    ml_caches: list[CacheVarReport]
+    remote: RemoteReport
+    durability: DurabilityReport
+    problems: list[Problem]
+
+    @property
+    def ok(self) -> bool:
+        return not any(p.severity == "error" for p in self.problems)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-able values (what ``cargohold doctor --json`` prints)."""
+        out = asdict(self)
+        out["ok"] = self.ok
+        return out
+
+
+def diagnose(
+    settings: Settings | None = None,
+    *,
+    remote: Remote | None = None,
+    check_remote: bool = True,
+    mounts: str | os.PathLike[str] = "/proc/mounts",
+    root: str | os.PathLike[str] = "/",
+) -> DoctorReport:
+    """Examine this process's host, directories, ML caches, remote and durability.
+
+    ``settings`` default to :meth:`Settings.load` (arguments > ``CARGOHOLD_*`` > defaults);
+    ``remote`` overrides the one they name. ``mounts`` and ``root`` are where the mount
+    table and the container marker files are read (tests simulate hosts with them).
+    Never raises for what it diagnoses: failures become problems in the report.
+    """
+    settings = settings or Settings.load()
+    problems: list[Problem] = []
+    host = detect(mounts=mounts, root=root)
+    problems += _host_problems(host)
+    directories = [
+        _directory(kind, settings, mounts, host, problems) for kind in ("data", "cache", "temp")
+    ]
+    ml_caches = _ml_caches(settings, mounts, host, problems)
+    data = directories[0]
+    remote_report, opened = _remote(settings, remote, data, check_remote, problems)
+    try:
+        durability = _durability(settings, host, data, remote_report, problems)
+    finally:
+        if opened is not None and remote is None:
+            opened.close()
+    _embedded_default_problem(host, data, remote_report, problems)
+    return DoctorReport(
+        version=__version__,
+        python=sys.version.split()[0],
+        system=f"{pyplatform.system()} {pyplatform.release()} {pyplatform.machine()}",
+        host={
+            "name": host.name,
+            "evidence": list(host.evidence),
+            "shutdown_signal": host.shutdown_signal.name,
+            "grace_seconds": host.grace_seconds,
+            "persistent_mounts": [str(p) for p in host.persistent_mounts],
+            "writable_dirs": [str(p) for p in host.writable_dirs],
+            "memory_disk": host.memory_disk,
+            "warnings": list(host.warnings),
+        },
+        directories=directories,
+        ml_caches=ml_caches,
+        remote=remote_report,
+        durability=durability,
+        problems=sorted(problems, key=lambda p: p.severity != "error"),
+    )
+
+
+# -- the host ------------------------------------------------------------------------------
+
+
+def _host_problems(host: Platform) -> list[Problem]:
+    found = []
+    if host.name == "railway" and host.grace_seconds <= 0:
+        found.append(
+            Problem(
+                "warning",
+                "host",
+                "Railway kills the container right after SIGTERM (a drain of 0 s): writes "
+                "not yet synced are lost on every deploy",
+                "set RAILWAY_DEPLOYMENT_DRAINING_SECONDS=15 in the service's variables",
+            )
+        )
+    if host.memory_disk:
+        found.append(
+            Problem(
+                "warning",
+                "host",
+                f"{host.name}'s disk is memory: the local tier and scratch files count "
+                "against the instance's memory limit",
+                "mount a volume and set CARGOHOLD_DATA_DIR and CARGOHOLD_TEMP_DIR on it, or "
+                "keep CARGOHOLD_LOCAL_MAX_BYTES and CARGOHOLD_SCRATCH_QUOTA small",
+            )
+        )
+    if host.name == "aws-lambda":
+        found.append(
+            Problem(
+                "warning",
+                "host",
+                "Lambda gives well under a second at shutdown, and SIGTERM only with an extension",
+                "call hold.flush() or put(..., durable=True) before the handler returns",
+            )
+        )
+    return found
+
+
+# -- directories ----------------------------------------------------------------------------
+
+_SETTING_OF = {
+    "data": "CARGOHOLD_DATA_DIR",
+    "cache": "CARGOHOLD_CACHE_DIR",
+    "temp": "CARGOHOLD_TEMP_DIR",
+}
+
+
+def _directory(
+    kind: str,
+    settings: Settings,
+    mounts: str | os.PathLike[str],
+    host: Platform,
+    problems: list[Problem],
+) -> DirReport:
+    choose: Callable[..., paths.DirChoice] = {
+        "data": paths.data_dir,
+        "cache": paths.cache_dir,
+        "temp": paths.temp_dir,
+    }[kind]
+    variable = _SETTING_OF[kind]
+    try:
+        choice = choose(settings, mounts=mounts, host=host)
+    except (PermissionDenied, StorageFull) as exc:
+        problems.append(
+            Problem(
+                "error",
+                "directories",
+                f"no usable {kind} directory: {exc.message}",
+                f"set {variable} to a directory this user can write, on a disk with room",
+            )
+        )
+        return DirReport(kind, None, None, False, False, None, [], error=exc.message)
+    candidates = [{"path": str(p), "source": s, "result": why} for p, s, why in choice.rejected]
+    candidates.append({"path": str(choice.path), "source": choice.source, "result": "chosen"})
+    for path, source, why in choice.rejected:
+        if source.startswith("the explicit path") or "setting" in source:
+            problems.append(
+                Problem(
+                    "error",
+                    "directories",
+                    f"the {kind} directory you set, {path}, is not usable ({why}); "
+                    f"{choice.path} is used instead",
+                    f"point {variable} at a directory this user can write, or unset it",
+                )
+            )
+    if choice.tmpfs:
+        problems.append(
+            Problem(
+                "warning",
+                "directories",
+                f"the {kind} directory {choice.path} is RAM-backed: what is written there "
+                "spends memory",
+                f"mount a disk or volume and set {variable} on it",
+            )
+        )
+    return DirReport(
+        kind=kind,
+        chosen=str(choice.path),
+        source=choice.source,
+        tmpfs=choice.tmpfs,
+        persistent=choice.persistent,
+        free_bytes=choice.free_bytes,
+        candidates=candidates,
+    )
+
+
+# -- ML caches ------------------------------------------------------------------------------
+
+
+def _defaults() -> dict[str, Path | None]:
+    """Where each library puts its cache when its variable is unset (None: beside the code)."""
+    home = Path(os.environ.get("HOME") or "~").expanduser()
+    xdg = Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache")
+    hf_home = Path(os.environ.get("HF_HOME") or xdg / "huggingface")
+    hub = Path(
+        os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE") or hf_home / "hub"
+    )
+    return {
+        "XDG_CACHE_HOME": home / ".cache",
+        "HF_HOME": xdg / "huggingface",
+        "HF_HUB_CACHE": hf_home / "hub",
+        "HF_XET_CACHE": hf_home / "xet",
+        "HF_DATASETS_CACHE": hf_home / "datasets",
+        "SENTENCE_TRANSFORMERS_HOME": hub,
+        "TORCH_HOME": xdg / "torch",
+        "TRITON_CACHE_DIR": home / ".triton" / "cache",
+        "NUMBA_CACHE_DIR": None,
+        "MPLCONFIGDIR": home / ".config" / "matplotlib",
+        "NLTK_DATA": home / "nltk_data",
+        "GRADIO_TEMP_DIR": Path(os.environ.get("TMPDIR") or "/tmp") / "gradio",  # noqa: S108 - gradio's default
+    }
+
+
+def _usable(path: Path) -> str | None:
+    """Why ``path`` is not usable (None if it is), creating nothing lasting: an existing
+    directory is probed; a missing one counts as usable if its nearest parent is."""
+    at = path
+    while not at.exists() and at != at.parent:
+        at = at.parent
+    if at != path and not at.is_dir():
+        return f"{at} is not a directory"
+    return paths.probe_dir(at)
+
+
+def _ml_caches(
+    settings: Settings, mounts: str | os.PathLike[str], host: Platform, problems: list[Problem]
+) -> list[CacheVarReport]:
+    defaults = _defaults()
+    reports: list[CacheVarReport] = []
+    broken: list[str] = []
+    for name, default in defaults.items():
+        value = os.environ.get(name) or (
+            os.environ.get("HUGGINGFACE_HUB_CACHE") if name == "HF_HUB_CACHE" else None
+        )
+        if value:
+            entries = (
+                [Path(e) for e in value.split(os.pathsep) if e]
+                if name == "NLTK_DATA"
+                else [Path(value)]
+            )
+            reasons = [_usable(e) for e in entries]
+            usable = any(r is None for r in reasons)
+            reason = (
+                "usable"
+                if usable
+                else "; ".join(f"{e}: {r}" for e, r in zip(entries, reasons, strict=True))
+            )
+            reports.append(CacheVarReport(name, value, "set", usable, reason))
+            if not usable:
+                broken.append(name)
+                problems.append(
+                    Problem(
+                        "error",
+                        "ml-caches",
+                        f"{name}={value} is not usable ({reason})",
+                        "call cargohold.paths.configure_ml_caches() first thing (it replaces it "
+                        f"with a usable directory), or set {name} to a writable directory",
+                    )
+                )
+            continue
+        if default is None:
+            reports.append(
+                CacheVarReport(name, None, "default", None, "unset: caches beside the code")
+            )
+            continue
+        why = _usable(default)
+        reports.append(CacheVarReport(name, str(default), "default", why is None, why or "usable"))
+        if why is not None:
+            broken.append(name)
+            problems.append(
+                Problem(
+                    "error",
+                    "ml-caches",
+                    f"{name} is unset and its default, {default}, is not usable ({why}): "
+                    "a library that caches there fails with Permission denied",
+                    "call cargohold.paths.configure_ml_caches() first thing, before importing "
+                    f"the ML libraries, or set {name} to a writable directory",
+                )
+            )
+    for legacy in (
+        "TRANSFORMERS_CACHE",
+        "PYTORCH_TRANSFORMERS_CACHE",
+        "PYTORCH_PRETRAINED_BERT_CACHE",
+    ):
+        if os.environ.get(legacy):
+            problems.append(
+                Problem(
+                    "warning",
+                    "ml-caches",
+                    f"{legacy}={os.environ[legacy]} is set, but transformers 5 ignores it",
+                    f"remove {legacy}; set HF_HUB_CACHE instead if that place matters",
+                )
+            )
+    return reports
+
+
+# -- the remote ----------------------------------------------------------------------------
+
+
+def _remote(
+    settings: Settings,
+    given: Remote | None,
+    data: DirReport,
+    check: bool,
+    problems: list[Problem],
+) -> tuple[RemoteReport, Remote | None]:
+    embedded = given is None and not settings.remote
+    if given is not None:
+        url = given.url
+    elif settings.remote:
+        url = settings.remote
+    else:
+        url = (Path(data.chosen) / "remote").as_uri() if data.chosen else "(no data directory)"
+    report = RemoteReport(url=url, embedded_default=embedded)
+    if given is None and data.chosen is None and embedded:
+        report.error = "the embedded default needs a data directory"
+        return report, None
+    try:
+        remote = given if given is not None else open_remote(url, settings=settings)
+    except CargoholdError as exc:
+        report.error = str(exc)
+        problems.append(
+            Problem(
+                "error",
+                "remote",
+                f"the remote cannot be opened: {exc.message}",
+                exc.hint or "fix CARGOHOLD_REMOTE",
+            )
+        )
+        return report, None
+    report.url = remote.url
+    report.stats = dict(remote.stats())
+    if check:
+        _exercise(remote, report, problems)
+    return report, remote
+
+
+def _exercise(remote: Remote, report: RemoteReport, problems: list[Problem]) -> None:
+    """Reach, write, read, create-only, if-match, delete: one test object, timed."""
+    key = internal_key(f"doctor/{uuid.uuid4().hex}")
+
+    def step(name: str, action: Callable[[], str]) -> bool:
+        started = time.perf_counter()
+        try:
+            detail, ok = action(), True
+        except CargoholdError as exc:
+            detail, ok = str(exc), False
+            _classify(exc, report)
+        report.steps.append(
+            {
+                "name": name,
+                "ok": ok,
+                "detail": detail,
+                "ms": round((time.perf_counter() - started) * 1000, 2),
+            }
+        )
+        return ok
+
+    timings: list[float] = []
+
+    def reach() -> str:
+        for _ in range(3):
+            started = time.perf_counter()
+            with contextlib.suppress(NotFoundError):
+                remote.head(key)
+            timings.append(time.perf_counter() - started)
+        report.reachable = report.credentials_accepted = True
+        report.latency_ms = round(statistics.median(timings) * 1000, 2)
+        return f"a HEAD takes {report.latency_ms} ms"
+
+    payload = os.urandom(1024 * 1024)
+
+    def write() -> str:
+        started = time.perf_counter()
+        remote.put(key, payload)
+        report.write_bytes_per_s = len(payload) / max(1e-9, time.perf_counter() - started)
+        return f"1 MiB written at {report.write_bytes_per_s / 1e6:.1f} MB/s"
+
+    def read() -> str:
+        if remote.get(key) != payload:
+            raise CargoholdError("the bytes read back differ from those written")
+        return "read back"
+
+    def create_only() -> str:
+        try:
+            remote.put(key, b"second", mode="create")
+        except AlreadyExists:
+            report.create_only_honoured = True
+            return "a second create-only put was refused"
+        report.create_only_honoured = False
+        raise CargoholdError("a create-only put replaced an existing object")
+
+    def if_match() -> str:
+        stale = remote.head(key).etag
+        remote.put(key, b"v2", if_match=stale)
+        try:
+            remote.put(key, b"v3", if_match=stale)
+        except PreconditionFailed:
+            report.if_match_honoured = True
+            return "a put with a stale etag was refused"
+        report.if_match_honoured = False
+        raise CargoholdError("a put with a stale etag replaced the object")
+
+    def delete() -> str:
+        remote.delete(key)
+        return "deleted"
+
+    if step("reach", reach) and step("write", write):
+        step("read", read)
+        step("create-only", create_only)
+        step("if-match", if_match)
+        step("delete", delete)
+    if report.reachable is False:
+        problems.append(
+            Problem(
+                "error",
+                "remote",
+                f"the remote {remote.url} cannot be reached: {report.error}",
+                "check its URL (endpoint, bucket), the network, and that the service is up",
+            )
+        )
+    elif report.credentials_accepted is False:
+        problems.append(
+            Problem(
+                "error",
+                "remote",
+                f"the remote {remote.url} refused the credentials: {report.error}",
+                "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or HF_TOKEN) and that they may read and write this bucket or repo",
+            )
+        )
+    elif report.error is not None:
+        problems.append(
+            Problem(
+                "error",
+                "remote",
+                f"the remote {remote.url} failed a check: {report.error}",
+                "see the remote's steps above",
+            )
+        )
+    for honoured, what in (
+        (report.create_only_honoured, "create-only puts"),
+        (report.if_match_honoured, "if-match puts"),
+    ):
+        if honoured is False:
+            problems.append(
+                Problem(
+                    "error",
+                    "remote",
+                    f"the remote {remote.url} does not honour {what}: single-flight (memo, "
+                    "fetch) and compare-and-swap writes are not safe on it",
+                    "use a store with conditional writes (AWS S3, R2, MinIO, SeaweedFS, a "
+                    "Hugging Face Storage Bucket, a file:// volume)",
+                )
+            )
+
+
+def _classify(exc: CargoholdError, report: RemoteReport) -> None:
+    report.error = report.error or str(exc)
+    if isinstance(exc, RemoteUnavailable):
+        report.reachable = False
+    elif isinstance(exc, PermissionDenied):
+        report.reachable, report.credentials_accepted = True, False
+
+
+def _embedded_default_problem(
+    host: Platform, data: DirReport, remote: RemoteReport, problems: list[Problem]
+) -> None:
+    if not remote.embedded_default or data.chosen is None:
+        return
+    durable_enough = host.name == "local" or data.persistent
+    problems.append(
+        Problem(
+            "warning" if durable_enough else "error",
+            "remote",
+            f"no remote is configured, so the embedded default {remote.url} is used: it is on "
+            "the same disk as the app"
+            + ("" if durable_enough else f", which {host.name} replaces on every redeploy"),
+            "set CARGOHOLD_REMOTE to a bucket (s3://bucket/prefix) or a mounted volume "
+            "(file:///data/app)",
+        )
+    )
+
+
+# -- durability ----------------------------------------------------------------------------
+
+
+def _durability(
+    settings: Settings,
+    host: Platform,
+    data: DirReport,
+    remote: RemoteReport,
+    problems: list[Problem],
+) -> DurabilityReport:
+    if settings.shutdown_grace is not None:
+        grace, grace_from = settings.shutdown_grace, "the shutdown_grace setting"
+    else:
+        grace = default_shutdown_grace(host)
+        grace_from = f"80% of {host.name}'s {host.grace_seconds:g} s (at least 1 s)"
+    pending_count = pending_bytes = None
+    loss_window = flush = full = None
+    index = Path(data.chosen) / "local" / "index.sqlite3" if data.chosen else None
+    if index is not None and index.exists():
+        tier = LocalTier(index.parent)
+        try:
+            totals = tier.totals()
+            bound = tier.info_value("remote")
+        finally:
+            tier.close()
+        pending_count, pending_bytes = totals.pending_count, totals.pending_bytes
+        loss_window = (
+            0.0 if totals.oldest_pending is None else max(0.0, time.time() - totals.oldest_pending)
+        )
+        if pending_count and bound is not None and bound != remote.url:
+            problems.append(
+                Problem(
+                    "error",
+                    "durability",
+                    f"the local tier at {index.parent} holds {pending_count} change(s) for "
+                    f"{bound}, not for the configured remote {remote.url}",
+                    f"open it with {bound} until it is flushed, or use another data directory",
+                )
+            )
+    if remote.latency_ms is not None and remote.write_bytes_per_s:
+        per_request = remote.latency_ms / 1000
+        if pending_count is not None and pending_bytes is not None:
+            flush = (
+                pending_count / settings.sync_concurrency * per_request
+                + pending_bytes / remote.write_bytes_per_s
+            )
+        full = settings.max_pending_bytes / remote.write_bytes_per_s
+    if pending_count and remote.reachable is False:
+        problems.append(
+            Problem(
+                "error",
+                "durability",
+                f"{pending_count} write(s) ({pending_bytes} bytes) wait for the remote, which "
+                f"cannot be reached; the oldest is {loss_window:.0f} s old",
+                "fix the remote (see above); the writes stay in the local journal and sync "
+                "when it answers",
+            )
+        )
+    elif flush is not None and flush > grace:
+        problems.append(
+            Problem(
+                "error",
+                "durability",
+                f"{pending_count} pending write(s) ({pending_bytes} bytes) need about "
+                f"{flush:.1f} s to flush, more than the shutdown grace of {grace:g} s",
+                "call hold.flush() after bursts of writes, use put(..., durable=True) for what "
+                "must survive, or give the host a longer grace period",
+            )
+        )
+    if full is not None and full > grace:
+        problems.append(
+            Problem(
+                "warning",
+                "durability",
+                f"a full queue of unsynced writes (max_pending_bytes={settings.max_pending_bytes}) "
+                f"would take about {full:.0f} s to flush at the measured speed, more than the "
+                f"shutdown grace of {grace:g} s",
+                "lower CARGOHOLD_MAX_PENDING_BYTES to about "
+                f"{int(grace * (remote.write_bytes_per_s or 0))} bytes, or flush at checkpoints",
+            )
+        )
+    return DurabilityReport(
+        shutdown_grace=grace,
+        grace_from=grace_from,
+        pending_count=pending_count,
+        pending_bytes=pending_bytes,
+        loss_window=loss_window,
+        flush_estimate=flush,
+        full_queue_estimate=full,
+    )

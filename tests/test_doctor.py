@@ -1,0 +1,299 @@
+"""cargohold doctor: hosts are simulated with environment variables, a fake /proc/mounts and
+a fake root; unusable places are paths under /sys (unwritable even for root) and missing
+directories; remotes are real (a file remote, SeaweedFS, a closed loopback port)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cargohold import Settings
+from cargohold.doctor import DoctorReport, Problem, diagnose
+from cargohold.local import LocalTier
+from cargohold.remotes import MemoryRemote, ObjectInfo
+from cargohold.remotes._base import PutRequest
+from testsupport.servers import SeaweedFS, free_port
+
+HOST_PREFIXES = ("SPACE_", "RAILWAY_", "FLY_", "RENDER", "K_", "CLOUD_RUN_", "MODAL_")
+HOST_NAMES = (
+    "SYSTEM",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "LAMBDA_TASK_ROOT",
+    "DYNO",
+    "KUBERNETES_SERVICE_HOST",
+    "KUBERNETES_PORT",
+    "container",
+)
+ML_VARS = (
+    "XDG_CACHE_HOME",
+    "HF_HOME",
+    "HF_HUB_CACHE",
+    "HUGGINGFACE_HUB_CACHE",
+    "HF_XET_CACHE",
+    "HF_DATASETS_CACHE",
+    "SENTENCE_TRANSFORMERS_HOME",
+    "TORCH_HOME",
+    "TRITON_CACHE_DIR",
+    "NUMBA_CACHE_DIR",
+    "MPLCONFIGDIR",
+    "NLTK_DATA",
+    "GRADIO_TEMP_DIR",
+    "TRANSFORMERS_CACHE",
+    "TMPDIR",
+)
+
+
+class Box:
+    """A simulated machine: its home, working and temp directories, mounts and root."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.home, self.work, self.tmp = base / "home", base / "work", base / "systemp"
+        self.root, self.mounts = base / "root", base / "mounts"  # no /.dockerenv in this root
+        for folder in (self.home, self.work, self.tmp, self.root):
+            folder.mkdir()
+        self.mount()
+
+    def mount(self, *lines: str) -> None:
+        rows = ("/dev/vda / ext4 rw 0 0", *lines)
+        self.mounts.write_text("".join(f"{row}\n" for row in rows))
+
+    def diagnose(self, **settings: Any) -> DoctorReport:
+        remote = settings.pop("remote_object", None)
+        loaded = Settings.load(**settings)
+        return diagnose(loaded, remote=remote, mounts=self.mounts, root=self.root)
+
+
+@pytest.fixture
+def box(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Box:
+    box = Box(tmp_path)
+    for name in list(os.environ):
+        if name.startswith(HOST_PREFIXES) or name in HOST_NAMES or name.startswith("CARGOHOLD_"):
+            monkeypatch.delenv(name)
+    for name in ML_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(box.home))
+    monkeypatch.chdir(box.work)
+    monkeypatch.setattr(tempfile, "tempdir", str(box.tmp))
+    return box
+
+
+def errors(report: DoctorReport) -> list[Problem]:
+    return [p for p in report.problems if p.severity == "error"]
+
+
+def find(report: DoctorReport, text: str) -> Problem:
+    matches = [p for p in report.problems if text in p.what]
+    assert matches, f"no problem mentions {text!r}: {report.problems}"
+    return matches[0]
+
+
+def test_a_healthy_machine_reports_everything_and_no_error(box: Box) -> None:
+    report = box.diagnose(remote=(box.base / "remote").as_uri(), data_dir=box.base / "data")
+    assert report.ok, report.problems
+    assert report.host["name"] == "local"
+    assert report.host["evidence"]
+    data, cache, temp = report.directories
+    assert (data.kind, data.chosen) == ("data", str(box.base / "data"))
+    assert cache.chosen == str(box.home / ".cache" / "cargohold")
+    assert temp.chosen is not None
+    assert temp.chosen.startswith(str(box.tmp))
+    assert all(d.candidates[-1]["result"] == "chosen" for d in report.directories)
+    by_name = {v.name: v for v in report.ml_caches}
+    assert by_name["HF_HOME"].path == str(box.home / ".cache" / "huggingface")
+    assert by_name["HF_HOME"].origin == "default"
+    assert by_name["HF_HOME"].usable is True
+    assert not (box.home / ".cache" / "huggingface").exists(), "doctor creates no cache"
+    remote = report.remote
+    assert (remote.reachable, remote.credentials_accepted) == (True, True)
+    assert (remote.create_only_honoured, remote.if_match_honoured) == (True, True)
+    assert remote.latency_ms is not None
+    assert [s["name"] for s in remote.steps] == [
+        "reach",
+        "write",
+        "read",
+        "create-only",
+        "if-match",
+        "delete",
+    ]
+    assert report.durability.shutdown_grace == 8.0  # 80% of a local machine's 10 s
+    json.dumps(report.to_dict())  # pastes into an issue as JSON too
+
+
+def test_railway_without_a_volume_or_a_remote_needs_fixing(box: Box) -> None:
+    os.environ["RAILWAY_PROJECT_ID"] = "p-1"
+    os.environ["RAILWAY_SERVICE_ID"] = "s-1"
+    report = box.diagnose()
+    assert report.host["name"] == "railway"
+    assert not report.ok
+    embedded = find(report, "embedded default")
+    assert embedded.severity == "error"
+    assert "redeploy" in embedded.what
+    assert "CARGOHOLD_REMOTE" in embedded.fix
+    drain = find(report, "drain of 0 s")
+    assert "RAILWAY_DEPLOYMENT_DRAINING_SECONDS" in drain.fix
+    assert report.durability.shutdown_grace == 1.0
+
+
+def test_a_volume_the_host_reveals_is_used_and_makes_the_embedded_default_a_warning(
+    box: Box,
+) -> None:
+    volume = box.base / "volume"
+    volume.mkdir()
+    box.mount(f"/dev/vdb {volume} ext4 rw,relatime 0 0")
+    os.environ["FLY_APP_NAME"] = "signs"
+    report = box.diagnose()
+    data = report.directories[0]
+    assert data.chosen == str(volume / ".cargohold")
+    assert data.persistent
+    assert report.host["persistent_mounts"] == [str(volume)]
+    assert find(report, "embedded default").severity == "warning"
+    assert report.ok, errors(report)
+    assert report.durability.shutdown_grace == 4.0  # 80% of fly's 5 s
+
+
+def test_unusable_directories_and_ml_caches_are_named_with_their_fix(box: Box) -> None:
+    os.environ["HF_HOME"] = "/sys/cargohold-hf"
+    os.environ["TORCH_HOME"] = str(box.base / "not" / "yet" / "torch")  # missing, creatable
+    os.environ["TRANSFORMERS_CACHE"] = str(box.base / "old-cache")
+    report = box.diagnose(remote="memory://doctor-dirs", data_dir="/sys/cargohold-data")
+    data = report.directories[0]
+    assert data.candidates[0]["path"] == "/sys/cargohold-data"
+    assert "Error" in data.candidates[0]["result"]
+    assert data.chosen == str(box.home / ".local" / "share" / "cargohold")
+    setting = find(report, "/sys/cargohold-data")
+    assert (setting.severity, "CARGOHOLD_DATA_DIR" in setting.fix) == ("error", True)
+    hf = find(report, "HF_HOME=/sys/cargohold-hf")
+    assert "configure_ml_caches()" in hf.fix
+    by_name = {v.name: v for v in report.ml_caches}
+    assert (by_name["HF_HOME"].origin, by_name["HF_HOME"].usable) == ("set", False)
+    assert by_name["TORCH_HOME"].usable is True
+    assert not (box.base / "not").exists()
+    assert find(report, "TRANSFORMERS_CACHE").severity == "warning"
+    assert not report.ok
+
+
+def test_an_unwritable_home_breaks_the_libraries_defaults(
+    box: Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", "/sys/cargohold-home")
+    report = box.diagnose(remote="memory://doctor-home", data_dir=box.base / "data")
+    torch = find(report, "TORCH_HOME is unset")
+    assert "/sys/cargohold-home/.cache/torch" in torch.what
+    assert "configure_ml_caches()" in torch.fix
+    cache = report.directories[1]
+    assert cache.chosen is not None
+    assert not cache.chosen.startswith("/sys")
+    assert any(c["path"].startswith("/sys/cargohold-home") for c in cache.candidates)
+
+
+def test_an_unreachable_remote_with_writes_waiting(box: Box) -> None:
+    url = f"s3://bucket/app?endpoint=http://127.0.0.1:{free_port()}&access_key_id=a&secret_access_key=b"
+    data = box.base / "data"
+    tier = LocalTier(data / "local")
+    tier.bind_remote(_clean_url(url, box))
+    tier.write("orders/1.json", b"{}", metadata={}, content_type="application/json")
+    tier.write("orders/2.json", b"{}", metadata={}, content_type="application/json")
+    tier.close()
+    time.sleep(0.01)  # a loss window measurably above zero
+    report = box.diagnose(remote=url, data_dir=data, retry_timeout=0.5, connect_timeout=0.5)
+    assert report.remote.reachable is False
+    reach = find(report, "cannot be reached")
+    assert "endpoint" in reach.fix
+    waiting = find(report, "2 write(s)")
+    assert waiting.severity == "error"
+    assert report.durability.pending_count == 2
+    assert (report.durability.loss_window or 0) > 0
+
+
+def _clean_url(url: str, box: Box) -> str:
+    """The URL as the remote reports it (secrets removed), which the local tier is bound to."""
+    from cargohold.remotes import open_remote
+
+    settings = Settings.load({}, retry_timeout=0.5)
+    with open_remote(url, settings=settings) as remote:
+        return remote.url
+
+
+def test_pending_writes_that_cannot_flush_within_the_grace_period(box: Box) -> None:
+    url = (box.base / "remote").as_uri()
+    data = box.base / "data"
+    tier = LocalTier(data / "local")
+    tier.bind_remote(url)
+    for n in range(4):
+        tier.write(
+            f"videos/{n}.mp4", os.urandom(2 * 1024 * 1024), metadata={}, content_type="video/mp4"
+        )
+    tier.close()
+    report = box.diagnose(remote=url, data_dir=data, shutdown_grace=0.001)
+    slow = find(report, "pending write(s)")
+    assert slow.severity == "error"
+    assert "hold.flush()" in slow.fix
+    assert report.durability.flush_estimate is not None
+    assert report.durability.flush_estimate > 0.001
+    # The same journal, opened with another remote: its writes would go to the wrong place.
+    other = box.diagnose(remote="memory://doctor-other", data_dir=data)
+    assert "not for the configured remote" in find(other, "holds 4 change(s)").what
+
+
+class IgnoresConditions(MemoryRemote):
+    """A remote that silently ignores create-only and if-match (as some stores do)."""
+
+    def _put(self, request: PutRequest) -> ObjectInfo:
+        return super()._put(dataclasses.replace(request, mode="overwrite", if_match=None))
+
+
+def test_a_remote_that_ignores_conditional_puts(box: Box) -> None:
+    name = f"doctor-{uuid.uuid4().hex}"
+    try:
+        report = box.diagnose(remote_object=IgnoresConditions(name), data_dir=box.base / "data")
+    finally:
+        MemoryRemote.forget(name)
+    assert report.remote.create_only_honoured is False
+    assert report.remote.if_match_honoured is False
+    problem = find(report, "does not honour create-only puts")
+    assert "conditional writes" in problem.fix
+    assert not report.ok
+
+
+@pytest.fixture(scope="module")
+def guarded_seaweedfs() -> Iterator[SeaweedFS]:
+    config = {
+        "identities": [
+            {
+                "name": "admin",
+                "credentials": [
+                    {"accessKey": "cargohold-test", "secretKey": "cargohold-test-secret"}
+                ],
+                "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+            }
+        ]
+    }
+    server = SeaweedFS(s3_config=config).start()
+    try:
+        server.make_bucket("doctor")
+        yield server
+    finally:
+        server.cleanup()
+
+
+def test_refused_credentials(box: Box, guarded_seaweedfs: SeaweedFS) -> None:
+    url = (
+        f"s3://doctor/app?endpoint={guarded_seaweedfs.endpoint}"
+        "&access_key_id=cargohold-test&secret_access_key=wrong"
+    )
+    report = box.diagnose(remote=url, data_dir=box.base / "data", retry_timeout=1)
+    assert (report.remote.reachable, report.remote.credentials_accepted) == (True, False)
+    problem = find(report, "refused the credentials")
+    assert "AWS_SECRET_ACCESS_KEY" in problem.fix
+    good = url.replace("wrong", guarded_seaweedfs.secret_key)
+    assert box.diagnose(remote=good, data_dir=box.base / "data").remote.credentials_accepted
