@@ -1,0 +1,244 @@
+"""Every route of the HTTP service, in-process through httpx's ASGI transport."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import cargohold
+from cargohold import Hold
+from cargohold.remotes import MemoryRemote
+from cargohold.server import create_app
+
+TOKEN = "s3cret-token"
+
+
+class Client:
+    """A synchronous face on httpx.AsyncClient + ASGITransport (one event loop per call)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        async def go() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.app)
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://hold.test"
+            ) as client:
+                return await client.request(method, url, **kwargs)
+
+        return asyncio.run(go())
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+
+@pytest.fixture
+def hold(tmp_path: Path) -> Iterator[Hold]:
+    name = f"server-{uuid.uuid4().hex}"
+    with cargohold.open(
+        f"memory://{name}", data_dir=tmp_path, signal_handlers=False, token=TOKEN
+    ) as opened:
+        yield opened
+    MemoryRemote.forget(name)
+
+
+@pytest.fixture
+def client(hold: Hold) -> Client:
+    return Client(create_app(hold))
+
+
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+
+
+def test_put_get_head_delete(client: Client, hold: Hold) -> None:
+    put = client.request(
+        "PUT",
+        "/api/objects/videos/a.mp4",
+        content=b"movie bytes",
+        headers={**AUTH, "content-type": "video/mp4", "x-cargohold-meta-prompt": "a cat"},
+    )
+    assert put.status_code == 201, put.text
+    assert put.json()["size"] == 11
+    assert hold.head("videos/a.mp4").metadata == {"prompt": "a cat"}
+    got = client.get("/api/objects/videos/a.mp4")
+    assert got.status_code == 200
+    assert got.content == b"movie bytes"
+    assert got.headers["content-type"] == "video/mp4"
+    assert got.headers["accept-ranges"] == "bytes"
+    head = client.request("HEAD", "/api/objects/videos/a.mp4")
+    assert head.status_code == 200
+    assert head.headers["content-length"] == "11"
+    assert head.content == b""
+    assert client.request("DELETE", "/api/objects/videos/a.mp4", headers=AUTH).status_code == 204
+    missing = client.get("/api/objects/videos/a.mp4")
+    assert missing.status_code == 404
+    assert "videos/a.mp4" in missing.json()["error"]
+
+
+def test_ranges(client: Client, hold: Hold) -> None:
+    data = bytes(range(256)) * 2048  # 512 KiB: served from a file, streamed
+    hold.put("big.bin", data)
+    small = b"0123456789"
+    hold.put("small.txt", small)
+    for key, body in (("big.bin", data), ("small.txt", small)):
+        r = client.get(f"/api/objects/{key}", headers={"range": "bytes=2-5"})
+        assert r.status_code == 206
+        assert r.content == body[2:6]
+        assert r.headers["content-range"] == f"bytes 2-5/{len(body)}"
+        assert client.get(f"/api/objects/{key}", headers={"range": "bytes=-3"}).content == body[-3:]
+        assert client.get(f"/api/objects/{key}", headers={"range": "bytes=7-"}).content == body[7:]
+        past = client.get(f"/api/objects/{key}", headers={"range": f"bytes={len(body)}-"})
+        assert past.status_code == 416
+        assert past.headers["content-range"] == f"bytes */{len(body)}"
+    assert client.get("/api/objects/big.bin").content == data
+
+
+def test_etags_and_304(client: Client, hold: Hold) -> None:
+    hold.put("doc.json", b"{}")
+    first = client.get("/api/objects/doc.json")
+    etag = first.headers["etag"]
+    assert etag.startswith('"')
+    again = client.get("/api/objects/doc.json", headers={"if-none-match": etag})
+    assert again.status_code == 304
+    assert again.content == b""
+    hold.put("doc.json", b'{"changed": true}')
+    assert client.get("/api/objects/doc.json", headers={"if-none-match": etag}).status_code == 200
+
+
+def test_writes_need_the_token(client: Client) -> None:
+    assert client.request("PUT", "/api/objects/x", content=b"1").status_code == 401
+    wrong = client.request(
+        "PUT", "/api/objects/x", content=b"1", headers={"authorization": "Bearer nope"}
+    )
+    assert wrong.status_code == 401
+    assert "CARGOHOLD_TOKEN" in wrong.json()["hint"]
+    assert client.request("DELETE", "/api/objects/x").status_code == 401
+
+
+def test_without_a_token_writes_are_refused_not_open(tmp_path: Path) -> None:
+    with cargohold.open("memory://no-token", data_dir=tmp_path, signal_handlers=False) as hold:
+        client = Client(create_app(hold))
+        refused = client.request(
+            "PUT", "/api/objects/x", content=b"1", headers={"authorization": "Bearer anything"}
+        )
+        assert refused.status_code == 403
+        assert "set CARGOHOLD_TOKEN" in refused.json()["hint"]
+        assert client.get("/api/objects/x").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/objects/..%2F..%2Fetc%2Fpasswd",
+        "/api/objects/a/../../etc/passwd",
+        "/api/objects/%2Fetc%2Fpasswd",
+        "/api/objects/a%5Cb",
+        "/api/objects/.cargohold/leases/x",
+        "/api/objects/a%00b",
+        "/api/objects/a%0Ab",  # a newline: the router cannot match it, the key rules judge it
+    ],
+)
+def test_traversal_attempts_are_400(client: Client, path: str) -> None:
+    for method in ("GET", "PUT", "DELETE"):
+        r = client.request(method, path, content=b"x" if method == "PUT" else None, headers=AUTH)
+        if ".." in path.split("/"):  # the client resolves dot segments: '/etc/passwd' is asked
+            assert r.status_code == 404
+            continue
+        assert r.status_code == 400, (method, path, r.status_code, r.text)
+        assert r.json()["error"], "the body names the rule the key broke"
+
+
+def test_framework_errors_have_the_documented_body(client: Client) -> None:
+    r = client.get("/api/nothing-here")
+    assert r.status_code == 404
+    assert r.json() == {"error": "Not Found", "hint": None}
+    r = client.request("POST", "/api/objects/a")
+    assert r.status_code == 405
+    assert r.json()["error"] == "Method Not Allowed"
+
+
+def test_listing_pages(client: Client, hold: Hold) -> None:
+    for i in range(25):
+        hold.put(f"p/{i:02d}", b"x")
+    hold.put("q/other", b"y")
+    first = client.get("/api/objects", params={"prefix": "p/", "limit": 10}).json()
+    assert [o["key"] for o in first["objects"]] == [f"p/{i:02d}" for i in range(10)]
+    seen = [o["key"] for o in first["objects"]]
+    cursor = first["next_cursor"]
+    while cursor:
+        page = client.get(
+            "/api/objects", params={"prefix": "p/", "limit": 10, "cursor": cursor}
+        ).json()
+        seen += [o["key"] for o in page["objects"]]
+        cursor = page["next_cursor"]
+    assert seen == [f"p/{i:02d}" for i in range(25)]
+    assert client.get("/api/objects", params={"prefix": "../"}).status_code == 400
+
+
+def test_memo_routes_link_to_files(client: Client, hold: Hold) -> None:
+    memo = hold.memo("sora", version="v2")
+
+    def video(inputs: dict[str, Any], workdir: Path) -> Path:
+        (workdir / "take.mp4").write_bytes(b"mp4:" + inputs["prompt"].encode())
+        return workdir / "take.mp4"
+
+    memo.get_or_create({"prompt": "a cat"}, video)
+    memo.get_or_create({"prompt": "a dog"}, video)
+    assert client.get("/api/memo").json() == [
+        {
+            "namespace": "sora",
+            "version": "v2",
+            "entries": 2,
+            "bytes": len(b"mp4:a cat") + len(b"mp4:a dog"),
+        }
+    ]
+    entries = client.get("/api/memo/sora", params={"version": "v2"}).json()
+    assert [e["inputs"]["prompt"] for e in entries] == ["a dog", "a cat"]
+    link = entries[1]["files"][0]["url"]
+    assert entries[1]["files"][0]["content_type"] == "video/mp4"
+    assert client.get(link).content == b"mp4:a cat"
+    assert client.get("/api/memo/bad%2Fname").status_code in (400, 404)
+
+
+def test_stats_metrics_health(client: Client, hold: Hold) -> None:
+    hold.put("k", b"v")
+    hold.get("k")
+    stats = client.get("/api/stats").json()
+    assert stats["remote"].startswith("memory://")
+    assert stats["reads"] == 1
+    assert {"pending_count", "loss_window", "throughput", "errors", "local_bytes"} <= set(stats)
+    metrics = client.get("/metrics").text
+    assert "# TYPE cargohold_pending_writes gauge" in metrics
+    assert "cargohold_hit_ratio 1" in metrics
+    assert client.get("/healthz").json() == {"ok": True, "problems": []}
+    hold.flush(30)
+    assert client.get("/readyz").status_code == 200
+
+
+def test_readyz_fails_past_the_loss_window(tmp_path: Path) -> None:
+    with (
+        cargohold.open(
+            "memory://unready", data_dir=tmp_path, signal_handlers=False, ready_max_loss_window=0
+        ) as hold,
+        hold.syncer.paused(),
+    ):
+        hold.put("stuck", b"x")
+        ready = Client(create_app(hold)).get("/readyz")
+        assert ready.status_code == 503
+        assert "oldest unsynced write" in ready.json()["problems"][0]
+
+
+def test_openapi_and_dashboard(client: Client) -> None:
+    schema = client.get("/openapi.json").json()
+    assert "/api/objects/{key}" in schema["paths"]
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "Pending writes" in page.text
+    assert client.get("/static/app.js").status_code == 200
