@@ -1,0 +1,154 @@
+"""The Hold on a dataset repo: the crash trials, an outage mid-workload and a SIGTERM flush
+(as tests/hold/ runs them on S3), with the Hub stand-in as the remote."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import cargohold
+from cargohold.remotes import open_remote
+from tests.hf.conftest import LFS_DATA_WARNING, UNLIMITED, hf_url
+from tests.reliability.crash_trials import run_trials
+from testsupport.hubstandin import Fault, HubStandIn
+
+pytestmark = pytest.mark.filterwarnings(LFS_DATA_WARNING)
+
+
+@pytest.fixture
+def unlimited_commits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No commit budget in these tests (child processes inherit it)."""
+    monkeypatch.setenv("CARGOHOLD_HF_COMMITS_PER_HOUR", "1e9")
+
+
+def test_crashes_lose_nothing_acknowledged(hf_env: HubStandIn, unlimited_commits: None) -> None:
+    # Fewer trials than on S3 (each starts a Python that imports huggingface_hub); each
+    # trial gets a repo of its own.
+    results = run_trials(lambda i: hf_url(hf_env, f"trial-{i}"), 12, seed=4321)
+    assert len(results) == 12
+    assert sum(r.acknowledged for r in results) > 12, "the children wrote too little to test"
+
+
+@pytest.fixture
+def own_hub(monkeypatch: pytest.MonkeyPatch, unlimited_commits: None) -> Iterator[HubStandIn]:
+    """A stand-in of this test's own, since the outage test takes it down."""
+    with HubStandIn() as hub:
+        for name, value in hub.env().items():
+            monkeypatch.setenv(name, value)
+        yield hub
+
+
+def test_writes_continue_through_an_outage_and_nothing_is_lost(
+    own_hub: HubStandIn, tmp_path: Path
+) -> None:
+    url = hf_url(own_hub)
+    hold = cargohold.open(
+        url,
+        data_dir=tmp_path,
+        signal_handlers=False,
+        connect_timeout=1,
+        retry_timeout=2,
+        max_retries=2,
+    )
+    written: dict[str, bytes] = {}
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    during_outage: list[str] = []
+    outage = threading.Event()
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            key = f"w/{i % 300:03d}"
+            value = f"{i}".encode() * (1 + i % 5000)
+            try:
+                hold.put(key, value)
+            except BaseException as exc:
+                errors.append(exc)
+                return
+            written[key] = value
+            if outage.is_set():
+                during_outage.append(key)
+            i += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        hold.flush(60)  # some writes reach the repo before the outage
+        own_hub.kill()
+        outage.set()
+        # "Several seconds" of outage, and until the Hold reports it: huggingface_hub
+        # retries its own upload requests (preupload, LFS) for up to ~25 s before the
+        # syncer hears of the failure.
+        shortest = time.monotonic() + 4
+        longest = time.monotonic() + 60
+        status = hold.status()
+        while not errors and time.monotonic() < longest:
+            status = hold.status()
+            if time.monotonic() > shortest and status.last_error is not None:
+                break
+            stop.wait(0.2)
+        outage.clear()
+        own_hub.start()
+    finally:
+        stop.set()
+        thread.join(60)
+    try:
+        assert not errors, errors
+        assert during_outage, "puts must keep succeeding while the remote is down"
+        assert status.pending_count > 0
+        assert status.last_error is not None
+        hold.flush(120)
+        with open_remote(url, settings=UNLIMITED) as check:
+            for key, value in written.items():
+                assert check.get(key) == value, key
+        assert hold.status().pending_count == 0
+    finally:
+        hold.close()
+
+
+CHILD = textwrap.dedent(
+    """
+    import logging, sys, time
+    import cargohold
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    url, data_dir = sys.argv[1], sys.argv[2]
+    hold = cargohold.open(url, data_dir=data_dir, shutdown_grace=30)
+    for i in range(20):
+        hold.put(f"s/{i}", f"value {i}".encode() * 1000)
+    print("PENDING", hold.status().pending_count, flush=True)
+    while True:
+        time.sleep(0.1)
+    """
+)
+
+
+def test_sigterm_flushes_pending_commits(own_hub: HubStandIn, tmp_path: Path) -> None:
+    url = hf_url(own_hub)
+    repo = url.split("datasets/", 1)[1]
+    # Slow commits, so writes are still pending when the signal arrives.
+    own_hub.inject(Fault(None, times=10_000, delay=0.5, match=lambda m, p: f"{repo}/commit/" in p))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, url, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().split()
+    assert line[:1] == ["PENDING"], line
+    assert int(line[1]) > 0, "the test needs writes still pending when SIGTERM arrives"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM, stderr
+    assert "flushed" in stderr
+    with open_remote(url, settings=UNLIMITED) as check:
+        assert {info.key for info in check.list()} == {f"s/{i}" for i in range(20)}
