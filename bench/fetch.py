@@ -13,7 +13,7 @@ Against a real HTTP origin on loopback (testsupport/origin.py, started here):
    each download it with httpx into a temp file (what apps do without a cache). Counted:
    requests that reached the origin.
 
-Targets (issue 7): a cached fetch within 1.1x of a plain read; fifty cold fetches, one origin
+Targets (issue 5): a cached fetch within 1.1x of a plain read; fifty cold fetches, one origin
 request. Run: ./dev bench fetch
 """
 

@@ -114,6 +114,12 @@ def test_memo_commands(tmp_path: Path) -> None:
         e["inputs"]["prompt"]
         for e in json.loads(run("memo", "ls", "sora", "-v", "v2", "--json", env=env).stdout)
     ] == ["cat"]
+    exported = run(
+        "memo", "export", "sora", "-v", "v2", "--to", str(tmp_path / "s2"), "--json", env=env
+    )
+    assert json.loads(exported.stdout) == {"exported": 1, "to": str(tmp_path / "s2")}
+    removed = run("memo", "rm", "sora", "-v", "v2", "--all", "--json", env=env)
+    assert json.loads(removed.stdout) == {"removed": 1}
 
 
 def _simulated_host(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -181,6 +187,8 @@ def test_fetch_prints_the_cached_file_and_gc_removes_expired_bundles(tmp_path: P
         assert (path.name, path.read_bytes()) == ("hello.mp4", b"a video of hello")
         again = run("fetch", url, "--max-age", "1h", env=env)
         assert Path(again.stdout.strip()).read_bytes() == b"a video of hello"
+        described = json.loads(run("fetch", url, "--json", env=env).stdout)
+        assert described == {"url": url, "path": str(path), "size": 16}
         assert origin.gets("/signs/hello.mp4") == 1
         refused = run("fetch", url, "--sha256", "0" * 64, env=env)
         assert refused.returncode == dict(EXIT_CODES)[cargohold.IntegrityError]

@@ -65,6 +65,13 @@ def test_put_get_ls_rm(env: dict[str, str], tmp_path: Path) -> None:
     assert run(env, "get", "videos/a.mp4", "-o", str(target)).returncode == 0
     assert target.read_bytes() == source.read_bytes()
     assert not list(target.parent.glob(".*.part"))
+    # A path that cannot be written is the user's input: one line naming it, no traceback.
+    nowhere = tmp_path / "missing-dir" / "copy.mp4"
+    failed = run(env, "get", "videos/a.mp4", "-o", str(nowhere))
+    assert failed.returncode == code_for(FileNotFoundError)
+    assert "Traceback" not in failed.stderr
+    assert str(nowhere.parent) in failed.stderr
+    assert len(failed.stderr.strip().splitlines()) == 1
 
     assert json.loads(run(env, "rm", "videos/a.mp4", "--json").stdout) == {
         "deleted": "videos/a.mp4"

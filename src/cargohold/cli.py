@@ -6,24 +6,27 @@ Exit codes come from one table, :data:`EXIT_CODES`, keyed by the exception tree.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
 from . import errors
 from ._version import __version__
 from .config import Settings, parse_duration
 from .doctor import DoctorReport, diagnose
+from .fetch import FetchProgress
 from .hold import Hold
 from .hold import open as cargohold_open
 from .keys import internal_key, internal_prefix
@@ -47,6 +50,11 @@ EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (errors.IntegrityError, 9),
     (errors.StorageFull, 10),
     (errors.CargoholdError, 1),
+    # The local filesystem's own errors (a bad -o path, a full disk) map to the same codes.
+    (FileNotFoundError, 4),
+    (FileExistsError, 5),
+    (PermissionError, 6),
+    (OSError, 1),
 ]
 
 app = typer.Typer(
@@ -343,11 +351,15 @@ def memo_export(
     to: Annotated[Path, typer.Option("--to", help="The seed folder, e.g. data/seed.")],
     version: _VersionOption = "1",
     where: _WhereOption = [],  # noqa: B006
+    as_json: _JsonOption = False,
 ) -> None:
     """Write chosen entries into a seed folder, ready to commit with the app."""
     with _memo_hold() as hold:
         count = hold.memo(namespace, version=version).export(to, _where(where))
-    console.print(f"exported {count} entr{'y' if count == 1 else 'ies'} to {to}")
+    if as_json:
+        typer.echo(json.dumps({"exported": count, "to": str(to)}))
+    else:
+        console.print(f"exported {count} entr{'y' if count == 1 else 'ies'} to {to}")
 
 
 @memo_app.command("rm")
@@ -358,6 +370,7 @@ def memo_rm(
     every: Annotated[
         bool, typer.Option("--all", help="Remove every entry of the version.")
     ] = False,
+    as_json: _JsonOption = False,
 ) -> None:
     """Remove the entries that match --where (or --all of them)."""
     if not where and not every:
@@ -367,7 +380,10 @@ def memo_rm(
         entries = memo.entries(_where(where))
         for entry in entries:
             memo.delete(entry.inputs)
-    console.print(f"removed {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
+    if as_json:
+        typer.echo(json.dumps({"removed": len(entries)}))
+    else:
+        console.print(f"removed {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
 
 
 @app.command()
@@ -474,6 +490,7 @@ def fetch_command(
         str | None,
         typer.Option(help="Ask the origin again once the copy is older than this (30s, 1h)."),
     ] = None,
+    as_json: _JsonOption = False,
 ) -> None:
     """Download URL into the Hold's download cache (once: later calls, other processes
     and instances sharing the remote reuse it) and print the local file's path."""
@@ -483,9 +500,35 @@ def fetch_command(
             age = parse_duration(max_age)
         except ValueError as exc:
             raise errors.InvalidInput(f"--max-age {max_age!r}: {exc}") from None
-    with cargohold_open(signal_handlers=False) as hold:
-        path = hold.fetch(url, sha256=sha256, max_age=age)
-    typer.echo(str(path))
+    with cargohold_open(signal_handlers=False) as hold, _download_bar(not as_json) as progress:
+        path = hold.fetch(url, sha256=sha256, max_age=age, progress=progress)
+        size = path.stat().st_size
+    if as_json:
+        typer.echo(json.dumps({"url": url, "path": str(path), "size": size}))
+    else:
+        typer.echo(str(path))
+
+
+@contextlib.contextmanager
+def _download_bar(show: bool) -> Iterator[Callable[[FetchProgress], None] | None]:
+    """A progress bar on stderr for a download, when stderr is a terminal and ``show``."""
+    if not show or not err_console.is_terminal:
+        yield None
+        return
+    with Progress(
+        TextColumn("downloading"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("download", total=None)
+
+        def report(p: FetchProgress) -> None:
+            bar.update(task, completed=p.done, total=p.total)
+
+        yield report
 
 
 @app.command()
@@ -529,11 +572,19 @@ def main() -> None:
     """Entry point: run the app, turning cargohold errors into one line and an exit code."""
     try:
         app()  # usage errors and --help are handled (and exit) inside
-    except errors.CargoholdError as exc:
+    except (errors.CargoholdError, OSError) as exc:
+        # OSError too: a path the user gave that cannot be written is their input, not a bug.
         if _state["debug"]:
             raise
-        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/] {_one_line(exc)}", highlight=False, soft_wrap=True)
         sys.exit(exit_code(exc))
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, errors.CargoholdError) or not isinstance(exc, OSError):
+        return str(exc)
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"
 
 
 def exit_code(exc: BaseException) -> int:

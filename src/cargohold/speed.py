@@ -194,6 +194,5 @@ def histogram(samples: list[float], width: int = 30, bins: int = 8) -> list[str]
 
 def _budget_text(budget: object) -> str:
     """A remote's commit budget in words (the ``summary`` of an ``hf://`` budget)."""
-    if isinstance(budget, dict) and isinstance(budget.get("summary"), str):
-        return budget["summary"]
-    return str(budget)
+    summary = budget.get("summary") if isinstance(budget, dict) else None
+    return summary if isinstance(summary, str) else str(budget)

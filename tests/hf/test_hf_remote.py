@@ -7,6 +7,7 @@ conformance suite, which runs against hf:// too (tests/conformance/conftest.py).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import uuid
@@ -507,3 +508,29 @@ def test_doctor_shows_the_commit_budget(hf_env: HubStandIn, tmp_path: Path) -> N
     assert budget["configured_per_hour"] == 120
     assert report.remote.create_only_honoured is True
     assert "commit budget: 120 commits/h" in doctor_text(report)
+
+
+def test_the_token_is_never_logged_or_shown(
+    hf_env: HubStandIn,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    caplog.set_level(logging.DEBUG)  # every logger, cargohold's and the libraries', at DEBUG
+    url = hf_url(hf_env)
+    seen: list[str] = []
+    with _remote(url) as writer:
+        repo = writer.repo_id
+        hf_env.inject(Fault(503, times=2, match=lambda m, p: m == "POST" and repo in p))
+        writer.put("k", b"v")  # retried: the retries are logged
+        seen += [repr(writer), writer.url, str(writer.stats())]
+    monkeypatch.setenv("HF_TOKEN", READ_TOKEN)
+    with _remote(url) as reader, pytest.raises(PermissionDenied) as raised:
+        reader.put("k", b"w")
+    seen.append(str(raised.value))
+    with cargohold.open(url, data_dir=tmp_path, signal_handlers=False) as hold:
+        seen.append(str(hold.status()))
+    text = caplog.text + "\n".join(seen)
+    assert "503" in caplog.text or "retry" in caplog.text.lower(), "the retries were logged"
+    for token in (WRITE_TOKEN, READ_TOKEN):
+        assert token not in text
