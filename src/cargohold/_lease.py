@@ -22,15 +22,31 @@ import threading
 import time
 import uuid
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from .errors import CargoholdError, ConflictError, NotFoundError
-from .keys import InternalKey
+from .keys import InternalKey, internal_key
 from .remotes import ObjectInfo, Remote
 
-__all__ = ["Lease"]
+if TYPE_CHECKING:
+    from .catalog import Catalog, PgLease
+
+__all__ = ["Lease", "exclusive_lease"]
 
 log = logging.getLogger("cargohold.lease")
+
+
+def exclusive_lease(
+    remote: Remote, catalog: Catalog | None, name: str, *, ttl: float, purpose: str
+) -> Lease | PgLease:
+    """The lease called ``name`` (``leases/...``) for exclusive work: in the shared
+    catalog's database when there is one and it answers (its clock decides expiry, and no
+    lock object costs remote requests), else a lock object in the remote."""
+    if catalog is not None and catalog.available:
+        from .catalog import PgLease
+
+        return PgLease(catalog, name, ttl=ttl, purpose=purpose)
+    return Lease(remote, internal_key(name), ttl=ttl, purpose=purpose)
 
 
 class Lease:

@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
 
-from ._lease import Lease
+from ._lease import Lease, exclusive_lease
 from ._redact import redact_url
 from ._version import __version__
 from .errors import (
@@ -74,13 +74,14 @@ from .errors import (
     StorageFull,
     TimedOut,
 )
-from .keys import internal_key, normalize_key
+from .keys import normalize_key
 from .remotes import ObjectInfo
 from .remotes._base import MAX_METADATA_BYTES, check_content_type
 
 if TYPE_CHECKING:
     import httpx
 
+    from .catalog import PgLease
     from .hold import Hold
 
 __all__ = ["FetchProgress", "fetch", "remove_stale_partials"]
@@ -429,7 +430,7 @@ class _Fetch:
         self.partial_meta = self.partial.with_name(f"{request.id}.part.json")
 
     def run(self) -> _Copy:
-        lease: Lease | None = None
+        lease: Lease | PgLease | None = None
         try:
             if self.share:
                 try:
@@ -466,11 +467,12 @@ class _Fetch:
 
     # -- the remote ----------------------------------------------------------------------
 
-    def _lease_or_copy(self) -> tuple[Lease | None, _Copy | None]:
+    def _lease_or_copy(self) -> tuple[Lease | PgLease | None, _Copy | None]:
         """Take the lease for this URL, or wait until its holder's copy is in the remote."""
-        lease = Lease(
+        lease = exclusive_lease(
             self.hold.remote,
-            internal_key(f"leases/fetch/{self.request.id}"),
+            self.hold.catalog,
+            f"leases/fetch/{self.request.id}",
             ttl=LEASE_TTL,
             purpose=f"the download of {self.request.shown}",
         )

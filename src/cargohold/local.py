@@ -41,7 +41,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,6 +95,8 @@ CREATE TABLE IF NOT EXISTS totals (
 INSERT OR IGNORE INTO totals VALUES (0, 0, 0, 0);
 CREATE TABLE IF NOT EXISTS garbage (file TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- keys synced while the shared catalog was unreachable: recorded there once it is back
+CREATE TABLE IF NOT EXISTS catalog_backlog (key TEXT PRIMARY KEY);
 CREATE TRIGGER IF NOT EXISTS objects_insert AFTER INSERT ON objects BEGIN
     UPDATE totals SET
         local_bytes = local_bytes + NEW.size,
@@ -781,6 +783,23 @@ class LocalTier:
         conn = self._conn()
         with self._transaction(conn):
             conn.execute("INSERT OR REPLACE INTO info VALUES (?, ?)", (name, value))
+
+    def note_catalog_backlog(self, keys: Iterable[str]) -> None:
+        """Remember keys whose sync the shared catalog did not hear of (it was down)."""
+        conn = self._conn()
+        with self._transaction(conn):
+            conn.executemany(
+                "INSERT OR IGNORE INTO catalog_backlog VALUES (?)", [(k,) for k in keys]
+            )
+
+    def catalog_backlog(self, limit: int) -> list[str]:
+        rows = self._conn().execute("SELECT key FROM catalog_backlog LIMIT ?", (limit,))
+        return [row[0] for row in rows]
+
+    def clear_catalog_backlog(self, keys: Iterable[str]) -> None:
+        conn = self._conn()
+        with self._transaction(conn):
+            conn.executemany("DELETE FROM catalog_backlog WHERE key = ?", [(k,) for k in keys])
 
     def pending_keys(
         self, *, before: float, keys: set[str] | None = None, limit: int = 1

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ._canonical import canonical, digest_header, entry_digest
-from ._lease import Lease
+from ._lease import Lease, exclusive_lease
 from .errors import (
     CargoholdError,
     CatalogUnavailable,
@@ -62,7 +62,7 @@ from .errors import (
     RemoteError,
     TimedOut,
 )
-from .keys import internal_key, normalize_key
+from .keys import normalize_key
 
 if TYPE_CHECKING:
     from .catalog import PgLease
@@ -375,12 +375,9 @@ class Memo:
         lock object in the remote."""
         name = f"leases/memo/{self.namespace}/{self.version}/{digest}"
         purpose = f"memo {self.namespace}/{self.version}/{digest[:12]}"
-        catalog = self.hold.catalog
-        if catalog is not None and catalog.available:
-            from .catalog import PgLease
-
-            return PgLease(catalog, name, ttl=self.lease_ttl, purpose=purpose)
-        return Lease(self.hold.remote, internal_key(name), ttl=self.lease_ttl, purpose=purpose)
+        return exclusive_lease(
+            self.hold.remote, self.hold.catalog, name, ttl=self.lease_ttl, purpose=purpose
+        )
 
     def _lock(self, digest: str) -> threading.Lock:
         with self._locks_guard:

@@ -50,6 +50,7 @@ from .errors import (
     CatalogUnavailable,
     IntegrityError,
     InvalidInput,
+    NotFoundError,
     RemoteError,
     TimedOut,
 )
@@ -123,6 +124,8 @@ class Syncer:
         self._lock = FileLock(str(local.root / "sync.lock"), is_singleton=False)
         self._thread: threading.Thread | None = None
         self._backoff = 0.0
+        # A backlog of keys the catalog missed may have been left by an earlier session.
+        self._catalog_behind = catalog is not None
 
     # -- control ----------------------------------------------------------------------
 
@@ -310,6 +313,7 @@ class Syncer:
                 self.local.remove_orphans()
         except CargoholdError as exc:
             log.warning("cargohold: local tier upkeep failed: %s", exc)
+        self._catch_up_catalog()
 
     def _sync_batch(self) -> bool:
         now = time.time()
@@ -403,8 +407,10 @@ class Syncer:
         return True
 
     def _tell_catalog(self, done: list[tuple[Entry, ObjectInfo | None]]) -> None:
-        """Keep the shared catalog in step (best effort: the remote is the truth)."""
-        if self.catalog is None or not self.catalog.available:
+        """Keep the shared catalog in step. The remote is the truth: while the catalog is
+        down the keys are kept in the local tier's backlog and recorded once it is back
+        (:meth:`_catch_up_catalog`), so no listing misses them for good."""
+        if self.catalog is None or not done:
             return
         puts = [
             (info, entry.inline if entry.inline is not None and _memo_record(entry.key) else None)
@@ -412,8 +418,49 @@ class Syncer:
             if info is not None
         ]
         deletes = [entry.key for entry, info in done if info is None]
-        with contextlib.suppress(CatalogUnavailable):  # it warned once; rebuild() catches up
+        try:
+            if not self.catalog.available:
+                raise CatalogUnavailable("the catalog is unavailable")
             self.catalog.record(puts, deletes)
+        except CatalogUnavailable:  # it warned once
+            with contextlib.suppress(CargoholdError):
+                self.local.note_catalog_backlog(entry.key for entry, _ in done)
+                self._catalog_behind = True
+            return
+        self._catch_up_catalog()
+
+    def _catch_up_catalog(self, limit: int = 256) -> None:
+        """Record in the catalog what the remote now holds for keys it missed: a HEAD per
+        key (a memo record is read whole, to index it), then one transaction. Best effort:
+        on any failure the backlog stays for the next try."""
+        if not self._catalog_behind or self.catalog is None or not self.catalog.available:
+            return
+        try:
+            keys = self.local.catalog_backlog(limit)
+            if not keys:
+                self._catalog_behind = False
+                return
+            records = [k for k in keys if _memo_record(k)]
+            others = [k for k in keys if not _memo_record(k)]
+            puts: list[tuple[ObjectInfo, bytes | None]] = []
+            deletes: list[str] = []
+            for key, fetched in zip(records, self.remote.fetch_many(records), strict=True):
+                if isinstance(fetched, NotFoundError):
+                    deletes.append(key)
+                elif isinstance(fetched, CargoholdError):
+                    raise fetched
+                else:
+                    puts.append(fetched)
+            for key in others:
+                try:
+                    puts.append((self.remote.head(key), None))
+                except NotFoundError:
+                    deletes.append(key)
+            self.catalog.record(puts, deletes)
+            self.local.clear_catalog_backlog(keys)
+            log.info("cargohold: the catalog caught up on %d change(s) it missed", len(keys))
+        except CargoholdError as exc:  # CatalogUnavailable included: try again later
+            log.debug("cargohold: catalog catch-up postponed: %s", exc)
 
     def _set_aside(self) -> frozenset[str]:
         """Keys refused for good, as long as they have not been written again."""

@@ -172,3 +172,108 @@ def test_leases_are_exclusive_and_expire(catalog_url: str, remote: CountingRemot
     second.release()
     assert catalog.lease_holder(name) is None
     catalog.close()
+
+
+def test_changes_synced_while_the_catalog_was_down_reach_it_when_it_is_back(
+    remote: CountingRemote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real outage: PostgreSQL refuses connections to the catalog's database (and ends
+    the ones open) while the app writes; the catalog catches up once it answers again,
+    live and after a restart, so listings through it miss nothing for good."""
+    import cargohold.catalog as catalog_module
+    from tests.catalog.conftest import ADMIN
+
+    monkeypatch.setattr(catalog_module, "_RETRY_AFTER", 0.5)  # retry soon: the test is short
+    name = f"cargohold_outage_{uuid.uuid4().hex[:10]}"
+    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+
+        def outage(on: bool) -> None:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(not on).lower()}')
+            if on:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (name,),
+                )
+
+        def catalog_keys() -> list[str]:
+            with psycopg.connect(url) as conn:
+                rows = conn.execute(
+                    "SELECT key FROM cargohold_objects WHERE remote = %s ORDER BY key",
+                    (remote.url,),
+                )
+                return [row[0] for row in rows]
+
+        def remote_keys() -> list[str]:
+            return sorted(i.key for i in remote.list(""))
+
+        def eventually(expected: list[str]) -> None:
+            deadline = time.monotonic() + 30
+            while catalog_keys() != expected and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert catalog_keys() == expected
+
+        try:
+            with _hold(remote, url, tmp_path) as hold:
+                hold.put("a/1", b"1")
+                hold.flush(30)
+                assert catalog_keys() == ["a/1"]
+                outage(True)
+                hold.put("b/2", b"2")
+                hold.memo("tts").get_or_create({"text": "hi"}, lambda i, w: b"hello")
+                hold.delete("a/1")
+                hold.flush(30)  # writes are not affected by the outage
+                assert sorted(i.key for i in hold.list("b/")) == ["b/2"]  # from the remote
+                outage(False)
+                assert "a/1" not in remote_keys()
+                eventually(remote_keys())  # b/2 and the memo entry's objects, not a/1
+                assert [e.inputs for e in hold.memo("tts").entries()] == [{"text": "hi"}]
+                outage(True)
+                hold.put("c/3", b"3")
+                hold.flush(30)
+            outage(False)  # the backlog was kept on disk: the next start records it
+            with _hold(remote, url, tmp_path) as hold:
+                eventually(remote_keys())
+                assert {"b/2", "c/3"} <= set(remote_keys())
+                assert [i.key for i in hold.list("c/")] == ["c/3"]
+        finally:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_download_leases_live_in_the_catalog(catalog_url: str, tmp_path: Path) -> None:
+    """With a catalog, the download cache's single-flight lease is a row in PostgreSQL, not
+    a lock object in the remote: two instances fetching one URL at once make one origin
+    request and write no lease object."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cargohold.remotes._base import PutRequest
+    from testsupport.origin import Origin
+
+    class RecordingRemote(MemoryRemote):
+        """A real memory remote that remembers the keys it was asked to write."""
+
+        written: list[str] = []
+
+        def _put(self, request: PutRequest) -> cargohold.ObjectInfo:
+            self.written.append(request.key)
+            return super()._put(request)
+
+    name = f"catalog-fetch-{uuid.uuid4().hex}"
+    remote = RecordingRemote(name)
+    try:
+        with (
+            Origin() as origin,
+            _hold(remote, catalog_url, tmp_path / "a") as first,
+            _hold(remote, catalog_url, tmp_path / "b") as second,
+        ):
+            url = origin.put("/model.bin", b"weights" * 100_000)
+            origin.slow("/model.bin", 0.5)  # the second asks while the first downloads
+            with ThreadPoolExecutor(8) as pool:
+                paths = list(pool.map(lambda i: (first, second)[i % 2].fetch(url), range(8)))
+            assert {p.read_bytes() for p in paths} == {b"weights" * 100_000}
+            assert origin.gets("/model.bin") == 1
+        assert not [k for k in remote.written if "leases/" in k], remote.written
+    finally:
+        MemoryRemote.forget(name)
