@@ -24,8 +24,9 @@ Guarantees:
   instances sharing the remote (a lease in the remote, see :mod:`cargohold._lease`).
   Waiters poll with backoff, log while they wait, and take over if the holder dies.
 - Records and files are written through to the remote (``durable=True``), so another
-  instance that sees a record finds its files. With the remote down, the entry is kept
-  in the local journal and synced later, and a warning says so.
+  instance that sees a record finds its files. With the remote down, a miss is built here
+  (without single-flight across instances, which needs the remote or the catalog), the
+  entry is kept in the local journal and synced later, and a warning says so.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from .errors import (
     InvalidInput,
     NotFoundError,
     RemoteError,
+    RemoteUnavailable,
     TimedOut,
 )
 from .keys import normalize_key
@@ -71,6 +73,9 @@ if TYPE_CHECKING:
 __all__ = ["Memo", "MemoEntry", "MemoFile", "MemoResult", "MemoStats"]
 
 log = logging.getLogger("cargohold.memo")
+
+#: What a memo lookup or lease may meet while the remote (or the catalog) is down.
+_UNREACHABLE = (RemoteUnavailable, TimedOut, CatalogUnavailable)
 
 Kind = Literal["bytes", "str", "json", "file", "dir"]
 _T = TypeVar("_T")
@@ -192,6 +197,7 @@ class Memo:
         self.lease_ttl = lease_ttl
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self._offline = threading.local()  # .active: building while the remote is down
         self._files_root = hold.local.root / "memo-files"
         self._header = digest_header(self.namespace, self.version)
         # Entries found recently, kept for HOT_SECONDS: records never change once written,
@@ -351,24 +357,65 @@ class Memo:
         removed afterwards. The build returns bytes, str, a JSON value, a file or folder
         ``Path``, or a :class:`MemoResult`. See the module docstring for the guarantees."""
         digest = self.digest(inputs)
-        found = self._find(digest)
+        canonical_inputs = json.loads(canonical(inputs))
+        try:
+            found = self._find(digest)
+        except _UNREACHABLE as exc:
+            with self._lock(digest):
+                return self._build_alone(digest, canonical_inputs, build, exc)
         if found is not None:
             return found
         with self._lock(digest):
-            found = self._find(digest)  # built by another thread while we waited
-            if found is not None:
-                return found
-            lease = self._lease(digest)
-            waited = self._acquire_or_wait(lease, digest)
-            if waited is not None:
-                return waited
+            lease: Lease | PgLease | None = None
             try:
-                found = self._find(digest)  # finished between our look and our lease
+                found = self._find(digest)  # built by another thread while we waited
                 if found is not None:
                     return found
-                return self._build(digest, json.loads(canonical(inputs)), build)
+                lease = self._lease(digest)
+                waited = self._acquire_or_wait(lease, digest)
+                if waited is not None:
+                    return waited
+                found = self._find(digest)  # finished between our look and our lease
+                if found is not None:
+                    lease.release()
+                    return found
+            except _UNREACHABLE as exc:
+                if lease is not None:
+                    lease.release()
+                return self._build_alone(digest, canonical_inputs, build, exc)
+            try:
+                return self._build(digest, canonical_inputs, build)
             finally:
                 lease.release()
+
+    def _build_alone(
+        self,
+        digest: str,
+        inputs: dict[str, Any],
+        build: Callable[[dict[str, Any], Path], Any],
+        exc: CargoholdError,
+    ) -> MemoEntry:
+        """The remote (or the catalog) cannot say whether another instance built this, nor
+        lend a lease: build here rather than fail (the caller holds the thread lock), keep
+        the entry in the local journal, and let the syncer send it when the remote is back.
+        Nothing waits on the remote meanwhile: it has just failed."""
+        hot = self._hot_get(digest)  # built by another thread while this one waited
+        if hot is not None:
+            return hot
+        log.warning(
+            "cargohold: memo %s/%s/%s: the remote cannot be asked (%s); building it here "
+            "without other instances' single-flight, and keeping it locally until the "
+            "remote is back",
+            self.namespace,
+            self.version,
+            digest[:12],
+            exc,
+        )
+        self._offline.active = True
+        try:
+            return self._build(digest, inputs, build)
+        finally:
+            self._offline.active = False
 
     def _lease(self, digest: str) -> Lease | PgLease:
         """In the catalog's database when there is one (its clock decides expiry), else a
@@ -493,6 +540,9 @@ class Memo:
         sha = digest.hexdigest()
         content_type = mimetypes.guess_type(name, strict=False)[0] or "application/octet-stream"
         key = self._blob_key(sha)
+        if getattr(self._offline, "active", False):
+            self._durable_put(key, data, content_type=content_type)  # same bytes: harmless
+            return MemoFile(name=name, sha256=sha, size=size, content_type=content_type)
         try:
             self.hold.head(key, max_age=math.inf)  # same bytes stored once
         except NotFoundError:
@@ -500,6 +550,9 @@ class Memo:
         return MemoFile(name=name, sha256=sha, size=size, content_type=content_type)
 
     def _durable_put(self, key: str, data: bytes | Path, **kwargs: Any) -> None:
+        if getattr(self._offline, "active", False):  # the remote is down: the journal keeps it
+            self.hold.put(key, data, **kwargs)
+            return
         try:
             self.hold.put(key, data, durable=True, **kwargs)
         except (TimedOut, RemoteError) as exc:
