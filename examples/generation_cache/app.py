@@ -1,7 +1,9 @@
 """The generation cache pattern: pay for each generation once, share it everywhere.
 
 A "video generator" that is slow and costs money (here a fake that sleeps and writes an
-mp4-like file) is wrapped with ``@hold.memoize``. The first request for a prompt runs it;
+mp4-like file) is called through ``memo.get_or_create``, whose build gets an empty work
+folder to write its takes into (``@hold.memoize`` is the same for a function that makes
+its own files). The first request for a prompt runs it;
 every later request, from any user, process or instance sharing the remote, gets the stored
 take. The demo prompts are committed with the app in ``seed/``, so the demo works with no
 API key and no remote at all.

@@ -433,7 +433,8 @@ class Memo:
     def _acquire_or_wait(self, lease: Lease | PgLease, digest: str) -> MemoEntry | None:
         """Take the lease (None: build now) or wait for its holder's entry (returned)."""
         delay = 0.1
-        started = last_log = time.monotonic()
+        started = time.monotonic()
+        next_log = started + 2  # a short wait is normal; a longer one is said, every 10 s
         while True:
             if lease.try_acquire():
                 return None
@@ -441,14 +442,14 @@ class Memo:
             if found is not None:
                 return found
             now = time.monotonic()
-            if now - last_log >= 10:
+            if now >= next_log:
                 log.info(
                     "cargohold: waiting %.0fs for %s, being built by %s",
                     now - started,
                     lease.purpose,
                     lease.holder_info(),
                 )
-                last_log = now
+                next_log = now + 10
             time.sleep(random.uniform(delay / 2, delay))  # noqa: S311 - jitter, not crypto
             delay = min(delay * 1.5, 2.0)
 

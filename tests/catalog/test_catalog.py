@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 import pytest
@@ -254,7 +254,7 @@ def test_download_leases_live_in_the_catalog(catalog_url: str, tmp_path: Path) -
     class RecordingRemote(MemoryRemote):
         """A real memory remote that remembers the keys it was asked to write."""
 
-        written: list[str] = []
+        written: ClassVar[list[str]] = []
 
         def _put(self, request: PutRequest) -> cargohold.ObjectInfo:
             self.written.append(request.key)

@@ -15,6 +15,7 @@ from cargohold import (
     PermissionDenied,
     RemoteUnavailable,
     Settings,
+    TimedOut,
 )
 from cargohold.remotes import open_remote
 from cargohold.remotes.s3 import S3Remote
@@ -113,6 +114,57 @@ def test_unreachable_endpoint_is_remote_unavailable() -> None:
     assert "reachable" in str(err.value)
     with pytest.raises(RemoteUnavailable):
         remote.put("k", b"v")
+
+
+def test_an_endpoint_that_never_answers_fails_within_the_timeouts() -> None:
+    """A server that accepts connections and then says nothing (a hung gateway): the
+    request timeout and the retry budget bound the wait, in seconds, and the error is
+    one a caller already catches. A real socket, not a mock: it just never replies."""
+    import socket
+    import threading
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])  # kept open, never answered
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    settings = Settings.load(
+        {}, connect_timeout=1, request_timeout=1, retry_timeout=2, max_retries=1
+    )
+    remote = S3Remote(
+        "any-bucket",
+        endpoint=f"http://127.0.0.1:{listener.getsockname()[1]}",
+        access_key_id="K",
+        secret_access_key="S",
+        settings=settings,
+        environ={},
+    )
+    try:
+        started = time.monotonic()
+        with pytest.raises((RemoteUnavailable, TimedOut)) as err:
+            remote.get("k")
+        assert isinstance(err.value, ConnectionError | TimeoutError)
+        # Bounded: request timeout x attempts within the retry budget, nowhere near minutes.
+        assert time.monotonic() - started < 30
+        assert held, "the requests reached the silent server"
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        listener.close()
 
 
 def test_missing_bucket_says_to_create_it(seaweedfs: SeaweedFS, moto: SeaweedFS) -> None:

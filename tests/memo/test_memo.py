@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 import uuid
@@ -254,6 +255,28 @@ def test_memoize_binds_arguments_with_their_defaults(hold: Hold) -> None:
     assert generate.memo.get({"prompt": "a cat", "seconds": 5}).hit  # type: ignore[attr-defined]
 
 
+def test_memoize_a_function_that_returns_a_file(hold: Hold, tmp_path: Path) -> None:
+    """The issue's headline: ``@hold.memoize`` on a generator that returns a Path."""
+    calls: list[str] = []
+
+    @hold.memoize(namespace="sora", version="v2")
+    def generate(prompt: str, seconds: int = 5) -> Path:
+        calls.append(prompt)
+        out = tmp_path / f"take-{len(calls)}.mp4"
+        out.write_bytes(f"{prompt} for {seconds}s".encode() * 1000)
+        return out
+
+    first = generate("a cat")
+    assert isinstance(first, Path)
+    assert first.read_bytes() == b"a cat for 5s" * 1000
+    (tmp_path / "take-1.mp4").unlink()  # the generator's own file is gone: the hold kept one
+    again = generate("a cat", seconds=5)
+    assert isinstance(again, Path)
+    assert again.read_bytes() == b"a cat for 5s" * 1000
+    assert again.name == "take-1.mp4"  # the file keeps its name
+    assert calls == ["a cat"]
+
+
 def test_threads_asking_at_once_build_once(hold: Hold) -> None:
     memo = hold.memo("race")
     started = threading.Barrier(10)
@@ -325,3 +348,42 @@ def test_collect_garbage_keeps_what_entries_use(hold: Hold) -> None:
     assert collect_garbage(hold, older_than=0) == 1
     assert memo.get({"i": 2}).value == b"two" * 100  # type: ignore[union-attr]
     assert len(list(hold.list("memo/blobs/"))) == 1
+
+
+def test_a_build_longer_than_the_lease_ttl_keeps_its_lease(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two instances (two Holds, one remote): the holder renews its lease while a build
+    runs for three TTLs; the waiter logs that it waits and never takes over."""
+    name = f"memo-renew-{uuid.uuid4().hex}"
+    url = f"memory://{name}"
+    builds: list[str] = []
+
+    def slow(inputs: dict[str, Any], workdir: Path) -> bytes:
+        builds.append(threading.current_thread().name)
+        time.sleep(3)
+        return b"the one take"
+
+    try:
+        with (
+            cargohold.open(url, data_dir=tmp_path / "a", signal_handlers=False) as first,
+            cargohold.open(url, data_dir=tmp_path / "b", signal_handlers=False) as second,
+            caplog.at_level(logging.INFO, logger="cargohold.memo"),
+        ):
+            holder = threading.Thread(
+                target=lambda: first.memo("v", lease_ttl=1.0).get_or_create({"p": 1}, slow),
+                name="holder",
+            )
+            holder.start()
+            deadline = time.monotonic() + 10
+            while not builds and time.monotonic() < deadline:
+                time.sleep(0.01)
+            entry = second.memo("v", lease_ttl=1.0).get_or_create({"p": 1}, slow)
+            holder.join()
+        assert entry.value == b"the one take"
+        assert builds == ["holder"], "the waiter never took over a lease that was renewed"
+        waits = [r.getMessage() for r in caplog.records if "waiting" in r.getMessage()]
+        assert waits, "the waiter said it was waiting"
+        assert "being built by" in waits[0]
+    finally:
+        MemoryRemote.forget(name)
