@@ -277,3 +277,25 @@ def test_download_leases_live_in_the_catalog(catalog_url: str, tmp_path: Path) -
         assert not [k for k in remote.written if "leases/" in k], remote.written
     finally:
         MemoryRemote.forget(name)
+
+
+def test_the_service_shows_the_remote_size_from_the_catalog(
+    catalog_url: str, remote: CountingRemote, tmp_path: Path
+) -> None:
+    import asyncio
+
+    import httpx
+
+    from cargohold.server import create_app
+
+    async def stats(app: Any) -> Any:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://hold.test") as c:
+            return (await c.get("/api/stats")).json()
+
+    with _hold(remote, catalog_url, tmp_path) as hold:
+        hold.put("a", b"12345")
+        hold.put("b/c", b"678")
+        hold.flush(30)
+        size = asyncio.run(stats(create_app(hold)))["remote_size"]
+    assert size == {"objects": 2, "bytes": 8, "source": "catalog"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -214,6 +215,7 @@ def test_stats_metrics_health(client: Client, hold: Hold) -> None:
     assert stats["remote"].startswith("memory://")
     assert stats["reads"] == 1
     assert {"pending_count", "loss_window", "throughput", "errors", "local_bytes"} <= set(stats)
+    assert stats["remote_size"] is None  # known only through a catalog (tests/catalog)
     metrics = client.get("/metrics").text
     assert "# TYPE cargohold_pending_writes gauge" in metrics
     assert "cargohold_hit_ratio 1" in metrics
@@ -242,3 +244,24 @@ def test_openapi_and_dashboard(client: Client) -> None:
     assert page.status_code == 200
     assert "Pending writes" in page.text
     assert client.get("/static/app.js").status_code == 200
+
+
+def test_mounted_under_a_prefix(hold: Hold) -> None:
+    """Mounted into another FastAPI app (as in a Gradio or FastAPI app): routes, the
+    dashboard and its relative links all work under the prefix."""
+    from fastapi import FastAPI
+
+    outer = FastAPI()
+    outer.mount("/storage", create_app(hold))
+    client = Client(outer)
+    hold.put("notes/n.txt", b"hello", content_type="text/plain")
+    assert client.get("/storage/api/objects/notes/n.txt").content == b"hello"
+    listing = client.get("/storage/api/objects", params={"prefix": "notes/"}).json()
+    assert [o["key"] for o in listing["objects"]] == ["notes/n.txt"]
+    page = client.get("/storage/")
+    assert page.status_code == 200
+    # The page's assets are linked relative to it, so they resolve under the prefix.
+    for asset in re.findall(r'(?:src|href)="(static/[^"]+)"', page.text):
+        assert client.get("/storage/" + asset).status_code == 200, asset
+    # (A key with a newline never gets past the host app's own Mount pattern: its 404.)
+    assert client.get("/storage/api/objects/..%2Fx").status_code == 400

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import json
+import math
 import tempfile
 import time
 from collections.abc import Iterator
@@ -355,11 +356,13 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
 
     # -- stats, metrics, health ------------------------------------------------------
 
+    remote_size = _RemoteSize(hold)
+
     @app.get("/api/stats")
     def stats() -> dict[str, Any]:
         """The Hold's status, read counters, sync throughput per minute, recent errors,
         and the last `cargohold bench` results."""
-        return _stats(hold)
+        return _stats(hold, remote_size)
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> str:
@@ -487,7 +490,31 @@ def _first_failure_since(hold: Hold, last_ok: float | None) -> float | None:
     return min(failures) if failures else None
 
 
-def _stats(hold: Hold) -> dict[str, Any]:
+class _RemoteSize:
+    """The remote tier's size from the shared catalog (an index count, kept 30 s), or None
+    without one: listing a remote to size it could take minutes."""
+
+    def __init__(self, hold: Hold, keep: float = 30.0) -> None:
+        self.hold = hold
+        self.keep = keep
+        self._at = -math.inf
+        self._size: dict[str, Any] | None = None
+
+    def __call__(self) -> dict[str, Any] | None:
+        catalog = self.hold.catalog
+        if catalog is None or not catalog.available:
+            return None
+        now = time.monotonic()
+        if now - self._at >= self.keep:
+            self._size = None
+            with contextlib.suppress(errors.CargoholdError):
+                objects, total = catalog.count("")
+                self._size = {"objects": objects, "bytes": total, "source": "catalog"}
+            self._at = now
+        return self._size
+
+
+def _stats(hold: Hold, remote_size: _RemoteSize) -> dict[str, Any]:
     status = hold.status()
     state = hold.syncer.state
     now = time.time()
@@ -511,6 +538,7 @@ def _stats(hold: Hold) -> dict[str, Any]:
         "last_error": status.last_error,
         "local_bytes": status.local_bytes,
         "local_max_bytes": status.local_max_bytes,
+        "remote_size": remote_size(),
         "syncing": status.syncing,
         "refused": status.refused,
         "remote_stats": dict(status.remote_stats),

@@ -101,6 +101,9 @@ async function refresh() {
   $("local-max").textContent = "of " + bytes(stats.local_max_bytes);
   $("local-fill").style.width = Math.min(100, (100 * stats.local_bytes) / stats.local_max_bytes) + "%";
   $("synced").textContent = stats.synced_objects + " synced";
+  $("remote-size").textContent = stats.remote_size
+    ? stats.remote_size.objects + " objects, " + bytes(stats.remote_size.bytes) + " in all"
+    : "its size is shown with a catalog (CARGOHOLD_CATALOG)";
   $("last-sync").textContent = stats.last_sync ? "last sync " + new Date(stats.last_sync).toLocaleTimeString() : "nothing synced yet";
   drawThroughput(stats.throughput);
   $("errors").replaceChildren(...(stats.errors.length
