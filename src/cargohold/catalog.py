@@ -116,6 +116,8 @@ class Catalog:
         self.remote = remote
         self.remote_url = remote.url
         self.instance = uuid.uuid4().hex
+        #: The listener connection's application_name (in pg_stat_activity).
+        self.listener_name = f"cargohold-listen-{self.instance[:12]}"
         self._pool_size = pool_size
         self._pool: ConnectionPool | None = None
         self._pool_lock = threading.Lock()
@@ -461,15 +463,27 @@ class Catalog:
 
     # -- change notices ---------------------------------------------------------------
 
-    def listen(self, on_change: Callable[[Change], None]) -> None:
+    def listen(
+        self, on_change: Callable[[Change], None], on_gap: Callable[[], None] | None = None
+    ) -> None:
         """Call ``on_change`` (on a thread of its own) for each change another instance
-        records for this remote. Reconnects after the database comes back."""
+        records for this remote. Reconnects after the database comes back, and then calls
+        ``on_gap``: notices sent while this instance was not listening are lost."""
 
         def run() -> None:
+            listened = False
             while not self._stop.is_set():
                 try:
-                    with psycopg.connect(self.url, autocommit=True, row_factory=tuple_row) as conn:
+                    with psycopg.connect(
+                        self.url,
+                        autocommit=True,
+                        row_factory=tuple_row,
+                        application_name=self.listener_name,
+                    ) as conn:
                         conn.execute(f"LISTEN {CHANNEL}")
+                        if listened and on_gap is not None:
+                            on_gap()
+                        listened = True
                         while not self._stop.is_set():
                             for notice in conn.notifies(timeout=1.0):
                                 change = self._change(notice.payload)

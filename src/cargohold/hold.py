@@ -158,7 +158,7 @@ class Hold:
         self._persisted: list[Any] = []
         self.syncer.start()
         if catalog is not None:
-            catalog.listen(self._on_change)
+            catalog.listen(self._on_change, on_gap=self._on_notice_gap)
         _shutdown.register(self, handlers=settings.signal_handlers)
 
     # -- writes -----------------------------------------------------------------------
@@ -396,11 +396,26 @@ class Hold:
     def _on_change(self, change: Change) -> None:
         """Another instance synced a write of ``change.key``: drop a stale local copy now,
         rather than after ``max_age``."""
+        if self._closed:
+            return
         if change.etag is None:
             self.deletions += 1
         entry = self.local.entry(change.key)
         if entry is not None and not entry.pending and entry.etag != change.etag:
             self.local.forget(change.key, entry.version)
+
+    def _on_notice_gap(self) -> None:
+        """The catalog's change notices were not heard for a while: any cached copy may
+        be stale, so each is checked against the remote (a HEAD) before it is next served,
+        and in-memory tables of entries are dropped as after a delete."""
+        with contextlib.suppress(CargoholdError):
+            count = self.local.expire_validations()
+            log.info(
+                "cargohold: change notices may have been missed; %d cached copies will be "
+                "checked against the remote before they are served again",
+                count,
+            )
+        self.deletions += 1
 
     def _current(self, key: str, max_age: float | None) -> Entry:
         """The local row for ``key``, fresh enough, reading through on a miss."""
@@ -759,9 +774,9 @@ class Hold:
             persisted.stop()
         self.syncer.close(budget, flush=flush)
         self._closed = True
-        self.local.close()
         if self.catalog is not None:
-            self.catalog.close()
+            self.catalog.close()  # first: its listener thread reads the local tier
+        self.local.close()
         self.remote.close()
 
     def _shutdown_flush(self, budget: float) -> None:

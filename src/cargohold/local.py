@@ -859,6 +859,16 @@ class LocalTier:
                 (time.time(), etag, key, version),
             )
 
+    def expire_validations(self) -> int:
+        """Make every clean copy ask the remote again (a HEAD) before it is next served
+        with a finite ``max_age``: for when change notices may have been missed."""
+        with self._write_lock:
+            cursor = self._conn().execute(
+                "UPDATE objects SET validated = NULL "
+                "WHERE dirty_since IS NULL AND validated IS NOT NULL"
+            )
+        return cursor.rowcount
+
     def forget(self, key: str, version: int) -> bool:
         """Drop a clean copy (the remote no longer has it). False if the row changed."""
         with self._write_lock:

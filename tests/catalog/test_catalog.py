@@ -299,3 +299,45 @@ def test_the_service_shows_the_remote_size_from_the_catalog(
         hold.flush(30)
         size = asyncio.run(stats(create_app(hold)))["remote_size"]
     assert size == {"objects": 2, "bytes": 8, "source": "catalog"}
+
+
+def test_notices_missed_while_not_listening_do_not_leave_stale_copies(
+    catalog_url: str, remote: CountingRemote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader's LISTEN connection is ended by PostgreSQL; a write's notice goes out
+    while it is away. When it listens again it cannot know which keys changed, so every
+    cached copy is checked against the remote before it is served again."""
+    import cargohold.catalog as catalog_module
+
+    monkeypatch.setattr(catalog_module, "_RETRY_AFTER", 3.0)  # the reader's time away
+    settings = cargohold.Settings.load({}, signal_handlers=False, max_age=3600)
+
+    def instance(folder: str) -> Hold:
+        return Hold(
+            remote=remote,
+            local_dir=tmp_path / folder,
+            settings=settings,
+            catalog=Catalog(catalog_url, remote),
+        )
+
+    with instance("writer") as writer, instance("reader") as reader:
+        writer.put("k", b"v1")
+        writer.flush(30)
+        assert reader.get("k") == b"v1"  # cached, and trusted for an hour
+        assert reader.catalog is not None
+        time.sleep(1.5)  # both listeners are listening
+        with psycopg.connect(catalog_url, autocommit=True) as conn:
+            ended = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = %s",
+                (reader.catalog.listener_name,),
+            ).fetchone()
+        assert ended == (1,)
+        time.sleep(1.2)  # the reader's listener notices within a second
+        writer.put("k", b"v2")
+        writer.flush(30)  # recorded, and its notice sent while the reader was away
+        assert reader.get("k") == b"v1"  # no notice, and trusted for an hour: stale
+        deadline = time.monotonic() + 20
+        while reader.get("k") != b"v2" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert reader.get("k") == b"v2"
