@@ -46,3 +46,14 @@ def s3_url(server: S3Server, bucket: str, prefix: str | None = None) -> str:
         f"s3://{bucket}/{prefix}?endpoint={server.endpoint}"
         f"&access_key_id={server.access_key}&secret_access_key={server.secret_key}"
     )
+
+
+def private_seaweedfs(bucket: str) -> Iterator[SeaweedFS]:
+    """A SeaweedFS of a module's own with ``bucket`` made, for tests that stop or kill it
+    (an outage) without disturbing the shared one. Use it as a module-scoped fixture."""
+    server = SeaweedFS().start()
+    try:
+        server.make_bucket(bucket)
+        yield server
+    finally:
+        server.cleanup()

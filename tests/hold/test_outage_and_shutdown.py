@@ -17,20 +17,15 @@ import pytest
 
 import cargohold
 from cargohold.remotes.s3 import S3Remote
-from tests.conftest import s3_url
+from tests.conftest import private_seaweedfs, s3_url
 from testsupport.faultproxy import Fault, FaultProxy
 from testsupport.servers import SeaweedFS
 
 
 @pytest.fixture(scope="module")
 def own_seaweedfs() -> Iterator[SeaweedFS]:
-    """A SeaweedFS of this module's own, since the outage test stops it."""
-    server = SeaweedFS().start()
-    try:
-        server.make_bucket("outage")
-        yield server
-    finally:
-        server.cleanup()
+    """A SeaweedFS of this module's own, since its tests stop it."""
+    yield from private_seaweedfs("outage")
 
 
 def test_writes_continue_through_an_outage_and_nothing_is_lost(

@@ -9,19 +9,14 @@ from pathlib import Path
 import pytest
 
 import cargohold
-from tests.conftest import s3_url
+from tests.conftest import private_seaweedfs, s3_url
 from testsupport.servers import SeaweedFS
 
 
 @pytest.fixture(scope="module")
 def own_seaweedfs() -> Iterator[SeaweedFS]:
-    """A SeaweedFS of this module's own, since the test stops it."""
-    server = SeaweedFS().start()
-    try:
-        server.make_bucket("memo-outage")
-        yield server
-    finally:
-        server.cleanup()
+    """A SeaweedFS of this module's own, since its tests stop it."""
+    yield from private_seaweedfs("memo-outage")
 
 
 def test_a_miss_with_the_remote_down_is_built_and_synced_later(
