@@ -91,9 +91,11 @@ log = logging.getLogger("cargohold.fetch")
 PREFIX = "fetch/"
 RECORD_FORMAT = 1
 LEASE_TTL = 60.0
-#: Seconds a fetched copy found once is answered from memory (with a stat of its file):
+#: Seconds a fetched copy found once is answered from memory (with an fstat of its file):
 #: at most this long after another process replaced the asset, the old file is served.
 HOT_SECONDS = 1.0
+#: Most copies answered from memory at once; each keeps its file open (see _Hot).
+HOT_MAX = 128
 _CHUNK = 1024 * 1024
 _LOG_LARGE = 64 * 1024**2  # downloads from this size log their progress
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -159,14 +161,31 @@ class _Downloaded:
     content_type: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Hot:
+    """A copy found recently, with its file held open: ``fstat`` of the descriptor tells
+    whether the file was removed since (eviction, garbage collection and replacement all
+    unlink it, leaving no links) without the path lookup a ``stat`` costs, which is most
+    of a repeated fetch's cost."""
+
+    copy: _Copy
+    until: float  # time.monotonic() after which it is looked up again
+    fd: int
+
+
 class _State:
     """Per-Hold: a lock per URL, copies found recently, and what each URL names."""
 
     def __init__(self) -> None:
         self.guard = threading.Lock()
         self.locks: dict[str, threading.Lock] = {}
-        self.hot: dict[str, tuple[_Copy, float, str]] = {}  # by the URL as given
+        self.hot: dict[str, _Hot] = {}  # by the URL as given; descriptors closed with them
         self.targets: dict[str, _Target] = {}
+
+    def __del__(self) -> None:
+        for hot in self.hot.values():
+            with contextlib.suppress(OSError):
+                os.close(hot.fd)
 
 
 _states: weakref.WeakKeyDictionary[Hold, _State] = weakref.WeakKeyDictionary()
@@ -223,9 +242,9 @@ def fetch(
     """The behaviour behind :meth:`Hold.fetch`; see this module's docstring."""
     state = _state(hold)
     if isinstance(url, str):  # the fast path: a copy found less than HOT_SECONDS ago
-        hot = state.hot.get(url)
-        if hot is not None and _still_hot(hold, hot, sha256, max_age):
-            return hot[0].path
+        hot = _still_hot(hold, state, url, sha256, max_age)
+        if hot is not None:
+            return hot
     request = _request(hold, state, url, sha256, max_age, progress, headers)
     found = _local_copy(hold, request)
     if found is not None and request.usable(found.record):
@@ -323,33 +342,45 @@ def _file_name(path: str, digest: str) -> str:
 
 
 def _still_hot(
-    hold: Hold, hot: tuple[_Copy, float, str], sha256: str | None, max_age: float | None
-) -> bool:
-    """Whether a copy found recently may be served as it is: found less than HOT_SECONDS
-    ago, what was asked for, fresh enough, and its file still there. Anything odd about
-    the arguments answers False, and the slow path says what is wrong with them."""
-    copy, until, path = hot
-    if time.monotonic() > until:
-        return False
-    if sha256 is not None:
-        if not isinstance(sha256, str) or sha256.lower() != copy.record.sha256:
-            return False
-    else:
-        limit = hold.settings.fetch_max_age if max_age is None else max_age
-        if not isinstance(limit, int | float) or time.time() - copy.record.checked > limit:
-            return False
-    try:
-        os.stat(path)  # still there (not evicted and collected): the one system call
-    except OSError:
-        return False
-    return True
+    hold: Hold, state: _State, url: str, sha256: str | None, max_age: float | None
+) -> Path | None:
+    """The path of a copy found recently, if it may be served as it is: found less than
+    HOT_SECONDS ago, what was asked for, fresh enough, and its file still there. Anything
+    odd about the arguments answers None, and the slow path says what is wrong with them."""
+    with state.guard:  # the descriptor cannot be closed (and its number reused) meanwhile
+        hot = state.hot.get(url)
+        if hot is None or time.monotonic() > hot.until:
+            return None
+        record = hot.copy.record
+        if sha256 is not None:
+            if not isinstance(sha256, str) or sha256.lower() != record.sha256:
+                return None
+        else:
+            limit = hold.settings.fetch_max_age if max_age is None else max_age
+            if not isinstance(limit, int | float) or time.time() - record.checked > limit:
+                return None
+        try:
+            if os.fstat(hot.fd).st_nlink == 0:  # removed: evicted, collected or replaced
+                return None
+        except OSError:
+            return None
+        return hot.copy.path
 
 
 def _remember(state: _State, url: str, copy: _Copy) -> None:
+    try:
+        fd = os.open(copy.path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return  # gone already: the next fetch looks it up again
     with state.guard:
-        if len(state.hot) >= 1024:
+        replaced = state.hot.pop(url, None)
+        if replaced is not None:
+            os.close(replaced.fd)
+        elif len(state.hot) >= HOT_MAX:
+            for old in state.hot.values():
+                os.close(old.fd)
             state.hot.clear()
-        state.hot[url] = (copy, time.monotonic() + HOT_SECONDS, str(copy.path))
+        state.hot[url] = _Hot(copy, time.monotonic() + HOT_SECONDS, fd)
 
 
 def _local_copy(hold: Hold, request: _Request) -> _Copy | None:

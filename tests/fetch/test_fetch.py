@@ -441,3 +441,33 @@ def test_abandoned_partial_downloads_are_removed(origin: Origin, open_hold: Open
         None,
         None,
     ]
+
+
+def test_a_copy_removed_in_the_last_second_is_not_handed_out(
+    origin: Origin, open_hold: OpenHold
+) -> None:
+    """A repeated fetch is answered from memory for a second; a copy evicted and collected
+    meanwhile is noticed (its open file has no links left) and fetched again."""
+    hold = open_hold()
+    url = origin.put("/sign/hello.mp4", b"hello" * 20_000)
+    first = hold.fetch(url)
+    assert hold.fetch(url) == first  # answered from memory
+    hold.flush(30)
+    hold.local.evict(0)  # everything synced may go
+    hold.local.collect_garbage()
+    again = hold.fetch(url)  # within the second
+    assert again.exists()
+    assert again.read_bytes() == b"hello" * 20_000
+    assert origin.gets("/sign/hello.mp4") == 1  # from the remote's copy
+
+
+def test_copies_answered_from_memory_keep_a_bounded_number_of_files_open(
+    origin: Origin, open_hold: OpenHold
+) -> None:
+    from cargohold.fetch import HOT_MAX
+
+    hold = open_hold()
+    before = len(list(Path("/proc/self/fd").iterdir()))
+    for n in range(HOT_MAX + 40):
+        hold.fetch(origin.put(f"/many/{n}.txt", b"x"))
+    assert len(list(Path("/proc/self/fd").iterdir())) - before <= HOT_MAX + 8
