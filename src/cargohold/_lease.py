@@ -21,32 +21,77 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Protocol, Self
 
-from .errors import CargoholdError, ConflictError, NotFoundError
+from .errors import CargoholdError, CatalogUnavailable, ConflictError, NotFoundError
 from .keys import InternalKey, internal_key
 from .remotes import ObjectInfo, Remote
 
 if TYPE_CHECKING:
     from .catalog import Catalog, PgLease
 
-__all__ = ["Lease", "exclusive_lease"]
+__all__ = ["ExclusiveLease", "Lease", "exclusive_lease"]
+
+
+class ExclusiveLease(Protocol):
+    """What single-flight work needs of a lease, wherever it lives."""
+
+    purpose: str
+
+    def try_acquire(self) -> bool: ...
+    def holder_info(self) -> str: ...
+    def release(self) -> None: ...
+
 
 log = logging.getLogger("cargohold.lease")
 
 
 def exclusive_lease(
     remote: Remote, catalog: Catalog | None, name: str, *, ttl: float, purpose: str
-) -> Lease | PgLease:
+) -> ExclusiveLease:
     """The lease called ``name`` (``leases/...``) for exclusive work: in the shared
     catalog's database when there is one and it answers (its clock decides expiry, and no
-    lock object costs remote requests), else a lock object in the remote."""
+    lock object costs remote requests), else a lock object in the remote. A catalog that
+    stops answering before the lease is taken hands over to the remote's lock object."""
+
+    def in_remote() -> Lease:
+        return Lease(remote, internal_key(name), ttl=ttl, purpose=purpose)
+
     if catalog is not None and catalog.available:
         from .catalog import PgLease
 
-        return PgLease(catalog, name, ttl=ttl, purpose=purpose)
-    return Lease(remote, internal_key(name), ttl=ttl, purpose=purpose)
+        return _CatalogFirst(PgLease(catalog, name, ttl=ttl, purpose=purpose), in_remote)
+    return in_remote()
+
+
+class _CatalogFirst:
+    """A lease in the catalog, or in the remote once the catalog fails to answer."""
+
+    def __init__(self, primary: PgLease, fallback: Callable[[], Lease]) -> None:
+        self._lease: PgLease | Lease = primary
+        self._fallback = fallback
+        self.purpose = primary.purpose
+
+    def try_acquire(self) -> bool:
+        try:
+            return self._lease.try_acquire()
+        except CatalogUnavailable:
+            if isinstance(self._lease, Lease):
+                raise
+            log.warning(
+                "cargohold: the catalog is unavailable: %s is coordinated through the remote",
+                self.purpose,
+            )
+            self._lease = self._fallback()
+            return self._lease.try_acquire()
+
+    def holder_info(self) -> str:
+        return self._lease.holder_info()
+
+    def release(self) -> None:
+        self._lease.release()
 
 
 class Lease:

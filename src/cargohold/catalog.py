@@ -470,8 +470,14 @@ class Catalog:
         records for this remote. Reconnects after the database comes back, and then calls
         ``on_gap``: notices sent while this instance was not listening are lost."""
 
+        def call(callback: Callable[..., None], *args: Any) -> None:
+            try:
+                callback(*args)
+            except Exception:  # a failing callback must not end the listening
+                log.exception("cargohold: handling a catalog change notice failed")
+
         def run() -> None:
-            listened = False
+            missed = False  # True once a connection failed or broke: notices were lost
             while not self._stop.is_set():
                 try:
                     with psycopg.connect(
@@ -481,15 +487,16 @@ class Catalog:
                         application_name=self.listener_name,
                     ) as conn:
                         conn.execute(f"LISTEN {CHANNEL}")
-                        if listened and on_gap is not None:
-                            on_gap()
-                        listened = True
+                        if missed and on_gap is not None:
+                            call(on_gap)
+                        missed = False
                         while not self._stop.is_set():
                             for notice in conn.notifies(timeout=1.0):
                                 change = self._change(notice.payload)
                                 if change is not None:
-                                    on_change(change)
+                                    call(on_change, change)
                 except psycopg.Error as exc:
+                    missed = True
                     self._mark_down(exc)
                     self._stop.wait(_RETRY_AFTER)
 

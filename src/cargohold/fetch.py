@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
 
-from ._lease import Lease, exclusive_lease
+from ._lease import ExclusiveLease, exclusive_lease
 from ._redact import redact_url
 from ._version import __version__
 from .errors import (
@@ -81,7 +81,6 @@ from .remotes._base import MAX_METADATA_BYTES, check_content_type
 if TYPE_CHECKING:
     import httpx
 
-    from .catalog import PgLease
     from .hold import Hold
 
 __all__ = ["FetchProgress", "fetch", "remove_stale_partials"]
@@ -182,10 +181,16 @@ class _State:
         self.hot: dict[str, _Hot] = {}  # by the URL as given; descriptors closed with them
         self.targets: dict[str, _Target] = {}
 
+    def forget_hot(self) -> None:
+        """Close every held file (when the Hold closes, or the table is full)."""
+        with self.guard:
+            for hot in self.hot.values():
+                with contextlib.suppress(OSError):
+                    os.close(hot.fd)
+            self.hot.clear()
+
     def __del__(self) -> None:
-        for hot in self.hot.values():
-            with contextlib.suppress(OSError):
-                os.close(hot.fd)
+        self.forget_hot()
 
 
 _states: weakref.WeakKeyDictionary[Hold, _State] = weakref.WeakKeyDictionary()
@@ -200,6 +205,7 @@ def _state(hold: Hold) -> _State:
         state = _states.get(hold)
         if state is None:
             state = _states[hold] = _State()
+            hold._closers.append(state.forget_hot)
         return state
 
 
@@ -349,7 +355,12 @@ def _still_hot(
     odd about the arguments answers None, and the slow path says what is wrong with them."""
     with state.guard:  # the descriptor cannot be closed (and its number reused) meanwhile
         hot = state.hot.get(url)
-        if hot is None or time.monotonic() > hot.until:
+        if hot is None:
+            return None
+        if time.monotonic() > hot.until or _unlinked(hot.fd):
+            # Closed now: an open descriptor would keep a removed file's disk space in use.
+            del state.hot[url]
+            os.close(hot.fd)
             return None
         record = hot.copy.record
         if sha256 is not None:
@@ -359,12 +370,15 @@ def _still_hot(
             limit = hold.settings.fetch_max_age if max_age is None else max_age
             if not isinstance(limit, int | float) or time.time() - record.checked > limit:
                 return None
-        try:
-            if os.fstat(hot.fd).st_nlink == 0:  # removed: evicted, collected or replaced
-                return None
-        except OSError:
-            return None
         return hot.copy.path
+
+
+def _unlinked(fd: int) -> bool:
+    """The file was removed (evicted, collected or replaced) since it was opened."""
+    try:
+        return os.fstat(fd).st_nlink == 0
+    except OSError:
+        return True
 
 
 def _remember(state: _State, url: str, copy: _Copy) -> None:
@@ -372,15 +386,17 @@ def _remember(state: _State, url: str, copy: _Copy) -> None:
         fd = os.open(copy.path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return  # gone already: the next fetch looks it up again
+    now = time.monotonic()
     with state.guard:
         replaced = state.hot.pop(url, None)
         if replaced is not None:
             os.close(replaced.fd)
-        elif len(state.hot) >= HOT_MAX:
-            for old in state.hot.values():
-                os.close(old.fd)
-            state.hot.clear()
-        state.hot[url] = _Hot(copy, time.monotonic() + HOT_SECONDS, fd)
+        if len(state.hot) >= HOT_MAX:  # the expired go first, then the oldest
+            for key in [k for k, h in state.hot.items() if now > h.until]:
+                os.close(state.hot.pop(key).fd)
+            while len(state.hot) >= HOT_MAX:
+                os.close(state.hot.pop(next(iter(state.hot))).fd)
+        state.hot[url] = _Hot(copy, now + HOT_SECONDS, fd)
 
 
 def _local_copy(hold: Hold, request: _Request) -> _Copy | None:
@@ -461,7 +477,7 @@ class _Fetch:
         self.partial_meta = self.partial.with_name(f"{request.id}.part.json")
 
     def run(self) -> _Copy:
-        lease: Lease | PgLease | None = None
+        lease: ExclusiveLease | None = None
         try:
             if self.share:
                 try:
@@ -498,7 +514,7 @@ class _Fetch:
 
     # -- the remote ----------------------------------------------------------------------
 
-    def _lease_or_copy(self) -> tuple[Lease | PgLease | None, _Copy | None]:
+    def _lease_or_copy(self) -> tuple[ExclusiveLease | None, _Copy | None]:
         """Take the lease for this URL, or wait until its holder's copy is in the remote."""
         lease = exclusive_lease(
             self.hold.remote,

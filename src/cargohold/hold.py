@@ -156,6 +156,9 @@ class Hold:
         self.deletions = 0
         self.read_throughs = 0  # of which the local tier did not have the object
         self._persisted: list[Any] = []
+        #: Called by close(), after the syncer stops: features release what they hold
+        #: (the download cache's open files).
+        self._closers: list[Callable[[], None]] = []
         self.syncer.start()
         if catalog is not None:
             catalog.listen(self._on_change, on_gap=self._on_notice_gap)
@@ -408,6 +411,8 @@ class Hold:
         """The catalog's change notices were not heard for a while: any cached copy may
         be stale, so each is checked against the remote (a HEAD) before it is next served,
         and in-memory tables of entries are dropped as after a delete."""
+        if self._closed:
+            return
         with contextlib.suppress(CargoholdError):
             count = self.local.expire_validations()
             log.info(
@@ -774,6 +779,9 @@ class Hold:
             persisted.stop()
         self.syncer.close(budget, flush=flush)
         self._closed = True
+        for closer in self._closers:
+            with contextlib.suppress(Exception):
+                closer()
         if self.catalog is not None:
             self.catalog.close()  # first: its listener thread reads the local tier
         self.local.close()

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ._canonical import canonical, digest_header, entry_digest
-from ._lease import Lease, exclusive_lease
+from ._lease import ExclusiveLease, exclusive_lease
 from .errors import (
     CargoholdError,
     CatalogUnavailable,
@@ -67,7 +67,6 @@ from .errors import (
 from .keys import normalize_key
 
 if TYPE_CHECKING:
-    from .catalog import PgLease
     from .hold import Hold
 
 __all__ = ["Memo", "MemoEntry", "MemoFile", "MemoResult", "MemoStats"]
@@ -366,7 +365,7 @@ class Memo:
         if found is not None:
             return found
         with self._lock(digest):
-            lease: Lease | PgLease | None = None
+            lease: ExclusiveLease | None = None
             try:
                 found = self._find(digest)  # built by another thread while we waited
                 if found is not None:
@@ -383,6 +382,12 @@ class Memo:
                 if lease is not None:
                     lease.release()
                 return self._build_alone(digest, canonical_inputs, build, exc)
+            except BaseException:
+                # Anything else (a refused read, a corrupt record, Ctrl-C): never leave the
+                # lease held and renewed, or other instances would wait on it for good.
+                if lease is not None:
+                    lease.release()
+                raise
             try:
                 return self._build(digest, canonical_inputs, build)
             finally:
@@ -403,7 +408,7 @@ class Memo:
         if hot is not None:
             return hot
         log.warning(
-            "cargohold: memo %s/%s/%s: the remote cannot be asked (%s); building it here "
+            "cargohold: memo %s/%s/%s: the remote or the catalog cannot be asked (%s); building it here "
             "without other instances' single-flight, and keeping it locally until the "
             "remote is back",
             self.namespace,
@@ -411,13 +416,14 @@ class Memo:
             digest[:12],
             exc,
         )
+        outer = getattr(self._offline, "active", False)  # a build may call its own memo
         self._offline.active = True
         try:
             return self._build(digest, inputs, build)
         finally:
-            self._offline.active = False
+            self._offline.active = outer
 
-    def _lease(self, digest: str) -> Lease | PgLease:
+    def _lease(self, digest: str) -> ExclusiveLease:
         """In the catalog's database when there is one (its clock decides expiry), else a
         lock object in the remote."""
         name = f"leases/memo/{self.namespace}/{self.version}/{digest}"
@@ -430,7 +436,7 @@ class Memo:
         with self._locks_guard:
             return self._locks.setdefault(digest, threading.Lock())
 
-    def _acquire_or_wait(self, lease: Lease | PgLease, digest: str) -> MemoEntry | None:
+    def _acquire_or_wait(self, lease: ExclusiveLease, digest: str) -> MemoEntry | None:
         """Take the lease (None: build now) or wait for its holder's entry (returned)."""
         delay = 0.1
         started = time.monotonic()
@@ -546,7 +552,8 @@ class Memo:
             return MemoFile(name=name, sha256=sha, size=size, content_type=content_type)
         try:
             self.hold.head(key, max_age=math.inf)  # same bytes stored once
-        except NotFoundError:
+        except (NotFoundError, *_UNREACHABLE):
+            # Unreachable: the remote went down during the build; keep the result anyway.
             self._durable_put(key, data, content_type=content_type)
         return MemoFile(name=name, sha256=sha, size=size, content_type=content_type)
 

@@ -51,6 +51,7 @@ from .errors import (
     IntegrityError,
     InvalidInput,
     NotFoundError,
+    PermissionDenied,
     RemoteError,
     TimedOut,
 )
@@ -83,6 +84,10 @@ class SyncState:
     history: deque[tuple[float, int, int]] = field(default_factory=lambda: deque(maxlen=720))
     errors: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=20))
     error_count: int = 0
+
+
+#: Seconds the catalog's catch-up waits after a round in which the remote answered nothing.
+CATALOG_RETRY_SECONDS = 30.0
 
 
 class Syncer:
@@ -126,6 +131,7 @@ class Syncer:
         self._backoff = 0.0
         # A backlog of keys the catalog missed may have been left by an earlier session.
         self._catalog_behind = catalog is not None
+        self._catalog_retry_at = 0.0  # time.monotonic() before which catch-up waits
 
     # -- control ----------------------------------------------------------------------
 
@@ -313,7 +319,12 @@ class Syncer:
                 self.local.remove_orphans()
         except CargoholdError as exc:
             log.warning("cargohold: local tier upkeep failed: %s", exc)
-        self._catch_up_catalog()
+        try:
+            self._catch_up_catalog()
+        except CargoholdError as exc:  # CatalogUnavailable included: the next idle moment
+            log.debug("cargohold: catalog catch-up postponed: %s", exc)
+        except Exception:  # never let bookkeeping stop the syncer
+            log.exception("cargohold: catalog catch-up failed")
 
     def _sync_batch(self) -> bool:
         now = time.time()
@@ -426,41 +437,53 @@ class Syncer:
             with contextlib.suppress(CargoholdError):
                 self.local.note_catalog_backlog(entry.key for entry, _ in done)
                 self._catalog_behind = True
-            return
-        self._catch_up_catalog()
 
     def _catch_up_catalog(self, limit: int = 256) -> None:
         """Record in the catalog what the remote now holds for keys it missed: a HEAD per
-        key (a memo record is read whole, to index it), then one transaction. Best effort:
-        on any failure the backlog stays for the next try."""
+        key (a memo record is read whole, to index it), then one transaction. Run when the
+        syncer is idle. Best effort: a key the remote refuses for good is dropped (a
+        ``catalog rebuild`` covers it); on any other failure the rest waits for the next
+        idle moment."""
         if not self._catalog_behind or self.catalog is None or not self.catalog.available:
             return
-        try:
-            keys = self.local.catalog_backlog(limit)
-            if not keys:
-                self._catalog_behind = False
-                return
-            records = [k for k in keys if _memo_record(k)]
-            others = [k for k in keys if not _memo_record(k)]
-            puts: list[tuple[ObjectInfo, bytes | None]] = []
-            deletes: list[str] = []
-            for key, fetched in zip(records, self.remote.fetch_many(records), strict=True):
-                if isinstance(fetched, NotFoundError):
-                    deletes.append(key)
-                elif isinstance(fetched, CargoholdError):
-                    raise fetched
-                else:
-                    puts.append(fetched)
-            for key in others:
+        if time.monotonic() < self._catalog_retry_at:
+            return
+        keys = self.local.catalog_backlog(limit)
+        if not keys:
+            self._catalog_behind = False
+            return
+        puts: list[tuple[ObjectInfo, bytes | None]] = []
+        deletes: list[str] = []
+        settled: list[str] = []
+        records = [k for k in keys if _memo_record(k)]
+        fetched = self.remote.fetch_many(records) if records else []
+        answers: list[tuple[str, tuple[ObjectInfo, bytes | None] | CargoholdError]] = [
+            (key, got if isinstance(got, CargoholdError) else (got[0], got[1]))
+            for key, got in zip(records, fetched, strict=True)
+        ]
+        for key in keys:
+            if not _memo_record(key):
                 try:
-                    puts.append((self.remote.head(key), None))
-                except NotFoundError:
-                    deletes.append(key)
+                    answers.append((key, (self.remote.head(key), None)))
+                except CargoholdError as exc:
+                    answers.append((key, exc))
+        for key, answer in answers:
+            if isinstance(answer, NotFoundError):
+                deletes.append(key)
+            elif isinstance(answer, CargoholdError):
+                if not isinstance(answer, InvalidInput | IntegrityError | PermissionDenied):
+                    continue  # the remote is unwell: this key waits for the next round
+                log.warning("cargohold: the catalog will miss %r: %s", key, answer)
+            else:
+                puts.append(answer)
+            settled.append(key)
+        if puts or deletes:
             self.catalog.record(puts, deletes)
-            self.local.clear_catalog_backlog(keys)
-            log.info("cargohold: the catalog caught up on %d change(s) it missed", len(keys))
-        except CargoholdError as exc:  # CatalogUnavailable included: try again later
-            log.debug("cargohold: catalog catch-up postponed: %s", exc)
+        self.local.clear_catalog_backlog(settled)
+        if settled:
+            log.info("cargohold: the catalog caught up on %d change(s) it missed", len(settled))
+        else:  # the remote answered none of them: do not ask again every idle second
+            self._catalog_retry_at = time.monotonic() + CATALOG_RETRY_SECONDS
 
     def _set_aside(self) -> frozenset[str]:
         """Keys refused for good, as long as they have not been written again."""
