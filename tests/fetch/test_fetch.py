@@ -471,3 +471,5 @@ def test_copies_answered_from_memory_keep_a_bounded_number_of_files_open(
     for n in range(HOT_MAX + 40):
         hold.fetch(origin.put(f"/many/{n}.txt", b"x"))
     assert len(list(Path("/proc/self/fd").iterdir())) - before <= HOT_MAX + 8
+    hold.close()  # and closing the Hold closes them all
+    assert len(list(Path("/proc/self/fd").iterdir())) - before <= 8
