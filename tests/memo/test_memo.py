@@ -353,17 +353,27 @@ def test_collect_garbage_keeps_what_entries_use(hold: Hold) -> None:
 def test_a_build_longer_than_the_lease_ttl_keeps_its_lease(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Two instances (two Holds, one remote): the holder renews its lease while a build
-    runs for three TTLs; the waiter logs that it waits and never takes over."""
+    """Two instances (two Holds, one remote): the holder renews its lease while its build
+    outlasts the TTL (it runs until the waiter has said that it waits, 2 s at least); the
+    waiter never takes over, and gets the holder's entry."""
     name = f"memo-renew-{uuid.uuid4().hex}"
     url = f"memory://{name}"
     builds: list[str] = []
+    said = threading.Event()
+
+    class Heard(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "waiting" in record.getMessage():
+                said.set()
 
     def slow(inputs: dict[str, Any], workdir: Path) -> bytes:
         builds.append(threading.current_thread().name)
-        time.sleep(3)
+        said.wait(30)  # the waiter logs after 2 s: two TTLs and more
         return b"the one take"
 
+    heard = Heard()
+    memo_log = logging.getLogger("cargohold.memo")
+    memo_log.addHandler(heard)
     try:
         with (
             cargohold.open(url, data_dir=tmp_path / "a", signal_handlers=False) as first,
@@ -380,10 +390,11 @@ def test_a_build_longer_than_the_lease_ttl_keeps_its_lease(
                 time.sleep(0.01)
             entry = second.memo("v", lease_ttl=1.0).get_or_create({"p": 1}, slow)
             holder.join()
+        assert said.is_set(), "the waiter said it was waiting"
         assert entry.value == b"the one take"
         assert builds == ["holder"], "the waiter never took over a lease that was renewed"
         waits = [r.getMessage() for r in caplog.records if "waiting" in r.getMessage()]
-        assert waits, "the waiter said it was waiting"
-        assert "being built by" in waits[0]
+        assert all("being built by" in w for w in waits)
     finally:
+        memo_log.removeHandler(heard)
         MemoryRemote.forget(name)
