@@ -20,7 +20,7 @@ from cargohold import (
 from cargohold.remotes import open_remote
 from cargohold.remotes.s3 import S3Remote
 from testsupport.faultproxy import Fault, FaultProxy
-from testsupport.servers import SeaweedFS, free_port
+from testsupport.servers import S3Server, SeaweedFS, free_port
 
 AUTH_CONFIG = {
     "identities": [
@@ -183,12 +183,19 @@ def test_missing_bucket_says_to_create_it(seaweedfs: SeaweedFS, moto: SeaweedFS)
         _remote(seaweedfs.endpoint, "K", "S", bucket="no-such-bucket-here").put("k", b"v")
 
 
+def _server(request: pytest.FixtureRequest, name: str) -> tuple[S3Server, str]:
+    """The shared SeaweedFS or moto server, and its test bucket."""
+    return request.getfixturevalue(name), request.getfixturevalue(f"{name}_bucket")
+
+
+@pytest.mark.parametrize("server", ["seaweedfs", "moto"])
 @pytest.mark.parametrize("status", [429, 503])
 def test_throttled_requests_are_retried(
-    seaweedfs: SeaweedFS, seaweedfs_bucket: str, status: int
+    request: pytest.FixtureRequest, server: str, status: int
 ) -> None:
-    with FaultProxy(seaweedfs.endpoint) as proxy:
-        remote = _remote(proxy.endpoint, "K", "S", bucket=seaweedfs_bucket)
+    s3, bucket = _server(request, server)
+    with FaultProxy(s3.endpoint) as proxy:
+        remote = _remote(proxy.endpoint, "K", "S", bucket=bucket)
         proxy.add(Fault(status=status, times=2, match=lambda method, path: method == "PUT"))
         remote.put("throttled", b"eventually")
         puts = [r for r in proxy.requests if r[0] == "PUT"]
@@ -197,11 +204,13 @@ def test_throttled_requests_are_retried(
         assert remote.get("throttled") == b"eventually"
 
 
+@pytest.mark.parametrize("server", ["seaweedfs", "moto"])
 def test_endless_throttling_ends_in_remote_unavailable(
-    seaweedfs: SeaweedFS, seaweedfs_bucket: str
+    request: pytest.FixtureRequest, server: str
 ) -> None:
-    with FaultProxy(seaweedfs.endpoint) as proxy:
-        remote = _remote(proxy.endpoint, "K", "S", bucket=seaweedfs_bucket)
+    s3, bucket = _server(request, server)
+    with FaultProxy(s3.endpoint) as proxy:
+        remote = _remote(proxy.endpoint, "K", "S", bucket=bucket)
         proxy.add(Fault(status=503, times=10_000))
         with pytest.raises(RemoteUnavailable, match="after retries"):
             remote.put("never", b"x")
