@@ -7,6 +7,8 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -20,7 +22,7 @@ from cargohold import (
 from cargohold.remotes import open_remote
 from cargohold.remotes.s3 import S3Remote
 from testsupport.faultproxy import Fault, FaultProxy
-from testsupport.servers import S3Server, SeaweedFS, free_port
+from testsupport.servers import MotoServer, S3Server, SeaweedFS, free_port
 
 AUTH_CONFIG = {
     "identities": [
@@ -40,17 +42,73 @@ AUTH_CONFIG = {
 FAST_FAIL = Settings.load({}, connect_timeout=1, retry_timeout=3, max_retries=2)
 
 
+@dataclass(frozen=True)
+class AuthServer:
+    """An S3 server that checks credentials: an admin key and a read-only key."""
+
+    endpoint: str
+    admin: tuple[str, str]
+    reader: tuple[str, str]
+
+
 @pytest.fixture(scope="module")
-def seaweedfs_auth() -> Iterator[SeaweedFS]:
-    """A SeaweedFS that checks credentials: an admin key and a read-only key."""
+def seaweedfs_auth() -> Iterator[AuthServer]:
     server = SeaweedFS(s3_config=AUTH_CONFIG)
     server.access_key, server.secret_key = "ADMINKEY", "ADMINSECRET"
     server.start()
     try:
         server.make_bucket("auth-bucket")
-        yield server
+        yield AuthServer(
+            server.endpoint, ("ADMINKEY", "ADMINSECRET"), ("READERKEY", "READERSECRET")
+        )
     finally:
         server.cleanup()
+
+
+#: The actions moto lets through before it authenticates: the set-up below, exactly.
+_MOTO_SETUP_ACTIONS = 7
+
+
+@pytest.fixture(scope="module")
+def moto_auth() -> Iterator[AuthServer]:
+    """A moto server of its own with IAM authentication on (moto's INITIAL_NO_AUTH_ACTION_COUNT,
+    set through its /moto-api/reset-auth): an admin user and a read-only user."""
+    import boto3
+    import httpx
+
+    server = MotoServer().start()
+    try:
+
+        def client(kind: str) -> Any:
+            return boto3.client(
+                kind,
+                endpoint_url=server.endpoint,
+                aws_access_key_id="setup",
+                aws_secret_access_key="setup",
+                region_name="us-east-1",
+            )
+
+        httpx.post(f"{server.endpoint}/moto-api/reset-auth", content=str(_MOTO_SETUP_ACTIONS))
+        iam = client("iam")
+        keys = {}
+        for user, actions in (("admin", ["s3:*"]), ("reader", ["s3:GetObject", "s3:ListBucket"])):
+            iam.create_user(UserName=user)
+            key = iam.create_access_key(UserName=user)["AccessKey"]
+            keys[user] = (key["AccessKeyId"], key["SecretAccessKey"])
+            policy = {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}],
+            }
+            iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=json.dumps(policy))
+        client("s3").create_bucket(Bucket="auth-bucket")  # the seventh: then auth is on
+        yield AuthServer(server.endpoint, keys["admin"], keys["reader"])
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(params=["seaweedfs_auth", "moto_auth"])
+def auth(request: pytest.FixtureRequest) -> AuthServer:
+    return request.getfixturevalue(request.param)
 
 
 def _remote(endpoint: str, key: str, secret: str, bucket: str = "auth-bucket") -> S3Remote:
@@ -65,42 +123,44 @@ def _remote(endpoint: str, key: str, secret: str, bucket: str = "auth-bucket") -
     )
 
 
-def test_accepted_credentials_work(seaweedfs_auth: SeaweedFS) -> None:
-    remote = _remote(seaweedfs_auth.endpoint, "ADMINKEY", "ADMINSECRET")
+def test_accepted_credentials_work(auth: AuthServer) -> None:
+    remote = _remote(auth.endpoint, *auth.admin)
     remote.put("k", b"v")
     assert remote.get("k") == b"v"
 
 
-def test_unknown_access_key_is_named(seaweedfs_auth: SeaweedFS) -> None:
-    remote = _remote(seaweedfs_auth.endpoint, "NOSUCHKEY", "whatever")
+def test_unknown_access_key_is_named(auth: AuthServer) -> None:
+    remote = _remote(auth.endpoint, "NOSUCHKEY", "whatever")
     with pytest.raises(PermissionDenied, match="access key id 'NOSUCHKEY' was refused") as err:
         remote.put("k", b"v")
     assert "AWS_ACCESS_KEY_ID" in str(err.value)
     assert isinstance(err.value, PermissionError)
 
 
-def test_wrong_secret_is_named(seaweedfs_auth: SeaweedFS) -> None:
-    remote = _remote(seaweedfs_auth.endpoint, "ADMINKEY", "WRONGSECRET")
-    with pytest.raises(PermissionDenied, match="secret access key for 'ADMINKEY'") as err:
+def test_wrong_secret_is_named(auth: AuthServer) -> None:
+    key = auth.admin[0]
+    remote = _remote(auth.endpoint, key, "WRONGSECRET")
+    with pytest.raises(PermissionDenied, match=f"secret access key for '{key}'") as err:
         remote.get("k")
     assert "AWS_SECRET_ACCESS_KEY" in str(err.value)
     assert "WRONGSECRET" not in str(err.value), "a secret must never appear in an error"
 
 
-def test_read_only_key_cannot_write(seaweedfs_auth: SeaweedFS) -> None:
-    admin = _remote(seaweedfs_auth.endpoint, "ADMINKEY", "ADMINSECRET")
+def test_read_only_key_cannot_write(auth: AuthServer) -> None:
+    admin = _remote(auth.endpoint, *auth.admin)
     admin.put("shared", b"v")
+    key, secret = auth.reader
     reader = S3Remote(
         "auth-bucket",
         admin.prefix,
-        endpoint=seaweedfs_auth.endpoint,
-        access_key_id="READERKEY",
-        secret_access_key="READERSECRET",
+        endpoint=auth.endpoint,
+        access_key_id=key,
+        secret_access_key=secret,
         settings=FAST_FAIL,
         environ={},
     )
     assert reader.get("shared") == b"v"
-    with pytest.raises(PermissionDenied, match="'READERKEY' may not write"):
+    with pytest.raises(PermissionDenied, match=f"'{key}' may not write"):
         reader.put("shared", b"changed")
     assert admin.get("shared") == b"v"
 
