@@ -101,6 +101,19 @@ def test_ranges(client: Client, hold: Hold) -> None:
     assert client.get("/api/objects/big.bin").content == data
 
 
+def test_a_local_etag_stays_valid_once_the_write_is_synced(client: Client, hold: Hold) -> None:
+    with hold.syncer.paused():
+        hold.put("draft.txt", b"v1")
+        local = client.get("/api/objects/draft.txt").headers["etag"]
+        assert local.startswith('"L')  # not on the remote yet: a local etag
+    hold.flush(30)
+    synced = client.get("/api/objects/draft.txt").headers["etag"]
+    assert synced != local  # the remote's etag now
+    assert client.get("/api/objects/draft.txt", headers={"if-none-match": local}).status_code == 304
+    hold.put("draft.txt", b"v2")
+    assert client.get("/api/objects/draft.txt", headers={"if-none-match": local}).status_code == 200
+
+
 def test_etags_and_304(client: Client, hold: Hold) -> None:
     hold.put("doc.json", b"{}")
     first = client.get("/api/objects/doc.json")

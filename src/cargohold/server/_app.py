@@ -32,6 +32,7 @@ from .. import errors
 from .._version import __version__
 from ..hold import Hold
 from ..keys import normalize_key, normalize_prefix
+from ..local import local_etag
 from ..memo import namespaces
 from ..remotes import ObjectInfo
 from ._metrics import metrics_text
@@ -157,6 +158,18 @@ def _etag_matches(header: str | None, etag: str) -> bool:
         return False
     tags = [t.strip().removeprefix("W/") for t in header.split(",")]
     return "*" in tags or f'"{etag}"' in tags
+
+
+def _not_modified(hold: Hold, key: str, header: str | None, etag: str) -> bool:
+    """If-None-Match names the current etag, or the local etag this Hold gave the same
+    write before the syncer uploaded it (the bytes did not change; only the remote's
+    etag replaced the local one, which ``put(if_match=...)`` accepts too)."""
+    if _etag_matches(header, etag):
+        return True
+    if not header or '"L' not in header:
+        return False
+    entry = hold.local.entry(key)
+    return entry is not None and not entry.deleted and _etag_matches(header, local_etag(entry))
 
 
 def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
@@ -410,7 +423,7 @@ def _serve(hold: Hold, key: str, request: Request, *, head_only: bool) -> Respon
         "last-modified": format_datetime(info.last_modified.astimezone(UTC), usegmt=True),
         "cache-control": "no-cache",
     }
-    if _etag_matches(request.headers.get("if-none-match"), info.etag):
+    if _not_modified(hold, key, request.headers.get("if-none-match"), info.etag):
         return Response(status_code=304, headers=headers)
     media_type = info.content_type or "application/octet-stream"
     wanted = _parse_range(request.headers.get("range"), info.size)
