@@ -290,6 +290,16 @@ class Settings:
         parse_bool,
         (bool,),
     )
+    memo_seed_dir: Path | None = _setting(
+        None,
+        "CARGOHOLD_MEMO_SEED_DIR",
+        "Read-only folder of generation-cache entries committed with the app (e.g. "
+        "`data/seed`, written by `cargohold memo export`), consulted before the local tier "
+        "by every `hold.memo()` that does not pass `seed_dir=`. Unset: no seed folder.",
+        _parse_optional_path,
+        (os.PathLike,),
+        shown="unset",
+    )
     persist_interval: float = _setting(
         10.0,
         "CARGOHOLD_PERSIST_INTERVAL",

@@ -734,8 +734,9 @@ class Hold:
         """The generation cache for ``namespace`` at ``version`` (bump it to invalidate).
 
         ``ttl`` (seconds) and ``max_bytes`` bound the namespace; ``seed_dir`` is a
-        read-only folder of entries committed with the app, consulted first; ``lease_ttl``
-        is how long a dead builder's lease keeps others waiting. See :mod:`cargohold.memo`.
+        read-only folder of entries committed with the app, consulted first (default: the
+        ``memo_seed_dir`` setting); ``lease_ttl`` is how long a dead builder's lease keeps
+        others waiting. See :mod:`cargohold.memo`.
         """
         from .memo import Memo
 
@@ -746,7 +747,7 @@ class Hold:
             version=version,
             ttl=ttl,
             max_bytes=max_bytes,
-            seed_dir=seed_dir,
+            seed_dir=seed_dir if seed_dir is not None else self.settings.memo_seed_dir,
             lease_ttl=lease_ttl,
         )
 

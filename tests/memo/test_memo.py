@@ -338,6 +338,14 @@ def test_seed_layer_export_and_reimport(tmp_path: Path) -> None:
         assert memo.get({"prompt": "text"}).value == "a caption"  # type: ignore[union-attr]
         assert b.memo("sora", version="v3", seed_dir=seed).get({"prompt": "demo 1"}) is None
         b.close(timeout=0)
+    # The seed folder as a setting (CARGOHOLD_MEMO_SEED_DIR), for every memo of the Hold.
+    settings = cargohold.Settings.load(
+        {"CARGOHOLD_MEMO_SEED_DIR": str(seed)}, signal_handlers=False
+    )
+    with Hold(remote=unreachable, local_dir=tmp_path / "c", settings=settings) as c:
+        entry = c.memo("sora", version="v2").get_or_create({"prompt": "demo 1"}, Counter())
+        assert (entry.hit, entry.source) == (True, "seed")
+        c.close(timeout=0)
 
 
 def test_collect_garbage_keeps_what_entries_use(hold: Hold) -> None:
