@@ -212,12 +212,9 @@ class Catalog:
 
     # -- kept in step by the syncer ----------------------------------------------------
 
-    def record(
-        self, puts: Iterable[tuple[ObjectInfo, bytes | None]], deletes: Iterable[str]
-    ) -> None:
-        """Record what reached the remote (with a memo record's bytes, to index them) and
-        tell the other instances. Raises CatalogUnavailable; the caller carries on."""
-        put_rows = [
+    def _rows(self, puts: Iterable[tuple[ObjectInfo, bytes | None]]) -> list[tuple[Any, ...]]:
+        """Table rows for objects (with a memo record's bytes, indexed as ``doc``)."""
+        return [
             (
                 self.remote_url,
                 info.key,
@@ -230,6 +227,13 @@ class Catalog:
             )
             for info, body in puts
         ]
+
+    def record(
+        self, puts: Iterable[tuple[ObjectInfo, bytes | None]], deletes: Iterable[str]
+    ) -> None:
+        """Record what reached the remote (with a memo record's bytes, to index them) and
+        tell the other instances. Raises CatalogUnavailable; the caller carries on."""
+        put_rows = self._rows(puts)
         delete_keys = list(deletes)
 
         def work(conn: psycopg.Connection[Any]) -> None:
@@ -377,19 +381,7 @@ class Catalog:
         return written
 
     def _upsert_quietly(self, batch: list[tuple[ObjectInfo, bytes | None]]) -> None:
-        rows = [
-            (
-                self.remote_url,
-                info.key,
-                info.size,
-                f"md5:{info.etag}" if _MD5.fullmatch(info.etag) else None,
-                info.etag,
-                Jsonb(dict(info.metadata or {})),
-                info.content_type,
-                Jsonb(json.loads(body)) if body is not None else None,
-            )
-            for info, body in batch
-        ]
+        rows = self._rows(batch)
 
         def work(conn: psycopg.Connection[Any]) -> None:
             with conn.transaction(), conn.cursor() as cur:
