@@ -21,35 +21,8 @@ from cargohold.doctor import DoctorReport, Problem, diagnose
 from cargohold.local import LocalTier
 from cargohold.remotes import MemoryRemote, ObjectInfo
 from cargohold.remotes._base import PutRequest
+from testsupport.hosts import clear_host
 from testsupport.servers import SeaweedFS, free_port
-
-HOST_PREFIXES = ("SPACE_", "RAILWAY_", "FLY_", "RENDER", "K_", "CLOUD_RUN_", "MODAL_")
-HOST_NAMES = (
-    "SYSTEM",
-    "AWS_LAMBDA_FUNCTION_NAME",
-    "LAMBDA_TASK_ROOT",
-    "DYNO",
-    "KUBERNETES_SERVICE_HOST",
-    "KUBERNETES_PORT",
-    "container",
-)
-ML_VARS = (
-    "XDG_CACHE_HOME",
-    "HF_HOME",
-    "HF_HUB_CACHE",
-    "HUGGINGFACE_HUB_CACHE",
-    "HF_XET_CACHE",
-    "HF_DATASETS_CACHE",
-    "SENTENCE_TRANSFORMERS_HOME",
-    "TORCH_HOME",
-    "TRITON_CACHE_DIR",
-    "NUMBA_CACHE_DIR",
-    "MPLCONFIGDIR",
-    "NLTK_DATA",
-    "GRADIO_TEMP_DIR",
-    "TRANSFORMERS_CACHE",
-    "TMPDIR",
-)
 
 
 class Box:
@@ -76,11 +49,7 @@ class Box:
 @pytest.fixture
 def box(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Box:
     box = Box(tmp_path)
-    for name in list(os.environ):
-        if name.startswith(HOST_PREFIXES) or name in HOST_NAMES or name.startswith("CARGOHOLD_"):
-            monkeypatch.delenv(name)
-    for name in ML_VARS:
-        monkeypatch.delenv(name, raising=False)
+    clear_host(monkeypatch, "TMPDIR", prefixes=("CARGOHOLD_",))
     monkeypatch.setenv("HOME", str(box.home))
     monkeypatch.chdir(box.work)
     monkeypatch.setattr(tempfile, "tempdir", str(box.tmp))

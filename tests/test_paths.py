@@ -22,35 +22,7 @@ from cargohold.paths import (
     temp_dir,
 )
 from cargohold.platform import detect
-
-HOST_PREFIXES = ("SPACE_", "RAILWAY_", "FLY_", "RENDER", "K_", "CLOUD_RUN_", "MODAL_")
-HOST_NAMES = (
-    "SYSTEM",
-    "AWS_LAMBDA_FUNCTION_NAME",
-    "LAMBDA_TASK_ROOT",
-    "DYNO",
-    "KUBERNETES_SERVICE_HOST",
-    "KUBERNETES_PORT",
-    "container",
-)
-ML_VARS = (
-    "XDG_CACHE_HOME",
-    "HF_HOME",
-    "HF_HUB_CACHE",
-    "HUGGINGFACE_HUB_CACHE",
-    "HF_XET_CACHE",
-    "HF_DATASETS_CACHE",
-    "SENTENCE_TRANSFORMERS_HOME",
-    "TORCH_HOME",
-    "TRITON_CACHE_DIR",
-    "NUMBA_CACHE_DIR",
-    "MPLCONFIGDIR",
-    "NLTK_DATA",
-    "GRADIO_TEMP_DIR",
-    "TRANSFORMERS_CACHE",
-    "PYTORCH_TRANSFORMERS_CACHE",
-    "PYTORCH_PRETRAINED_BERT_CACHE",
-)
+from testsupport.hosts import ML_VARS, clear_host
 
 
 class Box:
@@ -74,12 +46,7 @@ def box(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Box:
     box = Box(tmp_path)
     for directory in (box.home, box.work, box.tmp):
         directory.mkdir()
-    for name in list(os.environ):
-        if name.startswith(HOST_PREFIXES) or name in HOST_NAMES:
-            monkeypatch.delenv(name)
-    for name in (*ML_VARS, "XDG_DATA_HOME", "CARGOHOLD_DATA_DIR"):
-        # Registered even when unset, so what configure_ml_caches() sets is undone.
-        monkeypatch.delenv(name, raising=False)
+    clear_host(monkeypatch, "XDG_DATA_HOME", "CARGOHOLD_DATA_DIR")
     monkeypatch.setenv("HOME", str(box.home))
     monkeypatch.chdir(box.work)
     monkeypatch.setattr(tempfile, "tempdir", str(box.tmp))
@@ -390,7 +357,7 @@ def test_a_second_call_changes_nothing(box: Box) -> None:
 
 
 def test_when_everything_is_set_nothing_is_probed_for_a_root(box: Box) -> None:
-    for name in ML_VARS[:-3]:
+    for name in ML_VARS:
         if name != "HUGGINGFACE_HUB_CACHE":
             os.environ[name] = str(box.base / "given" / name.lower())
     configure_ml_caches(mounts=box.mounts)

@@ -17,26 +17,12 @@ from cargohold.platform import (
     mount_for,
     read_mounts,
 )
-
-# Every variable some host sets, so that the machine running the tests (a CI runner on
-# Kubernetes, say) cannot leak into what is detected.
-HOST_PREFIXES = ("SPACE_", "RAILWAY_", "FLY_", "RENDER", "K_", "CLOUD_RUN_", "MODAL_")
-HOST_NAMES = (
-    "SYSTEM",
-    "AWS_LAMBDA_FUNCTION_NAME",
-    "LAMBDA_TASK_ROOT",
-    "DYNO",
-    "KUBERNETES_SERVICE_HOST",
-    "KUBERNETES_PORT",
-    "container",
-)
+from testsupport.hosts import clear_host
 
 
 @pytest.fixture(autouse=True)
 def no_host(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(HOST_PREFIXES) or name in HOST_NAMES:
-            monkeypatch.delenv(name)
+    clear_host(monkeypatch)
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import cargohold
 from cargohold.remotes import open_remote
 from tests.hf.conftest import LFS_DATA_WARNING, UNLIMITED, hf_url
 from tests.reliability.crash_trials import run_trials
+from testsupport.holds import write_through_an_outage
 from testsupport.hubstandin import Fault, HubStandIn
 
 pytestmark = pytest.mark.filterwarnings(LFS_DATA_WARNING)
@@ -58,57 +57,18 @@ def test_writes_continue_through_an_outage_and_nothing_is_lost(
         retry_timeout=2,
         max_retries=2,
     )
-    written: dict[str, bytes] = {}
-    stop = threading.Event()
-    errors: list[BaseException] = []
-    during_outage: list[str] = []
-    outage = threading.Event()
-
-    def writer() -> None:
-        i = 0
-        while not stop.is_set():
-            key = f"w/{i % 300:03d}"
-            value = f"{i}".encode() * (1 + i % 5000)
-            try:
-                hold.put(key, value)
-            except BaseException as exc:
-                errors.append(exc)
-                return
-            written[key] = value
-            if outage.is_set():
-                during_outage.append(key)
-            i += 1
-
-    thread = threading.Thread(target=writer)
-    thread.start()
+    # huggingface_hub retries its own upload requests (preupload, LFS) for up to ~25 s
+    # before the syncer hears of the failure: the outage lasts until the Hold reports it.
+    run = write_through_an_outage(hold, own_hub.kill, own_hub.start)
     try:
-        hold.flush(60)  # some writes reach the repo before the outage
-        own_hub.kill()
-        outage.set()
-        # "Several seconds" of outage, and until the Hold reports it: huggingface_hub
-        # retries its own upload requests (preupload, LFS) for up to ~25 s before the
-        # syncer hears of the failure.
-        shortest = time.monotonic() + 4
-        longest = time.monotonic() + 60
-        status = hold.status()
-        while not errors and time.monotonic() < longest:
-            status = hold.status()
-            if time.monotonic() > shortest and status.last_error is not None:
-                break
-            stop.wait(0.2)
-        outage.clear()
-        own_hub.start()
-    finally:
-        stop.set()
-        thread.join(60)
-    try:
-        assert not errors, errors
-        assert during_outage, "puts must keep succeeding while the remote is down"
-        assert status.pending_count > 0
-        assert status.last_error is not None
+        assert not run.errors, run.errors
+        assert run.during_outage, "puts must keep succeeding while the remote is down"
+        assert run.status is not None
+        assert run.status.pending_count > 0
+        assert run.status.last_error is not None
         hold.flush(120)
         with open_remote(url, settings=UNLIMITED) as check:
-            for key, value in written.items():
+            for key, value in run.written.items():
                 assert check.get(key) == value, key
         assert hold.status().pending_count == 0
     finally:

@@ -7,8 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +17,7 @@ import cargohold
 from cargohold.remotes.s3 import S3Remote
 from tests.conftest import private_seaweedfs, s3_url
 from testsupport.faultproxy import Fault, FaultProxy
+from testsupport.holds import write_through_an_outage
 from testsupport.servers import SeaweedFS
 
 
@@ -40,49 +39,15 @@ def test_writes_continue_through_an_outage_and_nothing_is_lost(
         retry_timeout=2,
         max_retries=2,
     )
-    written: dict[str, bytes] = {}
-    stop = threading.Event()
-    errors: list[BaseException] = []
-    during_outage: list[str] = []
-    outage = threading.Event()
-
-    def writer() -> None:
-        i = 0
-        while not stop.is_set():
-            key = f"w/{i % 300:03d}"
-            value = f"{i}".encode() * (1 + i % 5000)
-            try:
-                hold.put(key, value)
-            except BaseException as exc:
-                errors.append(exc)
-                return
-            written[key] = value
-            if outage.is_set():
-                during_outage.append(key)
-            i += 1
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    try:
-        hold.flush(60)  # some writes reach the remote before the outage
-        own_seaweedfs.kill()
-        outage.set()
-        deadline = time.monotonic() + 4  # "several seconds" of outage
-        while time.monotonic() < deadline and not errors:
-            stop.wait(0.2)
-        status = hold.status()
-        outage.clear()
-        own_seaweedfs.start()
-    finally:
-        stop.set()
-        thread.join(60)
-    assert not errors, errors
-    assert during_outage, "puts must keep succeeding while the remote is down"
-    assert status.pending_count > 0
-    assert status.last_error is not None
+    run = write_through_an_outage(hold, own_seaweedfs.kill, own_seaweedfs.start)
+    assert not run.errors, run.errors
+    assert run.during_outage, "puts must keep succeeding while the remote is down"
+    assert run.status is not None
+    assert run.status.pending_count > 0
+    assert run.status.last_error is not None
     hold.flush(120)
     check = S3Remote.from_url(url)
-    for key, value in written.items():
+    for key, value in run.written.items():
         assert check.get(key) == value, key
     assert hold.status().pending_count == 0
     hold.close()
