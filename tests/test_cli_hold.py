@@ -65,6 +65,15 @@ def test_put_get_ls_rm(env: dict[str, str], tmp_path: Path) -> None:
     assert run(env, "get", "videos/a.mp4", "-o", str(target)).returncode == 0
     assert target.read_bytes() == source.read_bytes()
     assert not list(target.parent.glob(".*.part"))
+    described = run(env, "get", "videos/a.mp4", "-o", str(target), "--json")
+    assert json.loads(described.stdout) == {
+        "key": "videos/a.mp4",
+        "path": str(target),
+        "size": 6000,
+    }
+    refused = run(env, "get", "videos/a.mp4", "--json")
+    assert refused.returncode == code_for(cargohold.InvalidInput)
+    assert "-o FILE" in refused.stderr
     # A path that cannot be written is the user's input: one line naming it, no traceback.
     nowhere = tmp_path / "missing-dir" / "copy.mp4"
     failed = run(env, "get", "videos/a.mp4", "-o", str(nowhere))

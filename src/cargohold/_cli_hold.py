@@ -144,8 +144,13 @@ def get(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to FILE instead of stdout.")
     ] = None,
+    as_json: _Json = False,
 ) -> None:
-    """Print an object (or write it to a file with -o)."""
+    """Print an object (or write it to a file with -o; --json then describes the file)."""
+    if as_json and output is None:
+        raise errors.InvalidInput(
+            "--json describes the file get writes", hint="add -o FILE (stdout carries the bytes)"
+        )
     with _reader() as hold, hold.open(key) as source:
         if output is None:
             while chunk := source.read(1024 * 1024):
@@ -157,7 +162,10 @@ def get(
             while chunk := source.read(1024 * 1024):
                 out.write(chunk)
         os.replace(tmp, output)
-    console.print(f"wrote {output}", highlight=False)
+    if as_json:
+        typer.echo(json.dumps({"key": key, "path": str(output), "size": output.stat().st_size}))
+    else:
+        console.print(f"wrote {output}", highlight=False)
 
 
 @app.command()
