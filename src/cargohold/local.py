@@ -25,6 +25,8 @@ Guarantees:
 - Totals (bytes held, bytes and count pending) are kept by triggers, exact across processes.
 - Files of replaced or removed objects are queued in ``garbage`` by triggers and removed by
   :meth:`LocalTier.collect_garbage`; a reader that finds its file gone reads the row again.
+- A get of a key read lately is answered from memory, but only while nothing has committed
+  to the index since (any thread or process): :mod:`cargohold._hot_rows`.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ._hot_rows import HotRows
 from .errors import (
     CargoholdError,
     ConfigError,
@@ -294,6 +297,8 @@ class LocalTier:
             conn.execute(
                 "INSERT OR IGNORE INTO info VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
+        # Mapped once a connection has put the index in WAL mode; see _hot_rows.
+        self._hot = HotRows(self.root / "index.sqlite3")
 
     # -- connections ------------------------------------------------------------------
 
@@ -346,6 +351,7 @@ class LocalTier:
         with contextlib.suppress(CargoholdError, sqlite3.Error):
             self.flush_access_times()
         self._closed = True
+        self._hot.close()  # before the connections: the map is valid while they are open
         with self._lock:
             connections, self._connections = self._connections, []
         for conn in connections:
@@ -607,8 +613,16 @@ class LocalTier:
     ) -> tuple[bytes | None, str | None, float | None, float | None, float] | None:
         """(inline bytes, blob file, dirty_since, validated, accessed) of an object held
         under exactly ``key``, or None (not here, or a deletion). The get fast path: one
-        narrow query, nothing built."""
-        row = self._conn().execute(_LOOKUP, (key,)).fetchone()
+        narrow query, nothing built, and a key read lately is answered from memory while
+        the index is unchanged (see :mod:`cargohold._hot_rows`)."""
+        generation = self._hot.generation()
+        if generation is None:
+            return self._conn().execute(_LOOKUP, (key,)).fetchone()  # type: ignore[no-any-return]
+        row = self._hot.get(key, generation)
+        if row is None:
+            row = self._conn().execute(_LOOKUP, (key,)).fetchone()
+            if row is not None:
+                self._hot.put(key, generation, row)
         return row  # type: ignore[no-any-return]
 
     def read_blob(self, file: str) -> bytes | None:

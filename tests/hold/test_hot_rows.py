@@ -1,0 +1,180 @@
+"""Rows read lately are answered from memory (cargohold._hot_rows) only while the index is
+unchanged: a write by this thread, another thread or another process is seen by the very
+next get."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import cargohold
+from cargohold._hot_rows import MAX_VALUE, HotRows
+from cargohold.errors import NotFoundError
+from cargohold.hold import Hold
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    import cargohold
+    remote, data_dir, key, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    with cargohold.open(remote, data_dir=data_dir, signal_handlers=False) as hold:
+        print("READY", flush=True)
+        for line in sys.stdin:
+            command = line.split()
+            if command[0] == "put":
+                hold.put(key, command[1].encode())
+            elif command[0] == "count":
+                for i in range(1, count + 1):
+                    hold.put(key, str(i).encode())
+            elif command[0] == "delete":
+                hold.delete(key)
+            print("DONE", flush=True)
+    """
+)
+
+
+@contextlib.contextmanager
+def _writer(
+    remote: str, data_dir: Path, key: str, count: int = 0
+) -> Iterator[subprocess.Popen[str]]:
+    """A process writing ``key`` on the same data directory when told; it exits cleanly
+    at the end (and is killed by its PID if the test failed first)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, remote, str(data_dir), key, str(count)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "READY"
+        yield proc
+        proc.communicate(timeout=60)  # closes its stdin, so it exits
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def _tell(proc: subprocess.Popen[str], command: str) -> None:
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    proc.stdin.write(command + "\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().strip() == "DONE"
+
+
+def _held_in_memory(hold: Hold, key: str) -> bool:
+    hot = hold.local._hot
+    generation = hot.generation()
+    return generation is not None and hot.get(key, generation) is not None
+
+
+@pytest.fixture
+def hold(tmp_path: Path) -> Hold:
+    with cargohold.open(
+        f"file://{tmp_path / 'remote'}", data_dir=tmp_path / "data", signal_handlers=False
+    ) as opened:
+        yield opened
+
+
+def test_a_key_read_again_is_answered_from_memory(hold: Hold) -> None:
+    hold.put("doc", b"one")
+    assert hold.get("doc") == b"one"
+    assert hold.local._hot.enabled
+    assert _held_in_memory(hold, "doc")
+    assert hold.get("doc") == b"one"
+
+
+def test_this_threads_and_other_threads_writes_are_seen_at_once(hold: Hold) -> None:
+    hold.put("doc", b"one")
+    assert hold.get("doc") == b"one"
+    hold.put("doc", b"two")
+    assert not _held_in_memory(hold, "doc")
+    assert hold.get("doc") == b"two"
+
+    writer = threading.Thread(target=hold.put, args=("doc", b"three"))
+    writer.start()
+    writer.join()
+    assert hold.get("doc") == b"three"
+
+    hold.delete("doc")
+    with pytest.raises(NotFoundError):
+        hold.get("doc")
+
+
+def test_another_processes_write_and_delete_are_seen_at_once(tmp_path: Path, hold: Hold) -> None:
+    hold.put("doc", b"mine")
+    assert hold.get("doc") == b"mine"
+    assert _held_in_memory(hold, "doc")
+    with _writer(f"file://{tmp_path / 'remote'}", tmp_path / "data", "doc") as proc:
+        _tell(proc, "put theirs")
+        assert hold.get("doc") == b"theirs"
+        assert hold.get("doc") == b"theirs"
+        _tell(proc, "delete")
+        with pytest.raises(NotFoundError):
+            hold.get("doc")
+
+
+def test_reads_never_go_back_while_another_process_writes(tmp_path: Path, hold: Hold) -> None:
+    """A reader polling a key another process counts up sees the count rise, never fall,
+    and ends on the last value: no row read before a commit is served after it."""
+    hold.put("counter", b"0")
+    seen = [0]
+    with _writer(f"file://{tmp_path / 'remote'}", tmp_path / "data", "counter", 400) as proc:
+        done = threading.Event()
+        threading.Thread(target=lambda: (_tell(proc, "count"), done.set()), daemon=True).start()
+        while not done.is_set():
+            value = int(hold.get("counter"))
+            assert value >= seen[-1], f"read {value} after {seen[-1]}"
+            seen.append(value)
+        assert int(hold.get("counter")) == 400
+    assert len(set(seen)) > 2  # it did read while the count rose
+
+
+def test_the_table_is_bounded_by_rows_and_bytes(tmp_path: Path) -> None:
+    database = tmp_path / "index.sqlite3"
+    conn = sqlite3.connect(database, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (x)")
+    hot = HotRows(database, max_rows=3, max_bytes=1000)
+    generation = hot.generation()
+    assert generation is not None
+    for i in range(5):
+        hot.put(f"k{i}", generation, (b"x" * 10, None))
+    assert [k for k in ("k0", "k1", "k2", "k3", "k4") if hot.get(k, generation)] == [
+        "k2",
+        "k3",
+        "k4",
+    ]
+    hot.put("big", generation, (b"x" * 985, None))  # 985 + 10 + 10 > 1000: two old rows go
+    assert hot.get("big", generation) is not None
+    assert [k for k in ("k2", "k3", "k4") if hot.get(k, generation)] == ["k4"]
+    hot.put("huge", generation, (b"x" * (MAX_VALUE + 1), None))
+    assert hot.get("huge", generation) is None
+
+    conn.execute("INSERT INTO t VALUES (1)")  # any commit starts a new generation
+    newer = hot.generation()
+    assert newer != generation
+    assert hot.get("big", generation) is None
+    assert hot.get("big", newer) is None
+    hot.put("late", generation, (b"x", None))  # read before the commit: not kept
+    assert hot.get("late", newer) is None  # type: ignore[arg-type]
+    hot.close()
+    assert hot.generation() is None
+    conn.close()
+
+
+def test_without_a_shared_memory_file_every_lookup_asks_sqlite(tmp_path: Path) -> None:
+    hot = HotRows(tmp_path / "no-such-index.sqlite3")
+    assert not hot.enabled
+    assert hot.generation() is None
