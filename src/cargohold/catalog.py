@@ -229,14 +229,27 @@ class Catalog:
         ]
 
     def record(
-        self, puts: Iterable[tuple[ObjectInfo, bytes | None]], deletes: Iterable[str]
+        self,
+        puts: Iterable[tuple[ObjectInfo, bytes | None]],
+        deletes: Iterable[str],
+        *,
+        asked_at: datetime | None = None,
     ) -> None:
         """Record what reached the remote (with a memo record's bytes, to index them) and
-        tell the other instances. Raises CatalogUnavailable; the caller carries on."""
+        tell the other instances. Raises CatalogUnavailable; the caller carries on.
+
+        ``asked_at`` (from :meth:`clock`, taken before the remote was asked) makes the
+        record conditional: a row another instance recorded since then is left alone,
+        since what it holds is at least as new as what the remote answered. Without it
+        (the syncer recording its own uploads) every row is written."""
         put_rows = self._rows(puts)
         delete_keys = list(deletes)
+        only_older = "" if asked_at is None else " WHERE cargohold_objects.updated < %s"
+        if asked_at is not None:
+            put_rows = [(*row, asked_at) for row in put_rows]
 
         def work(conn: psycopg.Connection[Any]) -> None:
+            changed: list[tuple[str, str | None]] = []
             with conn.transaction(), conn.cursor() as cur:
                 if put_rows:
                     cur.executemany(
@@ -249,20 +262,37 @@ class Catalog:
                             metadata = excluded.metadata, content_type = excluded.content_type,
                             doc = excluded.doc, version = cargohold_objects.version + 1,
                             updated = now()
-                        """,
+                        """
+                        + only_older
+                        + " RETURNING key, etag",
                         put_rows,
+                        returning=True,
                     )
-                if delete_keys:
+                    for _ in cur.results():
+                        changed += cur.fetchall()
+                if delete_keys and asked_at is None:
                     cur.execute(
                         "DELETE FROM cargohold_objects WHERE remote = %s AND key = ANY(%s)",
                         (self.remote_url, delete_keys),
                     )
-                for row in put_rows:
-                    self._notify(cur, row[1], row[4])
-                for key in delete_keys:
-                    self._notify(cur, key, None)
+                    changed += [(key, None) for key in delete_keys]  # rows or not: drop copies
+                elif delete_keys:
+                    cur.execute(
+                        "DELETE FROM cargohold_objects WHERE remote = %s AND key = ANY(%s) "
+                        "AND updated < %s RETURNING key, NULL",
+                        (self.remote_url, delete_keys, asked_at),
+                    )
+                    changed += cur.fetchall()
+                for key, etag in changed:
+                    self._notify(cur, key, etag)
 
         self._run(work)
+
+    def clock(self) -> datetime:
+        """The catalog server's clock now: the ``asked_at`` of a conditional
+        :meth:`record`. Raises CatalogUnavailable."""
+        row = self._run(lambda conn: conn.execute("SELECT clock_timestamp()").fetchone())
+        return row[0]  # type: ignore[no-any-return]
 
     def _notify(self, cur: psycopg.Cursor[Any], key: str, etag: str | None) -> None:
         payload = json.dumps({"r": self.remote_url, "k": key, "e": etag, "i": self.instance})

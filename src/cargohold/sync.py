@@ -452,6 +452,9 @@ class Syncer:
         if not keys:
             self._catalog_behind = False
             return
+        # Before asking the remote: a row another instance records after this moment is
+        # newer than our answers and is kept (see Catalog.record).
+        asked_at = self.catalog.clock()
         puts: list[tuple[ObjectInfo, bytes | None]] = []
         deletes: list[str] = []
         settled: list[str] = []
@@ -478,7 +481,7 @@ class Syncer:
                 puts.append(answer)
             settled.append(key)
         if puts or deletes:
-            self.catalog.record(puts, deletes)
+            self.catalog.record(puts, deletes, asked_at=asked_at)
         self.local.clear_catalog_backlog(settled)
         if settled:
             log.info("cargohold: the catalog caught up on %d change(s) it missed", len(settled))

@@ -6,6 +6,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -240,6 +241,42 @@ def test_changes_synced_while_the_catalog_was_down_reach_it_when_it_is_back(
         finally:
             admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_a_catch_up_never_overwrites_what_another_instance_recorded_since(
+    catalog_url: str, remote: CountingRemote
+) -> None:
+    """A catch-up records answers the remote gave a moment ago; a row another instance
+    recorded after that moment is newer and is kept, and a key it created then is not
+    deleted. Rows recorded before the moment are updated and deleted as asked."""
+    catalog = Catalog(catalog_url, remote)
+
+    def info(key: str, etag: str) -> cargohold.ObjectInfo:
+        return cargohold.ObjectInfo(key=key, size=1, etag=etag, last_modified=datetime.now(UTC))
+
+    def etags() -> dict[str, str]:
+        with psycopg.connect(catalog_url) as conn:
+            rows = conn.execute(
+                "SELECT key, etag FROM cargohold_objects WHERE remote = %s", (remote.url,)
+            )
+            return dict(rows.fetchall())
+
+    try:
+        catalog.record([(info("old", "e-old"), None), (info("stale", "e-stale"), None)], [])
+        asked_at = catalog.clock()  # the catch-up asks the remote after this
+        # Meanwhile another instance writes two keys and records them.
+        catalog.record([(info("newer", "e-2"), None), (info("created", "e-c"), None)], [])
+        catalog.record(
+            [(info("newer", "e-1"), None), (info("old", "e-old-2"), None)],
+            ["created", "stale"],
+            asked_at=asked_at,
+        )
+        assert etags() == {"newer": "e-2", "created": "e-c", "old": "e-old-2"}
+        # Unconditional, as the syncer records its own uploads: every row is written.
+        catalog.record([(info("newer", "e-3"), None)], ["created"])
+        assert etags() == {"newer": "e-3", "old": "e-old-2"}
+    finally:
+        catalog.close()
 
 
 def test_download_leases_live_in_the_catalog(catalog_url: str, tmp_path: Path) -> None:
