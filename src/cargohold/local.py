@@ -941,8 +941,9 @@ class LocalTier:
         return len(rows)
 
     def remove_orphans(self, older_than: float = 3600.0) -> int:
-        """Remove blob files no row refers to (left by a crash before their row was
-        written), once older than ``older_than`` seconds, and stale temp files."""
+        """Remove blob files and named links no row refers to (left by a crash before
+        their row was written or after it was replaced), once older than ``older_than``
+        seconds, and stale temp files. Safe while other threads and processes write."""
         conn = self._conn()
         referenced = {
             row[0] for row in conn.execute("SELECT file FROM objects WHERE file IS NOT NULL")
@@ -956,10 +957,13 @@ class LocalTier:
                     if relative not in referenced and file.stat().st_mtime < cutoff:
                         self._remove_blob(relative)
                         removed += 1
+        # A named link made after the query above belongs to a blob the query did not see:
+        # only links older than the cutoff can be leftovers.
         ids = {file.rsplit("/", 1)[-1] for file in referenced}
         for named in self.named.iterdir() if self.named.exists() else ():
-            if named.name not in ids:
-                shutil.rmtree(named, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                if named.name not in ids and named.stat().st_mtime < cutoff:
+                    shutil.rmtree(named, ignore_errors=True)
         for leftover in self.tmp.iterdir():
             with contextlib.suppress(FileNotFoundError):
                 if leftover.stat().st_mtime < cutoff:

@@ -13,7 +13,6 @@ import pytest
 import cargohold
 from cargohold.remotes import MemoryRemote
 from examples.sign_videos.app import render
-from testsupport.holds import settled
 from testsupport.origin import Origin
 
 WORDS = {"hello": b"<hello>", "thank": b"<thank>", "you": b"<you>"}
@@ -40,7 +39,7 @@ def test_clips_are_fetched_once_and_joined_in_scratch(dictionary: Origin, tmp_pa
 
 def run_two_instances(dictionary: Origin, base: str, remote: str, tmp_path: Path) -> None:
     settings = {"signal_handlers": False, "temp_dir": tmp_path / "tmp"}
-    with settled(cargohold.open(remote, data_dir=tmp_path / "first", **settings)) as hold:
+    with cargohold.open(remote, data_dir=tmp_path / "first", **settings) as hold:
         video = render(hold, "Hello! Thank you.", base, request_id="r1")
         assert video == WORDS["hello"] * 1000 + WORDS["thank"] * 1000 + WORDS["you"] * 1000
         videos: list[bytes] = []
@@ -63,6 +62,6 @@ def run_two_instances(dictionary: Origin, base: str, remote: str, tmp_path: Path
     assert dictionary.gets("/signs/letters/b.mp4") == 1
     shutil.rmtree(tmp_path / "first")
 
-    with settled(cargohold.open(remote, data_dir=tmp_path / "second", **settings)) as hold:
+    with cargohold.open(remote, data_dir=tmp_path / "second", **settings) as hold:
         assert render(hold, "hello you", base) == WORDS["hello"] * 1000 + WORDS["you"] * 1000
     assert dictionary.gets("/signs/words/hello.mp4") == 1, "the new instance used the remote"

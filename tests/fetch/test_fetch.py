@@ -30,7 +30,6 @@ from cargohold import (
 from cargohold.fetch import FetchProgress, remove_stale_partials
 from cargohold.keys import internal_prefix
 from cargohold.remotes import FileRemote, MemoryRemote
-from testsupport.holds import settled
 from testsupport.origin import Origin
 
 MiB = 1024 * 1024
@@ -60,8 +59,6 @@ def open_hold(tmp_path: Path, remote_name: str) -> Iterator[OpenHold]:
         remote = settings.pop("remote", f"memory://{remote_name}")
         hold = cargohold.open(remote, data_dir=tmp_path / instance, **settings)
         opened.append(hold)
-        if isinstance(remote, str):  # a remote that works: see testsupport.holds
-            settled(hold)
         return hold
 
     yield make
