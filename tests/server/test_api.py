@@ -16,6 +16,8 @@ import cargohold
 from cargohold import Hold
 from cargohold.remotes import MemoryRemote
 from cargohold.server import create_app
+from tests.conftest import s3_url
+from testsupport.servers import SeaweedFS
 
 TOKEN = "s3cret-token"
 
@@ -194,6 +196,43 @@ def test_listing_pages(client: Client, hold: Hold) -> None:
         cursor = page["next_cursor"]
     assert seen == [f"p/{i:02d}" for i in range(25)]
     assert client.get("/api/objects", params={"prefix": "../"}).status_code == 400
+
+
+def test_listing_pages_on_seaweedfs_show_every_key_once(
+    tmp_path: Path, seaweedfs: SeaweedFS, seaweedfs_bucket: str
+) -> None:
+    """SeaweedFS lists a folder's keys before a sibling that sorts first in bytes (``a/b``
+    before ``a-c``): paging by the cursor's place in the listing still shows each key once,
+    and so does a page whose cursor key was deleted meanwhile."""
+    keys = ["a/b", "a/c", "a-c", "a.txt", "ab", "b"]
+    with cargohold.open(
+        s3_url(seaweedfs, seaweedfs_bucket), data_dir=tmp_path, signal_handlers=False
+    ) as hold:
+        for key in keys:
+            hold.put(key, b"x")
+        hold.flush(60)
+        client = Client(create_app(hold))
+
+        def pages(limit: int, *, delete_cursor: bool = False) -> list[str]:
+            seen: list[str] = []
+            cursor = None
+            while True:
+                params = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+                page = client.get("/api/objects", params=params).json()
+                seen += [o["key"] for o in page["objects"]]
+                cursor = page["next_cursor"]
+                if not cursor:
+                    return seen
+                if delete_cursor:
+                    hold.delete(cursor)
+                    hold.flush(60)
+                    delete_cursor = False
+
+        for limit in (1, 2, 4):
+            shown = pages(limit)
+            assert sorted(shown) == sorted(keys), f"limit {limit}: {shown}"
+        shown = pages(2, delete_cursor=True)
+        assert sorted(shown) == sorted(keys), shown
 
 
 def test_memo_routes_link_to_files(client: Client, hold: Hold) -> None:

@@ -8,7 +8,7 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from importlib.resources import files
@@ -236,9 +236,8 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
         """Objects under ``prefix``, in key order, a page at a time."""
         page: list[ObjectOut] = []
         more = False
-        for info in hold.list(normalize_prefix(prefix)):
-            if cursor is not None and info.key.encode() <= cursor.encode():
-                continue
+        prefix = normalize_prefix(prefix)
+        for info in _after(lambda: hold.list(prefix), cursor):
             if len(page) == limit:
                 more = True
                 break
@@ -569,3 +568,42 @@ def _stats(hold: Hold, remote_size: _RemoteSize) -> dict[str, Any]:
         ],
         "bench": bench,
     }
+
+
+def _after(listing: Callable[[], Iterator[ObjectInfo]], cursor: str | None) -> Iterator[ObjectInfo]:
+    """The listing from just after ``cursor`` (the last key of the previous page).
+
+    Listings come in the remote's order, which is not always byte order: SeaweedFS lists
+    folder by folder (``a/b`` before ``a-c``). So a page starts after the cursor's place in
+    the listing, not after the keys that sort before it in bytes, which could come later
+    and would never be shown. If the cursor's key is gone (deleted since), the keys after
+    where it would be are found by the order the listing turned out to have.
+    """
+    if cursor is None:
+        yield from listing()
+        return
+    passed = False
+    in_byte_order = True
+    previous = b""
+    for info in listing():
+        if passed:
+            yield info
+        elif info.key == cursor:
+            passed = True
+        else:
+            encoded = info.key.encode()
+            in_byte_order = in_byte_order and encoded > previous
+            previous = encoded
+    if not passed:
+        order = _byte_order if in_byte_order else _folder_order
+        end = order(cursor)
+        yield from (info for info in listing() if order(info.key) > end)
+
+
+def _byte_order(key: str) -> tuple[bytes, ...]:
+    return (key.encode(),)
+
+
+def _folder_order(key: str) -> tuple[bytes, ...]:
+    """Folder by folder, as a directory walk lists keys (SeaweedFS)."""
+    return tuple(segment.encode() for segment in key.split("/"))
