@@ -78,7 +78,11 @@ def cached_reads(origin: Origin, scratch: Path, repeat: int) -> list[str]:
                     fh.read()
 
             def first(url: str = url) -> None:
-                fetch_module._states.clear()  # forget what this process found: the index answers
+                # Forget what this process found (its open copies and parsed URLs): the
+                # index answers, as for the first fetch of the URL in a process.
+                state = fetch_module._state(hold)
+                state.forget_hot()
+                state.targets.clear()
                 with open(hold.fetch(url), "rb") as fh:
                     fh.read()
 
