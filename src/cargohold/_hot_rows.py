@@ -73,15 +73,22 @@ class HotRows:
         """False when the header could not be mapped (every lookup goes to SQLite)."""
         return self._map is not None
 
-    def generation(self) -> int | None:
-        """The generation rows read now belong to, after emptying the table if anything
-        committed since the last look; None when nothing can be kept."""
+    def header(self) -> bytes | None:
+        """The WAL-index header now: bytes that change with every commit, or None when
+        they cannot be read."""
         mapped = self._map
         if mapped is None:
             return None
         try:
-            header = mapped[:_HEADER]
+            return mapped[:_HEADER]
         except ValueError:  # unmapped by close() in another thread
+            return None
+
+    def generation(self) -> int | None:
+        """The generation rows read now belong to, after emptying the table if anything
+        committed since the last look; None when nothing can be kept."""
+        header = self.header()
+        if header is None:
             return None
         if header != self._header:
             with self._lock:

@@ -90,8 +90,10 @@ log = logging.getLogger("cargohold.fetch")
 PREFIX = "fetch/"
 RECORD_FORMAT = 1
 LEASE_TTL = 60.0
-#: Seconds a fetched copy found once is answered from memory (with an fstat of its file):
-#: at most this long after another process replaced the asset, the old file is served.
+#: Seconds a fetched copy found once is answered from memory (its file checked with an
+#: fstat once the local index has changed, see _Hot): at most this long after another
+#: process replaced the asset, the old file is served; a file removed by hand, behind
+#: cargohold's back, may be named for this long too.
 HOT_SECONDS = 1.0
 #: Most copies answered from memory at once; each keeps its file open (see _Hot).
 HOT_MAX = 128
@@ -160,16 +162,18 @@ class _Downloaded:
     content_type: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Hot:
-    """A copy found recently, with its file held open: ``fstat`` of the descriptor tells
-    whether the file was removed since (eviction, garbage collection and replacement all
-    unlink it, leaving no links) without the path lookup a ``stat`` costs, which is most
-    of a repeated fetch's cost."""
+    """A copy found recently, with its file held open. While nothing has committed to the
+    local index since the copy was last checked (``stamp``, see
+    LocalTier.change_stamp), its file cannot have been removed; once something has,
+    ``fstat`` of the descriptor tells (eviction, garbage collection and replacement all
+    unlink it, leaving no links) without the path lookup a ``stat`` costs."""
 
     copy: _Copy
     until: float  # time.monotonic() after which it is looked up again
     fd: int
+    stamp: bytes | None  # the index's change stamp when the file was last seen linked
 
 
 class _State:
@@ -254,15 +258,15 @@ def fetch(
     request = _request(hold, state, url, sha256, max_age, progress, headers)
     found = _local_copy(hold, request)
     if found is not None and request.usable(found.record):
-        _remember(state, url, found)
+        _remember(hold, state, url, found)
         return found.path
     with _url_lock(state, request), _file_lock(hold, request):
         found = _local_copy(hold, request)  # fetched by another thread or process meanwhile
         if found is not None and request.usable(found.record):
-            _remember(state, url, found)
+            _remember(hold, state, url, found)
             return found.path
         copy = _Fetch(hold, request, found).run()
-    _remember(state, url, copy)
+    _remember(hold, state, url, copy)
     return copy.path
 
 
@@ -353,15 +357,19 @@ def _still_hot(
     """The path of a copy found recently, if it may be served as it is: found less than
     HOT_SECONDS ago, what was asked for, fresh enough, and its file still there. Anything
     odd about the arguments answers None, and the slow path says what is wrong with them."""
+    stamp = hold.local.change_stamp()  # read before the check it stands for
     with state.guard:  # the descriptor cannot be closed (and its number reused) meanwhile
         hot = state.hot.get(url)
         if hot is None:
             return None
-        if time.monotonic() > hot.until or _unlinked(hot.fd):
+        if time.monotonic() > hot.until or (
+            (stamp is None or stamp != hot.stamp) and _unlinked(hot.fd)
+        ):
             # Closed now: an open descriptor would keep a removed file's disk space in use.
             del state.hot[url]
             os.close(hot.fd)
             return None
+        hot.stamp = stamp
         record = hot.copy.record
         if sha256 is not None:
             if not isinstance(sha256, str) or sha256.lower() != record.sha256:
@@ -381,7 +389,8 @@ def _unlinked(fd: int) -> bool:
         return True
 
 
-def _remember(state: _State, url: str, copy: _Copy) -> None:
+def _remember(hold: Hold, state: _State, url: str, copy: _Copy) -> None:
+    stamp = hold.local.change_stamp()  # before the open that shows the file is there
     try:
         fd = os.open(copy.path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -396,7 +405,7 @@ def _remember(state: _State, url: str, copy: _Copy) -> None:
                 os.close(state.hot.pop(key).fd)
             while len(state.hot) >= HOT_MAX:
                 os.close(state.hot.pop(next(iter(state.hot))).fd)
-        state.hot[url] = _Hot(copy, now + HOT_SECONDS, fd)
+        state.hot[url] = _Hot(copy, now + HOT_SECONDS, fd, stamp)
 
 
 def _local_copy(hold: Hold, request: _Request) -> _Copy | None:

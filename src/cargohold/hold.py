@@ -8,6 +8,7 @@ read through from the remote and kept. See :class:`Hold` for what each call prom
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import queue
@@ -699,10 +700,10 @@ class Hold:
         a warning, while the origin is down. ``headers`` go with each request to the
         origin (credentials, say). See :mod:`cargohold.fetch`.
         """
-        from .fetch import fetch
-
         self._check_open()
-        return fetch(self, url, sha256=sha256, max_age=max_age, progress=progress, headers=headers)
+        return _fetch()(
+            self, url, sha256=sha256, max_age=max_age, progress=progress, headers=headers
+        )
 
     def scratch(self, request_id: str | None = None, *, quota: int | str | None = None) -> Scratch:
         """A per-request workspace, ``with hold.scratch(request_id) as work: ...``.
@@ -833,6 +834,15 @@ class Hold:
 
 
 _EMPTY = object()
+
+
+@functools.cache
+def _fetch() -> Callable[..., Path]:
+    """:func:`cargohold.fetch.fetch`, imported once on first use (that module imports
+    this one); an import statement per call costs a repeated fetch a third of its time."""
+    from .fetch import fetch
+
+    return fetch
 
 
 def _next_or_none(q: queue.Queue[Any]) -> Any:

@@ -162,6 +162,7 @@ _LOOKUP = (
 #: Seconds within which a second read of a key is not recorded for LRU eviction: recording
 #: every read would cost a write for each one.
 ACCESS_GRANULARITY = 60.0
+_GARBAGE_CHUNK = 32  # files removed between two commits (see LocalTier.change_stamp)
 
 _COLUMNS = (
     "key, version, size, inline, file, metadata, content_type, etag, "
@@ -625,6 +626,14 @@ class LocalTier:
                 self._hot.put(key, generation, row)
         return row  # type: ignore[no-any-return]
 
+    def change_stamp(self) -> bytes | None:
+        """Bytes that change whenever anything commits to the index (any thread or
+        process), or None when that cannot be known. Files are removed only by
+        :meth:`collect_garbage`, which commits after each small chunk of removals: so a
+        file seen present under one stamp is there while the stamp is unchanged, but for
+        the instant between a removal and its chunk's commit."""
+        return self._hot.header()
+
     def read_blob(self, file: str) -> bytes | None:
         """A blob's bytes, or None if it was replaced meanwhile."""
         try:
@@ -933,11 +942,14 @@ class LocalTier:
         """Remove files of replaced and removed objects. Returns how many were removed."""
         conn = self._conn()
         rows = conn.execute("SELECT rowid, file FROM garbage LIMIT 10000").fetchall()
-        for _, file in rows:
-            self._remove_blob(file)
-        if rows:
+        # A commit after every few removals: readers that trust an unchanged index to
+        # mean "no file went" (see change_stamp) are wrong for one chunk at most.
+        for start in range(0, len(rows), _GARBAGE_CHUNK):
+            chunk = rows[start : start + _GARBAGE_CHUNK]
+            for _, file in chunk:
+                self._remove_blob(file)
             with self._transaction(conn):
-                conn.executemany("DELETE FROM garbage WHERE rowid = ?", [(r[0],) for r in rows])
+                conn.executemany("DELETE FROM garbage WHERE rowid = ?", [(r[0],) for r in chunk])
         return len(rows)
 
     def remove_orphans(self, older_than: float = 3600.0) -> int:
