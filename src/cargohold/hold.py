@@ -160,6 +160,7 @@ class Hold:
         #: Called by close(), after the syncer stops: features release what they hold
         #: (the download cache's open files).
         self._closers: list[Callable[[], None]] = []
+        self._fetch_state: Any = None  # the download cache's per-Hold state (cargohold.fetch)
         self.syncer.start()
         if catalog is not None:
             catalog.listen(self._on_change, on_gap=self._on_notice_gap)
