@@ -17,6 +17,9 @@ would save. A row is stored with the table's generation read *before* its query,
 changed header starts a new generation, so a commit that lands between the check and the
 query can only make a row look older than it is, never newer.
 
+The file is opened once per process and never closed (see ``_header_map``): closing a
+descriptor would drop SQLite's own POSIX locks on it.
+
 If the header cannot be mapped (no ``-shm`` file: another VFS, or a locking mode that keeps
 the index in private memory), nothing is kept and every lookup queries SQLite.
 
@@ -26,7 +29,6 @@ when reads outnumber writes.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import mmap
 import os
@@ -58,15 +60,9 @@ class HotRows:
         self._generations = itertools.count(1)
         self._generation = next(self._generations)
         self._lock = threading.Lock()  # inserts and new generations; hits take no lock
-        self._map: mmap.mmap | None = None
         self._header = b""
-        # Map after a connection has put the database in WAL mode (the file exists then).
-        with contextlib.suppress(OSError, ValueError):
-            fd = os.open(f"{database}-shm", os.O_RDONLY)
-            try:
-                self._map = mmap.mmap(fd, _HEADER, mmap.MAP_SHARED, mmap.PROT_READ)
-            finally:
-                os.close(fd)
+        # Mapped after a connection has put the database in WAL mode (the file exists then).
+        self._map: mmap.mmap | None = _header_map(Path(f"{database}-shm"))
 
     @property
     def enabled(self) -> bool:
@@ -126,16 +122,54 @@ class HotRows:
             self._bytes += size
 
     def close(self) -> None:
-        """Forget every row and unmap the header. Safe to call twice."""
+        """Forget every row and stop reading the header. Safe to call twice."""
         with self._lock:
             self._generation = next(self._generations)
             self._rows = {}
             self._bytes = 0
-            if self._map is not None:
-                self._map.close()
-                self._map = None
+            self._map = None  # the map itself stays open: see _header_map
 
 
 def _value_size(row: Any) -> int:
     value = row[0]
     return len(value) if isinstance(value, bytes) else 0
+
+
+# The maps of every -shm file this process has read, by (device, inode), and the
+# descriptors they were made from. Never closed, on purpose: closing *any* descriptor of a
+# file drops every POSIX lock the process holds on it (fcntl semantics), including the
+# shared lock SQLite keeps on the -shm file to say it is in use. Without that lock another
+# process opening the index would think it is the first, truncate the -shm file and rebuild
+# it under this one's feet. So a file is opened once per process (found again by os.stat,
+# which opens nothing) and kept: two descriptors per data directory, for the process's life.
+_maps: dict[tuple[int, int], mmap.mmap] = {}
+_kept_fds: list[int] = []
+_maps_lock = threading.Lock()
+
+
+def _header_map(shm: Path) -> mmap.mmap | None:
+    """A read-only map of ``shm``'s first bytes, shared by every HotRows of this process
+    on that file; None if it cannot be made (no such file: another VFS, or a locking mode
+    that keeps the WAL-index in private memory)."""
+    try:
+        found = os.stat(shm)
+    except OSError:
+        return None
+    inode = (found.st_dev, found.st_ino)
+    with _maps_lock:
+        mapped = _maps.get(inode)
+        if mapped is not None:
+            return mapped
+        try:
+            fd = os.open(shm, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        _kept_fds.append(fd)  # see above: never closed, even if mapping fails
+        try:
+            if os.fstat(fd).st_size < _HEADER:
+                return None
+            mapped = mmap.mmap(fd, _HEADER, mmap.MAP_SHARED, mmap.PROT_READ)
+        except (OSError, ValueError):
+            return None
+        _maps[inode] = mapped
+        return mapped

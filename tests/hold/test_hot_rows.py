@@ -178,3 +178,42 @@ def test_without_a_shared_memory_file_every_lookup_asks_sqlite(tmp_path: Path) -
     hot = HotRows(tmp_path / "no-such-index.sqlite3")
     assert not hot.enabled
     assert hot.generation() is None
+
+
+LOCK_PROBE = textwrap.dedent(
+    """
+    import fcntl, os, sys
+    fd = os.open(sys.argv[1], os.O_RDWR)
+    try:
+        # SQLite's "in use" lock on a -shm file: byte 128 (UNIX_SHM_DMS), held shared by
+        # every process with the index open. Exclusive is granted only if none holds it.
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 128)
+    except OSError:
+        print("HELD")
+    else:
+        print("FREE")
+    """
+)
+
+
+def test_reading_the_header_keeps_sqlites_locks(tmp_path: Path) -> None:
+    """Closing any descriptor of a file drops the process's POSIX locks on it; the header
+    map must not do that to SQLite's lock on the -shm file, or another process would take
+    the index for unused and rebuild its shared memory under this one."""
+    shm = tmp_path / "data" / "local" / "index.sqlite3-shm"
+    for _ in range(2):  # a second Hold on the same directory, then closing the first
+        with cargohold.open(
+            f"file://{tmp_path / 'remote'}", data_dir=tmp_path / "data", signal_handlers=False
+        ) as hold:
+            hold.put("doc", b"one")
+            assert hold.get("doc") == b"one"
+            assert hold.local._hot.enabled
+            assert shm.exists(), list(shm.parent.iterdir())
+            probe = subprocess.run(
+                [sys.executable, "-c", LOCK_PROBE, str(shm)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
+            assert probe.stdout.strip() == "HELD"
