@@ -268,7 +268,8 @@ class Catalog:
                         put_rows,
                         returning=True,
                     )
-                    for _ in cur.results():
+                    changed += cur.fetchall()  # one result per row (psycopg 3.2 has
+                    while cur.nextset():  # no cur.results() yet)
                         changed += cur.fetchall()
                 if delete_keys and asked_at is None:
                     cur.execute(
@@ -279,10 +280,11 @@ class Catalog:
                 elif delete_keys:
                     cur.execute(
                         "DELETE FROM cargohold_objects WHERE remote = %s AND key = ANY(%s) "
-                        "AND updated < %s RETURNING key, NULL",
+                        "AND updated < %s",
                         (self.remote_url, delete_keys, asked_at),
                     )
-                    changed += cur.fetchall()
+                    # Noticed whether or not a row went: copies elsewhere may predate it.
+                    changed += [(key, None) for key in delete_keys]
                 for key, etag in changed:
                     self._notify(cur, key, etag)
 
