@@ -576,32 +576,23 @@ def _after(listing: Callable[[], Iterator[ObjectInfo]], cursor: str | None) -> I
     Listings come in the remote's order, which is not always byte order: SeaweedFS lists
     folder by folder (``a/b`` before ``a-c``). So a page starts after the cursor's place in
     the listing, not after the keys that sort before it in bytes, which could come later
-    and would never be shown. If the cursor's key is gone (deleted since), the keys after
-    where it would be are found by the order the listing turned out to have.
+    and would never be shown. If the cursor's key is gone (deleted since), the page holds
+    every key after it in either order: a key may then be shown twice, never skipped.
     """
     if cursor is None:
         yield from listing()
         return
     passed = False
-    in_byte_order = True
-    previous = b""
     for info in listing():
         if passed:
             yield info
         elif info.key == cursor:
             passed = True
-        else:
-            encoded = info.key.encode()
-            in_byte_order = in_byte_order and encoded > previous
-            previous = encoded
     if not passed:
-        order = _byte_order if in_byte_order else _folder_order
-        end = order(cursor)
-        yield from (info for info in listing() if order(info.key) > end)
-
-
-def _byte_order(key: str) -> tuple[bytes, ...]:
-    return (key.encode(),)
+        in_bytes, in_folders = cursor.encode(), _folder_order(cursor)
+        for info in listing():
+            if info.key.encode() > in_bytes or _folder_order(info.key) > in_folders:
+                yield info
 
 
 def _folder_order(key: str) -> tuple[bytes, ...]:
