@@ -630,9 +630,10 @@ class LocalTier:
     def change_stamp(self) -> bytes | None:
         """Bytes that change whenever anything commits to the index (any thread or
         process), or None when that cannot be known. Files are removed only by
-        :meth:`collect_garbage`, which commits after each small chunk of removals: so a
-        file seen present under one stamp is there while the stamp is unchanged, but for
-        the instant between a removal and its chunk's commit."""
+        :meth:`collect_garbage`, which commits after each small chunk of removals, and by
+        :meth:`remove_orphans`, which commits after its pass: so a file seen present under
+        one stamp is there while the stamp is unchanged, but for the moment between a
+        removal and the commit after it (or a removal by hand, behind cargohold's back)."""
         return self._hot.header()
 
     def read_blob(self, file: str) -> bytes | None:
@@ -973,14 +974,19 @@ class LocalTier:
         # A named link made after the query above belongs to a blob the query did not see:
         # only links older than the cutoff can be leftovers.
         ids = {file.rsplit("/", 1)[-1] for file in referenced}
+        links_removed = False
         for named in self.named.iterdir() if self.named.exists() else ():
             with contextlib.suppress(FileNotFoundError):
                 if named.name not in ids and named.stat().st_mtime < cutoff:
                     shutil.rmtree(named, ignore_errors=True)
+                    links_removed = True
         for leftover in self.tmp.iterdir():
             with contextlib.suppress(FileNotFoundError):
                 if leftover.stat().st_mtime < cutoff:
                     leftover.unlink()
+        if removed or links_removed:
+            # A commit, so that change_stamp() moves: files went.
+            self.set_info("orphans_removed_at", repr(time.time()))
         return removed
 
 
