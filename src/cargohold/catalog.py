@@ -78,7 +78,21 @@ MIGRATIONS: list[str] = [
     CREATE INDEX IF NOT EXISTS cargohold_objects_doc_created
         ON cargohold_objects (remote, ((doc->>'created')::float8) DESC) WHERE doc IS NOT NULL;
     """,
+    # 3: when keys were last deleted, so a catch-up never brings back a key deleted after
+    # it asked the remote (kept for DELETION_MEMORY, then pruned)
+    """
+    CREATE TABLE IF NOT EXISTS cargohold_deletions (
+        remote text NOT NULL,
+        key text COLLATE "C" NOT NULL,
+        deleted timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (remote, key)
+    );
+    CREATE INDEX IF NOT EXISTS cargohold_deletions_deleted ON cargohold_deletions (deleted);
+    """,
 ]
+#: How long a deletion is remembered: longer than any catch-up takes between asking the
+#: remote and recording its answers (a few seconds).
+DELETION_MEMORY = "1 hour"
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,13 +254,22 @@ class Catalog:
 
         ``asked_at`` (from :meth:`clock`, taken before the remote was asked) makes the
         record conditional: a row another instance recorded since then is left alone,
-        since what it holds is at least as new as what the remote answered. Without it
-        (the syncer recording its own uploads) every row is written."""
+        since what it holds is at least as new as what the remote answered, and a key it
+        deleted since is not brought back (deletions are remembered for DELETION_MEMORY).
+        Without it (the syncer recording its own uploads) every row is written."""
         put_rows = self._rows(puts)
         delete_keys = list(deletes)
-        only_older = "" if asked_at is None else " WHERE cargohold_objects.updated < %s"
-        if asked_at is not None:
-            put_rows = [(*row, asked_at) for row in put_rows]
+        if asked_at is None:
+            values = "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            only_older = ""
+        else:
+            # Nor brought back if another instance deleted it since (no row to compare).
+            values = (
+                "SELECT %s, %s, %s, %s, %s, %s, %s, %s WHERE NOT EXISTS (SELECT 1 FROM "
+                "cargohold_deletions d WHERE d.remote = %s AND d.key = %s AND d.deleted >= %s)"
+            )
+            only_older = " WHERE cargohold_objects.updated < %s"
+            put_rows = [(*row, row[0], row[1], asked_at, asked_at) for row in put_rows]
 
         def work(conn: psycopg.Connection[Any]) -> None:
             changed: list[tuple[str, str | None]] = []
@@ -256,7 +279,9 @@ class Catalog:
                         """
                         INSERT INTO cargohold_objects
                             (remote, key, size, digest, etag, metadata, content_type, doc)
-                        VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+                        """
+                        + values
+                        + """
                         ON CONFLICT (remote, key) DO UPDATE SET
                             size = excluded.size, digest = excluded.digest, etag = excluded.etag,
                             metadata = excluded.metadata, content_type = excluded.content_type,
@@ -285,6 +310,17 @@ class Catalog:
                     )
                     # Noticed whether or not a row went: copies elsewhere may predate it.
                     changed += [(key, None) for key in delete_keys]
+                if delete_keys:
+                    cur.execute(
+                        "INSERT INTO cargohold_deletions (remote, key) "
+                        "SELECT %s, unnest(%s::text[]) "
+                        "ON CONFLICT (remote, key) DO UPDATE SET deleted = now()",
+                        (self.remote_url, delete_keys),
+                    )
+                    cur.execute(
+                        "DELETE FROM cargohold_deletions WHERE deleted < now() - %s::interval",
+                        (DELETION_MEMORY,),
+                    )
                 for key, etag in changed:
                     self._notify(cur, key, etag)
 

@@ -247,8 +247,9 @@ def test_a_catch_up_never_overwrites_what_another_instance_recorded_since(
     catalog_url: str, remote: CountingRemote
 ) -> None:
     """A catch-up records answers the remote gave a moment ago; a row another instance
-    recorded after that moment is newer and is kept, and a key it created then is not
-    deleted. Rows recorded before the moment are updated and deleted as asked."""
+    recorded after that moment is newer and is kept, a key it created then is not
+    deleted, and a key it deleted then is not brought back. Rows recorded (or deleted)
+    before the moment are updated, deleted and created as asked."""
     catalog = Catalog(catalog_url, remote)
 
     def info(key: str, etag: str) -> cargohold.ObjectInfo:
@@ -263,18 +264,30 @@ def test_a_catch_up_never_overwrites_what_another_instance_recorded_since(
 
     try:
         catalog.record([(info("old", "e-old"), None), (info("stale", "e-stale"), None)], [])
+        catalog.record([(info("removed", "e-r"), None)], ["recreated"])  # deleted before
         asked_at = catalog.clock()  # the catch-up asks the remote after this
-        # Meanwhile another instance writes two keys and records them.
+        # Meanwhile another instance writes two keys and deletes one, and records that.
         catalog.record([(info("newer", "e-2"), None), (info("created", "e-c"), None)], [])
+        catalog.record([], ["removed"])
         catalog.record(
-            [(info("newer", "e-1"), None), (info("old", "e-old-2"), None)],
+            [
+                (info("newer", "e-1"), None),
+                (info("old", "e-old-2"), None),
+                (info("removed", "e-r"), None),  # the remote had it when asked
+                (info("recreated", "e-n"), None),  # written again before it was asked
+            ],
             ["created", "stale"],
             asked_at=asked_at,
         )
-        assert etags() == {"newer": "e-2", "created": "e-c", "old": "e-old-2"}
+        assert etags() == {
+            "newer": "e-2",
+            "created": "e-c",
+            "old": "e-old-2",
+            "recreated": "e-n",
+        }
         # Unconditional, as the syncer records its own uploads: every row is written.
-        catalog.record([(info("newer", "e-3"), None)], ["created"])
-        assert etags() == {"newer": "e-3", "old": "e-old-2"}
+        catalog.record([(info("newer", "e-3"), None), (info("removed", "e-r2"), None)], ["created"])
+        assert etags() == {"newer": "e-3", "old": "e-old-2", "recreated": "e-n", "removed": "e-r2"}
     finally:
         catalog.close()
 
