@@ -29,6 +29,7 @@ when reads outnumber writes.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import mmap
 import os
@@ -135,15 +136,17 @@ def _value_size(row: Any) -> int:
     return len(value) if isinstance(value, bytes) else 0
 
 
-# The maps of every -shm file this process has read, by (device, inode), and the
-# descriptors they were made from. Never closed, on purpose: closing *any* descriptor of a
-# file drops every POSIX lock the process holds on it (fcntl semantics), including the
-# shared lock SQLite keeps on the -shm file to say it is in use. Without that lock another
-# process opening the index would think it is the first, truncate the -shm file and rebuild
+# The maps of the -shm files this process reads, by (device, inode), with the descriptor
+# each was made from. Not closed while SQLite may use the file: closing *any* descriptor of
+# a file drops every POSIX lock the process holds on it (fcntl semantics), including the
+# shared lock SQLite keeps on the -shm file to say it is in use, and another process
+# opening the index would then think it is the first, truncate the -shm file and rebuild
 # it under this one's feet. So a file is opened once per process (found again by os.stat,
-# which opens nothing) and kept: two descriptors per data directory, for the process's life.
-_maps: dict[tuple[int, int], mmap.mmap] = {}
-_kept_fds: list[int] = []
+# which opens nothing) and kept: two descriptors per data directory. When SQLite has
+# removed a -shm file (the last connection to the index closed, anywhere) no connection
+# uses it any more, and its map is closed the next time that path is mapped.
+_maps: dict[tuple[int, int], tuple[int, mmap.mmap | None]] = {}
+_inode_of: dict[str, tuple[int, int]] = {}
 _maps_lock = threading.Lock()
 
 
@@ -157,19 +160,36 @@ def _header_map(shm: Path) -> mmap.mmap | None:
         return None
     inode = (found.st_dev, found.st_ino)
     with _maps_lock:
-        mapped = _maps.get(inode)
-        if mapped is not None:
-            return mapped
+        known = _maps.get(inode)
+        if known is not None:
+            return known[1]
+        _forget_removed(str(shm))
         try:
             fd = os.open(shm, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return None
-        _kept_fds.append(fd)  # see above: never closed, even if mapping fails
-        try:
-            if os.fstat(fd).st_size < _HEADER:
-                return None
-            mapped = mmap.mmap(fd, _HEADER, mmap.MAP_SHARED, mmap.PROT_READ)
-        except (OSError, ValueError):
-            return None
-        _maps[inode] = mapped
+        mapped = None
+        with contextlib.suppress(OSError, ValueError):
+            if os.fstat(fd).st_size >= _HEADER:
+                mapped = mmap.mmap(fd, _HEADER, mmap.MAP_SHARED, mmap.PROT_READ)
+        _maps[inode] = (fd, mapped)  # kept even without a map: see above
+        _inode_of[str(shm)] = inode
         return mapped
+
+
+def _forget_removed(path: str) -> None:
+    """Close the map of the file that was at ``path`` before, if SQLite removed it."""
+    inode = _inode_of.pop(path, None)
+    if inode is None or inode not in _maps:
+        return
+    fd, mapped = _maps[inode]
+    try:
+        removed = os.fstat(fd).st_nlink == 0
+    except OSError:
+        removed = True
+    if not removed:
+        return  # a file still in use elsewhere under another name: keep it
+    del _maps[inode]
+    if mapped is not None:
+        mapped.close()
+    os.close(fd)

@@ -217,3 +217,26 @@ def test_reading_the_header_keeps_sqlites_locks(tmp_path: Path) -> None:
                 check=True,
             )
             assert probe.stdout.strip() == "HELD"
+
+
+def test_opening_and_closing_holds_does_not_pile_up_descriptors(tmp_path: Path) -> None:
+    """A process that opens and closes Holds on one data directory again and again keeps
+    at most the current -shm file open: SQLite removes the file when the last connection
+    closes, and its map goes the next time the directory is opened."""
+
+    def open_files() -> int:
+        return sum(1 for _ in Path("/proc/self/fd").iterdir())
+
+    def cycle() -> None:
+        with cargohold.open(
+            f"file://{tmp_path / 'remote'}", data_dir=tmp_path / "data", signal_handlers=False
+        ) as hold:
+            hold.put("doc", b"x")
+            assert hold.get("doc") == b"x"
+            assert hold.local._hot.enabled
+
+    cycle()
+    before = open_files()
+    for _ in range(20):
+        cycle()
+    assert open_files() <= before + 2
