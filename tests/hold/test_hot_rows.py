@@ -79,11 +79,16 @@ def _held_in_memory(hold: Hold, key: str) -> bool:
     return generation is not None and hot.get(key, generation) is not None
 
 
+def _open(tmp_path: Path) -> Hold:
+    """A Hold on ``tmp_path/data`` with a file remote beside it (the same for every call)."""
+    return cargohold.open(
+        f"file://{tmp_path / 'remote'}", data_dir=tmp_path / "data", signal_handlers=False
+    )
+
+
 @pytest.fixture
 def hold(tmp_path: Path) -> Hold:
-    with cargohold.open(
-        f"file://{tmp_path / 'remote'}", data_dir=tmp_path / "data", signal_handlers=False
-    ) as opened:
+    with _open(tmp_path) as opened:
         yield opened
 
 
@@ -202,9 +207,7 @@ def test_reading_the_header_keeps_sqlites_locks(tmp_path: Path) -> None:
     the index for unused and rebuild its shared memory under this one."""
     shm = tmp_path / "data" / "local" / "index.sqlite3-shm"
     for _ in range(2):  # a second Hold on the same directory, then closing the first
-        with cargohold.open(
-            f"file://{tmp_path / 'remote'}", data_dir=tmp_path / "data", signal_handlers=False
-        ) as hold:
+        with _open(tmp_path) as hold:
             hold.put("doc", b"one")
             assert hold.get("doc") == b"one"
             assert hold.local._hot.enabled
@@ -228,9 +231,7 @@ def test_opening_and_closing_holds_does_not_pile_up_descriptors(tmp_path: Path) 
         return sum(1 for _ in Path("/proc/self/fd").iterdir())
 
     def cycle() -> None:
-        with cargohold.open(
-            f"file://{tmp_path / 'remote'}", data_dir=tmp_path / "data", signal_handlers=False
-        ) as hold:
+        with _open(tmp_path) as hold:
             hold.put("doc", b"x")
             assert hold.get("doc") == b"x"
             assert hold.local._hot.enabled
