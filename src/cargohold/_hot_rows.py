@@ -20,11 +20,16 @@ query can only make a row look older than it is, never newer.
 The file is opened once per process and never closed (see ``_header_map``): closing a
 descriptor would drop SQLite's own POSIX locks on it.
 
+This process's own writes do not empty the table: the writer reads the header before and
+after its commit and, when the header's commit counter (``iChange``, incremented by every
+commit) moved by exactly one, that one commit was its own, so it tells the table which
+rows it changed (``carry``) and the table keeps the rest under the new header. A write by
+another process in between moves the counter by two or more and the table is emptied as
+before. So a put followed by gets of what was put (the write-back pattern) is answered
+from memory too, while any other process's write is still seen by the very next get.
+
 If the header cannot be mapped (no ``-shm`` file: another VFS, or a locking mode that keeps
 the index in private memory), nothing is kept and every lookup queries SQLite.
-
-Every write empties the table, so under a steady stream of writes it is a no-op; it pays
-when reads outnumber writes.
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ import contextlib
 import itertools
 import mmap
 import os
+import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +50,8 @@ __all__ = ["HotRows"]
 MAX_ROWS = 4096
 MAX_BYTES = 16 * 1024 * 1024
 MAX_VALUE = 64 * 1024
-_HEADER = 48  # bytes of the WAL-index header's first copy
+_HEADER = 48  # bytes of one copy of the WAL-index header; a second copy follows it
+_CHANGE = slice(8, 12)  # iChange, the header's commit counter (native byte order)
 
 
 class HotRows:
@@ -60,6 +68,9 @@ class HotRows:
         self._bytes = 0
         self._generations = itertools.count(1)
         self._generation = next(self._generations)
+        # Rows tagged with a generation from _base on are valid: a new header from another
+        # process starts a new base (and an empty table), a carried own commit does not.
+        self._base = self._generation
         self._lock = threading.Lock()  # inserts and new generations; hits take no lock
         self._header = b""
         # Mapped after a connection has put the database in WAL mode (the file exists then).
@@ -89,46 +100,92 @@ class HotRows:
             return None
         if header != self._header:
             with self._lock:
-                self._generation = next(self._generations)
-                self._rows = {}
-                self._bytes = 0
+                self._empty()
                 self._header = header
         return self._generation
 
-    def get(self, key: str, generation: int) -> Any:
-        """The row kept for ``key`` in ``generation``, or None."""
+    def get(self, key: str) -> Any:
+        """The row kept for ``key``, or None."""
         found = self._rows.get(key)
-        if found is not None and found[0] == generation:
+        if found is not None and found[0] >= self._base:
             return found[1]
         return None
 
     def put(self, key: str, generation: int, row: Any) -> None:
         """Keep ``row``, read in ``generation`` (dropped if a newer one began meanwhile,
         or if its value is over MAX_VALUE)."""
-        size = _value_size(row)
-        if size > MAX_VALUE:
-            return
         with self._lock:
-            if generation != self._generation:
+            if generation == self._generation:
+                self._keep(key, row)
+
+    def snapshot(self) -> bytes | None:
+        """The WAL-index header, or None when it cannot be read whole: SQLite writes the
+        second copy, then the first, so a read of the first and then the second that
+        finds them equal did not catch a commit half-way (SQLite's own readers check
+        the same way)."""
+        mapped = self._map
+        if mapped is None:
+            return None
+        try:
+            first = mapped[:_HEADER]
+            second = mapped[_HEADER : 2 * _HEADER]
+        except ValueError:  # unmapped by close() in another thread
+            return None
+        return first if first == second else None
+
+    def carry(self, before: bytes | None, after: bytes | None, changed: Mapping[str, Any]) -> None:
+        """After a commit of this process: ``before`` and ``after`` are ``snapshot()``s
+        taken around it, ``changed`` maps every key whose row it changed to the row now
+        (None: not known, or gone). If that commit is the only one between the two
+        snapshots, the table is valid at ``after`` with those rows replaced (if it was
+        valid at ``before``; else it holds just those rows). Otherwise nothing happens,
+        and the next ``generation()`` finds the new header and empties the table."""
+        if before is None or after is None:
+            return
+        counted = int.from_bytes(before[_CHANGE], sys.byteorder) + 1
+        if int.from_bytes(after[_CHANGE], sys.byteorder) != counted & 0xFFFFFFFF:
+            return  # another process committed too
+        with self._lock:
+            if self._map is None:
                 return
-            previous = self._rows.pop(key, None)
-            if previous is not None:
-                self._bytes -= _value_size(previous[1])
-            while self._rows and (
-                len(self._rows) >= self.max_rows or self._bytes + size > self.max_bytes
-            ):
-                oldest = next(iter(self._rows))  # dicts keep insertion order
-                self._bytes -= _value_size(self._rows.pop(oldest)[1])
-            self._rows[key] = (generation, row)
-            self._bytes += size
+            if self._header != before:
+                self._empty()  # rows of an older state: only this commit's rows are known
+            # A new generation: a lookup that read a row before this commit must not
+            # keep it (put() drops rows of an older generation).
+            self._generation = next(self._generations)
+            self._header = after
+            for key, row in changed.items():
+                if row is not None:
+                    self._keep(key, row)
+                elif (previous := self._rows.pop(key, None)) is not None:
+                    self._bytes -= _value_size(previous[1])
 
     def close(self) -> None:
         """Forget every row and stop reading the header. Safe to call twice."""
         with self._lock:
-            self._generation = next(self._generations)
-            self._rows = {}
-            self._bytes = 0
+            self._empty()
             self._map = None  # the map itself stays open: see _header_map
+
+    def _empty(self) -> None:
+        self._generation = self._base = next(self._generations)
+        self._rows = {}
+        self._bytes = 0
+
+    def _keep(self, key: str, row: Any) -> None:
+        """Store ``row`` under the current generation (the lock is held)."""
+        size = _value_size(row)
+        previous = self._rows.pop(key, None)
+        if previous is not None:
+            self._bytes -= _value_size(previous[1])
+        if size > MAX_VALUE:
+            return
+        while self._rows and (
+            len(self._rows) >= self.max_rows or self._bytes + size > self.max_bytes
+        ):
+            oldest = next(iter(self._rows))  # dicts keep insertion order
+            self._bytes -= _value_size(self._rows.pop(oldest)[1])
+        self._rows[key] = (self._generation, row)
+        self._bytes += size
 
 
 def _value_size(row: Any) -> int:
@@ -170,8 +227,8 @@ def _header_map(shm: Path) -> mmap.mmap | None:
             return None
         mapped = None
         with contextlib.suppress(OSError, ValueError):
-            if os.fstat(fd).st_size >= _HEADER:
-                mapped = mmap.mmap(fd, _HEADER, mmap.MAP_SHARED, mmap.PROT_READ)
+            if os.fstat(fd).st_size >= 2 * _HEADER:
+                mapped = mmap.mmap(fd, 2 * _HEADER, mmap.MAP_SHARED, mmap.PROT_READ)
         _maps[inode] = (fd, mapped)  # kept even without a map: see above
         _inode_of[str(shm)] = inode
         return mapped

@@ -135,7 +135,7 @@ ON CONFLICT (key) DO UPDATE SET
     content_type = excluded.content_type, etag = NULL, modified = excluded.modified,
     validated = NULL, accessed = excluded.accessed,
     dirty_since = coalesce(dirty_since, excluded.dirty_since), deleted = excluded.deleted
-RETURNING version
+RETURNING version, dirty_since
 """
 
 # A copy of what the remote holds (read-through, hydrate, write-through). It never
@@ -151,8 +151,15 @@ ON CONFLICT (key) DO UPDATE SET
     content_type = excluded.content_type, etag = excluded.etag, modified = excluded.modified,
     validated = excluded.validated, accessed = excluded.accessed
 WHERE objects.dirty_since IS NULL {extra}
-RETURNING version
+RETURNING version, dirty_since
 """
+
+# A change every carried transaction makes (see LocalTier._writing): an UPDATE that writes
+# the values a row already has counts as a change but commits nothing.
+_BUMP = (
+    "INSERT INTO info VALUES ('commits', '1') "
+    "ON CONFLICT (name) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+)
 
 _LOOKUP = (
     "SELECT inline, file, dirty_since, validated, accessed FROM objects "
@@ -334,15 +341,43 @@ class LocalTier:
         return conn
 
     @contextlib.contextmanager
-    def _transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
-        with self._write_lock:
+    def _transaction(
+        self, conn: sqlite3.Connection, changed: dict[str, Any] | None = None
+    ) -> Iterator[None]:
+        """One write transaction; ``changed`` as for ``_writing``."""
+        with self._writing(conn, changed):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield
+                if changed is not None:
+                    conn.execute(_BUMP)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _writing(
+        self, conn: sqlite3.Connection, changed: dict[str, Any] | None = None
+    ) -> Iterator[None]:
+        """Hold this process's write lock around statements that commit. ``changed``
+        names every key whose lookup row they change, with the row now (None: dropped
+        or not known), filled in before the block ends: then the table of rows read
+        lately keeps its other rows across this commit (see ``_hot_rows``); without it,
+        the table is emptied at the next lookup.
+
+        With ``changed``, the block must commit exactly once if it changes any row, and
+        that change must be real: SQLite counts an UPDATE that writes the values a row
+        already holds as a change but commits nothing, and then a commit by another
+        process in the same moment would pass for this one. A single statement that
+        always changes a value (a version bumped, a row deleted) qualifies; transactions
+        make sure of it with ``_BUMP``."""
+        with self._write_lock:
+            before = self._hot.snapshot() if changed is not None else None
+            writes = conn.total_changes
+            yield
+            if changed is not None and conn.total_changes != writes:
+                self._hot.carry(before, self._hot.snapshot(), changed)
 
     def close(self) -> None:
         """Write pending access times and close every connection. Safe to call twice."""
@@ -457,10 +492,10 @@ class LocalTier:
         if not pairs:
             return []
         now = time.time()
-        sql = _UPSERT_CLEAN.format(extra="").replace("RETURNING version", "")
+        sql = _UPSERT_CLEAN.format(extra="").replace("RETURNING version, dirty_since", "")
         stored: list[Staged] = []
         conn = self._conn()
-        with self._transaction(conn):
+        with self._transaction(conn, {staged.key: None for staged, _ in pairs}):
             for staged, info in pairs:
                 cursor = conn.execute(
                     sql,
@@ -523,20 +558,29 @@ class LocalTier:
             "deleted": extra.pop("deleted", 0),
             **extra,
         }
+        clean = "etag" in params
+        inline = bytes(staged.inline) if staged.inline is not None else None
+        changed: dict[str, Any] = {}
         try:
-            with self._write_lock:
-                row = self._conn().execute(sql, params).fetchone()
+            conn = self._conn()
+            with self._writing(conn, changed):
+                # fetchall: the statement runs to its end, and so commits, in the block.
+                rows = conn.execute(sql, params).fetchall()
+                if rows and not params["deleted"]:  # the row as _LOOKUP reads it
+                    validated = now if clean else None
+                    changed[staged.key] = (inline, staged.file, rows[0][1], validated, now)
+                else:
+                    changed[staged.key] = None
         except sqlite3.Error as exc:
             self.discard(staged)
             raise _sqlite_error(exc, f"write {staged.key!r} to the local tier") from exc
-        if row is None:
+        if not rows:
             return None
-        clean = "etag" in params
         return Entry(
             key=staged.key,
-            version=row[0],
+            version=rows[0][0],
             size=staged.size,
-            inline=bytes(staged.inline) if staged.inline is not None else None,
+            inline=inline,
             file=staged.file,
             metadata=dict(metadata),
             content_type=content_type,
@@ -544,7 +588,7 @@ class LocalTier:
             modified=now,
             validated=now if clean else None,
             accessed=now,
-            dirty_since=None if clean else now,
+            dirty_since=rows[0][1],
             deleted=bool(params["deleted"]),
         )
 
@@ -620,7 +664,7 @@ class LocalTier:
         generation = self._hot.generation()
         if generation is None:
             return self._conn().execute(_LOOKUP, (key,)).fetchone()  # type: ignore[no-any-return]
-        row = self._hot.get(key, generation)
+        row = self._hot.get(key)
         if row is None:
             row = self._conn().execute(_LOOKUP, (key,)).fetchone()
             if row is not None:
@@ -696,8 +740,9 @@ class LocalTier:
                 continue
             _, file, _ = self._store_bytes(key, entry.inline or b"", as_file=True)
             assert file is not None
-            with self._write_lock:
-                cursor = self._conn().execute(
+            conn = self._conn()
+            with self._writing(conn, {key: None}):
+                cursor = conn.execute(
                     "UPDATE objects SET inline = NULL, file = ? WHERE key = ? AND version = ?",
                     (file, key, entry.version),
                 )
@@ -742,7 +787,7 @@ class LocalTier:
         touched, self._touched = self._touched, {}
         if touched:
             conn = self._conn()
-            with self._transaction(conn):
+            with self._transaction(conn, dict.fromkeys(touched)):
                 conn.executemany(
                     "UPDATE objects SET accessed = max(accessed, ?) WHERE key = ?",
                     [(when, key) for key, when in touched.items()],
@@ -806,13 +851,13 @@ class LocalTier:
 
     def set_info(self, name: str, value: str) -> None:
         conn = self._conn()
-        with self._transaction(conn):
+        with self._transaction(conn, {}):
             conn.execute("INSERT OR REPLACE INTO info VALUES (?, ?)", (name, value))
 
     def note_catalog_backlog(self, keys: Iterable[str]) -> None:
         """Remember keys whose sync the shared catalog did not hear of (it was down)."""
         conn = self._conn()
-        with self._transaction(conn):
+        with self._transaction(conn, {}):
             conn.executemany(
                 "INSERT OR IGNORE INTO catalog_backlog VALUES (?)", [(k,) for k in keys]
             )
@@ -823,7 +868,7 @@ class LocalTier:
 
     def clear_catalog_backlog(self, keys: Iterable[str]) -> None:
         conn = self._conn()
-        with self._transaction(conn):
+        with self._transaction(conn, {}):
             conn.executemany("DELETE FROM catalog_backlog WHERE key = ?", [(k,) for k in keys])
 
     def pending_keys(
@@ -853,7 +898,8 @@ class LocalTier:
         now = time.time()
         conn = self._conn()
         for start in range(0, len(done), 32):
-            with self._transaction(conn):
+            chunk = {entry.key: None for entry, _ in done[start : start + 32]}
+            with self._transaction(conn, chunk):
                 for entry, info in done[start : start + 32]:
                     if info is None:
                         cursor = conn.execute(
@@ -877,7 +923,7 @@ class LocalTier:
             time.sleep(0)  # let a waiting writer have the lock
 
     def set_validated(self, key: str, version: int, etag: str) -> None:
-        with self._write_lock:
+        with self._write_lock:  # may write the values the row holds: no carry (see _writing)
             self._conn().execute(
                 "UPDATE objects SET validated = ?, etag = ? WHERE key = ? AND version = ? "
                 "AND dirty_since IS NULL",
@@ -896,8 +942,9 @@ class LocalTier:
 
     def forget(self, key: str, version: int) -> bool:
         """Drop a clean copy (the remote no longer has it). False if the row changed."""
-        with self._write_lock:
-            cursor = self._conn().execute(
+        conn = self._conn()
+        with self._writing(conn, {key: None}):
+            cursor = conn.execute(
                 "DELETE FROM objects WHERE key = ? AND version = ? AND dirty_since IS NULL",
                 (key, version),
             )
@@ -923,7 +970,7 @@ class LocalTier:
             ).fetchall()
             if not victims:
                 break  # everything left is pending: back-pressure holds the rest
-            with self._transaction(conn):
+            with self._transaction(conn, {key: None for key, _, _ in victims}):
                 for key, version, size in victims:
                     cursor = conn.execute(
                         "DELETE FROM objects WHERE key = ? AND version = ? AND dirty_since IS NULL",
@@ -950,7 +997,7 @@ class LocalTier:
             chunk = rows[start : start + _GARBAGE_CHUNK]
             for _, file in chunk:
                 self._remove_blob(file)
-            with self._transaction(conn):
+            with self._transaction(conn, {}):  # no object's row changes
                 conn.executemany("DELETE FROM garbage WHERE rowid = ?", [(r[0],) for r in chunk])
         return len(rows)
 

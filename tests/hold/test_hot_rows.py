@@ -1,6 +1,6 @@
-"""Rows read lately are answered from memory (cargohold._hot_rows) only while the index is
-unchanged: a write by this thread, another thread or another process is seen by the very
-next get."""
+"""Rows read or written lately are answered from memory (cargohold._hot_rows) only while
+nothing else changed the index: a write by this thread, another thread or another process
+is seen by the very next get."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,10 +74,22 @@ def _tell(proc: subprocess.Popen[str], command: str) -> None:
     assert proc.stdout.readline().strip() == "DONE"
 
 
-def _held_in_memory(hold: Hold, key: str) -> bool:
+def _held_in_memory(hold: Hold, key: str) -> Any:
+    """The row the table holds for ``key`` now (after noticing any new commit), or None."""
     hot = hold.local._hot
-    generation = hot.generation()
-    return generation is not None and hot.get(key, generation) is not None
+    return None if hot.generation() is None else hot.get(key)
+
+
+@contextlib.contextmanager
+def _queries(hold: Hold) -> Iterator[list[str]]:
+    """The SQL statements this thread's connection to the index runs in the block."""
+    seen: list[str] = []
+    conn = hold.local._conn()
+    conn.set_trace_callback(seen.append)
+    try:
+        yield seen
+    finally:
+        conn.set_trace_callback(None)
 
 
 def _open(tmp_path: Path) -> Hold:
@@ -100,11 +113,36 @@ def test_a_key_read_again_is_answered_from_memory(hold: Hold) -> None:
     assert hold.get("doc") == b"one"
 
 
+def test_what_this_process_writes_is_read_back_from_memory(hold: Hold) -> None:
+    """A put tells the table the row it committed, so reading back what was just written
+    (the write-back pattern) asks SQLite nothing, and keeps the rows read before."""
+    hold.put("read", b"earlier")
+    assert hold.get("read") == b"earlier"
+    for i in range(50):
+        hold.put(f"doc{i}", f"value {i}".encode())
+    hold.delete("doc7")
+    with _queries(hold) as queries:
+        assert [hold.get(f"doc{i}") for i in range(50) if i != 7] == [
+            f"value {i}".encode() for i in range(50) if i != 7
+        ]
+        assert hold.get("read") == b"earlier"
+    assert queries == []
+    with pytest.raises(NotFoundError):
+        hold.get("doc7")
+    big = b"b" * (MAX_VALUE + 1)  # a blob file: its row is held, its bytes are not
+    hold.put("big", big)
+    row = _held_in_memory(hold, "big")
+    assert row is not None and row[0] is None and row[1] is not None
+    with _queries(hold) as queries:
+        assert hold.get("big") == big
+    assert queries == []
+
+
 def test_this_threads_and_other_threads_writes_are_seen_at_once(hold: Hold) -> None:
     hold.put("doc", b"one")
     assert hold.get("doc") == b"one"
     hold.put("doc", b"two")
-    assert not _held_in_memory(hold, "doc")
+    assert _held_in_memory(hold, "doc")[0] == b"two"
     assert hold.get("doc") == b"two"
 
     writer = threading.Thread(target=hold.put, args=("doc", b"three"))
@@ -146,6 +184,121 @@ def test_reads_never_go_back_while_another_process_writes(tmp_path: Path, hold: 
     assert len(set(seen)) > 2  # it did read while the count rose
 
 
+def test_own_writes_racing_another_processes_writes_never_hide_them(
+    tmp_path: Path, hold: Hold
+) -> None:
+    """While this process writes other keys (each write telling the table its row) and
+    another process counts a key up, reads of that key still never go back."""
+    hold.put("counter", b"0")
+    seen = [0]
+    stop = threading.Event()
+
+    def write_mine() -> None:
+        i = 0
+        while not stop.is_set():
+            hold.put(f"mine/{i % 64}", str(i).encode())
+            i += 1
+
+    mine = threading.Thread(target=write_mine)
+    mine.start()
+    try:
+        with _writer(f"file://{tmp_path / 'remote'}", tmp_path / "data", "counter", 400) as proc:
+            done = threading.Event()
+            threading.Thread(target=lambda: (_tell(proc, "count"), done.set()), daemon=True).start()
+            while not done.is_set():
+                value = int(hold.get("counter"))
+                assert value >= seen[-1], f"read {value} after {seen[-1]}"
+                seen.append(value)
+                hold.get(f"mine/{len(seen) % 64}")
+            assert int(hold.get("counter")) == 400
+    finally:
+        stop.set()
+        mine.join()
+    assert len(set(seen)) > 2
+
+
+def _index(database: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(database, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE IF NOT EXISTS t (k PRIMARY KEY, v)")
+    return conn
+
+
+def test_a_carried_commit_keeps_the_table_and_anothers_commit_empties_it(tmp_path: Path) -> None:
+    """carry() keeps rows across a commit only when the header's commit counter moved by
+    exactly one (that commit); a commit by another connection in between, or before,
+    means the rows may be stale, and none of them is served."""
+    database = tmp_path / "index.sqlite3"
+    mine, theirs = _index(database), _index(database)
+    hot = HotRows(database)
+    generation = hot.generation()
+    assert generation is not None
+    hot.put("old", generation, (b"kept", None))
+
+    before = hot.snapshot()
+    mine.execute("INSERT INTO t VALUES ('new', 1)")
+    hot.carry(before, hot.snapshot(), {"new": (b"1", None)})
+    assert hot.generation() is not None
+    assert hot.get("old") == (b"kept", None)
+    assert hot.get("new") == (b"1", None)
+
+    before = hot.snapshot()
+    theirs.execute("INSERT INTO t VALUES ('other', 2)")  # lands between the snapshots
+    mine.execute("INSERT OR REPLACE INTO t VALUES ('new', 3)")
+    hot.carry(before, hot.snapshot(), {"new": (b"3", None)})
+    assert hot.generation() is not None
+    assert hot.get("old") is None
+    assert hot.get("new") is None
+
+    theirs.execute("INSERT INTO t VALUES ('before', 4)")  # lands before this commit
+    hot.put("old", hot.generation(), (b"kept", None))  # type: ignore[arg-type]
+    theirs.execute("INSERT INTO t VALUES ('unseen', 5)")
+    before = hot.snapshot()
+    mine.execute("INSERT OR REPLACE INTO t VALUES ('new', 6)")
+    hot.carry(before, hot.snapshot(), {"new": (b"6", None)})
+    assert hot.generation() is not None
+    assert hot.get("old") is None  # read before 'unseen': dropped
+    assert hot.get("new") == (b"6", None)  # the one row known at the new header
+    hot.close()
+    mine.close()
+    theirs.close()
+
+
+def test_a_carried_transaction_commits_even_when_it_rewrites_the_same_values(hold: Hold) -> None:
+    """SQLite counts an UPDATE of a row to the values it holds as a change but commits
+    nothing; a carried transaction must still commit, or a commit by another process at
+    that moment would pass for its own (see LocalTier._writing)."""
+    hold.put("doc", b"x")
+    hold.local.flush_access_times()
+    accessed = hold.local.lookup("doc")[4]  # type: ignore[index]
+    hot = hold.local._hot
+    before = hot.snapshot()
+    hold.local._touched["doc"] = accessed - 100  # max(accessed, older) == accessed
+    hold.local.flush_access_times()
+    after = hot.snapshot()
+    assert before is not None and after is not None
+    assert (
+        int.from_bytes(after[8:12], sys.byteorder)
+        == int.from_bytes(before[8:12], sys.byteorder) + 1
+    )
+    assert hold.local.lookup("doc")[4] == accessed  # type: ignore[index]
+
+
+def test_a_lookup_racing_a_carried_commit_does_not_keep_its_older_row(tmp_path: Path) -> None:
+    database = tmp_path / "index.sqlite3"
+    conn = _index(database)
+    hot = HotRows(database)
+    generation = hot.generation()  # a lookup starts...
+    assert generation is not None
+    before = hot.snapshot()
+    conn.execute("INSERT INTO t VALUES ('k', 'new')")
+    hot.carry(before, hot.snapshot(), {"k": (b"new", None)})
+    hot.put("k", generation, (b"old", None))  # ...and ends with what it read before
+    assert hot.get("k") == (b"new", None)
+    hot.close()
+    conn.close()
+
+
 def test_the_table_is_bounded_by_rows_and_bytes(tmp_path: Path) -> None:
     database = tmp_path / "index.sqlite3"
     conn = sqlite3.connect(database, isolation_level=None)
@@ -156,24 +309,23 @@ def test_the_table_is_bounded_by_rows_and_bytes(tmp_path: Path) -> None:
     assert generation is not None
     for i in range(5):
         hot.put(f"k{i}", generation, (b"x" * 10, None))
-    assert [k for k in ("k0", "k1", "k2", "k3", "k4") if hot.get(k, generation)] == [
+    assert [k for k in ("k0", "k1", "k2", "k3", "k4") if hot.get(k)] == [
         "k2",
         "k3",
         "k4",
     ]
     hot.put("big", generation, (b"x" * 985, None))  # 985 + 10 + 10 > 1000: two old rows go
-    assert hot.get("big", generation) is not None
-    assert [k for k in ("k2", "k3", "k4") if hot.get(k, generation)] == ["k4"]
+    assert hot.get("big") is not None
+    assert [k for k in ("k2", "k3", "k4") if hot.get(k)] == ["k4"]
     hot.put("huge", generation, (b"x" * (MAX_VALUE + 1), None))
-    assert hot.get("huge", generation) is None
+    assert hot.get("huge") is None
 
     conn.execute("INSERT INTO t VALUES (1)")  # any commit starts a new generation
     newer = hot.generation()
     assert newer != generation
-    assert hot.get("big", generation) is None
-    assert hot.get("big", newer) is None
+    assert hot.get("big") is None
     hot.put("late", generation, (b"x", None))  # read before the commit: not kept
-    assert hot.get("late", newer) is None  # type: ignore[arg-type]
+    assert hot.get("late") is None
     hot.close()
     assert hot.generation() is None
     conn.close()
