@@ -277,6 +277,7 @@ class LocalTier:
     def __init__(self, root: Path, *, fsync: bool = False) -> None:
         self.root = Path(root)
         self.blobs = self.root / "blobs"
+        self._blob_prefix = f"{self.blobs}{os.sep}"  # reads build paths as strings: cheaper
         self.named = self.root / "named"
         self.tmp = self.root / "tmp"
         self._shards: set[str] = set()
@@ -683,7 +684,7 @@ class LocalTier:
     def read_blob(self, file: str) -> bytes | None:
         """A blob's bytes, or None if it was replaced meanwhile."""
         try:
-            return (self.blobs / file).read_bytes()
+            return _read_whole(f"{self._blob_prefix}{file}")
         except FileNotFoundError:
             return None
 
@@ -703,7 +704,7 @@ class LocalTier:
             self.touch(entry.key, entry.accessed)
             return entry.inline
         try:
-            data = (self.blobs / str(entry.file)).read_bytes()
+            data = _read_whole(f"{self._blob_prefix}{entry.file}")
         except FileNotFoundError:
             return None
         self.touch(entry.key, entry.accessed)
@@ -1035,6 +1036,24 @@ class LocalTier:
             # A commit, so that change_stamp() moves: files went.
             self.set_info("orphans_removed_at", repr(time.time()))
         return removed
+
+
+def _read_whole(path: str) -> bytes:
+    """A file's bytes in one read() where it fits: a blob is complete and never changes
+    once its row is committed, so its size now is its size. Path.read_bytes costs 7 us
+    more per read here (a buffered reader, a read to find the end)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        data = os.read(fd, size)
+        if len(data) == size:
+            return data
+        parts = [data]  # a short read (over 2 GiB, or interrupted): read on to the end
+        while chunk := os.read(fd, 1024 * 1024):
+            parts.append(chunk)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
 
 
 def _chunks(
