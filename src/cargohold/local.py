@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ._hot_rows import HotRows
+from ._io import read_whole
 from .errors import (
     CargoholdError,
     ConfigError,
@@ -684,7 +685,7 @@ class LocalTier:
     def read_blob(self, file: str) -> bytes | None:
         """A blob's bytes, or None if it was replaced meanwhile."""
         try:
-            return _read_whole(f"{self._blob_prefix}{file}")
+            return read_whole(f"{self._blob_prefix}{file}")
         except FileNotFoundError:
             return None
 
@@ -704,7 +705,7 @@ class LocalTier:
             self.touch(entry.key, entry.accessed)
             return entry.inline
         try:
-            data = _read_whole(f"{self._blob_prefix}{entry.file}")
+            data = read_whole(f"{self._blob_prefix}{entry.file}")
         except FileNotFoundError:
             return None
         self.touch(entry.key, entry.accessed)
@@ -1036,24 +1037,6 @@ class LocalTier:
             # A commit, so that change_stamp() moves: files went.
             self.set_info("orphans_removed_at", repr(time.time()))
         return removed
-
-
-def _read_whole(path: str) -> bytes:
-    """A file's bytes in one read() where it fits: a blob is complete and never changes
-    once its row is committed, so its size now is its size. Path.read_bytes costs 7 us
-    more per read here (a buffered reader, a read to find the end)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        size = os.fstat(fd).st_size
-        data = os.read(fd, size)
-        if len(data) == size:
-            return data
-        parts = [data]  # a short read (over 2 GiB, or interrupted): read on to the end
-        while chunk := os.read(fd, 1024 * 1024):
-            parts.append(chunk)
-        return b"".join(parts)
-    finally:
-        os.close(fd)
 
 
 def _chunks(

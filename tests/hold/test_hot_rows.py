@@ -132,7 +132,9 @@ def test_what_this_process_writes_is_read_back_from_memory(hold: Hold) -> None:
     big = b"b" * (MAX_VALUE + 1)  # a blob file: its row is held, its bytes are not
     hold.put("big", big)
     row = _held_in_memory(hold, "big")
-    assert row is not None and row[0] is None and row[1] is not None
+    assert row is not None
+    assert row[0] is None
+    assert row[1] is not None
     with _queries(hold) as queries:
         assert hold.get("big") == big
     assert queries == []
@@ -276,7 +278,8 @@ def test_a_carried_transaction_commits_even_when_it_rewrites_the_same_values(hol
     hold.local._touched["doc"] = accessed - 100  # max(accessed, older) == accessed
     hold.local.flush_access_times()
     after = hot.snapshot()
-    assert before is not None and after is not None
+    assert before is not None
+    assert after is not None
     assert (
         int.from_bytes(after[8:12], sys.byteorder)
         == int.from_bytes(before[8:12], sys.byteorder) + 1
