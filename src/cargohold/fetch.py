@@ -173,6 +173,8 @@ class _Hot:
     until: float  # time.monotonic() after which it is looked up again
     fd: int
     stamp: bytes | None  # the index's change stamp when the file was last seen linked
+    path: Path  # copy.path and copy.record.checked, one attribute away: the fast path
+    checked: float  # reads them on every call
 
 
 class _State:
@@ -372,6 +374,10 @@ def _still_hot(
                 os.close(hot.fd)
                 return None
             hot.stamp = stamp
+    if sha256 is None and max_age is None:  # the usual call: the default max_age
+        if time.time() - hot.checked > hold.settings.fetch_max_age:
+            return None
+        return hot.path
     record = hot.copy.record
     if sha256 is not None:
         if not isinstance(sha256, str) or sha256.lower() != record.sha256:
@@ -407,7 +413,7 @@ def _remember(hold: Hold, state: _State, url: str, copy: _Copy) -> None:
                 os.close(state.hot.pop(key).fd)
             while len(state.hot) >= HOT_MAX:
                 os.close(state.hot.pop(next(iter(state.hot))).fd)
-        state.hot[url] = _Hot(copy, now + HOT_SECONDS, fd, stamp)
+        state.hot[url] = _Hot(copy, now + HOT_SECONDS, fd, stamp, copy.path, copy.record.checked)
 
 
 def _local_copy(hold: Hold, request: _Request) -> _Copy | None:
