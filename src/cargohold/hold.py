@@ -183,8 +183,10 @@ class Hold:
 
         Returns once the local tier and its journal have it: a process crash (even
         SIGKILL) after this returns loses nothing, and the syncer puts it on the remote
-        in the background. The returned etag is the MD5 of the bytes, which S3 (for
-        objects stored in one part), the file and the memory remotes also assign.
+        in the background. Until the remote has the bytes, the returned etag is a local
+        one (``L<version>.<time>``, see :func:`cargohold.local.local_etag`), which
+        ``if_match`` accepts while the key is unchanged; with ``durable=True`` it is the
+        remote's own (unless the key was written again meanwhile).
 
         ``durable=True`` returns only once the remote has the bytes (write-through); if the
         remote cannot be reached in ``request_timeout + retry_timeout`` seconds it raises

@@ -197,14 +197,14 @@ def test_own_writes_racing_another_processes_writes_never_hide_them(
 
     def write_mine() -> None:
         i = 0
-        while not stop.is_set():
+        while not stop.wait(0.0002):  # a put every fraction of a millisecond, GIL to spare
             hold.put(f"mine/{i % 64}", str(i).encode())
             i += 1
 
     mine = threading.Thread(target=write_mine)
     mine.start()
     try:
-        with _writer(f"file://{tmp_path / 'remote'}", tmp_path / "data", "counter", 400) as proc:
+        with _writer(f"file://{tmp_path / 'remote'}", tmp_path / "data", "counter", 1000) as proc:
             done = threading.Event()
             threading.Thread(target=lambda: (_tell(proc, "count"), done.set()), daemon=True).start()
             while not done.is_set():
@@ -212,7 +212,7 @@ def test_own_writes_racing_another_processes_writes_never_hide_them(
                 assert value >= seen[-1], f"read {value} after {seen[-1]}"
                 seen.append(value)
                 hold.get(f"mine/{len(seen) % 64}")
-            assert int(hold.get("counter")) == 400
+            assert int(hold.get("counter")) == 1000
     finally:
         stop.set()
         mine.join()
