@@ -8,13 +8,16 @@ import hashlib
 import json
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cargohold import InvalidInput, NotFoundError, PermissionDenied, StorageFull
-from cargohold.remotes import FileRemote
+from cargohold.remotes import FileRemote, ObjectInfo, Put
+from cargohold.remotes._base import PutRequest
 
 
 def md5(data: bytes) -> str:
@@ -175,3 +178,33 @@ except AlreadyExists:
     assert sorted(results) == ["lost"] * 7 + ["won"]
     winner = results.index("won")
     assert FileRemote(tmp_path).get("claim") == f"p{winner}".encode()
+
+
+def test_batches_run_at_most_four_operations_at_once(tmp_path: Path) -> None:
+    """More threads than that only contend for fsync and for the GIL the app needs (put
+    latency while syncing); each object still lands, in order."""
+    in_flight = 0
+    most = 0
+    guard = threading.Lock()
+
+    class Counting(FileRemote):
+        def _put(self, request: PutRequest) -> ObjectInfo:
+            nonlocal in_flight, most
+            with guard:
+                in_flight += 1
+                most = max(most, in_flight)
+            try:
+                time.sleep(0.01)  # long enough for every thread the pool has to start one
+                return super()._put(request)
+            finally:
+                with guard:
+                    in_flight -= 1
+
+    remote = Counting(tmp_path)
+    puts = [Put(f"k/{i}", f"value {i}".encode()) for i in range(40)]
+    results = remote.put_many(puts, concurrency=32)
+    assert [r.key for r in results] == [f"k/{i}" for i in range(40)]  # type: ignore[union-attr]
+    assert most == 4
+    assert remote.get("k/39") == b"value 39"
+    with pytest.raises(InvalidInput, match="concurrency"):
+        remote.put_many(puts, concurrency=0)

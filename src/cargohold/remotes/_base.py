@@ -182,6 +182,11 @@ class Remote(ABC):
     #: True for object stores; False for the file remote, which stores keys as files.
     key_can_be_folder: ClassVar[bool] = True
 
+    #: The most operations of one batch run at once, whatever ``concurrency`` asks: None
+    #: for no cap. A remote whose operations are Python work on this machine caps it, as
+    #: each thread more competes with the app for the GIL (see FileRemote).
+    max_concurrency: ClassVar[int | None] = None
+
     @property
     @abstractmethod
     def url(self) -> str:
@@ -259,7 +264,7 @@ class Remote(ABC):
         taken as already checked: cargohold's syncer sends what the Hold validated.)
         """
         requests = [p if isinstance(p, PutRequest) else _request(p) for p in puts]
-        return self._put_many(requests, _check_concurrency(concurrency))
+        return self._put_many(requests, self._concurrency(concurrency))
 
     def apply(
         self,
@@ -273,16 +278,16 @@ class Remote(ABC):
         run ``put_many`` and ``delete_many``. Results in order, one per operation."""
         requests = [p if isinstance(p, PutRequest) else _request(p) for p in puts]
         keys = [normalize_key(k) for k in deletes]
-        return self._apply(requests, keys, _check_concurrency(concurrency))
+        return self._apply(requests, keys, self._concurrency(concurrency))
 
     def get_many(self, keys: Iterable[str], *, concurrency: int = 32) -> GetResults:
         """Read many objects with up to ``concurrency`` in flight; results (or errors) in order."""
-        return self._get_many([normalize_key(k) for k in keys], _check_concurrency(concurrency))
+        return self._get_many([normalize_key(k) for k in keys], self._concurrency(concurrency))
 
     def fetch_many(self, keys: Iterable[str], *, concurrency: int = 32) -> FetchResults:
         """Read many (small) objects with their info, up to ``concurrency`` in flight:
         ``(info, bytes)`` or the error for each key, in order."""
-        return self._fetch_many([normalize_key(k) for k in keys], _check_concurrency(concurrency))
+        return self._fetch_many([normalize_key(k) for k in keys], self._concurrency(concurrency))
 
     def download_many(
         self, items: Iterable[tuple[str, Path]], *, concurrency: int = 32
@@ -294,11 +299,11 @@ class Remote(ABC):
         returns the info of the version written, or the error. Memory stays bounded.
         """
         checked = [(normalize_key(key), Path(path)) for key, path in items]
-        return self._download_many(checked, _check_concurrency(concurrency))
+        return self._download_many(checked, self._concurrency(concurrency))
 
     def delete_many(self, keys: Iterable[str], *, concurrency: int = 32) -> DeleteResults:
         """Delete many objects (idempotent); None for each success, else its error, in order."""
-        return self._delete_many([normalize_key(k) for k in keys], _check_concurrency(concurrency))
+        return self._delete_many([normalize_key(k) for k in keys], self._concurrency(concurrency))
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -343,6 +348,10 @@ class Remote(ABC):
 
     @abstractmethod
     def _delete(self, key: str) -> None: ...
+
+    def _concurrency(self, asked: int) -> int:
+        checked = _check_concurrency(asked)
+        return checked if self.max_concurrency is None else min(checked, self.max_concurrency)
 
     # Batches default to a thread pool over the single operations; a remote with a
     # native asynchronous or bulk API overrides them.
