@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -170,20 +170,28 @@ def test_another_processes_write_and_delete_are_seen_at_once(tmp_path: Path, hol
             hold.get("doc")
 
 
-def test_reads_never_go_back_while_another_process_writes(tmp_path: Path, hold: Hold) -> None:
-    """A reader polling a key another process counts up sees the count rise, never fall,
-    and ends on the last value: no row read before a commit is served after it."""
+def _poll_while_another_process_counts(
+    tmp_path: Path, hold: Hold, count: int, also: Callable[[int], object] = lambda _: None
+) -> None:
+    """Read ``counter`` while a writer process counts it up to ``count``: the values read
+    rise, never fall, and end on the last one. ``also(i)`` runs after each read."""
     hold.put("counter", b"0")
     seen = [0]
-    with _writer(f"file://{tmp_path / 'remote'}", tmp_path / "data", "counter", 400) as proc:
+    with _writer(f"file://{tmp_path / 'remote'}", tmp_path / "data", "counter", count) as proc:
         done = threading.Event()
         threading.Thread(target=lambda: (_tell(proc, "count"), done.set()), daemon=True).start()
         while not done.is_set():
             value = int(hold.get("counter"))
             assert value >= seen[-1], f"read {value} after {seen[-1]}"
             seen.append(value)
-        assert int(hold.get("counter")) == 400
+            also(len(seen))
+        assert int(hold.get("counter")) == count
     assert len(set(seen)) > 2  # it did read while the count rose
+
+
+def test_reads_never_go_back_while_another_process_writes(tmp_path: Path, hold: Hold) -> None:
+    """No row read before another process's commit is served after it."""
+    _poll_while_another_process_counts(tmp_path, hold, 400)
 
 
 def test_own_writes_racing_another_processes_writes_never_hide_them(
@@ -191,8 +199,8 @@ def test_own_writes_racing_another_processes_writes_never_hide_them(
 ) -> None:
     """While this process writes other keys (each write telling the table its row) and
     another process counts a key up, reads of that key still never go back."""
-    hold.put("counter", b"0")
-    seen = [0]
+    for i in range(64):
+        hold.put(f"mine/{i}", b"-")
     stop = threading.Event()
 
     def write_mine() -> None:
@@ -204,19 +212,12 @@ def test_own_writes_racing_another_processes_writes_never_hide_them(
     mine = threading.Thread(target=write_mine)
     mine.start()
     try:
-        with _writer(f"file://{tmp_path / 'remote'}", tmp_path / "data", "counter", 1000) as proc:
-            done = threading.Event()
-            threading.Thread(target=lambda: (_tell(proc, "count"), done.set()), daemon=True).start()
-            while not done.is_set():
-                value = int(hold.get("counter"))
-                assert value >= seen[-1], f"read {value} after {seen[-1]}"
-                seen.append(value)
-                hold.get(f"mine/{len(seen) % 64}")
-            assert int(hold.get("counter")) == 1000
+        _poll_while_another_process_counts(
+            tmp_path, hold, 1000, also=lambda i: hold.get(f"mine/{i % 64}")
+        )
     finally:
         stop.set()
         mine.join()
-    assert len(set(seen)) > 2
 
 
 def _index(database: Path) -> sqlite3.Connection:
