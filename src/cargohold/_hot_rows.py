@@ -142,8 +142,12 @@ class HotRows:
         and the next ``generation()`` finds the new header and empties the table."""
         if before is None or after is None:
             return
-        counted = int.from_bytes(before[_CHANGE], sys.byteorder) + 1
-        if int.from_bytes(after[_CHANGE], sys.byteorder) != counted & 0xFFFFFFFF:
+        counted = int.from_bytes(before[_CHANGE], sys.byteorder)
+        if counted == 0:
+            # SQLite's crash recovery rebuilds the header with the counter at 0: a count
+            # from 0 could take in a commit the recovery replayed. Start over instead.
+            return
+        if int.from_bytes(after[_CHANGE], sys.byteorder) != (counted + 1) & 0xFFFFFFFF:
             return  # another process committed too
         with self._lock:
             if self._map is None:

@@ -150,7 +150,7 @@ ON CONFLICT (key) DO UPDATE SET
     version = version + 1, size = excluded.size, inline = excluded.inline,
     file = excluded.file, metadata = excluded.metadata,
     content_type = excluded.content_type, etag = excluded.etag, modified = excluded.modified,
-    validated = excluded.validated, accessed = excluded.accessed
+    validated = excluded.validated, accessed = excluded.accessed, deleted = 0
 WHERE objects.dirty_since IS NULL {extra}
 RETURNING version, dirty_since
 """
@@ -169,6 +169,7 @@ _LOOKUP = (
 #: Seconds within which a second read of a key is not recorded for LRU eviction: recording
 #: every read would cost a write for each one.
 ACCESS_GRANULARITY = 60.0
+_ENTRIES_PAGE = 1000  # rows LocalTier.entries reads per query
 _GARBAGE_CHUNK = 32  # files removed between two commits (see LocalTier.change_stamp)
 
 _COLUMNS = (
@@ -787,26 +788,41 @@ class LocalTier:
 
     def flush_access_times(self) -> None:
         touched, self._touched = self._touched, {}
-        if touched:
+        updates = [(when, key) for key, when in list(touched.items())]
+        if updates:
             conn = self._conn()
-            with self._transaction(conn, dict.fromkeys(touched)):
+            with self._transaction(conn, {key: None for _, key in updates}):
                 conn.executemany(
-                    "UPDATE objects SET accessed = max(accessed, ?) WHERE key = ?",
-                    [(when, key) for key, when in touched.items()],
+                    "UPDATE objects SET accessed = max(accessed, ?) WHERE key = ?", updates
                 )
 
     def entries(self, prefix: str, *, pending_only: bool = False) -> Iterator[Entry]:
-        """Rows whose key starts with ``prefix`` (deletions included), in key order."""
-        where = "key >= ? AND key < ?" if prefix else "1"
-        params: tuple[str, ...] = (prefix, prefix + "\U0010ffff") if prefix else ()
+        """Rows whose key starts with ``prefix`` (deletions included), in key order.
+
+        Read a page at a time, with no statement left open between pages: an open read
+        would hold this thread's connection on an old snapshot, and a lookup from the
+        same thread meanwhile would read (and share through the hot-row table) rows
+        older than the last commit."""
+        conditions, params = ["key >= ?"], [prefix]
+        if prefix:
+            conditions.append("key < ?")
+            params.append(prefix + "\U0010ffff")
         if pending_only:
-            where += " AND dirty_since IS NOT NULL"
-        cursor = self._conn().execute(
-            f"SELECT {_COLUMNS} FROM objects WHERE {where} ORDER BY key", params
-        )
-        for row in cursor:
-            if row[0].startswith(prefix):
-                yield _entry(row)
+            conditions.append("dirty_since IS NOT NULL")
+        conn = self._conn()
+        after: list[str] = []  # the last key read, once a page has been read
+        while True:
+            where = " AND ".join(conditions + ["key > ?"] * len(after))
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM objects WHERE {where} ORDER BY key LIMIT ?",
+                (*params, *after, _ENTRIES_PAGE),
+            ).fetchall()
+            for row in rows:
+                if row[0].startswith(prefix):
+                    yield _entry(row)
+            if len(rows) < _ENTRIES_PAGE:
+                return
+            after = [rows[-1][0]]
 
     def totals(self) -> Totals:
         conn = self._conn()

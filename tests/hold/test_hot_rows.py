@@ -20,6 +20,7 @@ import cargohold
 from cargohold._hot_rows import MAX_VALUE, HotRows
 from cargohold.errors import NotFoundError
 from cargohold.hold import Hold
+from cargohold.local import _ENTRIES_PAGE, LocalTier
 
 WRITER = textwrap.dedent(
     """
@@ -275,10 +276,11 @@ def test_a_carried_transaction_commits_even_when_it_rewrites_the_same_values(hol
     hold.local.flush_access_times()
     accessed = hold.local.lookup("doc")[4]  # type: ignore[index]
     hot = hold.local._hot
-    before = hot.snapshot()
-    hold.local._touched["doc"] = accessed - 100  # max(accessed, older) == accessed
-    hold.local.flush_access_times()
-    after = hot.snapshot()
+    with hold.syncer.paused():  # no commit of its own between the two snapshots
+        before = hot.snapshot()
+        hold.local._touched["doc"] = accessed - 100  # max(accessed, older) == accessed
+        hold.local.flush_access_times()
+        after = hot.snapshot()
     assert before is not None
     assert after is not None
     assert (
@@ -397,3 +399,46 @@ def test_opening_and_closing_holds_does_not_pile_up_descriptors(tmp_path: Path) 
     for _ in range(20):
         cycle()
     assert open_files() <= before + 2
+
+
+def test_a_listing_left_half_read_does_not_pin_old_rows(tmp_path: Path) -> None:
+    """A thread part-way through LocalTier.entries() holds no read open between pages, so
+    its lookups see (and share) rows as of the last commit, not as of the listing's start."""
+    local = LocalTier(tmp_path / "local")
+    local.write("a", b"1", metadata={}, content_type="x")
+    local.write("k", b"old", metadata={}, content_type="x")
+    opened, deleted = threading.Event(), threading.Event()
+    seen: list[Any] = []
+
+    def list_and_look() -> None:
+        listing = local.entries("")
+        next(listing)
+        opened.set()
+        deleted.wait()
+        seen.append(local.lookup("k"))
+        seen.append([e.key for e in listing])
+
+    reader = threading.Thread(target=list_and_look)
+    reader.start()
+    try:
+        opened.wait(30)
+        local.delete("k")
+        assert local.lookup("k") is None
+    finally:
+        deleted.set()
+        reader.join()
+    assert seen[0] is None
+    assert local.lookup("k") is None
+    local.close()
+
+
+def test_a_listing_reads_every_page(tmp_path: Path) -> None:
+    local = LocalTier(tmp_path / "local")
+    keys = [f"p/{i:05d}" for i in range(2 * _ENTRIES_PAGE + 3)]
+    for key in keys:
+        local.write(key, b"x", metadata={}, content_type="x")
+    local.write("q", b"x", metadata={}, content_type="x")
+    assert [e.key for e in local.entries("p/")] == keys
+    assert [e.key for e in local.entries("")] == [*keys, "q"]
+    assert [e.key for e in local.entries("", pending_only=True)] == [*keys, "q"]
+    local.close()
