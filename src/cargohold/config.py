@@ -246,7 +246,9 @@ class Settings:
     sync_concurrency: int = _setting(
         32,
         "CARGOHOLD_SYNC_CONCURRENCY",
-        "Requests the syncer keeps in flight to the remote.",
+        "Requests the syncer keeps in flight to the remote (the `file` remote runs at most 4 at "
+        "once: its work is Python on this machine, and more threads only contend for the disk "
+        "and the GIL).",
         int,
         (int,),
     )
