@@ -125,6 +125,7 @@ class Syncer:
         self._wake = threading.Event()  # new work, flush, close
         self._stop = threading.Event()
         self._progress = threading.Condition()
+        self._rounds = 0  # batches finished, counted under _progress (see flush)
         self._failed: dict[str, tuple[int, CargoholdError]] = {}
         self._lock = FileLock(str(local.root / "sync.lock"), is_singleton=False)
         self._thread: threading.Thread | None = None
@@ -172,6 +173,7 @@ class Syncer:
         self._urgent.set()
         self._wake.set()
         while True:
+            rounds = self._rounds  # read before the check, so a batch ending after it counts
             waiting = self.local.pending_keys(
                 before=start, keys=wanted, limit=len(self._failed) + 1
             )
@@ -194,8 +196,10 @@ class Syncer:
                 )
             with self._progress:
                 # Notified after every batch; the poll bounds the wait when another
-                # process syncs (its progress cannot notify us).
-                self._progress.wait(self.poll if left is None else min(left, self.poll))
+                # process syncs (its progress cannot notify us). A batch that ended since
+                # the check above would not notify again: look at once instead.
+                if self._rounds == rounds:
+                    self._progress.wait(self.poll if left is None else min(left, self.poll))
 
     def wait_progress(self, timeout: float) -> None:
         """Block until the syncer finishes a batch, or ``timeout`` seconds pass."""
@@ -258,6 +262,7 @@ class Syncer:
                 did_work = False
                 self._backoff = _next_backoff(self._backoff)
             with self._progress:
+                self._rounds += 1
                 self._progress.notify_all()
             if self._backoff:
                 # Wait out the backoff; flush() and close() cut it short.
