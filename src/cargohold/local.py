@@ -7,6 +7,8 @@ window all read the same rows.
 Layout under the tier's directory::
 
     index.sqlite3          the index (WAL mode): one row per key, see SCHEMA
+    putlog                 writes not yet applied to the index (see _putlog), with
+    putlog.lock/.present/.state   which tier may append to it
     blobs/ab/<id>          bytes of objects too large to keep in the index
     named/<id>/<name>      a hard link to a blob under the key's last segment, made when
                            ``path()`` is asked for it, so the file has its real name
@@ -14,12 +16,15 @@ Layout under the tier's directory::
 
 Guarantees:
 
-- A write is one SQLite statement. Its row *is* the journal entry: ``dirty_since`` is set
-  until the syncer has put these bytes (or this delete) on the remote. So the data and
-  the journal entry commit together, and a process killed at any moment (SIGKILL) loses
-  nothing acknowledged and leaves nothing half-written: a large object's file is complete
-  before the statement that makes it reachable. With ``fsync`` on, files are fsynced and
-  SQLite runs ``synchronous=FULL``, which also covers power loss.
+- A write is one record appended to the put log (:mod:`cargohold._putlog`) when this tier
+  has the directory to itself, else one SQLite statement. Either way it becomes a row whose
+  ``dirty_since`` is set until the syncer has put these bytes (or this delete) on the
+  remote: the row *is* the journal entry. Logged records become rows in batches, in order,
+  each exactly once, before anything reads or writes the index (and a lookup answers them
+  from memory meanwhile). So a process killed at any moment (SIGKILL) loses nothing
+  acknowledged and leaves nothing half-written: a large object's file is complete before
+  the record or statement that makes it reachable. With ``fsync`` on, files and log
+  records are fsynced and SQLite runs ``synchronous=FULL``, which also covers power loss.
 - A key written again before it was synced keeps one row: only the latest bytes upload.
 - Rows not yet on the remote (``dirty_since`` set) are never evicted.
 - Totals (bytes held, bytes and count pending) are kept by triggers, exact across processes.
@@ -42,6 +47,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,6 +56,7 @@ from typing import Any, BinaryIO
 
 from ._hot_rows import HotRows
 from ._io import read_whole
+from ._putlog import HEADER_SIZE, LogRecord, PutLog, encode_record
 from .errors import (
     CargoholdError,
     ConfigError,
@@ -139,6 +146,22 @@ ON CONFLICT (key) DO UPDATE SET
 RETURNING version, dirty_since
 """
 
+# A logged write applied to the index: like _UPSERT_DIRTY, with at least the version the put
+# returned (which it is, unless a row was dropped meanwhile or another process wrote too).
+_UPSERT_LOGGED = """
+INSERT INTO objects (key, version, size, inline, file, metadata, content_type,
+                     etag, modified, validated, accessed, dirty_since, deleted)
+VALUES (:key, :version, :size, :inline, :file, :metadata, :content_type,
+        NULL, :now, NULL, :now, :now, :deleted)
+ON CONFLICT (key) DO UPDATE SET
+    version = max(version + 1, excluded.version), size = excluded.size,
+    inline = excluded.inline, file = excluded.file, metadata = excluded.metadata,
+    content_type = excluded.content_type, etag = NULL, modified = excluded.modified,
+    validated = NULL, accessed = excluded.accessed,
+    dirty_since = coalesce(dirty_since, excluded.dirty_since), deleted = excluded.deleted
+RETURNING version, dirty_since
+"""
+
 # A copy of what the remote holds (read-through, hydrate, write-through). It never
 # replaces a local change that has not reached the remote.
 _UPSERT_CLEAN = """
@@ -171,6 +194,12 @@ _LOOKUP = (
 ACCESS_GRANULARITY = 60.0
 _ENTRIES_PAGE = 1000  # rows LocalTier.entries reads per query
 _GARBAGE_CHUNK = 32  # files removed between two commits (see LocalTier.change_stamp)
+#: A put applies the logged records itself past this many (or bytes of them), so memory
+#: stays bounded when nothing else reads the index (a paused syncer, a burst).
+_LOG_APPLY_AT = 4096
+_LOG_APPLY_BYTES = 32 * 1024 * 1024
+#: The owner starts a new log file once everything is applied and the file is this large.
+_LOG_ROTATE_AT = 16 * 1024 * 1024
 
 _COLUMNS = (
     "key, version, size, inline, file, metadata, content_type, etag, "
@@ -230,6 +259,17 @@ class Pending:
 
     entry: Entry
     path: Path | None  # the blob file, when the bytes are not inline
+
+
+@dataclass(frozen=True, slots=True)
+class _Logged:
+    """A put or delete of this tier in the put log, not yet applied to the index."""
+
+    record: LogRecord
+    version: int  # what the index will give it: the row's version + 1
+    dirty_since: float
+    row: tuple[Any, ...] | None  # as _LOOKUP reads it; None for a deletion
+    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +333,17 @@ class LocalTier:
         # sleeps a millisecond or more each time it finds the database locked.
         self._write_lock = threading.Lock()
         self._touched: dict[str, float] = {}
+        # The put log (see _putlog): this tier's records not yet in the index, in order,
+        # and the latest of each key for lookups. Appends take only _log_lock, so a put
+        # never waits for a transaction; whoever applies holds _write_lock, then _log_lock.
+        self._log_lock = threading.Lock()
+        self._records: list[_Logged] = []
+        self._overlay: dict[str, _Logged] = {}
+        self._log_bytes = 0
+        # Not the owner: the log is applied up to here (nothing is applied before the index
+        # exists and _start_log looks).
+        self._log_seen: float = math.inf
+        self._solo = False  # True while puts are appended to the log
         self._estimate = Totals(0, 0, 0, None)
         self._estimated_at = -math.inf
         try:
@@ -300,15 +351,271 @@ class LocalTier:
                 folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise from_os_error(exc, f"create the local tier in {self.root}") from exc
+        self._log = PutLog(self.root, fsync=fsync)
+        try:
+            conn = self._conn()
+            with self._transaction(conn):
+                for statement in _statements(SCHEMA):
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT OR IGNORE INTO info VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+            # Mapped once a connection has put the index in WAL mode; see _hot_rows.
+            self._hot = HotRows(self.root / "index.sqlite3")
+            self._start_log()
+        except BaseException:
+            # Nothing was appended: acknowledged, so no tier beside this one keeps watching.
+            self._log.close(ack=True)
+            self._closed = True
+            with self._lock:
+                connections, self._connections = self._connections, []
+            for opened in connections:
+                with contextlib.suppress(sqlite3.Error):
+                    opened.close()
+            raise
+        _TIERS.add(self)
+
+    # -- the put log ----------------------------------------------------------------------
+
+    def _start_log(self) -> None:
+        """Apply what the log holds beyond the index (an owner before this one died, or
+        one is appending now); as the owner, start a new log file and append from now on."""
         conn = self._conn()
-        with self._transaction(conn):
-            for statement in _statements(SCHEMA):
-                conn.execute(statement)
+        self._log_seen = 0
+        with self._write_lock:
+            if not self._log.owner:
+                self._apply(conn, None)
+                return
+            with self._log.rotating() as alone:
+                self._apply(conn, None)
+                if alone:  # no tier joined since this one found itself alone
+                    try:
+                        self._new_log_file(conn)
+                        self._solo = True
+                    except (OSError, sqlite3.Error) as exc:  # writes go to the index instead
+                        log.warning("cargohold: cannot start a put log in %s: %s", self.root, exc)
+        if not self._solo:
+            self._log.acknowledge()
+
+    def _new_log_file(self, conn: sqlite3.Connection) -> None:
+        """Owner, everything applied, ``_write_lock`` held: a new, empty log. The index
+        names the new file before it replaces the old one, so a crash in between leaves an
+        old file the index does not name, which is never read again."""
+        new_id = self._log.start_new()
+        before = self._hot.snapshot()
+        try:
             conn.execute(
-                "INSERT OR IGNORE INTO info VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                "INSERT OR REPLACE INTO info VALUES ('putlog', ?)",
+                (f"{new_id.hex()} {HEADER_SIZE}",),
             )
-        # Mapped once a connection has put the index in WAL mode; see _hot_rows.
-        self._hot = HotRows(self.root / "index.sqlite3")
+        except BaseException:
+            self._log.drop_new()
+            raise
+        self._hot.carry(before, self._hot.snapshot(), {})
+        self._log.replace_with_new()
+
+    def _applied(self, conn: sqlite3.Connection) -> tuple[bytes | None, int]:
+        row = conn.execute("SELECT value FROM info WHERE name = 'putlog'").fetchone()
+        if row is None:
+            return None, 0
+        file_id, offset = str(row[0]).split()
+        return bytes.fromhex(file_id), int(offset)
+
+    def _must_watch(self) -> bool:
+        """Beside an owner that may still append: has the log grown past what is applied?"""
+        return not self._log.owner and self._log.watching() and self._log.size() > self._log_seen
+
+    def _settle(self) -> None:
+        """Make the index hold every acknowledged write before it is read: this tier's
+        logged records, and beside an owner, whatever it has appended."""
+        # The overlay, not _records: it empties only once a drain under way has committed.
+        if self._overlay or self._must_watch():
+            with self._write_lock:
+                self._drain_locked(self._conn())
+
+    def _drain_locked(self, conn: sqlite3.Connection) -> None:
+        """``_settle`` with ``_write_lock`` held."""
+        if self._records:
+            with self._log_lock:
+                own, self._records = self._records, []
+            self._apply(conn, own)
+            if self._log.end > _LOG_ROTATE_AT and self._solo:
+                self._rotate(conn)
+        elif self._must_watch():
+            self._apply(conn, None)
+
+    def _apply(self, conn: sqlite3.Connection, own: list[_Logged] | None) -> None:
+        """Apply records to the index in one transaction: ``own`` (this tier's), or with
+        None, what the log file holds past the applied offset. A record at or before the
+        offset (applied by another tier already) is skipped, so each applies once."""
+        changed: dict[str, Any] = {}
+        records: list[LogRecord] = []
+        seen = 0  # not the owner: the log's size, all of it applied or torn
+        before = self._hot.snapshot()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                file_id, applied = self._applied(conn)
+                if own is not None:
+                    records = [logged.record for logged in own if logged.record.end > applied]
+                else:
+                    named = file_id is not None and self._log.file_id() == file_id
+                    seen = self._log.size()  # before the read: a record past it is read later
+                    if named:
+                        records = self._log.read_from(applied, seen)
+                for record in records:
+                    rows = conn.execute(_UPSERT_LOGGED, _log_params(record)).fetchall()
+                    changed[record.key] = (
+                        None
+                        if record.deleted
+                        else (record.inline, record.file, rows[0][1], None, record.now)
+                    )
+                if records:
+                    assert file_id is not None
+                    conn.execute(
+                        "UPDATE info SET value = ? WHERE name = 'putlog'",
+                        (f"{file_id.hex()} {records[-1].end}",),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except BaseException as exc:
+            if own:
+                with self._log_lock:
+                    self._records[:0] = own  # kept, in order, for the next try
+            if isinstance(exc, sqlite3.Error):
+                raise _sqlite_error(exc, "apply the put log to the local index") from exc
+            raise
+        if records:
+            self._hot.carry(before, self._hot.snapshot(), changed)
+        self._log_seen = max(self._log_seen, seen)
+        if own:
+            with self._log_lock:
+                for logged in own:
+                    self._log_bytes -= logged.size
+                    if self._overlay.get(logged.record.key) is logged:
+                        del self._overlay[logged.record.key]
+
+    def _rotate(self, conn: sqlite3.Connection) -> None:
+        """Owner, ``_write_lock`` held: a new log file once the old one is all applied.
+        If that fails, this tier stops appending (everything it appended is applied)."""
+        with self._log_lock:
+            if self._records or not self._solo:
+                return  # appended meanwhile: the next drain tries again
+            try:
+                with self._log.rotating() as alone:
+                    if alone:
+                        self._new_log_file(conn)
+            except (OSError, sqlite3.Error) as exc:
+                log.warning("cargohold: cannot start a new put log in %s: %s", self.root, exc)
+                self._solo = False
+        if not self._solo:
+            self._log.acknowledge()
+
+    def _leave_solo(self) -> None:
+        """Another tier opened the directory (or the log failed): apply the log, and write
+        to SQLite from now on."""
+        with self._log_lock:
+            self._solo = False
+        self._settle()
+        if not self._overlay:
+            self._log.acknowledge()
+
+    def _log_write(
+        self, staged: Staged, metadata: Mapping[str, str], content_type: str, *, deleted: bool
+    ) -> Entry | None:
+        """A put or delete appended to the log: safe from a crash on return. None if
+        this tier no longer appends (write to SQLite instead)."""
+        key = staged.key
+        now = time.time()
+        meta = json.dumps(dict(metadata), separators=(",", ":")) if metadata else None
+        inline = bytes(staged.inline) if staged.inline is not None else None
+        with self._log_lock:
+            if not self._solo:
+                return None
+            known = self._overlay.get(key)
+            if known is not None:
+                version, dirty_since = known.version + 1, known.dirty_since
+            else:
+                row = (
+                    self._conn()
+                    .execute("SELECT version, dirty_since FROM objects WHERE key = ?", (key,))
+                    .fetchone()
+                )
+                version = row[0] + 1 if row else 1
+                dirty_since = row[1] if row and row[1] is not None else now
+            record = encode_record(
+                key, staged.size, version, inline, staged.file, meta, content_type, now, deleted
+            )
+            try:
+                end = self._log.append(record)
+            except BaseException as exc:
+                # Not acknowledged, and the log may end torn: write to SQLite from now on.
+                self._solo = False
+                if isinstance(exc, OSError):
+                    raise from_os_error(
+                        exc, f"write {key!r} to the local tier at {self.root}", key=key
+                    ) from exc
+                raise
+            logged = _Logged(
+                LogRecord(
+                    key,
+                    staged.size,
+                    version,
+                    inline,
+                    staged.file,
+                    meta,
+                    content_type,
+                    now,
+                    deleted,
+                    end,
+                ),
+                version,
+                dirty_since,
+                None if deleted else (inline, staged.file, dirty_since, None, now),
+                staged.size,
+            )
+            self._records.append(logged)
+            self._overlay[key] = logged
+            self._log_bytes += staged.size
+        # The write is safe now: what follows must not make the put fail (the caller would
+        # discard a blob the record names). What is not applied here is applied later, and
+        # by a tier that joined, from the file.
+        try:
+            if self._log.joined() or not self._solo:
+                self._leave_solo()  # before returning: the tier that joined sees this write
+            elif len(self._records) >= _LOG_APPLY_AT or self._log_bytes >= _LOG_APPLY_BYTES:
+                self._settle()
+        except (CargoholdError, sqlite3.Error, OSError) as exc:
+            log.warning(
+                "cargohold: applying the put log of %s failed (will retry): %s", self.root, exc
+            )
+        return Entry(
+            key=key,
+            version=version,
+            size=staged.size,
+            inline=inline,
+            file=staged.file,
+            metadata=dict(metadata),
+            content_type=content_type,
+            etag=None,
+            modified=now,
+            validated=None,
+            accessed=now,
+            dirty_since=dirty_since,
+            deleted=deleted,
+        )
+
+    def _forked(self) -> None:
+        """In a child after fork(): the parent owns this tier's log and its records."""
+        self._solo = False
+        self._records, self._overlay, self._log_bytes = [], {}, 0
+        self._log_seen = 0  # the parent's log is read from what the index has applied
+        self._log_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._log.forked()
 
     # -- connections ------------------------------------------------------------------
 
@@ -376,6 +683,8 @@ class LocalTier:
         always changes a value (a version bumped, a row deleted) qualifies; transactions
         make sure of it with ``_BUMP``."""
         with self._write_lock:
+            if self._overlay or self._must_watch():
+                self._drain_locked(conn)  # logged writes first: they came before this one
             before = self._hot.snapshot() if changed is not None else None
             writes = conn.total_changes
             yield
@@ -388,6 +697,13 @@ class LocalTier:
             return
         with contextlib.suppress(CargoholdError, sqlite3.Error):
             self.flush_access_times()
+        with self._log_lock:
+            self._solo = False  # no put appends after this
+        with contextlib.suppress(CargoholdError, sqlite3.Error):
+            self._settle()
+        # Acknowledged only once nothing is left: otherwise a tier beside this one keeps
+        # applying the file, and the next owner finds the rest there.
+        self._log.close(ack=self._log.owner and not self._overlay)
         self._closed = True
         self._hot.close()  # before the connections: the map is valid while they are open
         with self._lock:
@@ -450,7 +766,11 @@ class LocalTier:
 
     def commit(self, staged: Staged, *, metadata: Mapping[str, str], content_type: str) -> Entry:
         """Make staged bytes the key's local change to sync; safe from a crash on return."""
-        entry = self._upsert(_UPSERT_DIRTY, staged, metadata, content_type)
+        entry = (
+            self._log_write(staged, metadata, content_type, deleted=False) if self._solo else None
+        )
+        if entry is None:
+            entry = self._upsert(_UPSERT_DIRTY, staged, metadata, content_type)
         assert entry is not None  # a dirty upsert always writes its row
         self._note_added(staged.size, pending=True)
         return entry
@@ -537,7 +857,10 @@ class LocalTier:
     def delete(self, key: str) -> Entry:
         """Record a deletion to sync: the key reads as missing at once."""
         staged = Staged(key, None, None, 0)
-        entry = self._upsert(_UPSERT_DIRTY, staged, {}, "application/octet-stream", deleted=1)
+        ctype = "application/octet-stream"
+        entry = self._log_write(staged, {}, ctype, deleted=True) if self._solo else None
+        if entry is None:
+            entry = self._upsert(_UPSERT_DIRTY, staged, {}, ctype, deleted=1)
         assert entry is not None
         return entry
 
@@ -652,6 +975,7 @@ class LocalTier:
 
     def entry(self, key: str) -> Entry | None:
         """The row for ``key`` (a deletion included), or None."""
+        self._settle()
         row = (
             self._conn().execute(f"SELECT {_COLUMNS} FROM objects WHERE key = ?", (key,)).fetchone()
         )
@@ -664,6 +988,17 @@ class LocalTier:
         under exactly ``key``, or None (not here, or a deletion). The get fast path: one
         narrow query, nothing built, and a key read lately is answered from memory while
         the index is unchanged (see :mod:`cargohold._hot_rows`)."""
+        if self._overlay:  # logged writes of this tier, not yet applied
+            if self._solo and not self._log.joined():
+                logged = self._overlay.get(key)
+                if logged is not None:
+                    return logged.row
+            else:
+                # Another tier may have written since: the index, once this tier's log is
+                # in it (waiting for a drain under way), is the truth.
+                self._leave_solo()
+        elif self._must_watch():
+            self._settle()
         generation = self._hot.generation()
         if generation is None:
             return self._conn().execute(_LOOKUP, (key,)).fetchone()  # type: ignore[no-any-return]
@@ -680,8 +1015,14 @@ class LocalTier:
         :meth:`collect_garbage`, which commits after each small chunk of removals, and by
         :meth:`remove_orphans`, which commits after its pass: so a file seen present under
         one stamp is there while the stamp is unchanged, but for the moment between a
-        removal and the commit after it (or a removal by hand, behind cargohold's back)."""
-        return self._hot.header()
+        removal and the commit after it (or a removal by hand, behind cargohold's back).
+        A logged write moves it too (the log's end is part of it)."""
+        if self._must_watch():
+            self._settle()
+        header = self._hot.header()
+        if header is None:
+            return None
+        return header + self._log.end.to_bytes(8, "little")
 
     def read_blob(self, file: str) -> bytes | None:
         """A blob's bytes, or None if it was replaced meanwhile."""
@@ -695,7 +1036,18 @@ class LocalTier:
         writes since added in. Exact enough for soft bounds; use ``totals()`` to decide."""
         now = time.monotonic()
         if now - self._estimated_at > 0.25:
-            self._estimate = self.totals()
+            # The index's totals plus what is still in the log, without applying it: a put
+            # that refreshes the estimate must not wait for a batch to be applied.
+            # The log's counts first: a drain between the two reads then counts twice
+            # (errs high), never not at all.
+            logged, count = self._log_bytes, len(self._overlay)
+            held = self._index_totals()
+            self._estimate = Totals(
+                held.local_bytes + logged,
+                held.pending_bytes + logged,
+                held.pending_count + count,
+                held.oldest_pending,
+            )
             self._estimated_at = now
         return self._estimate
 
@@ -803,6 +1155,7 @@ class LocalTier:
         would hold this thread's connection on an old snapshot, and a lookup from the
         same thread meanwhile would read (and share through the hot-row table) rows
         older than the last commit."""
+        self._settle()
         conditions, params = ["key >= ?"], [prefix]
         if prefix:
             conditions.append("key < ?")
@@ -825,6 +1178,11 @@ class LocalTier:
             after = [rows[-1][0]]
 
     def totals(self) -> Totals:
+        """Exact totals, logged writes included."""
+        self._settle()
+        return self._index_totals()
+
+    def _index_totals(self) -> Totals:
         conn = self._conn()
         local_bytes, pending_bytes, pending_count = conn.execute(
             "SELECT local_bytes, pending_bytes, pending_count FROM totals"
@@ -845,6 +1203,7 @@ class LocalTier:
     ) -> list[Pending]:
         """The oldest unsynced changes, at most ``limit``, skipping keys in ``exclude``
         and, with ``newer_than``, changes pending since before that time."""
+        self._settle()
         sql = f"SELECT {_COLUMNS} FROM objects WHERE dirty_since IS NOT NULL"
         params: list[Any] = []
         if newer_than is not None:
@@ -894,6 +1253,7 @@ class LocalTier:
     ) -> list[tuple[str, int]]:
         """(key, version) of changes made at or before ``before`` that have not reached
         the remote (only of ``keys``, if given), oldest first, at most ``limit``."""
+        self._settle()
         conn = self._conn()
         sql = "SELECT key, version FROM objects WHERE dirty_since IS NOT NULL AND dirty_since <= ?"
         if keys is None:
@@ -941,6 +1301,7 @@ class LocalTier:
             time.sleep(0)  # let a waiting writer have the lock
 
     def set_validated(self, key: str, version: int, etag: str) -> None:
+        self._settle()
         with self._write_lock:  # may write the values the row holds: no carry (see _writing)
             self._conn().execute(
                 "UPDATE objects SET validated = ?, etag = ? WHERE key = ? AND version = ? "
@@ -951,6 +1312,7 @@ class LocalTier:
     def expire_validations(self) -> int:
         """Make every clean copy ask the remote again (a HEAD) before it is next served
         with a finite ``max_age``: for when change notices may have been missed."""
+        self._settle()
         with self._write_lock:
             cursor = self._conn().execute(
                 "UPDATE objects SET validated = NULL "
@@ -976,6 +1338,7 @@ class LocalTier:
         under an upload).
         """
         self.flush_access_times()
+        self._settle()  # the totals below must count logged writes
         conn = self._conn()
         freed = 0
         while True:
@@ -1023,6 +1386,7 @@ class LocalTier:
         """Remove blob files and named links no row refers to (left by a crash before
         their row was written or after it was replaced), once older than ``older_than``
         seconds, and stale temp files. Safe while other threads and processes write."""
+        self._settle()  # a blob named only by a logged write is referenced too
         conn = self._conn()
         referenced = {
             row[0] for row in conn.execute("SELECT file FROM objects WHERE file IS NOT NULL")
@@ -1053,6 +1417,33 @@ class LocalTier:
             # A commit, so that change_stamp() moves: files went.
             self.set_info("orphans_removed_at", repr(time.time()))
         return removed
+
+
+#: Every open tier, so a child process after fork() can stop appending to its parent's log.
+_TIERS: weakref.WeakSet[LocalTier] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for tier in list(_TIERS):
+        tier._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _log_params(record: LogRecord) -> dict[str, Any]:
+    """A logged record as the parameters of ``_UPSERT_LOGGED``."""
+    return {
+        "key": record.key,
+        "size": record.size,
+        "version": record.version,
+        "inline": record.inline,
+        "file": record.file,
+        "metadata": record.metadata,
+        "content_type": record.content_type,
+        "now": record.now,
+        "deleted": int(record.deleted),
+    }
 
 
 def _chunks(

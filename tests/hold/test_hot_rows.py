@@ -76,7 +76,11 @@ def _tell(proc: subprocess.Popen[str], command: str) -> None:
 
 
 def _held_in_memory(hold: Hold, key: str) -> Any:
-    """The row the table holds for ``key`` now (after noticing any new commit), or None."""
+    """The row held in memory for ``key`` now: a logged write not yet applied to the index
+    (see cargohold._putlog), else the table's (after noticing any new commit), or None."""
+    logged = hold.local._overlay.get(key)
+    if logged is not None:
+        return logged.row
     hot = hold.local._hot
     return None if hot.generation() is None else hot.get(key)
 
