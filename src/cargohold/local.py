@@ -146,8 +146,9 @@ ON CONFLICT (key) DO UPDATE SET
 RETURNING version, dirty_since
 """
 
-# A logged write applied to the index: like _UPSERT_DIRTY, with at least the version the put
-# returned (which it is, unless a row was dropped meanwhile or another process wrote too).
+# A logged write applied to the index: like _UPSERT_DIRTY, but with the version the put
+# returned, which is above the row's unless another process wrote the key in between (then
+# the row's + 1: versions only rise, and that put's local etag no longer matches).
 _UPSERT_LOGGED = """
 INSERT INTO objects (key, version, size, inline, file, metadata, content_type,
                      etag, modified, validated, accessed, dirty_since, deleted)
@@ -200,6 +201,7 @@ _LOG_APPLY_AT = 4096
 _LOG_APPLY_BYTES = 32 * 1024 * 1024
 #: The owner starts a new log file once everything is applied and the file is this large.
 _LOG_ROTATE_AT = 16 * 1024 * 1024
+_ESTIMATE_STALE = 1.0  # seconds after which estimate() reads the index itself
 
 _COLUMNS = (
     "key, version, size, inline, file, metadata, content_type, etag, "
@@ -266,7 +268,7 @@ class _Logged:
     """A put or delete of this tier in the put log, not yet applied to the index."""
 
     record: LogRecord
-    version: int  # what the index will give it: the row's version + 1
+    version: int  # the version the put returned (see _log_write)
     dirty_since: float
     row: tuple[Any, ...] | None  # as _LOOKUP reads it; None for a deletion
     size: int
@@ -344,6 +346,7 @@ class LocalTier:
         # exists and _start_log looks).
         self._log_seen: float = math.inf
         self._solo = False  # True while puts are appended to the log
+        self._last_version = 0  # of a logged write (see _log_write)
         self._estimate = Totals(0, 0, 0, None)
         self._estimated_at = -math.inf
         try:
@@ -535,17 +538,14 @@ class LocalTier:
         with self._log_lock:
             if not self._solo:
                 return None
+            # The version without asking the index (a query here cost more than the rest
+            # of the put, and handed the GIL to whichever thread wanted it): microseconds
+            # since the epoch, rising in this tier, so above any version the key had
+            # before (versions only need to rise per key). The index gives it this one,
+            # or the next if something else wrote the key since (see _UPSERT_LOGGED).
+            version = self._last_version = max(int(now * 1_000_000), self._last_version + 1)
             known = self._overlay.get(key)
-            if known is not None:
-                version, dirty_since = known.version + 1, known.dirty_since
-            else:
-                row = (
-                    self._conn()
-                    .execute("SELECT version, dirty_since FROM objects WHERE key = ?", (key,))
-                    .fetchone()
-                )
-                version = row[0] + 1 if row else 1
-                dirty_since = row[1] if row and row[1] is not None else now
+            dirty_since = known.dirty_since if known is not None else now
             record = encode_record(
                 key, staged.size, version, inline, staged.file, meta, content_type, now, deleted
             )
@@ -1032,24 +1032,28 @@ class LocalTier:
             return None
 
     def estimate(self) -> Totals:
-        """Totals, cheaply: read at most every quarter second, with this process's own
-        writes since added in. Exact enough for soft bounds; use ``totals()`` to decide."""
-        now = time.monotonic()
-        if now - self._estimated_at > 0.25:
-            # The index's totals plus what is still in the log, without applying it: a put
-            # that refreshes the estimate must not wait for a batch to be applied.
-            # The log's counts first: a drain between the two reads then counts twice
-            # (errs high), never not at all.
-            logged, count = self._log_bytes, len(self._overlay)
-            held = self._index_totals()
-            self._estimate = Totals(
-                held.local_bytes + logged,
-                held.pending_bytes + logged,
-                held.pending_count + count,
-                held.oldest_pending,
-            )
-            self._estimated_at = now
+        """Totals, cheaply: as last read from the index (by the syncer after each batch,
+        or here once that is over a second old), with this process's own writes since
+        added in. Exact enough for soft bounds; use ``totals()`` to decide."""
+        if time.monotonic() - self._estimated_at > _ESTIMATE_STALE:
+            self.refresh_estimate()
         return self._estimate
+
+    def refresh_estimate(self) -> None:
+        """Read the estimate's totals from the index now (the syncer calls this after each
+        batch, so that a put seldom has to: a query there is a put's slowest step)."""
+        # The index's totals plus what is still in the log, without applying it: a put that
+        # refreshes the estimate must not wait for a batch to be applied. The log's counts
+        # first: a drain between the two reads then counts twice (errs high), never not at all.
+        logged, count = self._log_bytes, len(self._overlay)
+        held = self._index_totals()
+        self._estimate = Totals(
+            held.local_bytes + logged,
+            held.pending_bytes + logged,
+            held.pending_count + count,
+            held.oldest_pending,
+        )
+        self._estimated_at = time.monotonic()
 
     def data(self, entry: Entry) -> bytes | None:
         """The bytes of ``entry``, or None if its file was replaced meanwhile (read the row

@@ -389,6 +389,7 @@ class Syncer:
             if now - self._success_recorded > 5:  # for status() in other processes
                 self._success_recorded = now
                 self._record("sync_last_success", {"at": now})
+            self.local.refresh_estimate()  # here, so that puts need not query for it
             self.state.synced_objects += len(done)
             self.state.synced_bytes += sent
             self.state.history.append((now, len(done), sent))

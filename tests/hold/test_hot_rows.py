@@ -21,6 +21,7 @@ from cargohold._hot_rows import MAX_VALUE, HotRows
 from cargohold.errors import NotFoundError
 from cargohold.hold import Hold
 from cargohold.local import _ENTRIES_PAGE, LocalTier
+from testsupport.children import ask, line_child
 
 WRITER = textwrap.dedent(
     """
@@ -43,36 +44,14 @@ WRITER = textwrap.dedent(
 )
 
 
-@contextlib.contextmanager
-def _writer(
-    remote: str, data_dir: Path, key: str, count: int = 0
-) -> Iterator[subprocess.Popen[str]]:
+def _writer(remote: str, data_dir: Path, key: str, count: int = 0) -> Any:
     """A process writing ``key`` on the same data directory when told; it exits cleanly
     at the end (and is killed by its PID if the test failed first)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", WRITER, remote, str(data_dir), key, str(count)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "READY"
-        yield proc
-        proc.communicate(timeout=60)  # closes its stdin, so it exits
-        assert proc.returncode == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    return line_child(WRITER, remote, str(data_dir), key, str(count), clean_exit=True)
 
 
 def _tell(proc: subprocess.Popen[str], command: str) -> None:
-    assert proc.stdin is not None
-    assert proc.stdout is not None
-    proc.stdin.write(command + "\n")
-    proc.stdin.flush()
-    assert proc.stdout.readline().strip() == "DONE"
+    assert ask(proc, command) == "DONE"
 
 
 def _held_in_memory(hold: Hold, key: str) -> Any:
