@@ -201,6 +201,7 @@ _LOG_APPLY_AT = 4096
 _LOG_APPLY_BYTES = 32 * 1024 * 1024
 #: The owner starts a new log file once everything is applied and the file is this large.
 _LOG_ROTATE_AT = 16 * 1024 * 1024
+_FORGET_CHUNK = 64  # applied records dropped from memory per hold of _log_lock
 _ESTIMATE_STALE = 1.0  # seconds after which estimate() reads the index itself
 
 _COLUMNS = (
@@ -494,10 +495,14 @@ class LocalTier:
         if records:
             self._hot.carry(before, self._hot.snapshot(), changed)
         self._log_seen = max(self._log_seen, seen)
-        if own:
+        # Forgotten a few at a time: a put waiting for _log_lock waits for one chunk, not
+        # for thousands of records (a tail in put latency while the syncer applies).
+        for start in range(0, len(own or ()), _FORGET_CHUNK):
+            chunk = (own or [])[start : start + _FORGET_CHUNK]
+            size = sum(logged.size for logged in chunk)
             with self._log_lock:
-                for logged in own:
-                    self._log_bytes -= logged.size
+                self._log_bytes -= size
+                for logged in chunk:
                     if self._overlay.get(logged.record.key) is logged:
                         del self._overlay[logged.record.key]
 
