@@ -9,7 +9,8 @@ Layout under the tier's directory::
     index.sqlite3          the index (WAL mode): one row per key, see SCHEMA
     putlog                 writes not yet applied to the index (see _putlog), with
     putlog.lock/.present/.state   which tier may append to it
-    blobs/ab/<id>          bytes of objects too large to keep in the index
+    blobs/a/<id>           bytes of objects too large to keep in the index (16 shards;
+                           tiers written before 2026-12 also have blobs/ab/<id>)
     named/<id>/<name>      a hard link to a blob under the key's last segment, made when
                            ``path()`` is asked for it, so the file has its real name
     tmp/                   files being written
@@ -924,10 +925,13 @@ class LocalTier:
         )
 
     def _blob_name(self, key: str) -> str:
-        """A new blob's name, ``ab/<id>``; its shard folder exists on return. One folder
-        per blob would cost a mkdir per write (a third of a millisecond on small VMs)."""
+        """A new blob's name, ``a/<id>``; its shard folder exists on return. Sixteen
+        shards, not 256 or one per blob: each new folder costs a mkdir (0.15-0.3 ms on small
+        VMs) and makes the first file in it slower to create, and with 256 a new tier paid
+        that for most of its first few hundred blobs. Names stored in the index are paths
+        relative to blobs/, so tiers that have ``ab/<id>`` blobs read them as before."""
         blob_id = uuid.uuid4().hex
-        shard = blob_id[:2]
+        shard = blob_id[:1]
         if shard not in self._shards:
             (self.blobs / shard).mkdir(exist_ok=True)
             self._shards.add(shard)
