@@ -108,6 +108,17 @@ CREATE TABLE IF NOT EXISTS garbage (file TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 -- keys synced while the shared catalog was unreachable: recorded there once it is back
 CREATE TABLE IF NOT EXISTS catalog_backlog (key TEXT PRIMARY KEY);
+-- the highest version any row has had, so a tier that starts appending to the put log can
+-- hand out versions above every one, whatever the clock says (filled once, on upgrade)
+CREATE TABLE IF NOT EXISTS version_high (id INTEGER PRIMARY KEY CHECK (id = 0), value INTEGER NOT NULL);
+INSERT INTO version_high SELECT 0, coalesce((SELECT max(version) FROM objects), 0)
+    WHERE NOT EXISTS (SELECT 1 FROM version_high);
+CREATE TRIGGER IF NOT EXISTS objects_version_insert AFTER INSERT ON objects BEGIN
+    UPDATE version_high SET value = max(value, NEW.version);
+END;
+CREATE TRIGGER IF NOT EXISTS objects_version_update AFTER UPDATE OF version ON objects BEGIN
+    UPDATE version_high SET value = max(value, NEW.version);
+END;
 CREATE TRIGGER IF NOT EXISTS objects_insert AFTER INSERT ON objects BEGIN
     UPDATE totals SET
         local_bytes = local_bytes + NEW.size,
@@ -349,6 +360,7 @@ class LocalTier:
         self._log_seen: float = math.inf
         self._solo = False  # True while puts are appended to the log
         self._last_version = 0  # of a logged write (see _log_write)
+        self._estimate_lock = threading.Lock()  # a refresh and a put's addition, one at a time
         self._estimate = Totals(0, 0, 0, None)
         self._estimated_at = -math.inf
         try:
@@ -397,6 +409,8 @@ class LocalTier:
                 if alone:  # no tier joined since this one found itself alone
                     try:
                         self._new_log_file(conn)
+                        high = conn.execute("SELECT value FROM version_high").fetchone()
+                        self._last_version = int(high[0]) if high else 0
                         self._solo = True
                     except (OSError, sqlite3.Error) as exc:  # writes go to the index instead
                         log.warning("cargohold: cannot start a put log in %s: %s", self.root, exc)
@@ -546,9 +560,10 @@ class LocalTier:
                 return None
             # The version without asking the index (a query here cost more than the rest
             # of the put, and handed the GIL to whichever thread wanted it): microseconds
-            # since the epoch, rising in this tier, so above any version the key had
-            # before (versions only need to rise per key). The index gives it this one,
-            # or the next if something else wrote the key since (see _UPSERT_LOGGED).
+            # since the epoch, rising in this tier from above the highest version the index
+            # had when it started appending (so above any the key had, whatever the clock
+            # did; versions only need to rise per key). The index gives it this one, or the
+            # next if another process wrote the key since (see _UPSERT_LOGGED).
             version = self._last_version = max(int(now * 1_000_000), self._last_version + 1)
             known = self._overlay.get(key)
             dirty_since = known.dirty_since if known is not None else now
@@ -613,6 +628,12 @@ class LocalTier:
             dirty_since=dirty_since,
             deleted=deleted,
         )
+
+    def _note_version(self, version: int) -> None:
+        """A version this tier's own direct write gave a row: logged writes go above it
+        (it can be above the clock's, when the clock was set back since it was written)."""
+        with self._log_lock:
+            self._last_version = max(self._last_version, version)
 
     def _forked(self) -> None:
         """In a child after fork(): the parent owns this tier's log and its records."""
@@ -783,13 +804,14 @@ class LocalTier:
 
     def _note_added(self, size: int, *, pending: bool) -> None:
         """Keep the estimate (see ``estimate``) up with this process's own writes."""
-        was = self._estimate  # built directly: dataclasses.replace costs 2 µs a put
-        self._estimate = Totals(
-            was.local_bytes + size,
-            was.pending_bytes + (size if pending else 0),
-            was.pending_count,
-            was.oldest_pending,
-        )
+        with self._estimate_lock:
+            was = self._estimate  # built directly: dataclasses.replace costs 2 µs a put
+            self._estimate = Totals(
+                was.local_bytes + size,
+                was.pending_bytes + (size if pending else 0),
+                was.pending_count,
+                was.oldest_pending,
+            )
 
     def commit_clean(
         self, staged: Staged, info: ObjectInfo, *, only_version: int | None = None
@@ -843,6 +865,7 @@ class LocalTier:
                 )
                 if cursor.rowcount:
                     stored.append(staged)
+            self._note_version(conn.execute("SELECT value FROM version_high").fetchone()[0])
         for staged, _ in pairs:
             if staged not in stored:
                 self.discard(staged)
@@ -908,6 +931,7 @@ class LocalTier:
             raise _sqlite_error(exc, f"write {staged.key!r} to the local tier") from exc
         if not rows:
             return None
+        self._note_version(rows[0][0])
         return Entry(
             key=staged.key,
             version=rows[0][0],
@@ -1055,14 +1079,23 @@ class LocalTier:
         # refreshes the estimate must not wait for a batch to be applied. The log's counts
         # first: a drain between the two reads then counts twice (errs high), never not at all.
         logged, count = self._log_bytes, len(self._overlay)
-        held = self._index_totals()
-        self._estimate = Totals(
-            held.local_bytes + logged,
-            held.pending_bytes + logged,
-            held.pending_count + count,
-            held.oldest_pending,
+        try:
+            held = self._index_totals()
+        except sqlite3.Error as exc:
+            raise _sqlite_error(exc, "read the local tier's totals") from exc
+        self._set_estimate(
+            Totals(
+                held.local_bytes + logged,
+                held.pending_bytes + logged,
+                held.pending_count + count,
+                held.oldest_pending,
+            )
         )
-        self._estimated_at = time.monotonic()
+
+    def _set_estimate(self, totals: Totals) -> None:
+        with self._estimate_lock:
+            self._estimate = totals
+            self._estimated_at = time.monotonic()
 
     def data(self, entry: Entry) -> bytes | None:
         """The bytes of ``entry``, or None if its file was replaced meanwhile (read the row
@@ -1191,9 +1224,12 @@ class LocalTier:
             after = [rows[-1][0]]
 
     def totals(self) -> Totals:
-        """Exact totals, logged writes included."""
+        """Exact totals, logged writes included (and the estimate from now on)."""
         self._settle()
-        return self._index_totals()
+        totals = self._index_totals()
+        if not self._overlay:  # nothing logged meanwhile: exact for the estimate too
+            self._set_estimate(totals)
+        return totals
 
     def _index_totals(self) -> Totals:
         conn = self._conn()

@@ -389,13 +389,14 @@ class Syncer:
             if now - self._success_recorded > 5:  # for status() in other processes
                 self._success_recorded = now
                 self._record("sync_last_success", {"at": now})
-            self.local.refresh_estimate()  # here, so that puts need not query for it
             self.state.synced_objects += len(done)
             self.state.synced_bytes += sent
             self.state.history.append((now, len(done), sent))
             for entry, _ in done:
                 self._failed.pop(entry.key, None)
                 self.state.failed_keys.pop(entry.key, None)
+            with contextlib.suppress(CargoholdError):  # a put reads it then, as before
+                self.local.refresh_estimate()  # here, so that puts need not query for it
             log.debug(
                 "cargohold: synced %d change(s) in %.3fs", len(done), time.monotonic() - started
             )

@@ -9,8 +9,10 @@ import os
 import signal
 import textwrap
 import threading
+import time
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -288,3 +290,28 @@ def test_a_log_that_cannot_be_replaced_stops_being_used(
     with _open(tmp_path) as hold:
         assert [hold.get(f"k{i}") for i in range(20)] == [b"x" * 200] * 20
         assert hold.get("later") == b"to the index"
+
+
+def test_a_clock_set_back_still_gives_puts_the_versions_they_return(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _open(tmp_path) as hold:
+        hold.put("doc", b"written while the clock was right")
+        hold.flush(30)
+    # A mock, and it says so: the local tier's clock an hour behind the one that wrote
+    # the index (an NTP correction, a restored VM), which this machine's clock cannot be
+    # made to do without moving every other process's clock too.
+    real = time.time
+    monkeypatch.setattr(
+        local_module,
+        "time",
+        SimpleNamespace(time=lambda: real() - 3600, monotonic=time.monotonic, sleep=time.sleep),
+    )
+    with _open(tmp_path) as hold:
+        assert hold.local._solo
+        info = hold.put("doc", b"written after the clock went back")
+        assert hold.head("doc").etag == info.etag  # the version the put returned
+        hold.put("doc", b"conditional", if_match=info.etag)  # no false conflict
+        durable = hold.put("doc", b"durable", durable=True)
+        assert not durable.etag.startswith("L")  # the remote's etag, as promised
+        assert hold.get("doc") == b"durable"
