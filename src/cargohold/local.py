@@ -1049,12 +1049,13 @@ class LocalTier:
         :meth:`remove_orphans`, which commits after its pass: so a file seen present under
         one stamp is there while the stamp is unchanged, but for the moment between a
         removal and the commit after it (or a removal by hand, behind cargohold's back).
-        A logged write moves it too (the log's end is part of it)."""
-        if self._must_watch():
+        A logged write moves it too (the log's end is part of it while any is not applied;
+        applying commits). Called on every cached fetch: 0.1 µs, kept so."""
+        if not self._log.owner and self._must_watch():
             self._settle()
         header = self._hot.header()
-        if header is None:
-            return None
+        if header is None or not self._overlay:
+            return header
         return header + self._log.end.to_bytes(8, "little")
 
     def read_blob(self, file: str) -> bytes | None:
