@@ -15,9 +15,11 @@ only one. A tier that opens beside an owner *joins*: it marks the owner's epoch 
 ``putlog.state`` (three counters every tier maps: the owner's epoch, the last epoch joined,
 the last epoch the owner acknowledged), writes straight to SQLite, and until the owner
 acknowledges it applies whatever the owner appended before each use of the index (an
-``fstat`` to see that the log grew). The owner sees the join at its next put or lookup
-(a 24-byte read of the map), applies what it holds, acknowledges, and writes to SQLite
-from then on. So a write by any process is seen by the next read in every other one.
+``fstat`` to see that the log grew). The owner sees the join at its next put, or lookup
+while it holds records not yet applied (a 24-byte read of the map), applies what it holds,
+acknowledges, and writes to SQLite from then on. So a write by any process is seen by the
+next read in every other one. A tier that finds itself alone again (the others closed)
+claims the log anew, as a new epoch (``claiming``; the syncer tries when idle).
 
 Which records are applied is decided inside the index's own write transaction: the
 ``info`` row ``putlog`` holds the log file's id and the offset applied up to, so a record
@@ -194,6 +196,30 @@ class PutLog:
             os.close(state_fd)  # the map keeps the file
         if self.path.exists():
             self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+
+    @contextlib.contextmanager
+    def claiming(self) -> Iterator[bool]:
+        """Hold ``putlog.lock`` and, if this tier is alone on the directory now (the others
+        have closed), become the owner of a new epoch: yields True then. The caller sets up
+        the log inside the block, before another tier can open and join."""
+        if self._state is None or self._forked or self._present_fd < 0:
+            yield False
+            return
+        with self._locked():
+            try:
+                # A conversion: it gives up the shared lock first, and if another tier holds
+                # one it fails and the shared lock is taken again below. No tier can look
+                # meanwhile: opening looks under putlog.lock, which this one holds.
+                flock(self._present_fd, LOCK_EX | LOCK_NB)
+                alone = True
+            except BlockingIOError:
+                alone = False
+            flock(self._present_fd, LOCK_SH)
+            if alone:
+                self._epoch = _U64.pack(_U64.unpack(self._state[0:8])[0] + 1)
+                self._state[0:8] = self._epoch
+                self.owner = True
+            yield alone
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

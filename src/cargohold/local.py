@@ -408,14 +408,42 @@ class LocalTier:
                 self._apply(conn, None)
                 if alone:  # no tier joined since this one found itself alone
                     try:
-                        self._new_log_file(conn)
-                        high = conn.execute("SELECT value FROM version_high").fetchone()
-                        self._last_version = int(high[0]) if high else 0
-                        self._solo = True
+                        self._begin_appending(conn)
                     except (OSError, sqlite3.Error) as exc:  # writes go to the index instead
                         log.warning("cargohold: cannot start a put log in %s: %s", self.root, exc)
         if not self._solo:
             self._log.acknowledge()
+
+    def reclaim_log(self) -> bool:
+        """Append puts to the log again, if this tier stopped when another opened the
+        directory and is alone on it now (the syncer tries when idle). True if it does."""
+        if self._solo or self._closed:
+            return False
+        conn = self._conn()
+        with self._write_lock:
+            self._drain_locked(conn)
+            if self._overlay:
+                return False
+            with self._log.claiming() as alone:
+                if not alone:
+                    return False
+                self._apply(conn, None)  # what an owner that died left in the file
+                try:
+                    self._begin_appending(conn)
+                except (OSError, sqlite3.Error) as exc:
+                    log.warning("cargohold: cannot start a put log in %s: %s", self.root, exc)
+        if not self._solo:
+            self._log.acknowledge()
+        return self._solo
+
+    def _begin_appending(self, conn: sqlite3.Connection) -> None:
+        """Owner, ``putlog.lock`` and ``_write_lock`` held, everything applied: a new log
+        file, versions from above the index's highest, and puts appended from now on."""
+        self._new_log_file(conn)
+        high = conn.execute("SELECT value FROM version_high").fetchone()
+        with self._log_lock:
+            self._last_version = max(self._last_version, int(high[0]) if high else 0)
+            self._solo = True
 
     def _new_log_file(self, conn: sqlite3.Connection) -> None:
         """Owner, everything applied, ``_write_lock`` held: a new, empty log. The index

@@ -315,3 +315,28 @@ def test_a_clock_set_back_still_gives_puts_the_versions_they_return(
         durable = hold.put("doc", b"durable", durable=True)
         assert not durable.etag.startswith("L")  # the remote's etag, as promised
         assert hold.get("doc") == b"durable"
+
+
+def test_a_tier_alone_again_appends_to_the_log_again(tmp_path: Path) -> None:
+    remote, data = f"file://{tmp_path / 'remote'}", str(tmp_path / "data")
+    with _open(tmp_path) as hold:
+        with line_child(CHILD, remote, data, "running", clean_exit=True) as proc:
+            hold.put("during", b"written beside the other process")
+            assert not hold.local._solo
+            hold.syncer._housekeeping()  # the syncer's idle upkeep tries to take it back
+            assert not hold.local._solo  # not while the other is open
+        hold.syncer._housekeeping()
+        assert hold.local._solo  # the other closed: alone again
+        hold.put("after", b"logged again")
+        assert hold.local._overlay
+        with line_child(CHILD, remote, data, "running", clean_exit=True) as proc:
+            assert ask(proc, "get after") == "logged again"
+            assert ask(proc, "get during") == "written beside the other process"
+            assert ask(proc, "put theirs t") == "DONE"
+            assert hold.get("theirs") == b"t"
+            hold.put("later", b"noticed the join")  # and from here on, to SQLite
+            assert not hold.local._solo
+            assert ask(proc, "get later") == "noticed the join"
+    with _open(tmp_path) as hold:
+        assert hold.get("after") == b"logged again"
+        assert hold.get("later") == b"noticed the join"
