@@ -176,22 +176,8 @@ class PutLog:
                 if os.fstat(state_fd).st_size < _STATE_SIZE:
                     os.ftruncate(state_fd, _STATE_SIZE)
                 self._state = mmap.mmap(state_fd, _STATE_SIZE)
-                try:
-                    flock(self._present_fd, LOCK_EX | LOCK_NB)
-                    alone = True
-                except BlockingIOError:
-                    alone = False
-                # Shared from now on (a conversion, when alone): the next tier to open
-                # finds this one here. Never blocks: only a tier holding putlog.lock, as
-                # this one does, ever holds it exclusively.
-                flock(self._present_fd, LOCK_SH)
-                epoch = self._state[0:8]
-                if alone:
-                    self._epoch = _U64.pack(_U64.unpack(epoch)[0] + 1)
-                    self._state[0:8] = self._epoch
-                    self.owner = True
-                else:
-                    self._state[8:16] = epoch  # tell the owner, if there is one
+                if not self._own_if_alone():
+                    self._state[8:16] = self._state[0:8]  # tell the owner, if there is one
         finally:
             os.close(state_fd)  # the map keeps the file
         if self.path.exists():
@@ -206,20 +192,29 @@ class PutLog:
             yield False
             return
         with self._locked():
-            try:
-                # A conversion: it gives up the shared lock first, and if another tier holds
-                # one it fails and the shared lock is taken again below. No tier can look
-                # meanwhile: opening looks under putlog.lock, which this one holds.
-                flock(self._present_fd, LOCK_EX | LOCK_NB)
-                alone = True
-            except BlockingIOError:
-                alone = False
-            flock(self._present_fd, LOCK_SH)
-            if alone:
-                self._epoch = _U64.pack(_U64.unpack(self._state[0:8])[0] + 1)
-                self._state[0:8] = self._epoch
-                self.owner = True
-            yield alone
+            yield self._own_if_alone()
+
+    def _own_if_alone(self) -> bool:
+        """With ``putlog.lock`` held: if no other tier has the directory open, become the
+        owner of a new epoch. Either way this tier holds its shared lock on
+        ``putlog.present`` afterwards, so the next tier to open finds it there."""
+        assert self._state is not None
+        try:
+            # Exclusive only if no other tier holds it shared. When this tier holds it
+            # already, this is a conversion: the shared lock goes first, and comes back
+            # below if the exclusive one is refused. No tier can look meanwhile: opening
+            # looks under putlog.lock, which this one holds.
+            flock(self._present_fd, LOCK_EX | LOCK_NB)
+            alone = True
+        except BlockingIOError:
+            alone = False
+        # Never blocks: only a tier holding putlog.lock ever holds it exclusively.
+        flock(self._present_fd, LOCK_SH)
+        if alone:
+            self._epoch = _U64.pack(_U64.unpack(self._state[0:8])[0] + 1)
+            self._state[0:8] = self._epoch
+            self.owner = True
+        return alone
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
