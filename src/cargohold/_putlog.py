@@ -181,7 +181,10 @@ class PutLog:
         finally:
             os.close(state_fd)  # the map keeps the file
         if self.path.exists():
-            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+            self._fd = self._open_log()
+
+    def _open_log(self) -> int:
+        return os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
 
     @contextlib.contextmanager
     def claiming(self) -> Iterator[bool]:
@@ -251,7 +254,7 @@ class PutLog:
         if self._fd < 0:
             if not self.path.exists():
                 return None
-            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+            self._fd = self._open_log()
         header = os.pread(self._fd, HEADER_SIZE, 0)
         if len(header) < HEADER_SIZE or not header.startswith(MAGIC):
             return None
@@ -326,13 +329,10 @@ class PutLog:
         self.end = start + len(record)
         return self.end
 
-    def rotating(self) -> contextlib.AbstractContextManager[bool]:
+    @contextlib.contextmanager
+    def rotating(self) -> Iterator[bool]:
         """Owner: hold ``putlog.lock`` while the log is replaced; yields False (replace
         nothing) if another tier joined meanwhile, as it may be reading this file."""
-        return self._rotating()
-
-    @contextlib.contextmanager
-    def _rotating(self) -> Iterator[bool]:
         with self._locked():
             yield self.owner and not self._forked and not self.joined()
 
@@ -352,7 +352,7 @@ class PutLog:
                 os.close(self._fd)  # the parent's descriptor stays open in the parent
             self._fd = -1
         with contextlib.suppress(OSError):
-            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+            self._fd = self._open_log()
 
     def close(self, *, ack: bool) -> None:
         if ack:

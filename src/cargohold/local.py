@@ -50,6 +50,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -280,11 +281,9 @@ class Pending:
 class _Logged:
     """A put or delete of this tier in the put log, not yet applied to the index."""
 
-    record: LogRecord
-    version: int  # the version the put returned (see _log_write)
+    record: LogRecord  # its version is the one the put returned (see _log_write)
     dirty_since: float
     row: tuple[Any, ...] | None  # as _LOOKUP reads it; None for a deletion
-    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,19 +399,12 @@ class LocalTier:
         one is appending now); as the owner, start a new log file and append from now on."""
         conn = self._conn()
         self._log_seen = 0
-        with self._write_lock:
-            if not self._log.owner:
+        if not self._log.owner:
+            with self._write_lock:
                 self._apply(conn, None)
-                return
-            with self._log.rotating() as alone:
-                self._apply(conn, None)
-                if alone:  # no tier joined since this one found itself alone
-                    try:
-                        self._begin_appending(conn)
-                    except (OSError, sqlite3.Error) as exc:  # writes go to the index instead
-                        log.warning("cargohold: cannot start a put log in %s: %s", self.root, exc)
-        if not self._solo:
-            self._log.acknowledge()
+            return
+        # Owner since opening, unless another tier joined since: rotating() says.
+        self._take_log(conn, self._log.rotating())
 
     def reclaim_log(self) -> bool:
         """Append puts to the log again, if this tier stopped when another opened the
@@ -424,13 +416,19 @@ class LocalTier:
             self._drain_locked(conn)
             if self._overlay:
                 return False
-            with self._log.claiming() as alone:
-                if not alone:
-                    return False
-                self._apply(conn, None)  # what an owner that died left in the file
+        return self._take_log(conn, self._log.claiming())
+
+    def _take_log(self, conn: sqlite3.Connection, alone: AbstractContextManager[bool]) -> bool:
+        """Inside ``alone`` (``putlog.lock`` held; True if this tier owns a new epoch and no
+        other has joined): apply what an owner before this one left in the file, then
+        append puts from now on. Otherwise, or if the log cannot be started, this tier
+        writes to the index, and says so to any tier that joins. True if it appends."""
+        with self._write_lock, alone as owning:
+            self._apply(conn, None)
+            if owning:
                 try:
                     self._begin_appending(conn)
-                except (OSError, sqlite3.Error) as exc:
+                except (OSError, sqlite3.Error) as exc:  # writes go to the index instead
                     log.warning("cargohold: cannot start a put log in %s: %s", self.root, exc)
         if not self._solo:
             self._log.acknowledge()
@@ -542,7 +540,7 @@ class LocalTier:
         # for thousands of records (a tail in put latency while the syncer applies).
         for start in range(0, len(own or ()), _FORGET_CHUNK):
             chunk = (own or [])[start : start + _FORGET_CHUNK]
-            size = sum(logged.size for logged in chunk)
+            size = sum(logged.record.size for logged in chunk)
             with self._log_lock:
                 self._log_bytes -= size
                 for logged in chunk:
@@ -621,10 +619,8 @@ class LocalTier:
                     deleted,
                     end,
                 ),
-                version,
                 dirty_since,
                 None if deleted else (inline, staged.file, dirty_since, None, now),
-                staged.size,
             )
             self._records.append(logged)
             self._overlay[key] = logged
@@ -821,13 +817,23 @@ class LocalTier:
 
     def commit(self, staged: Staged, *, metadata: Mapping[str, str], content_type: str) -> Entry:
         """Make staged bytes the key's local change to sync; safe from a crash on return."""
+        entry = self._write_dirty(staged, metadata, content_type, deleted=False)
+        self._note_added(staged.size, pending=True)
+        return entry
+
+    def _write_dirty(
+        self, staged: Staged, metadata: Mapping[str, str], content_type: str, *, deleted: bool
+    ) -> Entry:
+        """A local change to sync: appended to the put log while this tier has the
+        directory to itself, else one SQLite statement."""
         entry = (
-            self._log_write(staged, metadata, content_type, deleted=False) if self._solo else None
+            self._log_write(staged, metadata, content_type, deleted=deleted) if self._solo else None
         )
         if entry is None:
-            entry = self._upsert(_UPSERT_DIRTY, staged, metadata, content_type)
+            entry = self._upsert(
+                _UPSERT_DIRTY, staged, metadata, content_type, deleted=int(deleted)
+            )
         assert entry is not None  # a dirty upsert always writes its row
-        self._note_added(staged.size, pending=True)
         return entry
 
     def _note_added(self, size: int, *, pending: bool) -> None:
@@ -914,12 +920,7 @@ class LocalTier:
     def delete(self, key: str) -> Entry:
         """Record a deletion to sync: the key reads as missing at once."""
         staged = Staged(key, None, None, 0)
-        ctype = "application/octet-stream"
-        entry = self._log_write(staged, {}, ctype, deleted=True) if self._solo else None
-        if entry is None:
-            entry = self._upsert(_UPSERT_DIRTY, staged, {}, ctype, deleted=1)
-        assert entry is not None
-        return entry
+        return self._write_dirty(staged, {}, "application/octet-stream", deleted=True)
 
     def _upsert(
         self,
