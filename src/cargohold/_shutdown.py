@@ -6,14 +6,46 @@ anything) remains, and then hand the signal to whatever handler was there before
 app's, uvicorn's, Python's default), so the app shuts down as it always did. ``atexit``
 does the same for an ordinary exit.
 
-Python runs signal handlers in the main thread only, so handlers are installed only when
-the first Hold is opened there; elsewhere (a worker thread, a notebook's kernel thread)
-only ``atexit`` applies, and that is logged at debug level.
+Why the signal path cannot deadlock
+-----------------------------------
+
+Python runs a signal handler on the main thread, between two bytecodes of whatever that
+thread was doing: possibly inside a ``put`` that holds the local tier's write lock, inside
+``logging`` holding a handler's lock, inside ``Thread.start`` holding threading's own lock.
+A handler that waits for anything another frame may hold waits forever. So the handler
+waits for nothing and takes no lock:
+
+1. On the first SIGTERM/SIGINT it records the moment (a float assignment) and writes one
+   byte, the signal's number, to a pipe (``os.write``: a system call, no lock) and returns.
+   The interrupted frame goes on and releases whatever it holds.
+2. The *flusher*, a daemon thread started when the handlers were installed and blocked in
+   ``os.read`` on that pipe, wakes, logs, and runs the flush of every open Hold on a thread
+   of its own, waiting for it at most until the grace budget (from the signal's moment) is
+   spent. The flusher itself never waits longer, whatever the flush does.
+3. It then hands the signal back to the main thread (``signal.pthread_kill``): the handler
+   runs again, sees the hand-back, and calls the previous handler, or restores the default
+   action and re-raises, or (SIG_IGN) does nothing. So the app's own handler runs every
+   time, on the main thread where Python expects it, at most the grace budget late.
+
+Meanwhile the app keeps running: servers keep answering, and they drain (and may keep
+accepting writes) after their own handler ran. :func:`shutting_down` lets the Hold see
+that a stop has begun: from then on each ``put`` returns only once the remote has it
+(see ``Hold.put``), so a write acknowledged after the signal is not lost when the process
+dies by the default action moments later, without another flush.
+
+A second signal of the same kind while the flush runs (an impatient Ctrl-C) is handed to
+the previous handler at once. After ``fork()`` the child has no flusher thread and shares
+the parent's pipe: :func:`_after_fork` gives it a new pipe and a new flusher, and forgets
+the parent's stop.
+
+Handlers are installed only when the first Hold is opened on the main thread; elsewhere (a
+worker thread, a notebook's kernel thread) only ``atexit`` applies, logged at debug level.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import signal
@@ -24,7 +56,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, Protocol
 
-__all__ = ["Flushable", "install", "register"]
+__all__ = ["Flushable", "install", "register", "shutting_down"]
 
 log = logging.getLogger("cargohold.shutdown")
 
@@ -42,7 +74,13 @@ class Flushable(Protocol):
 _holds: weakref.WeakSet[Any] = weakref.WeakSet()
 _previous: dict[int, Any] = {}
 _atexit_registered = False
-_lock = threading.Lock()
+_lock = threading.Lock()  # install/register only: never taken by the signal handler
+
+# Written by the signal handler (plain assignments, no lock) and read by everyone else.
+_began: float | None = None  # time.monotonic() of the first stop signal
+_handing_back: set[int] = set()  # signals the flusher has handed back to the main thread
+_pipe: tuple[int, int] | None = None  # (read, write): handler -> flusher
+_flusher: threading.Thread | None = None
 
 
 def register(hold: Flushable, *, handlers: bool) -> None:
@@ -66,11 +104,14 @@ def register(hold: Flushable, *, handlers: bool) -> None:
 
 
 def install() -> None:
-    """Chain our handler in front of the current SIGTERM and SIGINT handlers (once)."""
+    """Chain our handler in front of the current SIGTERM and SIGINT handlers (once per
+    handler: a framework that installs its own later is chained again when the next
+    Hold opens)."""
     if threading.current_thread() is not threading.main_thread():
         log.debug("cargohold: not in the main thread, so no signal handlers; atexit still flushes")
         return
     with _lock:
+        _start_flusher()
         for signum in SIGNALS:
             current = signal.getsignal(signum)
             if current is _handle:
@@ -79,39 +120,169 @@ def install() -> None:
             signal.signal(signum, _handle)
 
 
-def _flush_all(reason: str) -> None:
-    holds = list(_holds)
-    if not holds:
+def shutting_down() -> float | None:
+    """The ``time.monotonic()`` at which a stop signal arrived in this process, or None."""
+    return _began
+
+
+def remaining(grace: float) -> float:
+    """Seconds left of ``grace`` counted from the stop signal (all of it if none came)."""
+    began = _began
+    if began is None:
+        return grace
+    return max(0.0, grace - (time.monotonic() - began))
+
+
+def in_flusher() -> bool:
+    """True on the thread that runs the shutdown flush (its writes are not write-through:
+    it flushes them itself)."""
+    return threading.current_thread().name == _FLUSH_THREAD
+
+
+_FLUSH_THREAD = "cargohold-shutdown-flush"
+
+
+def _start_flusher() -> None:
+    global _pipe, _flusher
+    if _flusher is not None and _flusher.is_alive():
         return
-    started = time.monotonic()
-    for hold in holds:
-        budget = hold.shutdown_grace - (time.monotonic() - started)
-        try:
-            hold._shutdown_flush(max(0.0, budget))
-        except Exception:
-            log.exception("cargohold: flushing on %s failed", reason)
+    if _pipe is None:
+        read, write = os.pipe()
+        os.set_blocking(write, False)  # a full pipe must never block the handler
+        _pipe = (read, write)
+    _flusher = threading.Thread(
+        target=_flusher_loop, args=(_pipe[0],), name="cargohold-shutdown", daemon=True
+    )
+    _flusher.start()
 
 
 def _handle(signum: int, frame: FrameType | None) -> None:
-    name = signal.Signals(signum).name
-    log.info("cargohold: %s received: flushing before shutdown", name)
-    _flush_all(name)
+    """The signal handler: no lock, no wait, no logging (see the module docstring)."""
+    global _began
+    if signum in _handing_back:
+        _handing_back.discard(signum)
+        _chain(signum, frame)
+        return
+    if _began is not None and signum in _seen:
+        _chain(signum, frame)  # asked twice: do not make the user wait again
+        return
+    _seen.add(signum)
+    if _began is None:
+        _began = time.monotonic()
+    pipe = _pipe
+    if pipe is None:  # pragma: no cover - install() makes the pipe before the handler
+        _chain(signum, frame)
+        return
+    try:
+        os.write(pipe[1], bytes([signum]))
+    except OSError:  # pragma: no cover - a pipe of 64 KiB full of signals
+        _chain(signum, frame)
+
+
+_seen: set[int] = set()
+
+
+def _chain(signum: int, frame: FrameType | None) -> None:
+    """Do what the signal would have done without us."""
     previous = _previous.get(signum, signal.SIG_DFL)
     if callable(previous):
         handler: Callable[[int, FrameType | None], Any] = previous
         handler(signum, frame)
-    elif previous == signal.SIG_DFL:
-        # Do what the signal would have done without us: restore the default, re-raise.
+    elif previous == signal.SIG_DFL or previous is None:
+        # Restore the default and re-raise: the process ends as it would have.
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
     # SIG_IGN: the app ignores this signal; so do we, after flushing.
 
 
-def _at_exit() -> None:
-    started = time.monotonic()
-    for hold in list(_holds):
-        budget = hold.shutdown_grace - (time.monotonic() - started)
+def _flusher_loop(read_fd: int) -> None:
+    while True:
         try:
-            hold.close(timeout=max(0.0, budget))
+            data = os.read(read_fd, 64)
+        except OSError:  # pragma: no cover - the pipe was closed
+            return
+        if not data:  # pragma: no cover
+            return
+        for signum in data:
+            _flush_then_hand_back(signum)
+
+
+def _flush_then_hand_back(signum: int) -> None:
+    name = signal.Signals(signum).name
+    if not _flushed.is_set() and not _flushing.is_set():
+        _flushing.set()
+        log.info("cargohold: %s received: flushing before shutdown", name)
+        worker = threading.Thread(target=_flush_all, args=(name,), name=_FLUSH_THREAD, daemon=True)
+        worker.start()
+        worker.join(_budget())  # never longer, whatever the flush does
+        if worker.is_alive():
+            log.warning("cargohold: the shutdown flush is still running at the end of the grace")
+    else:
+        _flushed.wait(_budget())
+    _hand_back(signum)
+
+
+_flushing = threading.Event()
+_flushed = threading.Event()
+
+
+def _budget() -> float:
+    """The longest grace of the open Holds, left since the signal."""
+    graces = [getattr(hold, "shutdown_grace", 0.0) for hold in list(_holds)]
+    return remaining(max(graces, default=0.0))
+
+
+def _hand_back(signum: int) -> None:
+    _handing_back.add(signum)
+    main = threading.main_thread()
+    if main.is_alive() and main.ident is not None:
+        signal.pthread_kill(main.ident, signum)
+    else:  # the main thread is gone (interpreter exit): nothing can run its handler
+        _handing_back.discard(signum)
+        if _previous.get(signum, signal.SIG_DFL) in (signal.SIG_DFL, None):
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+
+def _flush_all(reason: str) -> None:
+    try:
+        for hold in list(_holds):
+            try:
+                # A moment less than the flusher waits, to log what remains before then.
+                left = remaining(hold.shutdown_grace)
+                hold._shutdown_flush(max(0.0, left - min(0.25, 0.1 * left)))
+            except Exception:
+                log.exception("cargohold: flushing on %s failed", reason)
+    finally:
+        _flushed.set()
+
+
+def _at_exit() -> None:
+    for hold in list(_holds):
+        try:
+            hold.close(timeout=remaining(hold.shutdown_grace))
         except Exception:
             log.exception("cargohold: closing at exit failed")
+
+
+def _after_fork() -> None:
+    """In a child after fork(): a pipe and flusher of its own, and no stop begun (the
+    parent's signal was the parent's). Handlers stay installed (signal dispositions are
+    inherited), so a forked worker that keeps them is flushed on its own SIGTERM."""
+    global _pipe, _flusher, _began, _lock, _flushing, _flushed
+    _lock = threading.Lock()  # another parent thread may have held it at the fork
+    _began = None
+    _seen.clear()
+    _handing_back.clear()
+    _flushing, _flushed = threading.Event(), threading.Event()
+    old = _pipe
+    _pipe, _flusher = None, None
+    if old is not None:
+        for fd in old:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    if any(signal.getsignal(s) is _handle for s in SIGNALS):
+        _start_flusher()
+
+
+os.register_at_fork(after_in_child=_after_fork)

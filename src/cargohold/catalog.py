@@ -38,6 +38,7 @@ from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from ._fork import abandon, on_fork
 from .errors import CatalogUnavailable, ConfigError
 from .remotes import ObjectInfo, Remote
 
@@ -138,9 +139,25 @@ class Catalog:
         self._down_since: float | None = None
         self._warned = False
         self._listener: threading.Thread | None = None
+        self._listening: tuple[Callable[[Change], None], Callable[[], None] | None] | None = None
         self._stop = threading.Event()
         with contextlib.suppress(CatalogUnavailable):  # warned; the remote serves meanwhile
             self._connect()
+        on_fork(self._after_fork)
+
+    def _after_fork(self) -> None:
+        """In a child after fork(): the pool's sockets are the parent's sessions (closing
+        them would end those sessions) and its threads are gone. A new pool on first use,
+        and the listener started again (see :mod:`cargohold._fork`)."""
+        if self._pool is not None:
+            abandon(self._pool)
+        self._pool = None
+        self._pool_lock = threading.Lock()
+        self._listener = None
+        stopped = self._stop.is_set()
+        self._stop = threading.Event()
+        if self._listening is not None and not stopped:
+            self.listen(*self._listening)
 
     def _connect(self) -> ConnectionPool:
         """The pool, opened (after a plain connection proved the server is there, so a dead
@@ -560,6 +577,7 @@ class Catalog:
                     self._mark_down(exc)
                     self._stop.wait(_RETRY_AFTER)
 
+        self._listening = (on_change, on_gap)
         self._listener = threading.Thread(target=run, name="cargohold-catalog-listen", daemon=True)
         self._listener.start()
 

@@ -285,6 +285,13 @@ class Settings:
         (int, float),
         shown="from the host",
     )
+    drain_fraction: float | None = _setting(
+        0.5,
+        "CARGOHOLD_DRAIN_FRACTION",
+        "TEMPORARY (replaced by the config branch)",
+        lambda v: None if v == "off" else float(v),
+        (int, float),
+    )
     signal_handlers: bool = _setting(
         True,
         "CARGOHOLD_SIGNAL_HANDLERS",

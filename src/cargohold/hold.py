@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, Self, TypeVar
 
 from . import _shutdown
+from ._fork import on_fork
 from .config import Settings
 from .errors import (
     CargoholdError,
@@ -76,6 +77,13 @@ class HoldStatus:
     syncing: bool
     refused: dict[str, str]
     remote_stats: Mapping[str, object]
+    #: About how long sending everything pending would take at the measured drain rate
+    #: (None before the first batch was measured), and the most ``put`` lets it reach
+    #: (``drain_fraction`` of ``shutdown_grace``; None: no such limit).
+    drain_seconds: float | None = None
+    drain_limit: float | None = None
+    drain_objects_per_s: float | None = None
+    drain_bytes_per_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +173,19 @@ class Hold:
         if catalog is not None:
             catalog.listen(self._on_change, on_gap=self._on_notice_gap)
         _shutdown.register(self, handlers=settings.signal_handlers)
+        on_fork(self._after_fork)
+        if self.shutdown_grace == 0 and not embedded_default:
+            log.warning(
+                "cargohold: shutdown_grace is 0 (the host gives no time between SIGTERM and "
+                "SIGKILL, as on Railway by default): a write is lost with this disk until it "
+                "syncs (status().loss_window says how long that is). Pass durable=True for "
+                "writes that must not be lost, or give the service a grace period."
+            )
+
+    def _after_fork(self) -> None:
+        """In a child after fork(): locks another parent thread may have held."""
+        self._flights = {}
+        self._flights_lock = threading.Lock()
 
     # -- writes -----------------------------------------------------------------------
 
@@ -212,7 +233,7 @@ class Hold:
             raise
         self._keep_bound(staged.size)
         self.syncer.wake()
-        if not durable:
+        if not durable and not self._stopping():
             return entry.info()
         # The syncer sends it: one sender per key keeps an older version from landing last.
         self.syncer.flush(self.settings.request_timeout + self.settings.retry_timeout, keys=[key])
@@ -264,23 +285,63 @@ class Hold:
             self.local.commit_clean(staged, info, only_version=version)
         return info
 
-    def _make_room(self, size: int) -> None:
-        """Back-pressure: keep unsynced bytes under ``max_pending_bytes``."""
+    def _drain_limit(self) -> float | None:
+        """The most seconds of sending the backlog may amount to (None: no limit)."""
+        fraction = self.settings.drain_fraction
+        if fraction is None or not self.shutdown_grace:
+            return None  # with no grace there is nothing to drain within
+        return fraction * self.shutdown_grace
+
+    def _over(self, count: int, size: int, added: int) -> str | None:
+        """Why a write of ``added`` bytes on top of ``count`` pending changes of ``size``
+        bytes must wait, or None if it may go."""
         cap = self.settings.max_pending_bytes
-        if self.local.estimate().pending_bytes + size <= cap:
+        if size + added > cap:
+            return f"would pass max_pending_bytes ({cap})"
+        limit = self._drain_limit()
+        if limit is not None:
+            seconds = self.syncer.drain_seconds(count + 1, size + added)
+            if seconds is None and count + 1 > _UNMEASURED_CHANGES * self.settings.sync_batch:
+                # The remote's speed is not known yet (a new data directory): a writer at
+                # full speed must not build a backlog before the first batch measures it.
+                return "must wait for the first batches to measure the remote's speed"
+            if seconds is not None and seconds > limit:
+                return (
+                    f"would take about {seconds:.1f}s to send at the measured rate, past "
+                    f"{limit:.1f}s (drain_fraction of shutdown_grace)"
+                )
+        return None
+
+    def _stopping(self) -> bool:
+        """A stop signal came: the process may die by the default action at any moment
+        after its shutdown flush (a server still draining), so writes are acknowledged only
+        once the remote has them. Asked *after* a write is journaled: a write journaled
+        before the signal's handler ran is covered by the shutdown flush, which starts
+        later; one journaled after it sees the flag."""
+        return _shutdown.shutting_down() is not None and not _shutdown.in_flusher()
+
+    def _make_room(self, size: int) -> None:
+        """Back-pressure: keep unsynced bytes under ``max_pending_bytes``, and what is
+        pending sendable within ``drain_fraction`` of the shutdown grace at the drain rate
+        measured to this remote, so a graceful stop can ship all of it. Waits holding no
+        lock (a signal handler never waits for this frame; see ``_shutdown``)."""
+        estimate = self.local.estimate()
+        if self._over(estimate.pending_count, estimate.pending_bytes, size) is None:
             return  # the common case, decided without a query
         deadline = time.monotonic() + self.settings.backpressure_timeout
         while True:
-            pending = self.local.totals().pending_bytes
-            if pending == 0 or pending + size <= cap:
+            totals = self.local.totals()
+            why = self._over(totals.pending_count, totals.pending_bytes, size)
+            if totals.pending_count == 0 or why is None:
                 return
             if self.settings.backpressure == "raise" or time.monotonic() >= deadline:
                 raise StorageFull(
-                    f"{pending} bytes are waiting for {self.remote.url} and this write of "
-                    f"{size} would pass max_pending_bytes ({cap})",
+                    f"{totals.pending_count} change(s) ({totals.pending_bytes} bytes) are "
+                    f"waiting for {self.remote.url}, and this write of {size} bytes {why}",
                     hint=self.syncer.state.last_error
-                    or "the remote is slower than the writes: raise CARGOHOLD_MAX_PENDING_BYTES, "
-                    "or write less often",
+                    or "the remote is slower than the writes: write less often, give the "
+                    "service a longer grace period (CARGOHOLD_SHUTDOWN_GRACE), or raise "
+                    "CARGOHOLD_DRAIN_FRACTION / CARGOHOLD_MAX_PENDING_BYTES",
                 )
             self.syncer.wake()
             self.syncer.wait_progress(min(1.0, max(0.0, deadline - time.monotonic())))
@@ -296,9 +357,14 @@ class Hold:
         """Remove ``key``. It reads as missing at once; the syncer deletes it remotely.
         Idempotent: deleting a missing key is not an error."""
         self._check_open()
-        self.local.delete(normalize_key(key))
+        key = normalize_key(key)
+        self.local.delete(key)
         self.deletions += 1
         self.syncer.wake()
+        if self._stopping():
+            self.syncer.flush(
+                self.settings.request_timeout + self.settings.retry_timeout, keys=[key]
+            )
 
     # -- reads ------------------------------------------------------------------------
 
@@ -658,6 +724,10 @@ class Hold:
             syncing=state.active,
             refused=dict(state.failed_keys),
             remote_stats=dict(self.remote.stats()),
+            drain_seconds=self.syncer.drain_seconds(totals.pending_count, totals.pending_bytes),
+            drain_limit=self._drain_limit(),
+            drain_objects_per_s=state.drain_objects_per_s,
+            drain_bytes_per_s=state.drain_bytes_per_s,
         )
 
     def persist_dir(
@@ -837,6 +907,9 @@ class Hold:
 
 
 _EMPTY = object()
+#: Batches' worth of changes that may be pending before any batch to this remote has been
+#: measured (see Hold._over).
+_UNMEASURED_CHANGES = 2
 
 
 @functools.cache

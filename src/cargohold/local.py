@@ -843,7 +843,7 @@ class LocalTier:
             self._estimate = Totals(
                 was.local_bytes + size,
                 was.pending_bytes + (size if pending else 0),
-                was.pending_count,
+                was.pending_count + pending,  # a rewrite of a pending key counts twice: errs high
                 was.oldest_pending,
             )
 

@@ -13,12 +13,15 @@ others stand by (and take over if it dies: the lock goes with the process).
   named by ``flush()`` instead of blocking everything behind it.
 - No stale write lands last. A send that got no answer (the request timed out, or the
   process was killed mid-request) may still reach the remote later, and must not land
-  after a newer version of the same key. So a key whose send got no answer is not sent
-  again for ``resend_after`` seconds; and a syncer taking over from one that did not shut
-  down cleanly (its session record says so) holds back every change that was already
-  pending, since any of them may have been in flight, for ``resend_after`` seconds. The
-  window is kept in the session record, so a process that opens and closes inside it (a
-  CLI command, a worker restart) does not end it early.
+  after a newer version of the same key. So the syncer writes down, in the local tier's
+  session record and before each batch leaves, which (key, version) pairs it is sending;
+  an answered send is struck off. While a pair is on that list (for ``resend_after``
+  seconds from its send), the same version may be sent again at once (the same bytes: a
+  late landing of the first send changes nothing), but a newer version of that key waits.
+  A syncer taking over from one that died reads the list and holds back exactly those
+  keys' newer versions, so a sibling that stopped gracefully (nothing in flight) or one
+  killed while idle delays nothing. (A session record of a version before this rule says
+  only "not clean": then every change pending at the takeover waits, as before.)
 - Outcomes are recorded in the local tier (the last success at most every 5 s, every
   error), so ``status()`` in a process that is not syncing still says how syncing goes.
 - Batches gather: after new work wakes it, the syncer waits ``sync_delay`` seconds (a few
@@ -45,6 +48,7 @@ from typing import TYPE_CHECKING
 
 from filelock import FileLock, Timeout
 
+from ._fork import abandon, on_fork
 from .errors import (
     CargoholdError,
     CatalogUnavailable,
@@ -84,7 +88,17 @@ class SyncState:
     history: deque[tuple[float, int, int]] = field(default_factory=lambda: deque(maxlen=720))
     errors: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=20))
     error_count: int = 0
+    #: The measured drain rate to this remote (see ``Syncer.drain_seconds``), or None
+    #: before the first batch.
+    drain_objects_per_s: float | None = None
+    drain_bytes_per_s: float | None = None
 
+
+#: Batches the drain rate is measured over (the latest; a batch weighs by its size).
+_RATE_BATCHES = 32
+#: How often flush() looks at the journal when another process syncs (its progress
+#: cannot notify this one): short, since a put made during shutdown waits on it.
+_FOREIGN_POLL = 0.05
 
 #: Seconds the catalog's catch-up waits after a round in which the remote answered nothing.
 CATALOG_RETRY_SECONDS = 30.0
@@ -117,11 +131,16 @@ class Syncer:
         self.catalog = catalog
         self.state = SyncState()
         self._urgent = threading.Event()  # flush() or close(): no gathering delay
-        self._unanswered: dict[str, float] = {}  # key -> when its unanswered send was made
-        self._held_back_before: float | None = None  # after an unclean takeover
+        # key -> (version, when sent) of sends that may still land (see the docstring)
+        self._sending: dict[str, tuple[int, float]] = {}
+        self._sending_recorded: dict[str, tuple[int, float]] | None = None
+        self._held_back_before: float | None = None  # after an unclean legacy takeover
         self._held_back_until = 0.0
         self._success_recorded = 0.0
         self._batches = 0
+        self._rate: deque[tuple[int, int, float]] = deque(maxlen=_RATE_BATCHES)
+        self._seconds_per_object = 0.0  # 0: not measured yet
+        self._seconds_per_byte = 0.0
         self._wake = threading.Event()  # new work, flush, close
         self._stop = threading.Event()
         self._progress = threading.Condition()
@@ -133,6 +152,33 @@ class Syncer:
         # A backlog of keys the catalog missed may have been left by an earlier session.
         self._catalog_behind = catalog is not None
         self._catalog_retry_at = 0.0  # time.monotonic() before which catch-up waits
+        self._learn_rate()  # the last session's measure, until this one's first batch
+        on_fork(self._after_fork)
+
+    def _after_fork(self) -> None:
+        """In a child after fork(): the parent's thread is gone and its sync.lock stays the
+        parent's (the flock belongs to the shared open file: releasing it here would release
+        it there). Fresh events, a lock file of its own, and a thread that stands by until
+        it can take the lock (see :mod:`cargohold._fork`)."""
+        running = self._thread is not None and not self._stop.is_set()
+        abandon(self._lock)
+        self._lock = FileLock(str(self.local.root / "sync.lock"), is_singleton=False)
+        self._urgent, self._wake, self._stop = (
+            threading.Event(),
+            threading.Event(),
+            threading.Event(),
+        )
+        self._progress = threading.Condition()
+        self._thread = None
+        self.state = SyncState(
+            drain_objects_per_s=self.state.drain_objects_per_s,
+            drain_bytes_per_s=self.state.drain_bytes_per_s,
+        )
+        self._sending, self._sending_recorded = {}, None
+        self._held_back_before, self._failed = None, {}
+        self._backoff = 0.0
+        if running:
+            self.start()
 
     # -- control ----------------------------------------------------------------------
 
@@ -194,12 +240,46 @@ class Syncer:
                     hint=self.state.last_error or "the remote is slow; try a longer timeout",
                     remote=self.remote.url,
                 )
+            poll = self.poll if self.state.active else _FOREIGN_POLL
             with self._progress:
                 # Notified after every batch; the poll bounds the wait when another
                 # process syncs (its progress cannot notify us). A batch that ended since
                 # the check above would not notify again: look at once instead.
                 if self._rounds == rounds:
-                    self._progress.wait(self.poll if left is None else min(left, self.poll))
+                    self._progress.wait(poll if left is None else min(left, poll))
+
+    def drain_seconds(self, count: int, size: int) -> float | None:
+        """About how long sending ``count`` changes of ``size`` bytes in all would take at
+        the rate measured over the latest batches (the slower of the object rate and the
+        byte rate), or None before anything was measured. Cheap: two multiplications."""
+        if not self._seconds_per_object:
+            return None
+        return max(count * self._seconds_per_object, size * self._seconds_per_byte)
+
+    def _success_record(self, at: float | None) -> dict[str, object]:
+        return {"at": at, "spo": self._seconds_per_object, "spb": self._seconds_per_byte}
+
+    def _learn_rate(self) -> None:
+        """Standing by: the drain rate the syncing process measured, so that puts here
+        keep the shared backlog drainable too."""
+        with contextlib.suppress(CargoholdError, ValueError, TypeError):
+            record = json.loads(self.local.info_value("sync_last_success") or "{}")
+            if record.get("spo"):
+                self._seconds_per_object = float(record["spo"])
+                self._seconds_per_byte = float(record.get("spb") or 0.0)
+                self.state.drain_objects_per_s = 1 / self._seconds_per_object
+                if self._seconds_per_byte:
+                    self.state.drain_bytes_per_s = 1 / self._seconds_per_byte
+
+    def _measure(self, objects: int, size: int, seconds: float) -> None:
+        self._rate.append((objects, size, max(seconds, 1e-6)))
+        total_objects = sum(r[0] for r in self._rate)
+        total_bytes = sum(r[1] for r in self._rate)
+        total_seconds = sum(r[2] for r in self._rate)
+        self._seconds_per_object = total_seconds / max(1, total_objects)
+        self._seconds_per_byte = total_seconds / total_bytes if total_bytes else 0.0
+        self.state.drain_objects_per_s = total_objects / total_seconds
+        self.state.drain_bytes_per_s = total_bytes / total_seconds
 
     def wait_progress(self, timeout: float) -> None:
         """Block until the syncer finishes a batch, or ``timeout`` seconds pass."""
@@ -230,8 +310,8 @@ class Syncer:
                 self._thread.join(timeout=30)
             if self.state.active:
                 if (self.state.last_success or 0) > self._success_recorded:
-                    self._record("sync_last_success", {"at": self.state.last_success})
-                session: dict[str, object] = {"clean": True}
+                    self._record("sync_last_success", self._success_record(self.state.last_success))
+                session: dict[str, object] = {"clean": True, "v": 2, "sending": self._sending}
                 if self._held_back_before is not None and self._held_back_until > time.time():
                     # Not over yet: the next session must keep holding those changes back.
                     session["held_back_before"] = self._held_back_before
@@ -247,6 +327,7 @@ class Syncer:
             if not self.state.active:
                 self.state.active = self._take_lock()
                 if not self.state.active:
+                    self._learn_rate()
                     self._wake.wait(self.poll)
                     self._wake.clear()
                     continue
@@ -285,8 +366,9 @@ class Syncer:
         now = time.time()
         if self._held_back_before is not None:
             wait = min(wait, max(0.0, self._held_back_until - now))
-        if self._unanswered:
-            wait = min(wait, max(0.0, min(self._unanswered.values()) + self.resend_after - now))
+        if self._sending:
+            oldest = min(sent_at for _, sent_at in self._sending.values())
+            wait = min(wait, max(0.0, oldest + self.resend_after - now))
         return wait
 
     def _take_lock(self) -> bool:
@@ -296,6 +378,22 @@ class Syncer:
             return False
         previous = json.loads(self.local.info_value("sync_session") or "{}")
         now = time.time()
+        if previous.get("v") == 2:
+            # What the last syncer had sent without an answer (or was sending when it
+            # died): those keys' newer versions wait; everything else goes now.
+            for key, (version, sent_at) in previous.get("sending", {}).items():
+                if sent_at + self.resend_after > now:
+                    self._sending[key] = (int(version), float(sent_at))
+            if self._sending:
+                log.info(
+                    "cargohold: the previous syncer of %s may still have %d send(s) in "
+                    "flight: newer versions of those keys wait up to %.0fs",
+                    self.local.root,
+                    len(self._sending),
+                    self.resend_after,
+                )
+            # Nothing more to hold back, but a legacy window the last session carried on.
+            previous = {"clean": True, "held_back_before": previous.get("held_back_before", 0)}
         if previous.get("held_back_before", 0) + self.resend_after > now:
             # An earlier session was still holding changes back when it closed (cleanly):
             # the requests of the syncer that died before it may still be in flight.
@@ -311,7 +409,8 @@ class Syncer:
                 self.local.root,
                 self.resend_after,
             )
-        self.local.set_info("sync_session", json.dumps({"pid": os.getpid(), "clean": False}))
+        self._sending_recorded = None
+        self._record_sending()
         log.debug("cargohold: this process syncs %s", self.local.root)
         return True
 
@@ -342,17 +441,21 @@ class Syncer:
                 self._held_back_before = None
             else:
                 newer_than = self._held_back_before
-        for key, sent_at in list(self._unanswered.items()):
-            if now >= sent_at + self.resend_after:
-                del self._unanswered[key]
         batch = self.local.pending(
-            self.batch_size,
-            exclude=self._set_aside() | frozenset(self._unanswered),
-            newer_than=newer_than,
+            self.batch_size, exclude=self._set_aside() | self._waiting(now), newer_than=newer_than
         )
         if not batch:
+            self._record_sending()  # idle: say that nothing is in flight
             return False
         started = time.monotonic()
+        # Written down before anything leaves (see the module docstring). An earlier send
+        # of the same version that got no answer stays on the list once this one is answered.
+        earlier = {
+            p.entry.key: self._sending[p.entry.key] for p in batch if p.entry.key in self._sending
+        }
+        for p in batch:
+            self._sending[p.entry.key] = (p.entry.version, now)
+        self._record_sending()
         done: list[tuple[Entry, ObjectInfo | None]] = []
         errors: list[tuple[Entry, CargoholdError]] = []
         deletes = [p for p in batch if p.entry.deleted]
@@ -390,10 +493,11 @@ class Syncer:
             self.state.last_success = now
             if now - self._success_recorded > 5:  # for status() in other processes
                 self._success_recorded = now
-                self._record("sync_last_success", {"at": now})
+                self._record("sync_last_success", self._success_record(now))
             self.state.synced_objects += len(done)
             self.state.synced_bytes += sent
             self.state.history.append((now, len(done), sent))
+            self._measure(len(done), sent, time.monotonic() - started)
             for entry, _ in done:
                 self._failed.pop(entry.key, None)
                 self.state.failed_keys.pop(entry.key, None)
@@ -402,9 +506,14 @@ class Syncer:
             log.debug(
                 "cargohold: synced %d change(s) in %.3fs", len(done), time.monotonic() - started
             )
+        for p in batch:  # answered, or refused: no longer in flight
+            if p.entry.key in earlier:
+                self._sending[p.entry.key] = earlier[p.entry.key]
+            else:
+                self._sending.pop(p.entry.key, None)
         for entry, error in errors:
             if _unanswered(error):
-                self._unanswered[entry.key] = now
+                self._sending[entry.key] = (entry.version, now)
         for entry, error in errors:
             if _refused_for_good(error):
                 self._failed[entry.key] = (entry.version, error)
@@ -497,6 +606,33 @@ class Syncer:
             log.info("cargohold: the catalog caught up on %d change(s) it missed", len(settled))
         else:  # the remote answered none of them: do not ask again every idle second
             self._catalog_retry_at = time.monotonic() + CATALOG_RETRY_SECONDS
+
+    def _waiting(self, now: float) -> frozenset[str]:
+        """Keys whose newer version must wait for an earlier send that may still land."""
+        if not self._sending:
+            return frozenset()
+        waiting = set()
+        for key, (version, sent_at) in list(self._sending.items()):
+            if now >= sent_at + self.resend_after:
+                del self._sending[key]
+                continue
+            entry = self.local.entry(key)
+            if entry is not None and entry.pending and entry.version != version:
+                waiting.add(key)
+        return frozenset(waiting)
+
+    def _record_sending(self) -> None:
+        """Write down what may be in flight, for a syncer that takes over if this one dies
+        (only when it changed: an idle syncer writes nothing)."""
+        if self._sending == self._sending_recorded:
+            return
+        session = {"pid": os.getpid(), "clean": False, "v": 2, "sending": self._sending}
+        try:
+            self.local.set_info("sync_session", json.dumps(session))
+        except CargoholdError as exc:
+            log.warning("cargohold: cannot record the syncer's session: %s", exc)
+            return
+        self._sending_recorded = dict(self._sending)
 
     def _set_aside(self) -> frozenset[str]:
         """Keys refused for good, as long as they have not been written again."""

@@ -46,6 +46,7 @@ from typing import Any, BinaryIO, NoReturn
 
 from filelock import FileLock
 
+from .._fork import on_fork
 from ..errors import (
     AlreadyExists,
     CargoholdError,
@@ -128,6 +129,11 @@ class FileRemote(Remote):
         self._fsync = fsync
         self._internal = self.root / RESERVED_PREFIX.rstrip("/")
         self._ready = False
+        self._ready_lock = threading.Lock()
+        on_fork(self._after_fork)
+
+    def _after_fork(self) -> None:
+        """A lock another parent thread may have held at fork() (see :mod:`cargohold._fork`)."""
         self._ready_lock = threading.Lock()
 
     @property

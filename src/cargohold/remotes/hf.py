@@ -105,6 +105,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
+from .._fork import abandon, on_fork
 from .._version import __version__
 from ..config import Settings
 from ..errors import (
@@ -623,16 +624,31 @@ class HfRemote(Remote):
         self._api = HfApi(
             endpoint=self.endpoint, token=self._token or False, library_name="cargohold"
         )
-        self._http = httpx2.Client(
-            timeout=httpx2.Timeout(settings.request_timeout, connect=settings.connect_timeout),
-            follow_redirects=True,
-            limits=httpx2.Limits(max_connections=64, max_keepalive_connections=32),
-        )
+        self._http = self._new_http()
         self._closed = threading.Event()
         self._branch_head: str | None = None  # the branch head after this remote's last commit
         self._head_lock = threading.Lock()
         self._committer = _Committer(self._commit_round, self._take_token)
         _install_log_filter()
+        on_fork(self._after_fork)
+
+    def _new_http(self) -> httpx2.Client:
+        settings = self._settings
+        return httpx2.Client(
+            timeout=httpx2.Timeout(settings.request_timeout, connect=settings.connect_timeout),
+            follow_redirects=True,
+            limits=httpx2.Limits(max_connections=64, max_keepalive_connections=32),
+        )
+
+    def _after_fork(self) -> None:
+        """In a child after fork(): the HTTP client's connections are the parent's, and
+        locks another parent thread may have held stay held. huggingface_hub resets its own
+        sessions after a fork; this remote makes a new client and new locks."""
+        abandon(self._http)
+        self._http = self._new_http()
+        self._head_lock = threading.Lock()
+        self._committer = _Committer(self._commit_round, self._take_token)
+        self.budget._lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str, settings: Settings | None = None) -> HfRemote:

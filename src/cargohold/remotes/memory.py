@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import ClassVar
 
+from .._fork import on_fork
 from ..errors import AlreadyExists, NotFoundError, PreconditionFailed
 from ._base import STREAM_CHUNK, ByteRange, ObjectInfo, ObjectStream, PutRequest, Remote
 
@@ -35,6 +36,12 @@ class _Store:
         self.lock = threading.Lock()
         self.objects: dict[str, _Stored] = {}
         self.order: list[bytes] = []  # keys as UTF-8, sorted, for listings in S3's order
+        on_fork(self._after_fork)
+
+    def _after_fork(self) -> None:
+        """A child after fork() has a copy of the objects (memory is not shared) and a
+        lock another parent thread may have held: a new one."""
+        self.lock = threading.Lock()
 
 
 class _BytesStream(ObjectStream):

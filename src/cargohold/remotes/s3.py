@@ -51,6 +51,7 @@ from obstore.exceptions import (
 )
 from obstore.store import S3Store
 
+from .._fork import abandon, on_fork
 from ..config import Settings, parse_bool
 from ..errors import (
     AlreadyExists,
@@ -226,17 +227,28 @@ class S3Remote(Remote):
                 "base": 2,
             },
         }
-        try:
-            self._store = S3Store(
-                bucket,
-                prefix=self.prefix or None,
-                config=config,  # type: ignore[arg-type]
-                client_options=client,  # type: ignore[arg-type]
-                retry_config=retry,  # type: ignore[arg-type]
-            )
-        except Exception as exc:
-            raise ConfigError(f"cannot configure S3 bucket {bucket!r}: {exc}") from exc
+        self._store_options: dict[str, Any] = {
+            "prefix": self.prefix or None,
+            "config": config,
+            "client_options": client,
+            "retry_config": retry,
+        }
+        self._store = self._new_store()
         self._loop = LoopThread(f"cargohold-s3-{bucket}")
+        on_fork(self._after_fork)
+
+    def _new_store(self) -> S3Store:
+        try:
+            return S3Store(self.bucket, **self._store_options)
+        except Exception as exc:
+            raise ConfigError(f"cannot configure S3 bucket {self.bucket!r}: {exc}") from exc
+
+    def _after_fork(self) -> None:
+        """In a child after fork(): the store's connections and the event loop's thread
+        are the parent's. A new store and loop (see :mod:`cargohold._fork`)."""
+        abandon(self._store, self._loop)
+        self._store = self._new_store()
+        self._loop = LoopThread(f"cargohold-s3-{self.bucket}")
 
     @classmethod
     def from_url(cls, url: str, settings: Settings | None = None) -> S3Remote:

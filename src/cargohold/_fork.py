@@ -1,0 +1,61 @@
+"""What a child process must redo after ``os.fork()`` (gunicorn ``--preload``,
+``multiprocessing`` with fork, Celery prefork).
+
+A forked child has only the thread that called ``fork()``. Every other thread (the syncer,
+an event loop of an S3 client, a catalog listener) is gone, and any lock one of them held
+at that moment stays held forever. Connections are shared with the parent: an SQLite
+connection must not be used in two processes, a PostgreSQL socket or an HTTP/2 stream read
+by both corrupts both. So objects that own such things register a method here, and the
+child runs it before anything else: it builds fresh locks, connections and clients, and
+restarts its threads lazily.
+
+What the parent opened is *abandoned* in the child, never closed: closing an inherited
+SQLite connection may checkpoint or remove the WAL under the parent, closing a psycopg
+connection sends the server a Terminate for the parent's session, and releasing an
+inherited ``flock`` releases the parent's lock (the lock belongs to the shared open file).
+:func:`abandon` keeps a reference for the child's lifetime, so no finalizer runs either.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["abandon", "on_fork"]
+
+log = logging.getLogger("cargohold.fork")
+
+_callbacks: list[weakref.WeakMethod[Callable[[], None]]] = []
+_abandoned: list[Any] = []
+
+
+def on_fork(method: Callable[[], None]) -> None:
+    """Call ``method`` (a bound method; held weakly) in each child after ``fork()``.
+    Callbacks run in the order they were registered, so an object registered after the
+    ones it uses runs after them."""
+    _callbacks.append(weakref.WeakMethod(method))
+
+
+def abandon(*objects: Any) -> None:
+    """Keep ``objects`` alive and untouched for the rest of this (child) process."""
+    _abandoned.extend(objects)
+
+
+def _after_fork_in_child() -> None:
+    alive: list[weakref.WeakMethod[Callable[[], None]]] = []
+    for ref in _callbacks:
+        method = ref()
+        if method is None:
+            continue
+        alive.append(ref)
+        try:
+            method()
+        except Exception:  # a child must start whatever one object's reset does
+            log.exception("cargohold: resetting %r after fork failed", method)
+    _callbacks[:] = alive
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
