@@ -469,7 +469,18 @@ def doctor_text(report: DoctorReport) -> str:
                 else ""
             )
         )
-    if dur.full_queue_estimate is not None:
+    if dur.drain_limit is not None:
+        lines.append(
+            f"  backlog kept within {dur.drain_limit:.1f} s of sending (drain_fraction of the grace)"
+            + (
+                f"; what is pending takes about {dur.drain_estimate:.1f} s at the measured rate"
+                if dur.drain_estimate is not None
+                else ""
+            )
+        )
+    elif dur.shutdown_grace == 0:
+        lines.append("  no grace: every write's loss window lasts until it syncs")
+    if dur.full_queue_estimate is not None and dur.drain_limit is None:
         lines.append(
             f"  a full queue (max_pending_bytes) takes about {dur.full_queue_estimate:.1f} s"
         )

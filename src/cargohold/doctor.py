@@ -24,6 +24,7 @@ test object in the remote.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform as pyplatform
 import statistics
@@ -118,6 +119,11 @@ class DurabilityReport:
     loss_window: float | None
     flush_estimate: float | None  # seconds to flush what is pending now
     full_queue_estimate: float | None  # seconds to flush max_pending_bytes
+    #: The most seconds of sending ``put`` lets the backlog reach (drain_fraction of the
+    #: grace; None: no such limit), and what is pending now would take at the drain rate
+    #: the syncer last measured (None: never measured here).
+    drain_limit: float | None = None
+    drain_estimate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -617,15 +623,34 @@ def _durability(
         grace = default_shutdown_grace(host)
         grace_from = f"80% of {host.name}'s {host.grace_seconds:g} s (at least 1 s)"
     pending_count = pending_bytes = None
-    loss_window = flush = full = None
+    loss_window = flush = full = drain = None
+    limit = (
+        settings.drain_fraction * grace if settings.drain_fraction is not None and grace else None
+    )
+    if grace == 0:
+        problems.append(
+            Problem(
+                "warning",
+                "durability",
+                "the shutdown grace is 0 s (SIGKILL follows SIGTERM at once, Railway's default): "
+                "every write is lost with this disk until it syncs, for as long as the loss "
+                "window says",
+                "pass durable=True for writes that must not be lost, or give the service a "
+                "grace period (Railway: RAILWAY_DEPLOYMENT_DRAINING_SECONDS) and set "
+                "CARGOHOLD_SHUTDOWN_GRACE to it",
+            )
+        )
     index = Path(data.chosen) / "local" / "index.sqlite3" if data.chosen else None
     if index is not None and index.exists():
         tier = LocalTier(index.parent)
         try:
             totals = tier.totals()
             bound = tier.info_value("remote")
+            measured = _measured_rate(tier.info_value("sync_last_success"))
         finally:
             tier.close()
+        if measured is not None:
+            drain = max(totals.pending_count * measured[0], totals.pending_bytes * measured[1])
         pending_count, pending_bytes = totals.pending_count, totals.pending_bytes
         loss_window = (
             0.0 if totals.oldest_pending is None else max(0.0, time.time() - totals.oldest_pending)
@@ -670,7 +695,7 @@ def _durability(
                 "must survive, or give the host a longer grace period",
             )
         )
-    if full is not None and full > grace:
+    if full is not None and full > grace and limit is None:
         problems.append(
             Problem(
                 "warning",
@@ -690,4 +715,16 @@ def _durability(
         loss_window=loss_window,
         flush_estimate=flush,
         full_queue_estimate=full,
+        drain_limit=limit,
+        drain_estimate=drain,
     )
+
+
+def _measured_rate(record: str | None) -> tuple[float, float] | None:
+    """(seconds per object, seconds per byte) the syncer recorded, or None."""
+    try:
+        value = json.loads(record or "{}")
+        spo, spb = float(value.get("spo") or 0.0), float(value.get("spb") or 0.0)
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return (spo, spb) if spo > 0 else None

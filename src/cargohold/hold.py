@@ -299,7 +299,9 @@ class Hold:
         if size + added > cap:
             return f"would pass max_pending_bytes ({cap})"
         limit = self._drain_limit()
-        if limit is not None:
+        if limit is not None and not self.syncer.failing:
+            # (While the remote fails, nothing drains within any grace: the backlog is
+            # bounded by max_pending_bytes alone, and the loss window says what is at risk.)
             seconds = self.syncer.drain_seconds(count + 1, size + added)
             if seconds is None and count + 1 > _UNMEASURED_CHANGES * self.settings.sync_batch:
                 # The remote's speed is not known yet (a new data directory): a writer at

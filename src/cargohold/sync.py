@@ -248,6 +248,11 @@ class Syncer:
                 if self._rounds == rounds:
                     self._progress.wait(poll if left is None else min(left, poll))
 
+    @property
+    def failing(self) -> bool:
+        """True while the remote refuses or misses this syncer's sends (it backs off)."""
+        return self._backoff > 0
+
     def drain_seconds(self, count: int, size: int) -> float | None:
         """About how long sending ``count`` changes of ``size`` bytes in all would take at
         the rate measured over the latest batches (the slower of the object rate and the
@@ -497,7 +502,10 @@ class Syncer:
             self.state.synced_objects += len(done)
             self.state.synced_bytes += sent
             self.state.history.append((now, len(done), sent))
-            self._measure(len(done), sent, time.monotonic() - started)
+            if not any(not _refused_for_good(error) for _, error in errors):
+                # Only a batch that went through measures the drain rate: one that waited
+                # out timeouts measures the outage.
+                self._measure(len(done), sent, time.monotonic() - started)
             for entry, _ in done:
                 self._failed.pop(entry.key, None)
                 self.state.failed_keys.pop(entry.key, None)

@@ -7,12 +7,17 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 import cargohold
 from cargohold.remotes import FileRemote
+from cargohold.remotes.s3 import S3Remote
+from testsupport.faultproxy import Fault, FaultProxy
+from testsupport.servers import SeaweedFS
 
 WORKER = textwrap.dedent(
     """
@@ -77,44 +82,65 @@ def test_a_standby_takes_over_when_the_syncing_process_dies(tmp_path: Path) -> N
     assert remote.get("after-the-leader-died") == b"still synced"
 
 
-KILLED_WHILE_WRITING = textwrap.dedent(
+KILLED_WHILE_SENDING = textwrap.dedent(
     """
-    import os, sys
+    import json, os, signal, sys, time
     import cargohold
     hold = cargohold.open(sys.argv[1], data_dir=sys.argv[2], signal_handlers=False)
-    with hold.syncer.paused():
-        hold.put("written-before-the-kill", b"x")
-        os._exit(0)  # the session is left unclean: requests may have been in flight
+    hold.put("k", b"version 1")
+    # Killed once the syncer has written down that it is sending "k" (the proxy holds
+    # that request back, so it is in flight at the kill).
+    while "k" not in json.loads(hold.local.info_value("sync_session") or "{}").get("sending", {}):
+        time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGKILL)
     """
 )
 
 
-def test_a_hold_back_outlives_a_short_clean_session(tmp_path: Path) -> None:
-    """After a kill, changes the dead syncer may have been sending wait ``resend_after``.
-    A process that opens and closes cleanly inside that window (a CLI command, a worker
-    restart) must not end the wait for the next one."""
-    remote = FileRemote(tmp_path / "remote")
-    data_dir = tmp_path / "data"
-    subprocess.run(
-        [sys.executable, "-c", KILLED_WHILE_WRITING, remote.url, str(data_dir)], check=True
-    )
-    with cargohold.open(
-        remote.url, data_dir=data_dir, signal_handlers=False, resend_after=6
-    ) as quick:
-        assert quick.status().pending_count == 1
-        quick.close(flush=False)
-    with cargohold.open(
-        remote.url, data_dir=data_dir, signal_handlers=False, resend_after=6
-    ) as later:
-        with pytest.raises(cargohold.TimedOut):
-            later.flush(timeout=1)  # still held back: the window started in the killed session
-        assert later.status().pending_count == 1
-        later.close(flush=False)
-    with pytest.raises(cargohold.NotFoundError):
-        remote.head("written-before-the-kill")
-    # Once the window is over, it is sent.
-    with cargohold.open(
-        remote.url, data_dir=data_dir, signal_handlers=False, resend_after=0.5
-    ) as after:
-        after.flush(60)
-    assert remote.get("written-before-the-kill") == b"x"
+def test_a_send_in_flight_at_a_kill_holds_back_only_newer_versions(
+    seaweedfs: SeaweedFS, seaweedfs_bucket: str, tmp_path: Path
+) -> None:
+    """A syncer killed while a request is in flight: the next one may send the same
+    version again at once (the same bytes), but a newer version of that key waits for
+    ``resend_after``, also across a short clean session, so the late request cannot land
+    after it."""
+    with FaultProxy(seaweedfs.endpoint) as proxy:
+        late = Fault(
+            status=None, times=1, delay=3, match=lambda m, p: m == "PUT" and p.endswith("/k")
+        )
+        proxy.add(late)
+        url = (
+            f"s3://{seaweedfs_bucket}/held-{uuid.uuid4().hex[:8]}?endpoint={proxy.endpoint}"
+            f"&access_key_id={seaweedfs.access_key}&secret_access_key={seaweedfs.secret_key}"
+        )
+        data_dir = tmp_path / "data"
+        killed = subprocess.run(
+            [sys.executable, "-c", KILLED_WHILE_SENDING, url, str(data_dir)], timeout=60
+        )
+        assert killed.returncode == -signal.SIGKILL
+        with cargohold.open(
+            url, data_dir=data_dir, signal_handlers=False, resend_after=60
+        ) as next_:
+            next_.flush(30)  # the same version goes at once
+            next_.put("k", b"version 2")
+            with pytest.raises(cargohold.TimedOut):
+                next_.flush(timeout=1)  # held back: the killed process's send may still land
+            next_.put("other", b"not held back", durable=True)  # other keys go at once
+            next_.close(flush=False)
+        with cargohold.open(
+            url, data_dir=data_dir, signal_handlers=False, resend_after=60
+        ) as quick:
+            with pytest.raises(cargohold.TimedOut):
+                quick.flush(timeout=1)  # a clean session in between did not end the wait
+            quick.close(flush=False)
+        # The late request of version 1 lands (the proxy forwards it after its delay).
+        while sum(1 for m, path, _ in proxy.requests if m == "PUT" and path.endswith("/k")) < 2:
+            time.sleep(0.05)
+        # Once the window is over, version 2 goes, and stays the last.
+        with cargohold.open(
+            url, data_dir=data_dir, signal_handlers=False, resend_after=0.5
+        ) as after:
+            after.flush(60)
+        check = S3Remote.from_url(url)
+        assert check.get("k") == b"version 2"
+        assert check.get("other") == b"not held back"

@@ -116,6 +116,13 @@ class HealthOut(BaseModel):
     problems: list[str] = []
 
 
+class ReadyOut(HealthOut):
+    #: Seconds sending what is pending would take at the measured drain rate, and the most
+    #: the backlog is let reach (drain_fraction of the shutdown grace); null: unknown / none.
+    drain_seconds: float | None = None
+    drain_limit: float | None = None
+
+
 def _error_response(exc: errors.CargoholdError) -> JSONResponse:
     status = next(code for cls, code in STATUS if isinstance(exc, cls))
     return JSONResponse({"error": exc.message, "hint": exc.hint}, status_code=status)
@@ -386,12 +393,18 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
         """The process is up."""
         return HealthOut(ok=True)
 
-    @app.get("/readyz", response_model=HealthOut, responses={503: {"model": HealthOut}})
+    @app.get("/readyz", response_model=ReadyOut, responses={503: {"model": ReadyOut}})
     def readyz() -> Response:
         """Ready unless the loss window passed its threshold or the remote has been
         failing for too long."""
         problems = readiness_problems(hold)
-        body = HealthOut(ok=not problems, problems=problems).model_dump_json()
+        status = hold.status()
+        body = ReadyOut(
+            ok=not problems,
+            problems=problems,
+            drain_seconds=status.drain_seconds,
+            drain_limit=status.drain_limit,
+        ).model_dump_json()
         return Response(body, status_code=503 if problems else 200, media_type="application/json")
 
     # -- the dashboard ----------------------------------------------------------------
@@ -478,6 +491,15 @@ def readiness_problems(hold: Hold) -> list[str]:
     status = hold.status()
     settings = hold.settings
     problems = []
+    if (
+        status.drain_seconds is not None
+        and status.drain_limit is not None
+        and status.drain_seconds > status.drain_limit
+    ):
+        problems.append(
+            f"what is pending would take about {status.drain_seconds:.1f}s to send, past "
+            f"{status.drain_limit:.1f}s of the shutdown grace: a stop now could not ship it all"
+        )
     if status.loss_window > settings.ready_max_loss_window:
         problems.append(
             f"the oldest unsynced write is {status.loss_window:.0f}s old "
@@ -546,6 +568,10 @@ def _stats(hold: Hold, remote_size: _RemoteSize) -> dict[str, Any]:
         "pending_count": status.pending_count,
         "pending_bytes": status.pending_bytes,
         "loss_window": status.loss_window,
+        "drain_seconds": status.drain_seconds,
+        "drain_limit": status.drain_limit,
+        "drain_objects_per_s": status.drain_objects_per_s,
+        "drain_bytes_per_s": status.drain_bytes_per_s,
         "last_sync": status.last_sync.isoformat() if status.last_sync else None,
         "last_error": status.last_error,
         "local_bytes": status.local_bytes,
