@@ -209,6 +209,11 @@ class Hold:
         ``if_match`` accepts while the key is unchanged; with ``durable=True`` it is the
         remote's own (unless the key was written again meanwhile).
 
+        Once a stop signal (SIGTERM, SIGINT) has come, every put is durable: the process
+        may die by the default action right after its shutdown flush. A put waits, holding
+        no lock, while what is pending would take longer than ``drain_fraction`` of
+        ``shutdown_grace`` to send at the measured rate (see ``_make_room``).
+
         ``durable=True`` returns only once the remote has the bytes (write-through); if the
         remote cannot be reached in ``request_timeout + retry_timeout`` seconds it raises
         TimedOut, and the write stays journaled for the syncer.
@@ -356,8 +361,9 @@ class Hold:
             self.local.evict(int(limit * 0.9))
 
     def delete(self, key: str) -> None:
-        """Remove ``key``. It reads as missing at once; the syncer deletes it remotely.
-        Idempotent: deleting a missing key is not an error."""
+        """Remove ``key``. It reads as missing at once; the syncer deletes it remotely
+        (after a stop signal, it returns once the remote has). Idempotent: deleting a
+        missing key is not an error."""
         self._check_open()
         key = normalize_key(key)
         self.local.delete(key)
@@ -851,7 +857,8 @@ class Hold:
         """
         if self._closed:
             return
-        budget = self.shutdown_grace if timeout is None else timeout
+        # After a stop signal, what is left of the grace counted from the signal.
+        budget = _shutdown.remaining(self.shutdown_grace) if timeout is None else timeout
         for persisted in self._persisted:
             persisted.stop()
         self.syncer.close(budget, flush=flush)

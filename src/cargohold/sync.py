@@ -294,6 +294,7 @@ class Syncer:
     def close(self, timeout: float | None, *, flush: bool = True) -> None:
         """Flush for up to ``timeout`` seconds (unless ``flush`` is false), then stop the
         thread. Logs what remains when a flush was asked for."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
             if flush:
                 self.flush(timeout)
@@ -312,7 +313,10 @@ class Syncer:
             self._urgent.set()
             self._wake.set()
             if self._thread is not None:
-                self._thread.join(timeout=30)
+                # A batch under way ends by its requests' own timeouts; past the budget
+                # (a shutdown's grace) the daemon thread is left to the process's end.
+                left = 30.0 if deadline is None else max(0.5, deadline - time.monotonic())
+                self._thread.join(timeout=min(30.0, left))
             if self.state.active:
                 if (self.state.last_success or 0) > self._success_recorded:
                     self._record("sync_last_success", self._success_record(self.state.last_success))
