@@ -36,6 +36,7 @@ __all__ = [
     "Settings",
     "parse_bool",
     "parse_duration",
+    "parse_int",
     "parse_size",
     "settings_table",
 ]
