@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cargohold import ConfigError, Settings
-from cargohold.config import parse_bool, parse_duration, parse_size, settings_table
+from cargohold.config import Bounds, parse_bool, parse_duration, parse_size, settings_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -103,3 +106,198 @@ def test_readme_settings_table_matches_the_code() -> None:
     assert match.group(1) == settings_table(), (
         "README's settings table is stale: paste cargohold.config.settings_table() between the markers"
     )
+
+
+# -- ranges: every setting that has one refuses values outside it, naming its variable --
+
+RANGED = [f for f in dataclasses.fields(Settings) if isinstance(f.metadata["allowed"], Bounds)]
+
+
+def _as_text(bounds: Bounds, value: float) -> str:
+    """``value`` in the variable's own form (sizes in bytes, durations in seconds)."""
+    if bounds.unit == "size" or float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
+
+
+def _bad_values(bounds: Bounds) -> list[float]:
+    below = [bounds.low - 1] + ([bounds.low] if bounds.low_open else [])
+    return [*below, bounds.high * 10 + 1, math.nan, math.inf, -math.inf]
+
+
+def _assert_names_variable_and_range(
+    err: pytest.ExceptionInfo[ConfigError], env: str, allowed: object
+) -> None:
+    assert env in str(err.value), str(err.value)
+    assert str(allowed) in str(err.value), str(err.value)
+
+
+def test_every_numeric_setting_declares_a_range() -> None:
+    numeric = [
+        f.name
+        for f in dataclasses.fields(Settings)
+        if (int in f.metadata["accepts"] or float in f.metadata["accepts"])
+        and not isinstance(f.default, bool)
+    ]
+    assert numeric == [f.name for f in RANGED]
+    assert {"sync_batch", "sync_concurrency", "max_retries", "drain_fraction"} <= set(numeric)
+
+
+@pytest.mark.parametrize("f", RANGED, ids=lambda f: f.metadata["env"])
+def test_defaults_and_ends_of_each_range_are_accepted(f: dataclasses.Field[Any]) -> None:
+    bounds: Bounds = f.metadata["allowed"]
+    default = getattr(Settings.load({}), f.name)
+    assert default is None or bounds.allows(default)
+    ends = [bounds.high] if bounds.low_open else [bounds.low, bounds.high]
+    for value in ends:
+        from_env = Settings.load({f.metadata["env"]: _as_text(bounds, value)})
+        assert getattr(from_env, f.name) == value
+        assert getattr(Settings.load({}, **{f.name: value}), f.name) == value
+
+
+@pytest.mark.parametrize("f", RANGED, ids=lambda f: f.metadata["env"])
+def test_values_out_of_range_are_refused_naming_the_variable(f: dataclasses.Field[Any]) -> None:
+    env, bounds = f.metadata["env"], f.metadata["allowed"]
+    for value in _bad_values(bounds):
+        text = _as_text(bounds, value) if math.isfinite(value) else str(value)
+        with pytest.raises(ConfigError) as err:
+            Settings.load({env: text})
+        _assert_names_variable_and_range(err, env, bounds)
+        argument: float = (
+            value if float in f.metadata["accepts"] or not math.isfinite(value) else int(value)
+        )
+        with pytest.raises(ConfigError) as err:
+            Settings.load({}, **{f.name: argument})
+        _assert_names_variable_and_range(err, env, bounds)
+        with pytest.raises(ConfigError) as err:
+            Settings.load({}).replace(**{f.name: argument})
+        _assert_names_variable_and_range(err, env, bounds)
+
+
+@pytest.mark.parametrize("f", RANGED, ids=lambda f: f.metadata["env"])
+def test_values_of_the_wrong_type_are_refused_naming_the_variable(
+    f: dataclasses.Field[Any],
+) -> None:
+    env, bounds = f.metadata["env"], f.metadata["allowed"]
+    for text in ("abc", "12 parsecs", "1,5", ""):
+        if text == "" and f.default is None:
+            continue  # an empty variable means unset for settings that may be unset
+        with pytest.raises(ConfigError) as err:
+            Settings.load({env: text})
+        _assert_names_variable_and_range(err, env, bounds)
+    for value in ([1], "abc", True, b"1"):
+        with pytest.raises(ConfigError) as err:
+            Settings.load({}, **{f.name: value})
+        _assert_names_variable_and_range(err, env, bounds)
+
+
+def test_whole_number_settings_refuse_fractions() -> None:
+    for name, env in (
+        ("sync_batch", "CARGOHOLD_SYNC_BATCH"),
+        ("max_retries", "CARGOHOLD_MAX_RETRIES"),
+    ):
+        with pytest.raises(ConfigError, match=f"{env}='1.5' is not valid"):
+            Settings.load({env: "1.5"})
+        with pytest.raises(ConfigError, match="cannot be a float") as err:
+            Settings.load({}, **{name: 2.0})
+        assert env in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "allowed"),
+    [
+        ("CARGOHOLD_SYNC_BATCH", "0", "1 <= x <= 100000"),
+        ("CARGOHOLD_SYNC_CONCURRENCY", "0", "1 <= x <= 1024"),
+        ("CARGOHOLD_MAX_RETRIES", "-1", "0 <= x <= 100"),
+        ("CARGOHOLD_SYNC_BATCH", "abc", "1 <= x <= 100000"),
+        ("CARGOHOLD_DRAIN_FRACTION", "0", "0 < x <= 1, or `off`"),
+        ("CARGOHOLD_SHUTDOWN_GRACE", "-1", "0 <= x <= 1d"),
+    ],
+)
+def test_open_refuses_a_bad_variable_before_touching_anything(
+    env: str, value: str, allowed: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import cargohold
+
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError) as err:
+        cargohold.open("memory://bad-settings", data_dir=tmp_path / "data", signal_handlers=False)
+    assert f"{env}={value!r}" in str(err.value)
+    assert allowed in str(err.value)
+    assert not (tmp_path / "data").exists()
+
+
+def test_open_refuses_a_bad_argument(tmp_path: Path) -> None:
+    import cargohold
+
+    with pytest.raises(ConfigError, match="CARGOHOLD_SYNC_CONCURRENCY allows 1 <= x <= 1024"):
+        cargohold.open("memory://bad-arg", data_dir=tmp_path, sync_concurrency=0)
+
+
+def test_shutdown_grace_of_zero_is_legal() -> None:
+    # 0 is Railway's default grace: no time to flush, which the Hold reports at open.
+    assert Settings.load({"CARGOHOLD_SHUTDOWN_GRACE": "0"}).shutdown_grace == 0.0
+    assert Settings.load({}, shutdown_grace=0).shutdown_grace == 0.0
+
+
+def test_drain_fraction_parses_a_fraction_or_off() -> None:
+    env = "CARGOHOLD_DRAIN_FRACTION"
+    assert Settings.load({}).drain_fraction == 0.5
+    assert Settings.load({env: "0.25"}).drain_fraction == 0.25
+    assert Settings.load({env: "1"}).drain_fraction == 1.0
+    assert Settings.load({env: "off"}).drain_fraction is None
+    assert Settings.load({env: " OFF "}).drain_fraction is None
+    assert Settings.load({}, drain_fraction="off").drain_fraction is None
+    # None in Python turns it off too: for this setting an explicit None is not "unset".
+    assert Settings.load({env: "0.25"}, drain_fraction=None).drain_fraction is None
+    assert Settings.load({env: "off"}, drain_fraction=0.75).drain_fraction == 0.75
+    assert Settings.load({}, drain_fraction=1).drain_fraction == 1.0
+    assert Settings.load({}).replace(drain_fraction=None).drain_fraction is None
+    for bad in ("0", "1.01", "-0.5", "nan", "", "half"):
+        with pytest.raises(ConfigError, match=env) as err:
+            Settings.load({env: bad})
+        assert "0 < x <= 1, or `off`" in str(err.value)
+
+
+def test_none_cannot_unset_a_setting_that_has_no_unset() -> None:
+    # For load() None means "not given" (so the variable or the default applies) ...
+    assert Settings.load({"CARGOHOLD_SYNC_BATCH": "9"}, sync_batch=None).sync_batch == 9
+    # ... while replace() would store it: refused, naming the variable.
+    with pytest.raises(ConfigError, match="sync_batch cannot be None") as err:
+        Settings.load({}).replace(sync_batch=None)
+    assert "CARGOHOLD_SYNC_BATCH allows 1 <= x <= 100000" in str(err.value)
+    assert Settings.load({}).replace(shutdown_grace=None).shutdown_grace is None
+
+
+@pytest.mark.parametrize(
+    ("env", "value"),
+    [
+        ("CARGOHOLD_BACKPRESSURE", "sometimes"),
+        ("CARGOHOLD_LOG_LEVEL", "loud"),
+        ("CARGOHOLD_HF_BUCKET_ENDPOINT", "s3.hf.co/{namespace}"),
+        ("CARGOHOLD_HF_BUCKET_ENDPOINT", "ftp://s3.hf.co"),
+        ("CARGOHOLD_FSYNC", "perhaps"),
+        ("CARGOHOLD_SIGNAL_HANDLERS", "2"),
+    ],
+)
+def test_text_settings_refuse_values_outside_their_choices(env: str, value: str) -> None:
+    f = next(f for f in dataclasses.fields(Settings) if f.metadata["env"] == env)
+    with pytest.raises(ConfigError) as err:
+        Settings.load({env: value})
+    assert f"{env}={value!r} is not valid" in str(err.value)
+    if f.metadata["allowed"]:
+        assert f"{env} allows {f.metadata['allowed']}" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        Settings.load({}, **{f.name: value})
+    assert env in str(err.value)
+
+
+def test_paths_refuse_other_types_naming_the_variable() -> None:
+    with pytest.raises(ConfigError, match="cannot be an int") as err:
+        Settings.load({}, data_dir=3)
+    assert "CARGOHOLD_DATA_DIR" in str(err.value)
+
+
+def test_durations_take_days() -> None:
+    assert parse_duration("7d") == 7 * 86400
+    assert Settings.load({"CARGOHOLD_DEBUG_RETENTION": "30d"}).debug_retention == 30 * 86400

@@ -46,6 +46,7 @@ class FaultProxy:
         self.upstream = (host, int(port))
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str, int]] = []
+        self.request_headers: list[dict[str, str]] = []  # each request's, in arrival order
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -79,6 +80,8 @@ class FaultProxy:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                with proxy._lock:
+                    proxy.request_headers.append({k.lower(): v for k, v in self.headers.items()})
                 fault = proxy._take_fault(self.command, self.path)
                 if fault is not None and fault.status is None:
                     time.sleep(fault.delay)  # a slow remote: forward, but late

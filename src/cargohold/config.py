@@ -6,14 +6,22 @@ field of :class:`Settings`; its metadata names its variable and says what it doe
 README's settings table is generated from (and tested against) these fields.
 
 Values from the environment are parsed by type: sizes accept ``512MiB`` / ``2GB`` /
-``1048576``, durations accept ``30s`` / ``5m`` / ``1.5`` (seconds), booleans accept
+``1048576``, durations accept ``30s`` / ``5m`` / ``7d`` / ``1.5`` (seconds), booleans accept
 ``1/0``, ``true/false``, ``yes/no``, ``on/off``. A value that does not parse raises
 :class:`~cargohold.errors.ConfigError` naming the variable and the expected form.
+
+Each setting also declares the values it allows (:class:`Bounds` for numbers, written
+once beside the setting and shown in the README's table). :meth:`Settings.load` checks
+every value it resolves, from an argument or a variable, so a setting out of range (0
+syncs at once, -1 retries, NaN, infinity, a number past any sane use) is refused when a
+Hold is opened, with a ``ConfigError`` naming the variable and the allowed range, and
+never shows up later as a syncer that does nothing or a crash at the first flush.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -23,7 +31,15 @@ from typing import Any, Literal
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "parse_bool", "parse_duration", "parse_size", "settings_table"]
+__all__ = [
+    "Bounds",
+    "Settings",
+    "parse_bool",
+    "parse_duration",
+    "parse_int",
+    "parse_size",
+    "settings_table",
+]
 
 _SIZE_UNITS = {
     "": 1,
@@ -41,7 +57,15 @@ _SIZE_UNITS = {
     "gib": 1024**3,
     "tib": 1024**4,
 }
-_DURATION_UNITS = {"": 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+_DURATION_UNITS = {
+    "": 1.0,
+    "ms": 0.001,
+    "s": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+}
 
 
 def parse_size(text: str) -> int:
@@ -53,10 +77,10 @@ def parse_size(text: str) -> int:
 
 
 def parse_duration(text: str) -> float:
-    """``"5m"`` -> 300.0 seconds. Units: ms, s, m (or min), h; a bare number is seconds."""
+    """``"5m"`` -> 300.0 seconds. Units: ms, s, m (or min), h, d; a bare number is seconds."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
     if not match or match.group(2).lower() not in _DURATION_UNITS:
-        raise ValueError(f"{text!r} is not a duration such as 30s, 5m, 1h or 2.5")
+        raise ValueError(f"{text!r} is not a duration such as 30s, 5m, 1h, 7d or 2.5")
     return float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
 
 
@@ -91,6 +115,89 @@ def _parse_choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def parse_int(text: str) -> int:
+    """``"32"`` -> 32: a whole number, in decimal."""
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number such as 32") from None
+
+
+def _parse_number(text: str) -> float:
+    try:
+        return float(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number such as 100 or 0.5") from None
+
+
+def _parse_fraction_or_off(text: str) -> float | None:
+    if text.strip().lower() == "off":
+        return None
+    try:
+        return float(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a fraction such as 0.5, or off") from None
+
+
+def _parse_http_url(text: str) -> str:
+    value = text.strip()
+    if not re.fullmatch(r"https?://[^\s/?#]+\S*", value):
+        raise ValueError(f"{text!r} is not an http(s) URL such as https://s3.example.com")
+    return value
+
+
+def _show_size(n: float) -> str:
+    for unit, size in (("EiB", 1024**6), ("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2)):
+        if n >= size and n % size == 0:
+            return f"{int(n // size)}{unit}"
+    if n >= 1024 and n % 1024 == 0:
+        return f"{int(n // 1024)}KiB"
+    return f"{int(n)}B" if n else "0"
+
+
+def _show_duration(n: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if n >= size and n % size == 0:
+            return f"{int(n // size)}{unit}"
+    return f"{n:g}s" if n else "0"
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """The values a number setting allows: ``low <= x <= high`` (``low < x`` when
+    ``low_open``), always finite. ``unit`` is how the README shows the ends: ``"size"``
+    (``1MiB``), ``"duration"`` (``10m``) or ``""`` (a plain number); ``off`` names the text
+    that turns the setting off (its Python value None), if it has one."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    unit: Literal["size", "duration", ""] = ""
+    off: str | None = None
+
+    def allows(self, value: float) -> bool:
+        if not math.isfinite(value) or value > self.high:
+            return False
+        return value > self.low if self.low_open else value >= self.low
+
+    def _show(self, n: float) -> str:
+        if self.unit == "size":
+            return _show_size(n)
+        if self.unit == "duration":
+            return _show_duration(n)
+        return str(int(n)) if float(n).is_integer() else f"{n:g}"
+
+    def __str__(self) -> str:
+        low = self._show(self.low)
+        text = f"{low} {'<' if self.low_open else '<='} x <= {self._show(self.high)}"
+        return f"{text}, or {self.off}" if self.off else text
+
+
+_DAY = 24 * 3600.0
+_YEAR = 365 * _DAY
+_MAX_SIZE = 1024**6  # 1 EiB: past any disk, and far inside SQLite's 64-bit integers
+
+
 def _setting(
     default: Any,
     env: str,
@@ -98,12 +205,22 @@ def _setting(
     parse: Callable[[str], Any],
     accepts: tuple[type, ...],
     shown: str | None = None,
+    allowed: Bounds | str | None = None,
 ) -> Any:
-    """One setting: its variable, its doc line, how to parse its text form, and the Python
-    types an explicit argument may have (text is always accepted and parsed)."""
+    """One setting: its variable, its doc line, how to parse its text form, the Python
+    types an explicit argument may have (text is always accepted and parsed), and what it
+    allows (a :class:`Bounds` that :meth:`Settings.load` checks, or the text of a choice
+    its parser enforces, shown in the README)."""
     return field(
         default=default,
-        metadata={"env": env, "doc": doc, "parse": parse, "accepts": accepts, "shown": shown},
+        metadata={
+            "env": env,
+            "doc": doc,
+            "parse": parse,
+            "accepts": accepts,
+            "shown": shown,
+            "allowed": allowed,
+        },
     )
 
 
@@ -119,6 +236,7 @@ class Settings:
         _parse_optional_str,
         (str,),
         shown="embedded default",
+        allowed="a remote URL",
     )
     data_dir: Path | None = _setting(
         None,
@@ -154,6 +272,7 @@ class Settings:
         parse_size,
         (int,),
         shown="`64MiB`",
+        allowed=Bounds(0, _MAX_SIZE, unit="size"),
     )
     catalog: str | None = _setting(
         None,
@@ -164,6 +283,7 @@ class Settings:
         _parse_optional_str,
         (str,),
         shown="unset",
+        allowed="a `postgresql://` URL",
     )
     connect_timeout: float = _setting(
         5.0,
@@ -171,6 +291,7 @@ class Settings:
         "Seconds to wait for a connection to the remote before retrying.",
         parse_duration,
         (int, float),
+        allowed=Bounds(0, 600, low_open=True, unit="duration"),
     )
     request_timeout: float = _setting(
         60.0,
@@ -178,6 +299,7 @@ class Settings:
         "Seconds one remote request may take, body included, before it is retried.",
         parse_duration,
         (int, float),
+        allowed=Bounds(0, _DAY, low_open=True, unit="duration"),
     )
     retry_timeout: float = _setting(
         20.0,
@@ -186,13 +308,15 @@ class Settings:
         "`RemoteUnavailable` is raised.",
         parse_duration,
         (int, float),
+        allowed=Bounds(0, _DAY, unit="duration"),
     )
     max_retries: int = _setting(
         6,
         "CARGOHOLD_MAX_RETRIES",
         "Most retries of one remote request (throttling, 5xx, dropped connections).",
-        int,
+        parse_int,
         (int,),
+        allowed=Bounds(0, 100),
     )
     local_max_bytes: int = _setting(
         5 * 1024**3,
@@ -202,6 +326,7 @@ class Settings:
         parse_size,
         (int,),
         shown="`5GiB`",
+        allowed=Bounds(1, _MAX_SIZE, unit="size"),
     )
     max_pending_bytes: int = _setting(
         1024**3,
@@ -211,6 +336,7 @@ class Settings:
         parse_size,
         (int,),
         shown="`1GiB`",
+        allowed=Bounds(1, _MAX_SIZE, unit="size"),
     )
     backpressure: str = _setting(
         "wait",
@@ -219,6 +345,7 @@ class Settings:
         "then `StorageFull`) or `raise` (`StorageFull` at once).",
         _parse_choice("wait", "raise"),
         (),
+        allowed="`wait` or `raise`",
     )
     backpressure_timeout: float = _setting(
         60.0,
@@ -226,6 +353,7 @@ class Settings:
         "Seconds a `put` waits for the syncer to make room before raising `StorageFull`.",
         parse_duration,
         (int, float),
+        allowed=Bounds(0, _DAY, unit="duration"),
     )
     fsync: bool = _setting(
         False,
@@ -242,6 +370,7 @@ class Settings:
         "(a HEAD, not a download). Other instances may have changed the key.",
         parse_duration,
         (int, float),
+        allowed=Bounds(0, 10 * _YEAR, unit="duration"),
     )
     sync_concurrency: int = _setting(
         32,
@@ -249,15 +378,17 @@ class Settings:
         "Requests the syncer keeps in flight to the remote (the `file` remote runs at most 4 at "
         "once: its work is Python on this machine, and more threads only contend for the disk "
         "and the GIL).",
-        int,
+        parse_int,
         (int,),
+        allowed=Bounds(1, 1024),
     )
     sync_batch: int = _setting(
         256,
         "CARGOHOLD_SYNC_BATCH",
         "Most changes the syncer takes from the journal at once.",
-        int,
+        parse_int,
         (int,),
+        allowed=Bounds(1, 100_000),
     )
     sync_delay: float = _setting(
         0.05,
@@ -266,14 +397,17 @@ class Settings:
         "up in one batch. `flush()` and shutdown do not wait.",
         parse_duration,
         (int, float),
+        allowed=Bounds(0, 60, unit="duration"),
     )
     resend_after: float = _setting(
         15.0,
         "CARGOHOLD_RESEND_AFTER",
-        "Seconds before a change whose send got no answer (a crash, a timeout) is sent "
-        "again: the first request may still land, and must not land after a newer one.",
+        "Seconds a send that got no answer (a timeout, a process killed mid-request) may "
+        "still land: meanwhile the same version may be sent again, but a newer version of "
+        "that key waits, so the late request cannot land after it.",
         parse_duration,
         (int, float),
+        allowed=Bounds(0, _DAY, unit="duration"),
     )
     shutdown_grace: float | None = _setting(
         None,
@@ -284,13 +418,18 @@ class Settings:
         _parse_optional_duration,
         (int, float),
         shown="from the host",
+        allowed=Bounds(0, _DAY, unit="duration", off="unset"),
     )
     drain_fraction: float | None = _setting(
         0.5,
         "CARGOHOLD_DRAIN_FRACTION",
-        "TEMPORARY (replaced by the config branch)",
-        lambda v: None if v == "off" else float(v),
+        "The syncer keeps the estimated time to drain unsynced writes to the remote under "
+        "this fraction of `shutdown_grace`; past it, `put` waits (or raises `StorageFull` "
+        "with `backpressure=raise`). `off`: no limit but `max_pending_bytes`.",
+        _parse_fraction_or_off,
         (int, float),
+        shown="`0.5`",
+        allowed=Bounds(0, 1, low_open=True, off="`off` (None in Python)"),
     )
     signal_handlers: bool = _setting(
         True,
@@ -315,6 +454,7 @@ class Settings:
         "Seconds between scans of a `persist_dir` folder for added, changed and deleted files.",
         parse_duration,
         (int, float),
+        allowed=Bounds(0, _DAY, low_open=True, unit="duration"),
     )
     fetch_max_age: float = _setting(
         24 * 3600.0,
@@ -325,6 +465,7 @@ class Settings:
         parse_duration,
         (int, float),
         shown="`24h`",
+        allowed=Bounds(0, 10 * _YEAR, unit="duration"),
     )
     fetch_to_remote: bool = _setting(
         True,
@@ -344,6 +485,7 @@ class Settings:
         parse_size,
         (int,),
         shown="`1GiB`",
+        allowed=Bounds(1, _MAX_SIZE, unit="size"),
     )
     debug_bundles: bool = _setting(
         True,
@@ -360,6 +502,7 @@ class Settings:
         parse_duration,
         (int, float),
         shown="`168h`",
+        allowed=Bounds(0, 10 * _YEAR, unit="duration"),
     )
     token: str | None = _setting(
         None,
@@ -376,6 +519,7 @@ class Settings:
         "`/readyz` fails once the oldest unsynced write is older than this.",
         parse_duration,
         (int, float),
+        allowed=Bounds(0, 30 * _DAY, unit="duration"),
     )
     ready_max_unreachable: float = _setting(
         120.0,
@@ -383,6 +527,7 @@ class Settings:
         "`/readyz` fails once the remote has failed for this long without a success.",
         parse_duration,
         (int, float),
+        allowed=Bounds(0, 30 * _DAY, unit="duration"),
     )
     hf_commits_per_hour: float = _setting(
         100.0,
@@ -390,9 +535,10 @@ class Settings:
         "Commits an `hf://` remote makes per hour at most (a token bucket with a burst of "
         "ten minutes' worth). The Hub allows 128 an hour on free accounts; writes made "
         "meanwhile gather into the next commit. A 429 from the Hub slows it further.",
-        float,
+        _parse_number,
         (int, float),
         shown="`100`",
+        allowed=Bounds(0, 1e9, low_open=True),
     )
     hf_create_repo: bool = _setting(
         False,
@@ -406,8 +552,9 @@ class Settings:
         "https://s3.hf.co/{namespace}",
         "CARGOHOLD_HF_BUCKET_ENDPOINT",
         "S3 endpoint of `hf-bucket://OWNER/NAME` remotes; `{namespace}` becomes OWNER.",
-        str,
+        _parse_http_url,
         (str,),
+        allowed="an http(s) URL",
     )
     log_level: str = _setting(
         "info",
@@ -415,13 +562,17 @@ class Settings:
         "Level of cargohold's own log messages: debug, info, warning, error.",
         _parse_choice("debug", "info", "warning", "error"),
         (),
+        allowed="`debug`, `info`, `warning` or `error`",
     )
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, /, **overrides: Any) -> Settings:
         """Resolve every setting: ``overrides`` (not None) > ``env`` (default ``os.environ``) > default.
 
-        Raises :class:`ConfigError` for an unknown override or a variable that does not parse.
+        Raises :class:`ConfigError`, naming the variable and what it allows, for an unknown
+        override, a value that does not parse, a value of the wrong type, or a value out of
+        the setting's range. An override of None means "not given", except for a setting
+        that None turns off (``drain_fraction``), where it means off.
         """
         environ = os.environ if env is None else env
         names = {f.name for f in dataclasses.fields(cls)}
@@ -434,56 +585,127 @@ class Settings:
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             given = overrides.get(f.name)
-            if given is not None:
+            if given is None and f.name in overrides and _none_is_off(f):
+                values[f.name] = None
+            elif given is not None:
                 values[f.name] = _coerce(f, given)
-                continue
-            raw = environ.get(f.metadata["env"])
-            if raw is not None:
-                try:
-                    values[f.name] = f.metadata["parse"](raw)
-                except ValueError as exc:
-                    raise ConfigError(
-                        f"{f.metadata['env']}={raw!r} is not valid", hint=str(exc)
-                    ) from None
+            elif (raw := environ.get(f.metadata["env"])) is not None:
+                values[f.name] = _from_variable(f, raw)
         return cls(**values)
 
     def replace(self, **changes: Any) -> Settings:
-        """A copy with some settings changed (same validation as :meth:`load`)."""
+        """A copy with some settings changed (same validation as :meth:`load`; None is
+        allowed only where a setting can be unset or off)."""
         fields = {f.name: f for f in dataclasses.fields(self)}
         for name, value in changes.items():
             if name not in fields:
                 raise ConfigError(f"unknown setting {name!r}")
-            changes[name] = _coerce(fields[name], value) if value is not None else None
+            f = fields[name]
+            if value is None:
+                if f.default is not None and not _none_is_off(f):
+                    raise ConfigError(
+                        f"setting {name} cannot be None", hint=_allowed_hint(f, "give a value")
+                    )
+                continue
+            changes[name] = _coerce(f, value)
         return dataclasses.replace(self, **changes)
 
 
+_KINDS: dict[tuple[type, ...], str] = {
+    (int,): "a whole number",
+    (int, float): "a number",
+    (bool,): "True or False",
+    (os.PathLike,): "a path",
+}
+
+
+def _none_is_off(f: dataclasses.Field[Any]) -> bool:
+    """True for a setting whose None means off rather than unset (its default is not None)."""
+    allowed = f.metadata["allowed"]
+    return f.default is not None and isinstance(allowed, Bounds) and allowed.off is not None
+
+
+def _allowed_hint(f: dataclasses.Field[Any], text: str) -> str:
+    allowed = f.metadata["allowed"]
+    return f"{text}; {f.metadata['env']} allows {allowed}" if allowed else text
+
+
+def _check(f: dataclasses.Field[Any], value: Any, what: str) -> Any:
+    """``value`` if the setting's :class:`Bounds` allow it, else a ConfigError naming the
+    variable and the range (NaN and infinities are never allowed)."""
+    allowed = f.metadata["allowed"]
+    if isinstance(allowed, Bounds) and value is not None and not allowed.allows(value):
+        raise ConfigError(
+            f"{what} is out of range: {f.metadata['env']} allows {allowed}",
+            hint=f.metadata["doc"],
+        )
+    return value
+
+
+def _from_variable(f: dataclasses.Field[Any], raw: str) -> Any:
+    what = f"{f.metadata['env']}={raw!r}"
+    try:
+        value = f.metadata["parse"](raw)
+    except ValueError as exc:
+        raise ConfigError(f"{what} is not valid", hint=_allowed_hint(f, str(exc))) from None
+    return _check(f, value, what)
+
+
 def _coerce(f: dataclasses.Field[Any], value: Any) -> Any:
-    """Accept an explicit argument in one of its natural types, or as text in the variable's form."""
+    """Accept an explicit argument in one of its natural types, or as text in the variable's
+    form, and check it against the setting's range."""
+    what = f"setting {f.name}={value!r} ({f.metadata['env']})"
     if isinstance(value, str):
         try:
-            return f.metadata["parse"](value)
+            parsed = f.metadata["parse"](value)
         except ValueError as exc:
-            raise ConfigError(f"setting {f.name}={value!r} is not valid", hint=str(exc)) from None
+            raise ConfigError(f"{what} is not valid", hint=_allowed_hint(f, str(exc))) from None
+        return _check(f, parsed, what)
     accepts: tuple[type, ...] = f.metadata["accepts"]
     if not isinstance(value, accepts) or (isinstance(value, bool) and bool not in accepts):
+        kind = type(value).__name__
+        article = "an" if kind[:1] in "aeiou" else "a"
         raise ConfigError(
-            f"setting {f.name} cannot be a {type(value).__name__}",
-            hint=f"pass text in the form of {f.metadata['env']}",
+            f"setting {f.name} cannot be {article} {kind}",
+            hint=_allowed_hint(
+                f, f"pass {_KINDS.get(accepts, 'text')}, or text in the form of {f.metadata['env']}"
+            ),
         )
     if isinstance(value, os.PathLike):
         return Path(value).expanduser()
-    if isinstance(f.default, float) and isinstance(value, int | float):
-        return float(value)
-    return value
+    if float in accepts and isinstance(value, int):
+        value = float(value)
+    return _check(f, value, what)
 
 
 def settings_table(fmt: Literal["markdown"] = "markdown") -> str:
     """The README's settings table, generated from :class:`Settings`."""
-    rows = ["| setting | variable | default | what it does |", "| --- | --- | --- | --- |"]
+    rows = [
+        "| setting | variable | default | allowed | what it does |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for f in dataclasses.fields(Settings):
         default = f.metadata["shown"] or _show_default(f.default)
-        rows.append(f"| `{f.name}` | `{f.metadata['env']}` | {default} | {f.metadata['doc']} |")
+        allowed = _show_allowed(f)
+        rows.append(
+            f"| `{f.name}` | `{f.metadata['env']}` | {default} | {allowed} | {f.metadata['doc']} |"
+        )
     return "\n".join(rows) + "\n"
+
+
+def _show_allowed(f: dataclasses.Field[Any]) -> str:
+    allowed = f.metadata["allowed"]
+    if isinstance(allowed, Bounds):
+        text = str(allowed)
+        number, sep, rest = text.partition(", or ")
+        return f"`{number}`{sep}{rest}"
+    if allowed:
+        return str(allowed)
+    if isinstance(f.default, bool):
+        return "`true` or `false`"
+    if os.PathLike in f.metadata["accepts"]:
+        return "a directory"
+    return "text"
 
 
 def _show_default(value: Any) -> str:

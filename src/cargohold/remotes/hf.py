@@ -251,6 +251,13 @@ class CommitBudget:
                 f"hf_commits_per_hour must be a number > 0, not {per_hour!r}",
                 hint="set CARGOHOLD_HF_COMMITS_PER_HOUR, e.g. 100",
             )
+        if burst is not None and not (
+            isinstance(burst, int | float) and burst >= 1 and math.isfinite(burst)
+        ):
+            raise ConfigError(  # under one token no commit could ever be paid for
+                f"the commit burst must be a number >= 1, not {burst!r}",
+                hint="leave commit_burst unset (ten minutes' worth of CARGOHOLD_HF_COMMITS_PER_HOUR)",
+            )
         self.configured = float(per_hour)
         self.burst = float(burst) if burst is not None else max(1.0, per_hour / 6)
         self._clock = clock

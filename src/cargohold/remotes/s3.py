@@ -4,16 +4,22 @@ AWS, Cloudflare R2, Tigris, MinIO, SeaweedFS and Hugging Face Storage Buckets. o
 (Rust's ``object_store``) was chosen over boto3 for speed: on these machines it did about
 4x the small PUTs per second at a sixth of the CPU per request (see docs/benchmarks.md).
 
-URL query parameters (each overrides the matching ``AWS_*`` variable, which obstore reads):
+URL query parameters (and the constructor's arguments). What they say always wins over
+any ``AWS_*`` variable, including the ones obstore reads by itself (``AWS_ENDPOINT_URL_S3``,
+``AWS_VIRTUAL_HOSTED_STYLE_REQUEST``, ``AWS_SKIP_SIGNATURE``, ``AWS_SESSION_TOKEN``,
+``AWS_ALLOW_HTTP``); a variable only fills in what they leave unsaid:
 
 =====================  ===============================================================
-``endpoint``           e.g. ``http://127.0.0.1:8333``; default AWS (or ``AWS_ENDPOINT_URL``)
-``region``             default ``AWS_REGION`` / ``AWS_DEFAULT_REGION``, else ``us-east-1``
+``endpoint``           e.g. ``http://127.0.0.1:8333``; else ``AWS_ENDPOINT_URL_S3``,
+                       ``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT``; else AWS
+``region``             else ``AWS_REGION`` / ``AWS_DEFAULT_REGION``, else ``us-east-1``
 ``path_style``         ``true``/``false``: bucket in the path rather than the host name;
-                       default true when an endpoint is given, false for AWS
-``access_key_id``,     credentials; prefer the ``AWS_ACCESS_KEY_ID`` /
-``secret_access_key``  ``AWS_SECRET_ACCESS_KEY`` variables, which never end up in logs
-``session_token``
+                       default true
+``access_key_id``,     credentials, taken as one set: when the URL gives any of them it
+``secret_access_key``  gives the key pair (and a token only if it names one), and no
+``session_token``      variable adds to them; else all three come from
+                       ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` /
+                       ``AWS_SESSION_TOKEN``, which are preferred: they never end up in logs
 ``anonymous``          ``true``: send unsigned requests (public buckets)
 ``allow_http``         ``true``: allow plain http to an endpoint that is not loopback
 =====================  ===============================================================
@@ -37,6 +43,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -80,6 +87,7 @@ from ._base import (
 
 if TYPE_CHECKING:
     from obstore import GetOptions, GetResult, ObjectMeta, PutMode
+    from obstore.store import S3Credential
 
 __all__ = ["S3Remote"]
 
@@ -134,6 +142,52 @@ class _S3Stream(ObjectStream):
             yield chunk
 
 
+@dataclass(frozen=True, slots=True)
+class _StaticCredentials:
+    """One set of S3 keys, handed to obstore as its credential provider (called once:
+    the credential never expires). The repr leaves the secret out."""
+
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    token: str | None = field(default=None, repr=False)
+
+    def __call__(self) -> S3Credential:
+        return {
+            "access_key_id": self.access_key_id,
+            "secret_access_key": self.secret_access_key,
+            "token": self.token,
+            "expires_at": None,
+        }
+
+
+def _credentials(
+    access_key_id: str | None,
+    secret_access_key: str | None,
+    session_token: str | None,
+    env: Mapping[str, str],
+) -> _StaticCredentials | None:
+    """The keys to sign with, taken as one set: all from the URL or arguments when any of
+    them is given there (a variable never completes or adds to them), else all from the
+    ``AWS_*`` variables; None when neither has a key pair."""
+    if access_key_id or secret_access_key or session_token:
+        if not (access_key_id and secret_access_key):
+            given = "access_key_id" if access_key_id else "secret_access_key"
+            if session_token and not (access_key_id or secret_access_key):
+                given = "session_token"
+            raise ConfigError(
+                f"S3 credentials given in part: {given} without "
+                f"{'secret_access_key' if access_key_id else 'access_key_id'}",
+                hint="give access_key_id and secret_access_key together (in the URL or as "
+                "arguments), or neither and set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+            )
+        return _StaticCredentials(access_key_id, secret_access_key, session_token or None)
+    key, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
+    if not (key and secret):
+        return None
+    token = env.get("AWS_SESSION_TOKEN") or env.get("AWS_TOKEN") or None
+    return _StaticCredentials(key, secret, token)
+
+
 class S3Remote(Remote):
     """A bucket (and optional prefix) in an S3-compatible store. See the module docstring."""
 
@@ -167,12 +221,19 @@ class S3Remote(Remote):
             or env.get("AWS_ENDPOINT_URL")
             or env.get("AWS_ENDPOINT")
         )
-        config: dict[str, Any] = {}
-        client: dict[str, Any] = {
+        # obstore always starts from AmazonS3Builder::from_env(), so any AWS_* variable it
+        # knows applies unless the config below sets that key itself; and some variables
+        # beat a config key outright (AWS_ENDPOINT_URL_S3 beats `endpoint`). So every
+        # setting the URL or an argument can give is resolved here (explicit > variable >
+        # default) and always written, leaving obstore's own reading of the environment
+        # nothing to decide: this is the one place that happens.
+        client: dict[str, Any] = {  # replaces, not merges with, the AWS_* client variables
             "connect_timeout": timedelta(seconds=settings.connect_timeout),
             "timeout": timedelta(seconds=settings.request_timeout),
             "user_agent": "cargohold",
         }
+        use_path_style = True if path_style is None else path_style
+        config: dict[str, Any] = {"virtual_hosted_style_request": not use_path_style}
         if self.endpoint:
             parts = urlsplit(self.endpoint)
             if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -188,36 +249,32 @@ class S3Remote(Remote):
                         hint="use https, or add allow_http=true to the URL if the network is private",
                     )
                 client["allow_http"] = True
-            use_path_style = True if path_style is None else path_style
             if use_path_style:
                 config["endpoint"] = self.endpoint.rstrip("/")
             else:
                 config["endpoint"] = f"{parts.scheme}://{bucket}.{parts.netloc}"
-                config["virtual_hosted_style_request"] = True
-        elif path_style is not None:
-            config["virtual_hosted_style_request"] = not path_style
-        region = region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
-        config["region"] = region
-        access_key_id = access_key_id or env.get("AWS_ACCESS_KEY_ID")
-        secret_access_key = secret_access_key or env.get("AWS_SECRET_ACCESS_KEY")
-        session_token = session_token or env.get("AWS_SESSION_TOKEN")
-        if anonymous:
-            config["skip_signature"] = True
-        elif access_key_id and secret_access_key:
-            config["access_key_id"] = access_key_id
-            config["secret_access_key"] = secret_access_key
-            if session_token:
-                config["session_token"] = session_token
-        elif self.endpoint:
+            config["aws_endpoint_url_s3"] = config["endpoint"]
+        config["region"] = (
+            region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
+        )
+        config["skip_signature"] = anonymous
+        credentials = (
+            None
+            if anonymous
+            else _credentials(access_key_id, secret_access_key, session_token, env)
+        )
+        if credentials is None and self.endpoint and not anonymous:
             # Only AWS has instance and container credentials to fall back on; against any
             # other store, obstore would wait on AWS's metadata address and then fail.
-            missing = "AWS_SECRET_ACCESS_KEY" if access_key_id else "AWS_ACCESS_KEY_ID"
+            missing = (
+                "AWS_SECRET_ACCESS_KEY" if env.get("AWS_ACCESS_KEY_ID") else "AWS_ACCESS_KEY_ID"
+            )
             raise ConfigError(
                 f"no S3 credentials for {self.endpoint}: {missing} is not set",
                 hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or access_key_id and "
                 "secret_access_key in the URL), or add anonymous=true for a public bucket",
             )
-        self._access_key_id = access_key_id
+        self._access_key_id = credentials.access_key_id if credentials else None
         retry: dict[str, Any] = {
             "max_retries": settings.max_retries,
             "retry_timeout": timedelta(seconds=settings.retry_timeout),
@@ -232,6 +289,10 @@ class S3Remote(Remote):
             "config": config,
             "client_options": client,
             "retry_config": retry,
+            # Static keys go in as a provider, not as config keys: with config keys,
+            # obstore would still add AWS_SESSION_TOKEN from the environment to keys
+            # the URL gave, a token that belongs to other keys.
+            "credential_provider": credentials,
         }
         self._store = self._new_store()
         self._loop = LoopThread(f"cargohold-s3-{bucket}")
