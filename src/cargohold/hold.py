@@ -129,7 +129,8 @@ class Hold:
         self.remote = remote
         self.embedded_default = embedded_default
         if settings.shutdown_grace is None:  # unset: what the detected host allows
-            settings = settings.replace(shutdown_grace=default_shutdown_grace())
+            # (A host may announce a drain of days; the setting's range stops at one.)
+            settings = settings.replace(shutdown_grace=min(default_shutdown_grace(), 86_400.0))
             self.settings = settings
         self.shutdown_grace: float = settings.shutdown_grace  # type: ignore[assignment]
         if settings.local_max_bytes < settings.max_pending_bytes:
