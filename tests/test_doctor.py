@@ -47,13 +47,18 @@ class Box:
 
 
 @pytest.fixture
-def box(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Box:
+def box(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Box]:
     box = Box(tmp_path)
+    # Tests (and configure_ml_caches) set variables directly: all are put back after, so
+    # no later test (a doctor run in a subprocess, say) inherits them.
+    saved = dict(os.environ)
     clear_host(monkeypatch, "TMPDIR", prefixes=("CARGOHOLD_",))
     monkeypatch.setenv("HOME", str(box.home))
     monkeypatch.chdir(box.work)
     monkeypatch.setattr(tempfile, "tempdir", str(box.tmp))
-    return box
+    yield box
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def errors(report: DoctorReport) -> list[Problem]:
