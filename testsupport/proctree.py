@@ -134,8 +134,11 @@ class ProcessTree:
         return self.proc.poll()
 
     def alive(self) -> bool:
-        """Whether any process of the tree is still running (reaping the top one if done)."""
-        self.returncode()
+        """Whether any process of the tree is still running. The top one counts until it
+        is reaped: a multi-threaded process shows as a zombie while its other threads
+        still exit, and only then can its exit status be had."""
+        if self.returncode() is None:
+            return True
         return bool(self.members())
 
     def signal_top(self, signum: int) -> None:

@@ -235,7 +235,7 @@ def run_trial(
     seed: int | None = None,
     store: StoreKind = "hold",
     min_acked: int = 20,
-    delay: tuple[float, float] = (0.3, 2.5),
+    delay: tuple[float, float] = (0.2, 2.0),
     env: dict[str, str] | None = None,
 ) -> TrialResult:
     """Run one trial of ``model`` in a fresh directory under ``workdir`` (see the module
