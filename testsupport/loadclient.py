@@ -1,7 +1,8 @@
 """A write load on loopback: concurrent clients, each on its own keep-alive connection,
 sending bodies of random content and size. A write counts as acknowledged only when its
-full response came back with status 200 (and, for Gradio, its ``complete`` event carried
-the function's answer for that key); :attr:`LoadClient.acked` maps each acknowledged key
+full response came back with status 200 and the answer the app gives for it, with the
+trial's token (so an answer from some other server on that port never counts); for
+Gradio, when its ``complete`` event carried that answer; :attr:`LoadClient.acked` maps each acknowledged key
 to the SHA-256 of the bytes sent.
 
 Every attempt uses a key of its own, never reused: a write whose answer was lost (the
@@ -53,6 +54,7 @@ class LoadClient:
     def __init__(
         self,
         port: int,
+        token: str,
         *,
         protocol: Protocol = "put",
         clients: int = 12,
@@ -63,6 +65,7 @@ class LoadClient:
         seed: int = 0,
     ) -> None:
         self.port = port
+        self.token = token
         self.protocol = protocol
         self.clients = clients
         self.min_size = min_size
@@ -171,12 +174,12 @@ class LoadClient:
                 "PUT", f"/w/{key}", body=body, headers={"Content-Type": "application/octet-stream"}
             )
             response = connection.getresponse()
-            response.read()  # the whole answer, or it does not count
+            answer = response.read()  # the whole answer, or it does not count
         except (OSError, http.client.HTTPException):
             return False
         if response.will_close:
             connection.close()
-        return response.status == 200
+        return response.status == 200 and answer == f"stored {self.token}".encode()
 
     def _gradio(self, connection: http.client.HTTPConnection, key: str, body: bytes) -> bool:
         try:
@@ -199,7 +202,7 @@ class LoadClient:
             return False
         if response.will_close:
             connection.close()
-        return response.status == 200 and _gradio_completed(stream, f"stored {key}")
+        return response.status == 200 and _gradio_completed(stream, f"stored {key} {self.token}")
 
 
 def _gradio_completed(stream: str, expected: str) -> bool:

@@ -96,7 +96,7 @@ app = FastAPI()
 async def write(key: str, request: Request) -> Response:
     body = await request.body()
     await run_in_threadpool(hold.put, key, body)  # put blocks: off the event loop
-    return Response(status_code=200, content=b"stored")
+    return Response(status_code=200, content=b"stored {token}")
 """
 
 _GRADIO = """
@@ -107,7 +107,7 @@ import gradio as gr
 
 def write(key: str, body: str) -> str:
     hold.put(key, body.encode())
-    return "stored " + key
+    return f"stored {{key}} {token}"
 
 
 demo = gr.Interface(write, inputs=["text", "text"], outputs="text", api_name="write")
@@ -186,16 +186,19 @@ def write_apps(
     remote: RemoteSpec,
     grace: float,
     port: int,
+    token: str,
 ) -> None:
     """Write every app into ``directory`` (made if needed), storing through ``store``
-    with the Hold's data in ``directory/data``. ``port`` is the Gradio app's."""
+    with the Hold's data in ``directory/data``. ``port`` is the Gradio app's. The servers
+    put ``token`` in each answer, so a load client counts only its own server's answers
+    (never those of another test's server that got the same free port first)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "acked").mkdir(exist_ok=True)
     open_store = _open_store(store, remote, directory / "data", grace)
     sources = {
         "trial_direct.py": _DIRECT,
-        "app.py": _FASTAPI.format(open_store=open_store),
-        "gradio_app.py": _GRADIO.format(open_store=open_store, port=port),
+        "app.py": _FASTAPI.format(open_store=open_store, token=token),
+        "gradio_app.py": _GRADIO.format(open_store=open_store, port=port, token=token),
         "writer.py": _WRITER.format(open_store=open_store),
         "pool_writer.py": _POOL.format(
             open_store_indented=textwrap.indent(open_store, "    ").strip()

@@ -87,6 +87,7 @@ def _gunicorn(*extra: str) -> Callable[[int], list[str]]:
         "2",
         "-b",
         f"127.0.0.1:{port}",
+        "--no-control-socket",  # its default path is one per user: trials would share it
         *extra,
         "app:app",
     ]
@@ -250,7 +251,8 @@ def run_trial(
     prefix = f"trial-{uuid.uuid4().hex[:12]}"
     remote = RemoteSpec(server.endpoint, bucket, prefix, server.access_key, server.secret_key)
     port = free_port()
-    write_apps(trial_dir, store=store, remote=remote, grace=grace, port=port)
+    token = uuid.uuid4().hex
+    write_apps(trial_dir, store=store, remote=remote, grace=grace, port=port, token=token)
     tree_env = {
         **os.environ,
         "PYTHONUNBUFFERED": "1",
@@ -268,7 +270,7 @@ def run_trial(
         try:
             if model.driver != "files":
                 protocol: Protocol = "gradio" if model.driver == "gradio" else "put"
-                load = LoadClient(port, protocol=protocol, seed=seed).start()
+                load = LoadClient(port, token, protocol=protocol, seed=seed).start()
             started = _wait_for_writes(tree, load, trial_dir / "acked", min_acked, model)
             if started is None:
                 result.log_tail = _log_tail(log_path)

@@ -30,6 +30,8 @@ def _direct_trials(name: str, trials: int, server: SeaweedFS, bucket: str, tmp_p
         run_trial(model, server, bucket, tmp_path, grace=3.0, store="direct", min_acked=5)
         for _ in range(trials)
     ]
+    for result in results:
+        print(result.summary())
     problems = report(results, model)
     assert not problems, problems
 
