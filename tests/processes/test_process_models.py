@@ -7,7 +7,19 @@ from its main thread, a ``multiprocessing.Pool`` with fork), each trial asserts:
 
 - the process tree is gone within ``shutdown_grace`` plus a margin (else it is SIGKILLed
   and the trial counts as hung);
-- the top process exits as the same app does without cargohold (``Model.exit_status``);
+- the top process exits as the same app does without cargohold (``Model.exit_status``,
+  checked by tests/processes/test_harness.py with no Hold):
+
+  | model | exit after SIGTERM | why |
+  | --- | --- | --- |
+  | ``uvicorn app:app`` | -15 | drains, then re-raises the signal with the default action |
+  | ``uvicorn --workers 2`` | 0 | the supervisor terminates and joins its workers, returns |
+  | ``gunicorn -k uvicorn.workers.UvicornWorker -w 2`` | 0 | the arbiter stops gracefully |
+  | the same with ``--preload`` | 0 | the same |
+  | Gradio ``demo.launch()`` | -15 | launch() has no SIGTERM handler: the default action |
+  | a script writing flat out | -15 | no handler of its own: the default action |
+  | ``multiprocessing.Pool`` (fork) | 143 | its handler exits 143, ``with Pool`` terminates the workers |
+
 - every write acknowledged to a client (HTTP 200, or ``put`` returned in a script) is on
   the remote with the bytes acknowledged, read with a fresh client: the old data directory
   is gone on a platform, so it is never opened again.
