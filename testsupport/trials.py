@@ -22,6 +22,8 @@ that got a 200 was promised its data.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
 import random
 import sys
 import time
@@ -200,8 +202,6 @@ def _count_acked_files(directory: Path) -> int:
 def remote_digests(server: S3Server, bucket: str, prefix: str, keys: list[str]) -> dict[str, str]:
     """``key -> sha256`` of what the remote has for each of ``keys`` that it lists under
     ``prefix``: a fresh client, a fresh listing, every object read back."""
-    import hashlib
-
     client: Any = server.client()
     listed: set[str] = set()
     paginator = client.get_paginator("list_objects_v2")
@@ -242,8 +242,6 @@ def run_trial(
     """Run one trial of ``model`` in a fresh directory under ``workdir`` (see the module
     docstring). ``delay``: the SIGTERM comes this many seconds (uniformly drawn) after
     the first ``min_acked`` writes were acknowledged."""
-    import os
-
     seed = random.randrange(2**32) if seed is None else seed
     rng = random.Random(seed)
     result = TrialResult(model=model.name, grace=grace, seed=seed)
