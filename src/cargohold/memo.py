@@ -689,16 +689,30 @@ class Memo:
 def collect_garbage(hold: Hold, *, older_than: float = 3600.0) -> int:
     """Delete result files no entry of any namespace or version uses any more (and that
     are older than ``older_than`` seconds, so a build in progress keeps its files).
-    Returns how many were deleted."""
+    Returns how many were deleted.
+
+    Never deletes on an incomplete view: if any record cannot be read (the remote fails
+    or times out, a record is corrupt), nothing is deleted and the error is raised, naming
+    the record in ``.key``: the same class as the read's error (``RemoteUnavailable`` on a
+    flaky network), or ``RemoteError`` for a record that is not a record. A record deleted
+    between the listing and its read claims nothing, and is skipped.
+    """
     used: set[str] = set()
     blobs: list[tuple[str, datetime]] = []
+    unreadable: list[tuple[str, BaseException]] = []
     for info in hold.list("memo/"):
         if info.key.startswith("memo/blobs/"):
             blobs.append((info.key, info.last_modified))
         elif info.key.endswith(".json"):
-            with contextlib.suppress(CargoholdError, ValueError, KeyError):
+            try:
                 record = json.loads(hold.get(info.key, max_age=math.inf))
                 used.update(f["sha256"] for f in record["files"])
+            except NotFoundError:
+                continue  # deleted since it was listed
+            except (CargoholdError, ValueError, KeyError, TypeError) as exc:
+                unreadable.append((info.key, exc))
+    if unreadable:
+        raise _incomplete_view(hold, unreadable)
     cutoff = time.time() - older_than
     removed = 0
     for key, modified in blobs:
@@ -706,6 +720,28 @@ def collect_garbage(hold: Hold, *, older_than: float = 3600.0) -> int:
             hold.delete(key)
             removed += 1
     return removed
+
+
+def _incomplete_view(hold: Hold, unreadable: list[tuple[str, BaseException]]) -> CargoholdError:
+    """The error for a collection that read not every record: it deleted nothing."""
+    key, exc = unreadable[0]
+    more = f" and {len(unreadable) - 1} more" if len(unreadable) > 1 else ""
+    message = (
+        f"memo garbage collection deleted nothing: the record {key!r}{more} could not be "
+        f"read ({exc}), so which result files are in use is unknown"
+    )
+    if isinstance(exc, CargoholdError):
+        hint = "run it again once the remote answers" if isinstance(exc, _UNREACHABLE) else None
+        error = type(exc)(message, key=key, remote=hold.remote.url, hint=hint)
+    else:
+        error = RemoteError(
+            message,
+            key=key,
+            remote=hold.remote.url,
+            hint="the record is not a memo record: delete it (or restore it) and run gc again",
+        )
+    error.__cause__ = exc
+    return error
 
 
 def _with(entry: MemoEntry, **changes: Any) -> MemoEntry:
