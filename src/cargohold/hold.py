@@ -363,26 +363,35 @@ class Hold:
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Objects under ``prefix``: the remote's listing with this Hold's unsynced writes
-        and deletions applied, in the remote's key order."""
+        and deletions applied, each key once. Keys are in the remote's order; a key only
+        written here goes before the first remote key above it in byte order (S3's order;
+        a remote that lists otherwise, as SeaweedFS lists ``a/b`` before ``a-c``, still
+        gets every key exactly once)."""
         self._check_open()
         prefix = normalize_prefix(prefix)
         pending = {e.key: e for e in self.local.entries(prefix, pending_only=True)}
         added = sorted(
             (k for k, e in pending.items() if not e.deleted), key=str.encode, reverse=True
         )
+        # Pending keys already given (or, for a deletion, already hidden): the remote's
+        # order need not be byte order, so a key may come up again after its turn.
+        done: set[str] = set()
         for info in self._remote_listing(prefix):
             while added and added[-1].encode() < info.key.encode():
-                yield pending[added.pop()].info()
-            if info.key in pending:
-                if added and added[-1] == info.key:
-                    added.pop()
-                entry = pending[info.key]
+                key = added.pop()
+                if key not in done:
+                    done.add(key)
+                    yield pending[key].info()
+            entry = pending.get(info.key)
+            if entry is None:
+                yield info
+            elif info.key not in done:
+                done.add(info.key)
                 if not entry.deleted:
                     yield entry.info()
-                continue
-            yield info
-        while added:
-            yield pending[added.pop()].info()
+        for key in reversed(added):
+            if key not in done:
+                yield pending[key].info()
 
     def _remote_listing(self, prefix: str) -> Iterator[ObjectInfo]:
         """The remote's objects under ``prefix``: from the catalog's index when there is one
