@@ -877,7 +877,8 @@ def open(
 ) -> Hold:
     """Open a Hold. Settings come from arguments > ``CARGOHOLD_*`` variables > defaults.
 
-    ``remote`` is a URL (``s3://bucket/prefix``, ``file:///mnt/volume``, ...) or a Remote.
+    ``remote`` is a URL (``s3://bucket/prefix``, ``file:///mnt/volume``, ...) or a Remote,
+    which then belongs to the Hold: ``close()`` closes it, and so does an open that fails.
     With none configured, the embedded default is used: a ``file`` remote inside the data
     directory. That keeps everything working with no server or credentials, but the
     remote then lives on the same disk as the app, which this logs once.
@@ -904,18 +905,28 @@ def open(
                 remote_obj.url,
             )
     catalog = None
-    if resolved.catalog:
-        try:
-            from .catalog import Catalog
-        except ImportError as exc:
-            raise ConfigError(
-                "a catalog needs psycopg", hint="pip install 'cargohold[postgres]'"
-            ) from exc
-        catalog = Catalog(resolved.catalog, remote_obj)
-    return Hold(
-        remote=remote_obj,
-        local_dir=root / "local",
-        settings=resolved,
-        embedded_default=embedded,
-        catalog=catalog,
-    )
+    try:
+        if resolved.catalog:
+            try:
+                from .catalog import Catalog
+            except ImportError as exc:
+                raise ConfigError(
+                    "a catalog needs psycopg", hint="pip install 'cargohold[postgres]'"
+                ) from exc
+            catalog = Catalog(resolved.catalog, remote_obj)
+        return Hold(
+            remote=remote_obj,
+            local_dir=root / "local",
+            settings=resolved,
+            embedded_default=embedded,
+            catalog=catalog,
+        )
+    except BaseException:
+        # The Hold would have owned both (its close() closes them): a failed set-up
+        # closes them here, so no connection pool, event loop or thread outlives the error.
+        if catalog is not None:
+            with contextlib.suppress(Exception):
+                catalog.close()
+        with contextlib.suppress(Exception):
+            remote_obj.close()
+        raise
