@@ -41,7 +41,7 @@ def test_many_urls_leave_no_locks_or_lock_files(origin: Origin, hold: Hold) -> N
         try:
             for url in urls:
                 hold.fetch(url)
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as exc:  # reported by the assertion below
             errors.append(exc)
 
     threads = [threading.Thread(target=fetch_all) for _ in range(2)]
