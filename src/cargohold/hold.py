@@ -55,6 +55,8 @@ _T = TypeVar("_T")
 
 log = logging.getLogger("cargohold")
 _embedded_warned = False
+#: Most keys whose "served unchecked" warning a Hold remembers (see Hold._warn_stale).
+STALE_WARNED_MAX = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,10 +508,20 @@ class Hold:
                 self._flights.pop(key, None)
 
     def _warn_stale(self, key: str, exc: CargoholdError) -> None:
+        """Warn once a minute per key. The table is kept in the order of its warnings
+        (a key warned again moves to the end) and cut to its newest half past
+        STALE_WARNED_MAX keys: a key forgotten early can only warn once more. No lock:
+        each step is one dictionary operation, atomic under the GIL, and a copy made
+        while another thread warns at worst forgets that one warning."""
         now = time.monotonic()
-        if now - self._stale_warned.get(key, -math.inf) > 60:
-            self._stale_warned[key] = now
-            log.warning("cargohold: serving the local copy of %r unchecked: %s", key, exc)
+        warned = self._stale_warned
+        if now - warned.get(key, -math.inf) <= 60:
+            return
+        warned.pop(key, None)
+        warned[key] = now
+        if len(warned) > STALE_WARNED_MAX:
+            self._stale_warned = dict(list(warned.items())[-(STALE_WARNED_MAX // 2) :])
+        log.warning("cargohold: serving the local copy of %r unchecked: %s", key, exc)
 
     def _not_found(self, key: str) -> NotFoundError:
         return NotFoundError(
