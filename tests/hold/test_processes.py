@@ -13,6 +13,7 @@ import pytest
 
 import cargohold
 from cargohold.remotes import FileRemote
+from testsupport.children import die_with_parent
 
 WORKER = textwrap.dedent(
     """
@@ -39,6 +40,7 @@ def _start(remote: str, data_dir: Path, name: str, count: int, mode: str) -> sub
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
+        preexec_fn=die_with_parent,
     )
 
 
