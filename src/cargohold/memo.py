@@ -731,10 +731,10 @@ def _count_new_folder(root: Path) -> None:
         count = _new_folders.get(root, 0) + 1
         _new_folders[root] = 0 if count >= SWEEP_EVERY else count
     if count >= SWEEP_EVERY:
-        sweep_files(root)
+        _sweep_files(root)
 
 
-def sweep_files(root: Path) -> int:
+def _sweep_files(root: Path) -> int:
     """Remove the folders under ``root`` (a ``memo-files/``) holding a file that the local
     tier no longer has (its only name is here), and staging folders a crashed process
     left. Returns how many result folders were removed; a later lookup links them again."""
@@ -783,7 +783,7 @@ def collect_garbage(hold: Hold, *, older_than: float = 3600.0) -> int:
     try:
         return _collect_garbage(hold, older_than)
     finally:
-        sweep_files(hold.local.root / "memo-files")
+        _sweep_files(hold.local.root / "memo-files")
 
 
 def _collect_garbage(hold: Hold, older_than: float) -> int:
