@@ -1035,7 +1035,9 @@ def _describe(exc: BaseException | None) -> str:
 
 def remove_stale_partials(hold: Hold, *, older_than: float = 24 * 3600.0) -> int:
     """Remove partial downloads untouched for ``older_than`` seconds (left by downloads that
-    were cut off and never asked for again), with their notes. Returns how many."""
+    were cut off and never asked for again), with their notes. Returns how many. Also
+    removes the lock files of fetches whose process was killed (no one holds them)."""
+    _remove_idle_locks(hold.local.root / "fetch-locks")
     folder = hold.local.root / "fetch-partial"
     cutoff = time.time() - older_than
     removed = 0
@@ -1047,3 +1049,22 @@ def remove_stale_partials(hold: Hold, *, older_than: float = 24 * 3600.0) -> int
                 with contextlib.suppress(FileNotFoundError):
                     partial.with_name(partial.name + ".json").unlink()
     return removed
+
+
+def _remove_idle_locks(folder: Path) -> None:
+    """Remove each lock file no process holds, by the protocol of :func:`_file_lock`:
+    take it (without waiting), check the path still names it, remove it, let go."""
+    for path in folder.glob("*.lock") if folder.is_dir() else ():
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _names(path, fd):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        except BlockingIOError:
+            pass  # a fetch under way
+        finally:
+            os.close(fd)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +14,9 @@ import pytest
 
 import cargohold
 from cargohold import Hold
-from cargohold.fetch import _state
+from cargohold.fetch import _state, remove_stale_partials
 from cargohold.remotes import MemoryRemote
+from testsupport.children import line_child
 from testsupport.origin import Origin
 
 
@@ -89,3 +91,34 @@ def test_a_forked_child_makes_its_own_client(origin: Origin, hold: Hold) -> None
     assert (said, os.waitstatus_to_exitcode(status)) == (b"fresh", 0)
     assert _state(hold).client(hold) is parent_client  # the parent's own, still open
     assert hold.fetch(origin.put("/after-fork.bin", b"again")).read_bytes() == b"again"
+
+
+FETCHER = """
+import sys
+import cargohold
+hold = cargohold.open(sys.argv[1], data_dir=sys.argv[2], signal_handlers=False)
+print("READY", flush=True)
+hold.fetch(sys.argv[3])
+"""
+
+
+def test_gc_removes_the_lock_file_of_a_killed_fetch_only(
+    origin: Origin, hold: Hold, tmp_path: Path
+) -> None:
+    """A process killed mid-download leaves its lock file (no one to remove it); the
+    collector removes it, but never the lock file of a fetch under way."""
+    url = origin.put("/slow/video.mp4", b"v" * 200_000)
+    origin.slow("/slow/video.mp4", 60.0)
+    locks = hold.local.root / "fetch-locks"
+    with line_child(FETCHER, hold.remote.url, str(tmp_path / "data"), url) as child:
+        deadline = time.monotonic() + 30
+        while not list(locks.glob("*.lock")):  # the child holds it once the file is there
+            assert time.monotonic() < deadline, "the child never took the lock"
+            time.sleep(0.05)
+        remove_stale_partials(hold)
+        assert len(list(locks.glob("*.lock"))) == 1  # held: kept
+        child.kill()
+        child.wait(30)
+    assert len(list(locks.glob("*.lock"))) == 1  # left behind by the killed process
+    remove_stale_partials(hold)
+    assert list(locks.glob("*.lock")) == []
