@@ -329,7 +329,13 @@ class Memo:
             )
         folder = self._files_root / entry.digest
         if not _linked(folder, entry.files):
-            self._link_folder(folder, entry)
+            try:
+                self._link_folder(folder, entry)
+            except _UNREACHABLE:
+                if not _complete(folder, entry.files):
+                    raise
+                # The remote cannot give the tier its file back: serve the bytes this
+                # folder alone still keeps (a sweep may reclaim them later).
         path = folder / entry.files[0].name if entry.kind == "file" else folder
         return dataclasses.replace(entry, path=path)
 
@@ -338,14 +344,18 @@ class Memo:
         through if the tier has evicted them), replacing a folder whose files the tier
         no longer holds."""
         staging = self._files_root / f".{entry.digest}.{uuid.uuid4().hex}"
-        for f in entry.files:
-            target = staging.joinpath(*f.name.split("/"))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            source = self.hold.path(self._blob_key(f.sha256), max_age=math.inf)
-            try:
-                os.link(source, target)  # no copy: the local tier's file, a second name
-            except OSError:
-                shutil.copyfile(source, target)
+        try:
+            for f in entry.files:
+                target = staging.joinpath(*f.name.split("/"))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = self.hold.path(self._blob_key(f.sha256), max_age=math.inf)
+                try:
+                    os.link(source, target)  # no copy: the local tier's file, a second name
+                except OSError:
+                    shutil.copyfile(source, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         old = None
         if folder.exists():  # orphaned (see _linked): set aside, then replaced
             old = self._files_root / f".{entry.digest}.old.{uuid.uuid4().hex}"
@@ -720,6 +730,11 @@ def _linked(folder: Path, files: tuple[MemoFile, ...]) -> bool:
         return all(os.lstat(folder.joinpath(*f.name.split("/"))).st_nlink > 1 for f in files)
     except OSError:
         return False
+
+
+def _complete(folder: Path, files: tuple[MemoFile, ...]) -> bool:
+    """Whether ``folder`` has every file of the result (linked or not)."""
+    return all(folder.joinpath(*f.name.split("/")).is_file() for f in files)
 
 
 _new_folders: dict[Path, int] = {}  # by memo-files root: folders made since its last sweep

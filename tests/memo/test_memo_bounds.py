@@ -14,6 +14,9 @@ import pytest
 import cargohold
 from cargohold.memo import SWEEP_EVERY, collect_garbage
 from cargohold.remotes import MemoryRemote
+from tests.conftest import s3_url
+from testsupport.faultproxy import Fault, FaultProxy
+from testsupport.servers import SeaweedFS
 
 KiB = 1024
 
@@ -125,3 +128,36 @@ def test_a_directory_result_is_swept_whole(remote_url: str, tmp_path: Path) -> N
         assert again.path is not None
         assert (again.path / "sub" / "b.bin").read_bytes().startswith(b"0/sub/b.bin")
         assert (again.path / "a.bin").read_bytes().startswith(b"0/a.bin")
+
+
+def test_an_evicted_result_is_served_from_its_folder_while_the_remote_is_down(
+    seaweedfs: SeaweedFS, seaweedfs_bucket: str, tmp_path: Path
+) -> None:
+    """The tier dropped a result's file; the remote, which would give it back, answers
+    503 (a fault proxy in front of SeaweedFS): the bytes memo-files/ still keeps are
+    served, and once the remote is back the folder is linked to the tier again."""
+    url = s3_url(seaweedfs, seaweedfs_bucket, f"memo-evicted-{uuid.uuid4().hex[:8]}")
+    size = 16 * KiB
+    quick = {"connect_timeout": 1, "retry_timeout": 1, "max_retries": 0}
+    with FaultProxy(seaweedfs.endpoint) as proxy:
+        flaky = url.replace(seaweedfs.endpoint, proxy.endpoint)
+        with cargohold.open(flaky, data_dir=tmp_path, signal_handlers=False, **quick) as hold:
+            built = hold.memo("takes").get_or_create({"i": 7}, _file_result(size))
+            assert built.path is not None
+            blob_key = f"memo/blobs/{built.files[0].sha256[:2]}/{built.files[0].sha256}"
+            blob = hold.local.entry(blob_key)
+            assert blob is not None
+            assert hold.local.forget(blob_key, blob.version)  # as an eviction would,
+            hold.local.collect_garbage()  # which removes the file once no row names it
+            assert built.path.lstat().st_nlink == 1  # only memo-files/ keeps the bytes
+            proxy.add(Fault(status=503, times=10**9))
+            during = hold.memo("takes").get({"i": 7})  # a new Memo: nothing in memory
+            assert during is not None
+            assert during.path is not None
+            assert during.path.read_bytes() == b"7".ljust(size, b".")
+            proxy.faults.clear()
+            after = hold.memo("takes").get({"i": 7})
+            assert after is not None
+            assert after.path is not None
+            assert after.path.read_bytes() == b"7".ljust(size, b".")
+            assert after.path.lstat().st_nlink > 1  # the tier's file again
