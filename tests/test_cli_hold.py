@@ -17,6 +17,7 @@ import pytest
 
 import cargohold
 from cargohold.cli import EXIT_CODES
+from testsupport.children import die_with_parent
 
 CLI = [sys.executable, "-m", "cargohold"]
 
@@ -218,6 +219,7 @@ def test_serve_answers_until_stopped(env: dict[str, str], tmp_path: Path) -> Non
         env={**env, "CARGOHOLD_TOKEN": "t0ken"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=die_with_parent,
     )
     try:
         base = f"http://127.0.0.1:{port}"

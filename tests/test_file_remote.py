@@ -18,6 +18,7 @@ import pytest
 from cargohold import InvalidInput, NotFoundError, PermissionDenied, StorageFull
 from cargohold.remotes import FileRemote, ObjectInfo, Put
 from cargohold.remotes._base import PutRequest
+from testsupport.children import die_with_parent
 
 
 def md5(data: bytes) -> str:
@@ -171,7 +172,12 @@ except AlreadyExists:
     print("lost")
 """
     procs = [
-        subprocess.Popen([sys.executable, "-c", code, f"p{i}"], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", code, f"p{i}"],
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=die_with_parent,
+        )
         for i in range(8)
     ]
     results = [p.communicate(timeout=60)[0].strip() for p in procs]

@@ -1,14 +1,32 @@
-"""A Python process a test drives line by line: it prints READY once set up, then answers
-each command it reads on stdin with one line."""
+"""Processes tests start: a Python process a test drives line by line (it prints READY
+once set up, then answers each command it reads on stdin with one line), and
+:func:`die_with_parent`, which every process a test starts passes as ``preexec_fn``."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 
-__all__ = ["ask", "line_child"]
+__all__ = ["ask", "die_with_parent", "line_child"]
+
+_PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in the child
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for anything a test starts: the kernel sends it SIGKILL when the test
+    process dies, so a pytest killed outright (a CI timeout, a SIGKILL: its fixtures never
+    finalized) leaves no server or worker behind. SIGKILL, not SIGTERM: these processes
+    are throwaway, and a server can ignore or hang on SIGTERM (weed has, the filer may).
+
+    The signal follows the *thread* that started the process: start them from the main
+    thread (a process started from a thread that then ends is killed at once). The child
+    runs only this call before exec: nothing imported, nothing allocated by Python."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 @contextlib.contextmanager
@@ -23,6 +41,7 @@ def line_child(
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
+        preexec_fn=die_with_parent,
     )
     try:
         assert proc.stdout is not None

@@ -13,7 +13,8 @@ Hub do, and that can be told to misbehave:
 - ``down()`` / ``up()``: the listening socket is closed (connection refused) and reopened on
   the same port; ``error(path, status)`` answers the next requests with a status;
 - ``slow(path, seconds)``: each body is sent in pieces spread over about that long;
-- every request is counted per ``(method, path)`` and recorded with its headers.
+- every request is counted per ``(method, path)`` and recorded with its headers, and
+  ``connections`` counts the TCP connections clients opened.
 
 Nothing here is a mock of cargohold: it is an ordinary HTTP server that cargohold talks to
 with httpx, as it would to a CDN.
@@ -21,9 +22,11 @@ with httpx, as it would to a CDN.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import hashlib
 import re
+import socket
 import threading
 import time
 from collections import Counter
@@ -66,6 +69,17 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass  # quiet: tests read .requests instead
 
+    def setup(self) -> None:  # one handler per connection
+        super().setup()
+        with self.server.origin._lock:
+            self.server.origin.connections += 1
+            self.server.origin._open.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.origin._lock:
+            self.server.origin._open.discard(self.connection)
+        super().finish()
+
     def do_HEAD(self) -> None:
         self._answer(body=False)
 
@@ -87,6 +101,8 @@ class Origin:
         self.files: dict[str, _File] = {}
         self.counts: Counter[tuple[str, str]] = Counter()
         self.requests: list[Request] = []
+        self.connections = 0
+        self._open: set[socket.socket] = set()  # connections being served
         self._lock = threading.Lock()
         self._drops: dict[str, list[int]] = {}
         self._errors: dict[str, list[int]] = {}
@@ -137,7 +153,8 @@ class Origin:
         self._slow[path] = seconds
 
     def down(self) -> None:
-        """Close the listening socket: new connections are refused until ``up()``."""
+        """Close the listening socket and drop open connections: new connections are
+        refused until ``up()``."""
         self._shutdown()
 
     def up(self) -> None:
@@ -247,6 +264,11 @@ class Origin:
             return
         server.shutdown()
         server.server_close()
+        # A server that goes down drops its keep-alive connections too.
+        with self._lock:
+            for conn in self._open:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(10)
 

@@ -30,19 +30,11 @@ from typing import Self
 import boto3
 from botocore.config import Config
 
+from testsupport.children import die_with_parent
+
 __all__ = ["MotoServer", "S3Server", "SeaweedFS", "die_with_parent", "free_port"]
 
 _taken: set[int] = set()
-
-
-def die_with_parent() -> None:
-    """``preexec_fn`` for servers: the kernel sends SIGTERM when the test process dies, so
-    a pytest killed by a timeout (its fixtures never finalized) leaves no server behind.
-    The signal follows the thread that started the server: start servers from the main one."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def free_port(*, also_free: int = 0) -> int:

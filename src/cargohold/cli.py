@@ -561,13 +561,18 @@ def gc(
             older_than = parse_duration(debug_older_than)
         except ValueError as exc:
             raise errors.InvalidInput(f"--debug-older-than {debug_older_than!r}: {exc}") from None
+    memo_error: errors.CargoholdError | None = None
     with cargohold_open(signal_handlers=False) as hold:
-        removed = {
-            "debug_bundles": collect_bundles(hold, older_than=older_than),
-            "memo_files": memo_collect_garbage(hold),
-            "workspaces": remove_dead(workspace_root(hold)),
-            "partial_downloads": remove_stale_partials(hold),
-        }
+        removed = {"debug_bundles": collect_bundles(hold, older_than=older_than)}
+        try:
+            removed["memo_files"] = memo_collect_garbage(hold)
+        except errors.CargoholdError as exc:
+            # It deleted nothing (a record it could not read); the rest still runs, and
+            # the command fails with that error at the end.
+            memo_error = exc
+            removed["memo_files"] = 0
+        removed["workspaces"] = remove_dead(workspace_root(hold))
+        removed["partial_downloads"] = remove_stale_partials(hold)
         hold.flush(timeout=hold.settings.request_timeout + hold.settings.retry_timeout)
     if as_json:
         typer.echo(json.dumps(removed))
@@ -577,6 +582,8 @@ def gc(
             f"unused memo file(s), {removed['workspaces']} dead workspace(s) and "
             f"{removed['partial_downloads']} abandoned partial download(s)"
         )
+    if memo_error is not None:
+        raise memo_error
 
 
 def main() -> None:

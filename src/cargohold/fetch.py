@@ -40,6 +40,7 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -50,19 +51,20 @@ import re
 import threading
 import time
 import urllib.parse
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from filelock import FileLock, Timeout
-
+from ._keylocks import KeyedLocks
 from ._lease import ExclusiveLease, exclusive_lease
 from ._redact import redact_url
 from ._version import __version__
 from .errors import (
     CargoholdError,
+    HoldClosed,
     IntegrityError,
     InvalidInput,
     InvalidKey,
@@ -178,13 +180,58 @@ class _Hot:
 
 
 class _State:
-    """Per-Hold: a lock per URL, copies found recently, and what each URL names."""
+    """Per-Hold: a lock per URL (kept only while in use), copies found recently, what
+    each URL names, and the HTTP client every download of this Hold shares."""
 
     def __init__(self) -> None:
         self.guard = threading.Lock()
-        self.locks: dict[str, threading.Lock] = {}
+        self.locks = KeyedLocks()
         self.hot: dict[str, _Hot] = {}  # by the URL as given; descriptors closed with them
         self.targets: dict[str, _Target] = {}
+        self._client: httpx.Client | None = None
+        self._client_pid = 0
+        self._client_lock = threading.Lock()
+        self._closed = False
+
+    def client(self, hold: Hold) -> httpx.Client:
+        """The Hold's HTTP client (a keep-alive connection pool), made on first use.
+
+        Fork-safe: a child process never uses its parent's client, whose connections
+        are the parent's sockets (both would read and write them); it makes its own, and
+        leaves the parent's alone (closing it would close nothing of the parent's, but
+        nothing of it is the child's to tidy either)."""
+        client = self._client
+        if client is not None and self._client_pid == os.getpid():
+            return client
+        import httpx  # here, not at import: it costs a quarter second to import
+
+        with self._client_lock:
+            if self._client is not None and self._client_pid == os.getpid():
+                return self._client
+            if self._closed:
+                raise HoldClosed(f"this Hold on {hold.remote.url} is closed")
+            settings = hold.settings
+            timeout = httpx.Timeout(settings.request_timeout, connect=settings.connect_timeout)
+            self._client = httpx.Client(
+                timeout=timeout,
+                follow_redirects=True,
+                headers={"User-Agent": f"cargohold/{__version__}", "Accept-Encoding": "identity"},
+            )
+            self._client_pid = os.getpid()
+            return self._client
+
+    def _after_fork(self) -> None:
+        # Locks a parent's thread held at the fork would stay held here for good.
+        self.guard = threading.Lock()
+        self._client_lock = threading.Lock()
+
+    def close(self) -> None:
+        """When the Hold closes: close held files and this process's client."""
+        self._closed = True
+        self.forget_hot()
+        client, self._client = self._client, None
+        if client is not None and self._client_pid == os.getpid():
+            client.close()
 
     def forget_hot(self) -> None:
         """Close every held file (when the Hold closes, or the table is full)."""
@@ -196,6 +243,18 @@ class _State:
 
     def __del__(self) -> None:
         self.forget_hot()
+
+
+_all_states: weakref.WeakSet[_State] = weakref.WeakSet()
+
+
+def _reset_in_child() -> None:
+    for state in list(_all_states):
+        state._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_in_child)
 
 
 _states_guard = threading.Lock()
@@ -210,7 +269,8 @@ def _state(hold: Hold) -> _State:
     with _states_guard:
         if hold._fetch_state is None:
             hold._fetch_state = _State()
-            hold._closers.append(hold._fetch_state.forget_hot)
+            _all_states.add(hold._fetch_state)
+            hold._closers.append(hold._fetch_state.close)
         return hold._fetch_state  # type: ignore[no-any-return]
 
 
@@ -434,21 +494,11 @@ def _local_copy(hold: Hold, request: _Request) -> _Copy | None:
     return _Copy(record, path) if path is not None else None
 
 
-@contextlib.contextmanager
-def _url_lock(state: _State, request: _Request) -> Iterator[None]:
-    with state.guard:
-        lock = state.locks.setdefault(request.id, threading.Lock())
-    started = time.monotonic()
-    while not lock.acquire(timeout=10):
-        log.info(
-            "cargohold: waiting %.0fs for another thread fetching %s",
-            time.monotonic() - started,
-            request.shown,
-        )
-    try:
-        yield
-    finally:
-        lock.release()
+def _url_lock(state: _State, request: _Request) -> contextlib.AbstractContextManager[None]:
+    def waiting(seconds: float) -> None:
+        log.info("cargohold: waiting %.0fs for another thread fetching %s", seconds, request.shown)
+
+    return state.locks.hold(request.id, waiting=waiting)
 
 
 @contextlib.contextmanager
@@ -459,25 +509,58 @@ def _file_lock(hold: Hold, request: _Request) -> Iterator[None]:
     download, and it goes with the process that holds it (flock), so a killed download
     blocks no one. (On network file systems flock may silently succeed; the local tier
     belongs on a local disk anyway.)
+
+    The holder removes the file before it lets go, so ``fetch-locks/`` holds only the
+    files of fetches under way (and of processes killed mid-fetch, until that URL is
+    fetched again). A waiter may then hold a lock on a file that is no longer there:
+    after taking the lock it checks that the path still names the file it locked, and
+    starts over if not, so two processes never both hold the lock of one URL.
     """
     folder = hold.local.root / "fetch-locks"
     folder.mkdir(exist_ok=True)
-    lock = FileLock(str(folder / f"{request.id}.lock"), is_singleton=False)
-    started = time.monotonic()
+    path = folder / f"{request.id}.lock"
+    started = last_log = time.monotonic()
     while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            lock.acquire(timeout=10)
-            break
-        except Timeout:
-            log.info(
-                "cargohold: waiting %.0fs for another process fetching %s",
-                time.monotonic() - started,
-                request.shown,
-            )
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    now = time.monotonic()
+                    if now - last_log >= 10:
+                        last_log = now
+                        log.info(
+                            "cargohold: waiting %.0fs for another process fetching %s",
+                            now - started,
+                            request.shown,
+                        )
+                    # flock has no timeout, and a blocked flock cannot log: poll, as the
+                    # filelock package does.
+                    time.sleep(0.05)
+            if _names(path, fd):
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # removed by its holder while this waited: lock the current one
     try:
         yield
     finally:
-        lock.release()
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # while still holding it: see the docstring
+        os.close(fd)
+
+
+def _names(path: Path, fd: int) -> bool:
+    """Whether ``path`` is still the file open as ``fd``."""
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 # -- one fetch that found no usable local copy ----------------------------------------------
@@ -486,6 +569,7 @@ def _file_lock(hold: Hold, request: _Request) -> Iterator[None]:
 class _Fetch:
     def __init__(self, hold: Hold, request: _Request, found: _Copy | None) -> None:
         self.hold = hold
+        self.state = _state(hold)
         self.request = request
         self.found = found
         self.settings = hold.settings
@@ -762,38 +846,29 @@ class _Download:
         deadline = time.monotonic() + self.settings.retry_timeout
         attempt = 0
         last: BaseException | None = None
-        timeout = httpx.Timeout(
-            self.settings.request_timeout, connect=self.settings.connect_timeout
-        )
-        with httpx.Client(
-            timeout=timeout,
-            follow_redirects=True,
-            headers={"User-Agent": f"cargohold/{__version__}", "Accept-Encoding": "identity"},
-        ) as client:
-            while True:
-                self.body_started = False
-                try:
-                    with client.stream(
-                        "GET", self.request.url, headers=self._headers()
-                    ) as response:
-                        return self._receive(response)
-                except (httpx.TransportError, _Retry) as exc:
-                    last = exc
-                attempt += 1
-                # With a copy to fall back on, an origin that is down (no connection, a 5xx)
-                # is not waited for; a body cut off mid-way is resumed.
-                if (not self.body_started and self.validators is not None) or (
-                    attempt > self.settings.max_retries or time.monotonic() >= deadline
-                ):
-                    raise RemoteUnavailable(
-                        f"the origin of {self.request.shown} did not answer after {attempt} "
-                        f"attempt(s): {_describe(last)}",
-                        remote=self.request.shown,
-                        hint="check the URL and the network; the download resumes where it "
-                        "stopped when the origin supports ranges",
-                    ) from last
-                pause = min(2.0, 0.1 * 2**attempt)
-                time.sleep(random.uniform(pause / 2, pause))  # noqa: S311 - jitter, not crypto
+        client = self.fetch.state.client(self.fetch.hold)
+        while True:
+            self.body_started = False
+            try:
+                with client.stream("GET", self.request.url, headers=self._headers()) as response:
+                    return self._receive(response)
+            except (httpx.TransportError, _Retry) as exc:
+                last = exc
+            attempt += 1
+            # With a copy to fall back on, an origin that is down (no connection, a 5xx)
+            # is not waited for; a body cut off mid-way is resumed.
+            if (not self.body_started and self.validators is not None) or (
+                attempt > self.settings.max_retries or time.monotonic() >= deadline
+            ):
+                raise RemoteUnavailable(
+                    f"the origin of {self.request.shown} did not answer after {attempt} "
+                    f"attempt(s): {_describe(last)}",
+                    remote=self.request.shown,
+                    hint="check the URL and the network; the download resumes where it "
+                    "stopped when the origin supports ranges",
+                ) from last
+            pause = min(2.0, 0.1 * 2**attempt)
+            time.sleep(random.uniform(pause / 2, pause))  # noqa: S311 - jitter, not crypto
 
     def _resume_from(self) -> tuple[int, str | None]:
         """Bytes already in the partial file, and the validator they were sent with."""
@@ -960,7 +1035,9 @@ def _describe(exc: BaseException | None) -> str:
 
 def remove_stale_partials(hold: Hold, *, older_than: float = 24 * 3600.0) -> int:
     """Remove partial downloads untouched for ``older_than`` seconds (left by downloads that
-    were cut off and never asked for again), with their notes. Returns how many."""
+    were cut off and never asked for again), with their notes. Returns how many. Also
+    removes the lock files of fetches whose process was killed (no one holds them)."""
+    _remove_idle_locks(hold.local.root / "fetch-locks")
     folder = hold.local.root / "fetch-partial"
     cutoff = time.time() - older_than
     removed = 0
@@ -972,3 +1049,22 @@ def remove_stale_partials(hold: Hold, *, older_than: float = 24 * 3600.0) -> int
                 with contextlib.suppress(FileNotFoundError):
                     partial.with_name(partial.name + ".json").unlink()
     return removed
+
+
+def _remove_idle_locks(folder: Path) -> None:
+    """Remove each lock file no process holds, by the protocol of :func:`_file_lock`:
+    take it (without waiting), check the path still names it, remove it, let go."""
+    for path in folder.glob("*.lock") if folder.is_dir() else ():
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _names(path, fd):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        except BlockingIOError:
+            pass  # a fetch under way
+        finally:
+            os.close(fd)

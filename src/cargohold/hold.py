@@ -56,6 +56,8 @@ _T = TypeVar("_T")
 
 log = logging.getLogger("cargohold")
 _embedded_warned = False
+#: Most keys whose "served unchecked" warning a Hold remembers (see Hold._warn_stale).
+STALE_WARNED_MAX = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,26 +440,35 @@ class Hold:
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Objects under ``prefix``: the remote's listing with this Hold's unsynced writes
-        and deletions applied, in the remote's key order."""
+        and deletions applied, each key once. Keys are in the remote's order; a key only
+        written here goes before the first remote key above it in byte order (S3's order;
+        a remote that lists otherwise, as SeaweedFS lists ``a/b`` before ``a-c``, still
+        gets every key exactly once)."""
         self._check_open()
         prefix = normalize_prefix(prefix)
         pending = {e.key: e for e in self.local.entries(prefix, pending_only=True)}
         added = sorted(
             (k for k, e in pending.items() if not e.deleted), key=str.encode, reverse=True
         )
+        # Pending keys already given (or, for a deletion, already hidden): the remote's
+        # order need not be byte order, so a key may come up again after its turn.
+        done: set[str] = set()
         for info in self._remote_listing(prefix):
             while added and added[-1].encode() < info.key.encode():
-                yield pending[added.pop()].info()
-            if info.key in pending:
-                if added and added[-1] == info.key:
-                    added.pop()
-                entry = pending[info.key]
+                key = added.pop()
+                if key not in done:
+                    done.add(key)
+                    yield pending[key].info()
+            entry = pending.get(info.key)
+            if entry is None:
+                yield info
+            elif info.key not in done:
+                done.add(info.key)
                 if not entry.deleted:
                     yield entry.info()
-                continue
-            yield info
-        while added:
-            yield pending[added.pop()].info()
+        for key in reversed(added):
+            if key not in done:
+                yield pending[key].info()
 
     def _remote_listing(self, prefix: str) -> Iterator[ObjectInfo]:
         """The remote's objects under ``prefix``: from the catalog's index when there is one
@@ -572,10 +583,20 @@ class Hold:
                 self._flights.pop(key, None)
 
     def _warn_stale(self, key: str, exc: CargoholdError) -> None:
+        """Warn once a minute per key. The table is kept in the order of its warnings
+        (a key warned again moves to the end) and cut to its newest half past
+        STALE_WARNED_MAX keys: a key forgotten early can only warn once more. No lock:
+        each step is one dictionary operation, atomic under the GIL, and a copy made
+        while another thread warns at worst forgets that one warning."""
         now = time.monotonic()
-        if now - self._stale_warned.get(key, -math.inf) > 60:
-            self._stale_warned[key] = now
-            log.warning("cargohold: serving the local copy of %r unchecked: %s", key, exc)
+        warned = self._stale_warned
+        if now - warned.get(key, -math.inf) <= 60:
+            return
+        warned.pop(key, None)
+        warned[key] = now
+        if len(warned) > STALE_WARNED_MAX:
+            self._stale_warned = dict(list(warned.items())[-(STALE_WARNED_MAX // 2) :])
+        log.warning("cargohold: serving the local copy of %r unchecked: %s", key, exc)
 
     def _not_found(self, key: str) -> NotFoundError:
         return NotFoundError(
@@ -951,7 +972,8 @@ def open(
 ) -> Hold:
     """Open a Hold. Settings come from arguments > ``CARGOHOLD_*`` variables > defaults.
 
-    ``remote`` is a URL (``s3://bucket/prefix``, ``file:///mnt/volume``, ...) or a Remote.
+    ``remote`` is a URL (``s3://bucket/prefix``, ``file:///mnt/volume``, ...) or a Remote,
+    which then belongs to the Hold: ``close()`` closes it, and so does an open that fails.
     With none configured, the embedded default is used: a ``file`` remote inside the data
     directory. That keeps everything working with no server or credentials, but the
     remote then lives on the same disk as the app, which this logs once.
@@ -978,18 +1000,28 @@ def open(
                 remote_obj.url,
             )
     catalog = None
-    if resolved.catalog:
-        try:
-            from .catalog import Catalog
-        except ImportError as exc:
-            raise ConfigError(
-                "a catalog needs psycopg", hint="pip install 'cargohold[postgres]'"
-            ) from exc
-        catalog = Catalog(resolved.catalog, remote_obj)
-    return Hold(
-        remote=remote_obj,
-        local_dir=root / "local",
-        settings=resolved,
-        embedded_default=embedded,
-        catalog=catalog,
-    )
+    try:
+        if resolved.catalog:
+            try:
+                from .catalog import Catalog
+            except ImportError as exc:
+                raise ConfigError(
+                    "a catalog needs psycopg", hint="pip install 'cargohold[postgres]'"
+                ) from exc
+            catalog = Catalog(resolved.catalog, remote_obj)
+        return Hold(
+            remote=remote_obj,
+            local_dir=root / "local",
+            settings=resolved,
+            embedded_default=embedded,
+            catalog=catalog,
+        )
+    except BaseException:
+        # The Hold would have owned both (its close() closes them): a failed set-up
+        # closes them here, so no connection pool, event loop or thread outlives the error.
+        if catalog is not None:
+            with contextlib.suppress(Exception):
+                catalog.close()
+        with contextlib.suppress(Exception):
+            remote_obj.close()
+        raise

@@ -23,6 +23,15 @@ Guarantees:
 - Single-flight: one build per inputs across threads (a lock), and across processes and
   instances sharing the remote (a lease in the remote, see :mod:`cargohold._lease`).
   Waiters poll with backoff, log while they wait, and take over if the holder dies.
+- File and directory results are served from ``memo-files/<digest>/``: second names
+  (hard links) of the local tier's own files, so they cost no disk beyond the tier's
+  ``local_max_bytes`` while the tier keeps those files. Once the tier evicts one, the
+  folder would keep its bytes alive outside that bound: a sweep removes such folders
+  after every ``SWEEP_EVERY`` new folders and in :func:`collect_garbage`, and a lookup
+  that finds its folder so orphaned links it anew (bringing the file back into the tier).
+  So ``memo-files/`` holds at most what the tier held at the last sweep plus
+  ``SWEEP_EVERY`` results, and a returned path lives like :meth:`Hold.path`'s: until
+  the entry is deleted or its files are evicted (get the entry again to bring it back).
 - Records and files are written through to the remote (``durable=True``), so another
   instance that sees a record finds its files. With the remote down, a miss is built here
   (without single-flight across instances, which needs the remote or the catalog), the
@@ -55,6 +64,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ._canonical import canonical, digest_header, entry_digest
 from ._io import read_whole
+from ._keylocks import KeyedLocks
 from ._lease import ExclusiveLease, exclusive_lease
 from .errors import (
     CargoholdError,
@@ -83,6 +93,10 @@ RECORD_FORMAT = 1
 _INLINE_VALUE_MAX = 64 * 1024
 #: Seconds an entry found once is served from memory (see ``Memo._hot``).
 HOT_SECONDS = 1.0
+#: New folders under ``memo-files/`` between two sweeps of it (see the module docstring).
+SWEEP_EVERY = 32
+#: Seconds after which a staging folder (``.<digest>.*``) is a crashed process's leftover.
+_STAGING_STALE = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +123,8 @@ class MemoEntry:
     """A cached result and its record. ``hit`` says whether this call built it.
 
     ``value`` is the result for bytes, str and JSON results; ``path`` is a local file (a
-    file result) or folder (a directory result), valid until the entry is deleted.
+    file result) or folder (a directory result), valid until the entry is deleted or the
+    local tier evicts its files (see the module docstring); use it soon, or copy it.
     """
 
     namespace: str
@@ -195,8 +210,7 @@ class Memo:
         self.max_bytes = max_bytes
         self.seed_dir = Path(seed_dir) if seed_dir is not None else None
         self.lease_ttl = lease_ttl
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+        self._locks = KeyedLocks()  # one build per entry in this process; kept while in use
         self._offline = threading.local()  # .active: building while the remote is down
         self._files_root = hold.local.root / "memo-files"
         self._header = digest_header(self.namespace, self.version)
@@ -314,8 +328,23 @@ class Memo:
                 entry, value=self.hold.get(self._blob_key(entry.files[0].sha256), max_age=math.inf)
             )
         folder = self._files_root / entry.digest
-        if not folder.exists():
-            staging = self._files_root / f".{entry.digest}.{uuid.uuid4().hex}"
+        if not _linked(folder, entry.files):
+            try:
+                self._link_folder(folder, entry)
+            except _UNREACHABLE:
+                if not _complete(folder, entry.files):
+                    raise
+                # The remote cannot give the tier its file back: serve the bytes this
+                # folder alone still keeps (a sweep may reclaim them later).
+        path = folder / entry.files[0].name if entry.kind == "file" else folder
+        return dataclasses.replace(entry, path=path)
+
+    def _link_folder(self, folder: Path, entry: MemoEntry) -> None:
+        """Make ``memo-files/<digest>/``: second names of the local tier's files (read
+        through if the tier has evicted them), replacing a folder whose files the tier
+        no longer holds."""
+        staging = self._files_root / f".{entry.digest}.{uuid.uuid4().hex}"
+        try:
             for f in entry.files:
                 target = staging.joinpath(*f.name.split("/"))
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -324,12 +353,21 @@ class Memo:
                     os.link(source, target)  # no copy: the local tier's file, a second name
                 except OSError:
                     shutil.copyfile(source, target)
-            try:
-                staging.rename(folder)
-            except OSError:
-                shutil.rmtree(staging, ignore_errors=True)  # another thread got there first
-        path = folder / entry.files[0].name if entry.kind == "file" else folder
-        return dataclasses.replace(entry, path=path)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        old = None
+        if folder.exists():  # orphaned (see _linked): set aside, then replaced
+            old = self._files_root / f".{entry.digest}.old.{uuid.uuid4().hex}"
+            with contextlib.suppress(OSError):
+                folder.rename(old)
+        try:
+            staging.rename(folder)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)  # another thread got there first
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        _count_new_folder(self._files_root)
 
     def _from_seed(self, digest: str) -> MemoEntry | None:
         if self.seed_dir is None:
@@ -434,9 +472,8 @@ class Memo:
             self.hold.remote, self.hold.catalog, name, ttl=self.lease_ttl, purpose=purpose
         )
 
-    def _lock(self, digest: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(digest, threading.Lock())
+    def _lock(self, digest: str) -> contextlib.AbstractContextManager[None]:
+        return self._locks.hold(digest)
 
     def _acquire_or_wait(self, lease: ExclusiveLease, digest: str) -> MemoEntry | None:
         """Take the lease (None: build now) or wait for its holder's entry (returned)."""
@@ -686,19 +723,101 @@ class Memo:
         return written
 
 
+def _linked(folder: Path, files: tuple[MemoFile, ...]) -> bool:
+    """Whether ``folder`` has every file, each still a name of a local tier's file (more
+    than one link: this name alone would keep evicted bytes outside the tier's bound)."""
+    try:
+        return all(os.lstat(folder.joinpath(*f.name.split("/"))).st_nlink > 1 for f in files)
+    except OSError:
+        return False
+
+
+def _complete(folder: Path, files: tuple[MemoFile, ...]) -> bool:
+    """Whether ``folder`` has every file of the result (linked or not)."""
+    return all(folder.joinpath(*f.name.split("/")).is_file() for f in files)
+
+
+_new_folders: dict[Path, int] = {}  # by memo-files root: folders made since its last sweep
+_new_folders_lock = threading.Lock()
+
+
+def _count_new_folder(root: Path) -> None:
+    with _new_folders_lock:
+        count = _new_folders.get(root, 0) + 1
+        _new_folders[root] = 0 if count >= SWEEP_EVERY else count
+    if count >= SWEEP_EVERY:
+        _sweep_files(root)
+
+
+def _sweep_files(root: Path) -> int:
+    """Remove the folders under ``root`` (a ``memo-files/``) holding a file that the local
+    tier no longer has (its only name is here), and staging folders a crashed process
+    left. Returns how many result folders were removed; a later lookup links them again."""
+    try:
+        folders = list(root.iterdir())
+    except FileNotFoundError:
+        return 0
+    removed = 0
+    stale = time.time() - _STAGING_STALE
+    for folder in folders:
+        name = folder.name
+        try:
+            if name.startswith("."):
+                if folder.stat().st_mtime < stale:
+                    shutil.rmtree(folder, ignore_errors=True)
+                continue
+            if _orphaned(folder):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        except FileNotFoundError:
+            continue  # removed meanwhile (by another thread or process)
+    return removed
+
+
+def _orphaned(folder: Path) -> bool:
+    for parent, _, files in os.walk(folder):
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                if (Path(parent) / name).lstat().st_nlink <= 1:
+                    return True
+    return False
+
+
 def collect_garbage(hold: Hold, *, older_than: float = 3600.0) -> int:
     """Delete result files no entry of any namespace or version uses any more (and that
     are older than ``older_than`` seconds, so a build in progress keeps its files).
-    Returns how many were deleted."""
+    Returns how many were deleted. Also sweeps ``memo-files/`` of what the local tier
+    evicted (see the module docstring), whatever the remote answers.
+
+    Never deletes on an incomplete view: if any record cannot be read (the remote fails
+    or times out, a record is corrupt), nothing is deleted and the error is raised, naming
+    the record in ``.key``: the same class as the read's error (``RemoteUnavailable`` on a
+    flaky network), or ``RemoteError`` for a record that is not a record. A record deleted
+    between the listing and its read claims nothing, and is skipped.
+    """
+    try:
+        return _collect_garbage(hold, older_than)
+    finally:
+        _sweep_files(hold.local.root / "memo-files")
+
+
+def _collect_garbage(hold: Hold, older_than: float) -> int:
     used: set[str] = set()
     blobs: list[tuple[str, datetime]] = []
+    unreadable: list[tuple[str, BaseException]] = []
     for info in hold.list("memo/"):
         if info.key.startswith("memo/blobs/"):
             blobs.append((info.key, info.last_modified))
         elif info.key.endswith(".json"):
-            with contextlib.suppress(CargoholdError, ValueError, KeyError):
+            try:
                 record = json.loads(hold.get(info.key, max_age=math.inf))
                 used.update(f["sha256"] for f in record["files"])
+            except NotFoundError:
+                continue  # deleted since it was listed
+            except (CargoholdError, ValueError, KeyError, TypeError) as exc:
+                unreadable.append((info.key, exc))
+    if unreadable:
+        raise _incomplete_view(hold, unreadable)
     cutoff = time.time() - older_than
     removed = 0
     for key, modified in blobs:
@@ -706,6 +825,28 @@ def collect_garbage(hold: Hold, *, older_than: float = 3600.0) -> int:
             hold.delete(key)
             removed += 1
     return removed
+
+
+def _incomplete_view(hold: Hold, unreadable: list[tuple[str, BaseException]]) -> CargoholdError:
+    """The error for a collection that read not every record: it deleted nothing."""
+    key, exc = unreadable[0]
+    more = f" and {len(unreadable) - 1} more" if len(unreadable) > 1 else ""
+    message = (
+        f"memo garbage collection deleted nothing: the record {key!r}{more} could not be "
+        f"read ({exc}), so which result files are in use is unknown"
+    )
+    if isinstance(exc, CargoholdError):
+        hint = "run it again once the remote answers" if isinstance(exc, _UNREACHABLE) else None
+        error = type(exc)(message, key=key, remote=hold.remote.url, hint=hint)
+    else:
+        error = RemoteError(
+            message,
+            key=key,
+            remote=hold.remote.url,
+            hint="the record is not a memo record: delete it (or restore it) and run gc again",
+        )
+    error.__cause__ = exc
+    return error
 
 
 def _with(entry: MemoEntry, **changes: Any) -> MemoEntry:

@@ -18,6 +18,7 @@ import pytest
 import cargohold
 from cargohold.catalog import Catalog
 from cargohold.remotes.s3 import S3Remote
+from testsupport.children import die_with_parent
 from testsupport.servers import SeaweedCluster
 
 WORKER = textwrap.dedent(
@@ -101,6 +102,7 @@ class Instance:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            preexec_fn=die_with_parent,
         )
         assert self.ask_raw() == {"ready": name}
 

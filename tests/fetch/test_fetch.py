@@ -30,6 +30,7 @@ from cargohold import (
 from cargohold.fetch import FetchProgress, remove_stale_partials
 from cargohold.keys import internal_prefix
 from cargohold.remotes import FileRemote, MemoryRemote
+from testsupport.children import die_with_parent
 from testsupport.origin import Origin
 
 MiB = 1024 * 1024
@@ -170,6 +171,7 @@ def test_processes_and_instances_share_one_download(origin: Origin, tmp_path: Pa
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            preexec_fn=die_with_parent,
         )
         for d in dirs
     ]

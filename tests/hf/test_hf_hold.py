@@ -16,6 +16,7 @@ import cargohold
 from cargohold.remotes import open_remote
 from tests.hf.conftest import LFS_DATA_WARNING, UNLIMITED, hf_url
 from tests.reliability.crash_trials import run_trials
+from testsupport.children import die_with_parent
 from testsupport.holds import write_through_an_outage
 from testsupport.hubstandin import Fault, HubStandIn
 
@@ -101,6 +102,7 @@ def test_sigterm_flushes_pending_commits(own_hub: HubStandIn, tmp_path: Path) ->
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=die_with_parent,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline().split()

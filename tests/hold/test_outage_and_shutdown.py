@@ -16,6 +16,7 @@ import pytest
 import cargohold
 from cargohold.remotes.s3 import S3Remote
 from tests.conftest import private_seaweedfs, s3_url
+from testsupport.children import die_with_parent
 from testsupport.faultproxy import Fault, FaultProxy
 from testsupport.holds import write_through_an_outage
 from testsupport.servers import SeaweedFS
@@ -80,6 +81,7 @@ def _child(url: str, data_dir: Path, mode: str, grace: float) -> subprocess.Pope
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=die_with_parent,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline().split()

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from cargohold.remotes.file import FileRemote
+from testsupport.children import die_with_parent
 
 CHILD = textwrap.dedent(
     """
@@ -114,6 +115,7 @@ def _trial(tmp_path: Path, nth: int) -> None:
         capture_output=True,
         text=True,
         timeout=60,  # grace 5 s: a hang fails here
+        preexec_fn=die_with_parent,
     )
     assert proc.returncode == -signal.SIGTERM, (nth, proc.returncode, proc.stderr[-3000:])
     acked = acked_path.read_text().split("\n")[:-1] if acked_path.exists() else []
@@ -159,5 +161,6 @@ def test_the_trace_reaches_cargohold_code(tmp_path: Path) -> None:
             capture_output=True,
             timeout=3,
             env=env,
+            preexec_fn=die_with_parent,
         )
     assert (tmp_path / "acked").read_text().count("done put") > 3

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import cargohold
 from tests.conftest import s3_url
+from testsupport.children import die_with_parent
 from testsupport.servers import SeaweedFS
 
 WORKER = textwrap.dedent(
@@ -74,6 +75,7 @@ def _worker(
         stdout=subprocess.PIPE,
         text=True,
         env={**__import__("os").environ, "BUILD_SECONDS": str(build_seconds)},
+        preexec_fn=die_with_parent,
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "READY"

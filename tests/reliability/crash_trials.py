@@ -26,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from testsupport.children import die_with_parent
+
 CHILD = r"""
 import hashlib, random, sys
 import cargohold
@@ -86,6 +88,7 @@ def run_trial(url: str, seed: int, *, kill_after: float, workdir: Path) -> Trial
         [sys.executable, "-c", CHILD, url, str(data_dir), str(seed)],
         stdout=subprocess.PIPE,
         text=True,
+        preexec_fn=die_with_parent,
     )
     assert child.stdout is not None
     ready = child.stdout.readline().strip()

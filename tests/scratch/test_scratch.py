@@ -21,6 +21,7 @@ import cargohold
 from cargohold import Hold, InvalidInput, StorageFull
 from cargohold.remotes import FileRemote, MemoryRemote
 from cargohold.scratch import Scratch, collect_bundles, remove_dead
+from testsupport.children import die_with_parent
 
 OpenHold = Callable[..., Hold]
 
@@ -117,6 +118,7 @@ def test_workspaces_of_dead_processes_are_removed_at_the_next_start(
             [sys.executable, "-c", HOLDER, str(tmp_path / "other"), str(tmp_path / "tmp")],
             stdout=subprocess.PIPE,
             text=True,
+            preexec_fn=die_with_parent,
         )
         assert proc.stdout is not None
         return proc, Path(proc.stdout.readline().strip())
