@@ -164,6 +164,14 @@ class HotRows:
                 elif (previous := self._rows.pop(key, None)) is not None:
                     self._bytes -= _value_size(previous[1])
 
+    def after_fork_in_child(self) -> None:
+        """In a child after fork(): a fresh lock (another thread of the parent may have
+        held this one at the fork, and would hold it forever here) and no rows. The map
+        stays: it is shared memory of the same file, as valid in the child as before."""
+        self._lock = threading.Lock()
+        self._empty()
+        self._header = b""
+
     def close(self) -> None:
         """Forget every row and stop reading the header. Safe to call twice."""
         with self._lock:
@@ -209,6 +217,14 @@ def _value_size(row: Any) -> int:
 _maps: dict[tuple[int, int], tuple[int, mmap.mmap | None]] = {}
 _inode_of: dict[str, tuple[int, int]] = {}
 _maps_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _maps_lock
+    _maps_lock = threading.Lock()  # a parent thread may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _header_map(shm: Path) -> mmap.mmap | None:

@@ -323,8 +323,6 @@ class Syncer:
             self.local.checkpoint()
             if startup:
                 self.local.remove_orphans()
-            else:
-                self.local.reclaim_log()  # alone again after another process left
         except CargoholdError as exc:
             log.warning("cargohold: local tier upkeep failed: %s", exc)
         try:

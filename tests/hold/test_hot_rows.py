@@ -55,11 +55,8 @@ def _tell(proc: subprocess.Popen[str], command: str) -> None:
 
 
 def _held_in_memory(hold: Hold, key: str) -> Any:
-    """The row held in memory for ``key`` now: a logged write not yet applied to the index
-    (see cargohold._putlog), else the table's (after noticing any new commit), or None."""
-    logged = hold.local._overlay.get(key)
-    if logged is not None:
-        return logged.row
+    """The row the table of rows read lately holds for ``key`` now (after noticing any new
+    commit), or None."""
     hot = hold.local._hot
     return None if hot.generation() is None else hot.get(key)
 
@@ -68,7 +65,7 @@ def _held_in_memory(hold: Hold, key: str) -> Any:
 def _queries(hold: Hold) -> Iterator[list[str]]:
     """The SQL statements this thread's connection to the index runs in the block."""
     seen: list[str] = []
-    conn = hold.local._conn()
+    conn = hold.local._index.conn()
     conn.set_trace_callback(seen.append)
     try:
         yield seen
