@@ -126,7 +126,9 @@ class Index:
         self.fsync = fsync
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()  # _connections
+        # _connections. Re-entrant: close() from a signal handler that interrupted this
+        # thread while it added its connection must not wait for itself.
+        self._lock = threading.RLock()
         self._write_lock = threading.Lock()
         self._fork_held = False  # _write_lock taken by before_fork
         self._closed = False
@@ -234,7 +236,7 @@ class Index:
     def after_fork_in_child(self) -> None:
         """Fresh locks and connections; the inherited ones are abandoned (never closed)."""
         self._fork_held = False
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._write_lock = threading.Lock()
         inherited, self._connections = self._connections, []
         _abandon(inherited)

@@ -64,10 +64,13 @@ Guarantees:
   :meth:`LocalTier.collect_garbage`; a reader that finds its file gone reads the row again.
 - A get of a key read lately is answered from memory, but only while nothing has committed
   to the index since (any thread or process): :mod:`cargohold._hot_rows`.
-- Locks: reads take none. Writes hold this process's index write lock for one statement or
-  one short transaction and never wait for anything else while holding it (no I/O but
-  SQLite's, no other lock), so a signal handler that reads the tier never waits on a lock
-  an interrupted frame holds.
+- Locks: reads take none, and never wait (in WAL mode a reader does not wait for a
+  writer). A write holds this process's index write lock (``Index.writing``) for one
+  statement or one short transaction and waits for nothing else meanwhile but SQLite's
+  own lock. So a signal handler may read the tier at any moment. It must not write to the
+  tier, nor wait for another thread's write, on the thread it interrupted: the interrupted
+  frame may hold the write lock, and inside a statement with ``RETURNING`` or a
+  transaction SQLite's write lock too, until the handler returns.
 - fork(): a child gets fresh connections and locks and an empty hot-row table (see
   :mod:`cargohold._index`); the parent is unaffected.
 """
