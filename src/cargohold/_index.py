@@ -26,7 +26,7 @@ import contextlib
 import ctypes
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +206,22 @@ class Index:
             yield conn
             if changed is not None and conn.total_changes != writes:
                 self.hot.carry(before, self.hot.snapshot(), changed)
+
+    def write_one(
+        self, sql: str, params: Mapping[str, Any], key: str, row_of: Callable[[list[Any]], Any]
+    ) -> list[Any]:
+        """``writing({key: row_of(rows)})`` around one statement, run to its end (so it
+        has committed on return); returns its rows. The same as that block, without a
+        generator's cost: a put is this and little else."""
+        conn = self.conn()
+        hot = self.hot
+        with self._write_lock:
+            before = hot.snapshot()
+            writes = conn.total_changes
+            rows = conn.execute(sql, params).fetchall()
+            if conn.total_changes != writes:
+                hot.carry(before, hot.snapshot(), {key: row_of(rows)})
+        return rows
 
     @contextlib.contextmanager
     def transaction(self, changed: dict[str, Any] | None = None) -> Iterator[sqlite3.Connection]:

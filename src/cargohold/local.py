@@ -445,21 +445,15 @@ class LocalTier:
             "only_version": only_version,
         }
         inline = bytes(staged.inline) if staged.inline is not None else None
-        changed: dict[str, Any] = {}
+        validated = now if clean else None
+
+        def row_of(rows: list[Any]) -> Any:  # the row as _LOOKUP reads it, None if none
+            if rows and not deleted:
+                return (inline, staged.file, rows[0][1], validated, now)
+            return None
+
         try:
-            with self._index.writing(changed) as conn:
-                # fetchall: the statement runs to its end, and so commits, in the block.
-                rows = conn.execute(_WRITES[kind], params).fetchall()
-                if rows and not deleted:  # the row as _LOOKUP reads it
-                    changed[staged.key] = (
-                        inline,
-                        staged.file,
-                        rows[0][1],
-                        now if clean else None,
-                        now,
-                    )
-                else:
-                    changed[staged.key] = None
+            rows = self._index.write_one(_WRITES[kind], params, staged.key, row_of)
         except sqlite3.Error as exc:
             self.discard(staged)
             raise sqlite_error(exc, f"write {staged.key!r} to the local tier") from exc
