@@ -8,6 +8,8 @@ reader it checks.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import struct
 import zlib
@@ -225,3 +227,25 @@ def test_a_put_log_the_index_does_not_name_is_not_applied(tmp_path: Path) -> Non
     finally:
         with_tier.close()
     assert not (root / "putlog").exists()
+
+
+def test_the_log_is_left_while_a_process_of_the_old_code_has_the_directory_open(
+    tmp_path: Path,
+) -> None:
+    """Each tier of the old code held a shared lock on putlog.present while open: its log
+    is applied (once) but not removed under it; the next open after it left removes it."""
+    root = tmp_path / "data"
+    _leave_a_crashed_directory(root, applied_count=3)
+    fd = os.open(root / "putlog.present", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # as a live tier of the old code holds it
+        LocalTier(root).close()
+        assert (root / "putlog").exists()
+        first = _rows(root)
+        assert first["logged/x"][1] == b"x2"
+    finally:
+        os.close(fd)  # that process has gone
+    LocalTier(root).close()
+    assert _rows(root) == first  # nothing applied twice
+    for name in LEFTOVERS:
+        assert not (root / name).exists(), name
