@@ -1,8 +1,8 @@
 """The local tier's SQLite index: its schema, one connection per thread, write transactions,
 and the table of rows read lately that survives this process's own commits.
 
-One thing owned here: every statement that commits goes through :meth:`Index.writing` (or
-:meth:`Index.transaction`), which holds this process's write lock, so writers queue on a
+One thing owned here: every statement that commits goes through :meth:`Index.writing`,
+:meth:`Index.write_one` or :meth:`Index.transaction`, which hold this process's write lock, so writers queue on a
 Python lock instead of in SQLite's busy handler (which sleeps a millisecond or more each
 time it finds the database locked) and the hot-row table learns what this process changed.
 Reads take no Python lock at all.
@@ -11,19 +11,21 @@ Fork: SQLite forbids using a connection in a child process after ``fork()``. A c
 fresh connections and fresh locks (``after_fork_in_child``); the inherited connections are
 abandoned: never used, never closed, never finalized (closing one could checkpoint or
 remove the WAL under the parent, and finalizing closes it), so a reference to each is kept
-for the child's lifetime. Before a fork the forking thread waits, briefly, for a
+for the child's lifetime. Before a fork the forking thread waits (up to ``_FORK_WAIT``) for a
 transaction of another thread to end (``before_fork``), so that at the fork no connection
-of this process holds SQLite's WAL write lock, which the child's connections would
-otherwise see as held by a sibling forever. What remains is SQLite's own: a thread that is
-inside an SQLite call at the instant of the fork (a read) may leave an SQLite mutex held in
-the child; as with any library that takes locks, fork before starting threads when you can
-(gunicorn ``--preload`` and ``multiprocessing`` do).
+of this process holds SQLite's WAL write lock: SQLite keeps who holds it in process memory,
+and the child's connections would find it held by a sibling for good ("database is
+locked"; tests/hold/test_fork_local.py shows it). What remains is SQLite's own: a thread that is
+inside an SQLite call at the instant of the fork (a read: reads take no lock of ours) may
+leave one of SQLite's mutexes held in the child, as with any C library that locks; the
+window is that one call.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -35,10 +37,12 @@ from .errors import CargoholdError, HoldClosed, PermissionDenied, StorageFull
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "Index", "sqlite_error"]
 
+log = logging.getLogger("cargohold.local")
+
 SCHEMA_VERSION = 1
 _BUSY_TIMEOUT_MS = 60_000
 #: Seconds a fork waits for another thread's transaction to end (see ``before_fork``).
-_FORK_WAIT = 0.5
+_FORK_WAIT = 2.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -243,6 +247,13 @@ class Index:
         """Wait a moment for another thread's transaction to end (see the module
         docstring). Never for long: a thread may hold the lock for reasons of its own."""
         self._fork_held = self._write_lock.acquire(timeout=_FORK_WAIT)
+        if not self._fork_held:
+            log.warning(
+                "cargohold: fork() while another thread has held the local index %s for %.0f s: "
+                "if it is inside a transaction, the child's writes there fail as locked",
+                self.path,
+                _FORK_WAIT,
+            )
 
     def after_fork_in_parent(self) -> None:
         if self._fork_held:

@@ -141,6 +141,52 @@ def test_a_child_forked_while_another_thread_holds_the_write_lock(tmp_path: Path
     assert _integrity(root) == "ok"
 
 
+def test_a_fork_waits_for_another_threads_transaction_to_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread inside a write transaction at the fork holds SQLite's WAL write lock, and
+    SQLite keeps that in process memory: the child's connections would find it held by a
+    sibling for good ("database is locked"). So the fork waits for the transaction to end."""
+    monkeypatch.setattr(_index, "_FORK_WAIT", 60.0)  # whatever this machine's load
+    monkeypatch.setattr(_index, "_BUSY_TIMEOUT_MS", 3000)  # fail fast if it did not wait
+    root = tmp_path / "data"
+    tier = LocalTier(root)
+    try:
+        _write(tier, "parent/seed", b"seed")
+        inside, go_on = threading.Event(), threading.Event()
+
+        def transaction() -> None:
+            with tier._index.transaction({}) as conn:
+                conn.execute("INSERT OR REPLACE INTO info VALUES ('held', 'yes')")
+                inside.set()
+                go_on.wait(60)  # set by the fork's own wait below, never by the test
+
+        holder = threading.Thread(target=transaction)
+        holder.start()
+        assert inside.wait(30)
+        # The holder ends its transaction once the fork has begun waiting for it.
+        original = _index.Index.before_fork
+
+        def before_fork(index: _index.Index) -> None:
+            go_on.set()
+            original(index)
+
+        monkeypatch.setattr(_index.Index, "before_fork", before_fork)
+
+        def child() -> None:
+            assert tier.info_value("held") == "yes"
+            _write(tier, "child/one", b"1")
+            assert _value(tier, "child/one") == b"1"
+
+        pid = _in_child(child)
+        holder.join()
+        assert _exit_code(pid) == 0
+        assert _value(tier, "child/one") == b"1"
+    finally:
+        tier.close()
+    assert _integrity(root) == "ok"
+
+
 _SHARED: LocalTier | None = None  # inherited by the pool's workers through fork
 
 
