@@ -186,10 +186,9 @@ def local_rates(held: int, scratch: Path) -> tuple[float, float, float]:
         max_pending_bytes="32GiB",
     )
     with hold.syncer.paused():
-        conn = hold.local._conn()
         now = time.time()
         value = b"v" * 100
-        with hold.local._transaction(conn):
+        with hold.local._index.transaction() as conn:
             conn.executemany(
                 "INSERT INTO objects (key, version, size, inline, content_type, etag, modified, "
                 "validated, accessed, dirty_since, deleted) "

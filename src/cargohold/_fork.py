@@ -24,19 +24,28 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["abandon", "on_fork"]
+__all__ = ["abandon", "at_fork", "on_fork"]
 
 log = logging.getLogger("cargohold.fork")
 
+_resets: list[Callable[[], None]] = []  # module-level: run first
 _callbacks: list[weakref.WeakMethod[Callable[[], None]]] = []
+_restarts: list[weakref.WeakMethod[Callable[[], None]]] = []  # threads: run last
 _abandoned: list[Any] = []
 
 
-def on_fork(method: Callable[[], None]) -> None:
+def at_fork(reset: Callable[[], None]) -> None:
+    """Call the module-level ``reset`` in each child after ``fork()``, before any object's
+    callback (module state such as a shared lock)."""
+    _resets.append(reset)
+
+
+def on_fork(method: Callable[[], None], *, restart: bool = False) -> None:
     """Call ``method`` (a bound method; held weakly) in each child after ``fork()``.
     Callbacks run in the order they were registered, so an object registered after the
-    ones it uses runs after them."""
-    _callbacks.append(weakref.WeakMethod(method))
+    ones it uses runs after them. ``restart`` callbacks (that start threads) run after
+    every other one, so no thread of the child sees state not yet reset."""
+    (_restarts if restart else _callbacks).append(weakref.WeakMethod(method))
 
 
 def abandon(*objects: Any) -> None:
@@ -44,18 +53,27 @@ def abandon(*objects: Any) -> None:
     _abandoned.extend(objects)
 
 
+def _call(what: Callable[[], None]) -> None:
+    try:
+        what()
+    except Exception:  # a child must start whatever one object's reset does
+        log.exception("cargohold: resetting %r after fork failed", what)
+
+
 def _after_fork_in_child() -> None:
-    alive: list[weakref.WeakMethod[Callable[[], None]]] = []
-    for ref in _callbacks:
-        method = ref()
-        if method is None:
-            continue
-        alive.append(ref)
-        try:
-            method()
-        except Exception:  # a child must start whatever one object's reset does
-            log.exception("cargohold: resetting %r after fork failed", method)
-    _callbacks[:] = alive
+    for reset in _resets:
+        _call(reset)
+    for refs in (_callbacks, _restarts):
+        alive: list[weakref.WeakMethod[Callable[[], None]]] = []
+        for ref in refs:
+            method = ref()
+            if method is None:
+                continue
+            alive.append(ref)
+            _call(method)
+        refs[:] = alive
 
 
+# The only after-fork hook cargohold registers with the interpreter: every part registers
+# here instead, so the order above holds whatever the order of imports.
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -44,6 +44,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ._fork import at_fork
+
 __all__ = ["HotRows"]
 
 #: Rows kept at most, and value bytes kept at most (a row with a larger value is not kept).
@@ -71,7 +73,11 @@ class HotRows:
         # Rows tagged with a generation from _base on are valid: a new header from another
         # process starts a new base (and an empty table), a carried own commit does not.
         self._base = self._generation
-        self._lock = threading.Lock()  # inserts and new generations; hits take no lock
+        # Inserts and new generations; hits take no lock. Never waited for: its holder may
+        # be the frame a signal handler interrupted, on the very thread that runs the
+        # handler. Whoever cannot take it at once does without the table (asks SQLite,
+        # keeps nothing, or leaves the next generation() to empty it).
+        self._lock = threading.Lock()
         self._header = b""
         # Mapped after a connection has put the database in WAL mode (the file exists then).
         self._map: mmap.mmap | None = _header_map(Path(f"{database}-shm"))
@@ -99,9 +105,13 @@ class HotRows:
         if header is None:
             return None
         if header != self._header:
-            with self._lock:
+            if not self._lock.acquire(blocking=False):  # never waits: see _lock
+                return None
+            try:
                 self._empty()
                 self._header = header
+            finally:
+                self._lock.release()
         return self._generation
 
     def get(self, key: str) -> Any:
@@ -114,9 +124,13 @@ class HotRows:
     def put(self, key: str, generation: int, row: Any) -> None:
         """Keep ``row``, read in ``generation`` (dropped if a newer one began meanwhile,
         or if its value is over MAX_VALUE)."""
-        with self._lock:
+        if not self._lock.acquire(blocking=False):  # never waits: see _lock
+            return
+        try:
             if generation == self._generation:
                 self._keep(key, row)
+        finally:
+            self._lock.release()
 
     def snapshot(self) -> bytes | None:
         """The WAL-index header, or None when it cannot be read whole: SQLite writes the
@@ -149,7 +163,9 @@ class HotRows:
             return
         if int.from_bytes(after[_CHANGE], sys.byteorder) != (counted + 1) & 0xFFFFFFFF:
             return  # another process committed too
-        with self._lock:
+        if not self._lock.acquire(blocking=False):
+            return  # never waits (see _lock): the next generation() empties the table
+        try:
             if self._map is None:
                 return
             if self._header != before:
@@ -163,12 +179,25 @@ class HotRows:
                     self._keep(key, row)
                 elif (previous := self._rows.pop(key, None)) is not None:
                     self._bytes -= _value_size(previous[1])
+        finally:
+            self._lock.release()
+
+    def after_fork_in_child(self) -> None:
+        """In a child after fork(): a fresh lock (another thread of the parent may have
+        held this one at the fork, and would hold it forever here) and no rows. The map
+        stays: it is shared memory of the same file, as valid in the child as before."""
+        self._lock = threading.Lock()
+        self._empty()
+        self._header = b""
 
     def close(self) -> None:
         """Forget every row and stop reading the header. Safe to call twice."""
-        with self._lock:
-            self._empty()
-            self._map = None  # the map itself stays open: see _header_map
+        self._map = None  # first, and without the lock; the map itself stays open (_header_map)
+        if self._lock.acquire(blocking=False):  # else header() is None from now on anyway
+            try:
+                self._empty()
+            finally:
+                self._lock.release()
 
     def _empty(self) -> None:
         self._generation = self._base = next(self._generations)
@@ -209,6 +238,14 @@ def _value_size(row: Any) -> int:
 _maps: dict[tuple[int, int], tuple[int, mmap.mmap | None]] = {}
 _inode_of: dict[str, tuple[int, int]] = {}
 _maps_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _maps_lock
+    _maps_lock = threading.Lock()  # a parent thread may have held it at the fork
+
+
+at_fork(_after_fork_in_child)
 
 
 def _header_map(shm: Path) -> mmap.mmap | None:

@@ -13,11 +13,12 @@ thread does not exist there; in the child no thread holds any lock yet.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
+
+from ._fork import at_fork
 
 __all__ = ["KeyedLocks"]
 
@@ -83,5 +84,4 @@ def _reset_in_child() -> None:
         locks._after_fork()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_in_child)
+at_fork(_reset_in_child)

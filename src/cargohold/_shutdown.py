@@ -56,6 +56,8 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, Protocol
 
+from ._fork import at_fork
+
 __all__ = ["Flushable", "install", "register", "shutting_down"]
 
 log = logging.getLogger("cargohold.shutdown")
@@ -285,4 +287,4 @@ def _after_fork() -> None:
         _start_flusher()
 
 
-os.register_at_fork(after_in_child=_after_fork)
+at_fork(_after_fork)

@@ -143,7 +143,7 @@ class Catalog:
         self._stop = threading.Event()
         with contextlib.suppress(CatalogUnavailable):  # warned; the remote serves meanwhile
             self._connect()
-        on_fork(self._after_fork)
+        on_fork(self._after_fork, restart=True)  # it starts the listener again
 
     def _after_fork(self) -> None:
         """In a child after fork(): the pool's sockets are the parent's sessions (closing

@@ -58,6 +58,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._fork import at_fork
 from ._keylocks import KeyedLocks
 from ._lease import ExclusiveLease, exclusive_lease
 from ._redact import redact_url
@@ -253,8 +254,7 @@ def _reset_in_child() -> None:
         state._after_fork()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_in_child)
+at_fork(_reset_in_child)
 
 
 _states_guard = threading.Lock()

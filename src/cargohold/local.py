@@ -4,35 +4,75 @@ Written here rather than borrowed (diskcache comes closest) because the journal 
 in the same transaction as the write, and the syncer, the eviction rules and the loss
 window all read the same rows.
 
-Layout under the tier's directory::
+Pieces, each owning one thing:
 
-    index.sqlite3          the index (WAL mode): one row per key, see SCHEMA
-    putlog                 writes not yet applied to the index (see _putlog), with
-    putlog.lock/.present/.state   which tier may append to it
-    blobs/a/<id>           bytes of objects too large to keep in the index (16 shards;
-                           tiers written before 2026-12 also have blobs/ab/<id>)
-    named/<id>/<name>      a hard link to a blob under the key's last segment, made when
-                           ``path()`` is asked for it, so the file has its real name
-    tmp/                   files being written
+- :mod:`cargohold._index`: the SQLite index (schema, a connection per thread, write
+  transactions, fork), ``index.sqlite3`` in WAL mode.
+- :mod:`cargohold._blobs`: blob files, their named links, temp files, garbage.
+- :mod:`cargohold._hot_rows`: rows read lately, answered from memory until anything commits.
+- :mod:`cargohold._putlog_recovery`: applies what the former put log left, once, at open.
+- :class:`LocalTier`, here: the states of a key and the operations that move it between
+  them, the journal operations the syncer uses, and the reads.
+
+States of a key (a row of ``objects``, or none) and what moves it::
+
+           read-through, hydrate, write-through (commit_clean)
+        +-------------------------------------------------------+
+        |                                                       v
+      absent --put--> dirty --synced (same version)--> clean --evicted, forgotten--> absent
+        ^              | ^  ^                            |
+        |       delete | |  +---------- put -------------+
+        |              v | put
+        +--synced---- tombstone  <------ delete (from absent, dirty or clean)
+         (removed)
+
+    state       put     delete      synced         commit_clean     evict / forget
+    absent      dirty   tombstone   -              clean            -
+    dirty       dirty   tombstone   clean (*)      (unchanged)      (unchanged)
+    tombstone   dirty   tombstone   absent (*)     (unchanged)      (unchanged)
+    clean       dirty   tombstone   -              clean            absent
+
+    (*) only if the row still has the version that was uploaded; otherwise it stays dirty
+        and its loss window starts after the write that landed.
+
+- **absent**: no row. A key evicted or forgotten is absent again (the remote has it).
+- **dirty** (``dirty_since`` set, ``deleted`` 0): a local write the remote does not have.
+  Its row *is* the journal entry. Written again before it is synced, it keeps one row
+  (only the latest bytes upload) and its ``dirty_since``.
+- **tombstone** (``dirty_since`` set, ``deleted`` 1): a deletion the remote does not have;
+  the key reads as missing at once.
+- **clean** (``dirty_since`` NULL, ``etag`` the remote's): a copy of what the remote holds,
+  made by the syncer's upload (dirty -> clean), a read-through, hydrate or a write-through.
+  A synced tombstone is **removed** (absent).
+
+Rules the statements enforce: a copy of the remote (``clean``) never replaces a dirty row or
+a tombstone; ``mark_synced`` changes only the version that was uploaded (a row written again
+meanwhile stays dirty, its loss window moved past the write that landed); eviction and
+``forget`` drop only clean rows. Which statement a write runs is decided in one place,
+:data:`_WRITES` (used by :meth:`LocalTier._write`).
 
 Guarantees:
 
-- A write is one record appended to the put log (:mod:`cargohold._putlog`) when this tier
-  has the directory to itself, else one SQLite statement. Either way it becomes a row whose
-  ``dirty_since`` is set until the syncer has put these bytes (or this delete) on the
-  remote: the row *is* the journal entry. Logged records become rows in batches, in order,
-  each exactly once, before anything reads or writes the index (and a lookup answers them
-  from memory meanwhile). So a process killed at any moment (SIGKILL) loses nothing
-  acknowledged and leaves nothing half-written: a large object's file is complete before
-  the record or statement that makes it reachable. With ``fsync`` on, files and log
-  records are fsynced and SQLite runs ``synchronous=FULL``, which also covers power loss.
-- A key written again before it was synced keeps one row: only the latest bytes upload.
+- A write is one SQLite statement, or one transaction: data and journal entry commit
+  together. A process killed at any moment (SIGKILL) loses nothing acknowledged and leaves
+  nothing half-written: a large object's file is complete before the statement that makes
+  it reachable. With ``fsync`` on, files are fsynced and SQLite runs ``synchronous=FULL``,
+  which also covers power loss.
 - Rows not yet on the remote (``dirty_since`` set) are never evicted.
 - Totals (bytes held, bytes and count pending) are kept by triggers, exact across processes.
 - Files of replaced or removed objects are queued in ``garbage`` by triggers and removed by
   :meth:`LocalTier.collect_garbage`; a reader that finds its file gone reads the row again.
 - A get of a key read lately is answered from memory, but only while nothing has committed
   to the index since (any thread or process): :mod:`cargohold._hot_rows`.
+- Locks: reads take none, and never wait (in WAL mode a reader does not wait for a
+  writer). A write holds this process's index write lock (``Index.writing``) for one
+  statement or one short transaction and waits for nothing else meanwhile but SQLite's
+  own lock. So a signal handler may read the tier at any moment. It must not write to the
+  tier, nor wait for another thread's write, on the thread it interrupted: the interrupted
+  frame may hold the write lock, and inside a statement with ``RETURNING`` or a
+  transaction SQLite's write lock too, until the handler returns.
+- fork(): a child gets fresh connections and locks and an empty hot-row table (see
+  :mod:`cargohold._index`); the parent is unaffected.
 """
 
 from __future__ import annotations
@@ -43,30 +83,20 @@ import json
 import logging
 import math
 import os
-import shutil
 import sqlite3
-import threading
 import time
-import uuid
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
-from ._hot_rows import HotRows
-from ._io import read_whole
-from ._putlog import HEADER_SIZE, LogRecord, PutLog, encode_record
-from .errors import (
-    CargoholdError,
-    ConfigError,
-    HoldClosed,
-    PermissionDenied,
-    StorageFull,
-    from_os_error,
-)
+from ._blobs import INLINE_MAX, Blobs
+from ._fork import at_fork
+from ._index import Index, sqlite_error
+from ._putlog_recovery import recover_putlog
+from .errors import CargoholdError, ConfigError
 from .keys import RESERVED_PREFIX, InternalKey
 from .remotes import ObjectInfo
 
@@ -74,77 +104,7 @@ __all__ = ["INLINE_MAX", "Entry", "LocalTier", "Pending", "Staged", "Totals", "l
 
 log = logging.getLogger("cargohold.local")
 
-#: Objects up to this size live in the index itself: one statement writes them, which is
-#: several times faster than a file (see docs/benchmarks.md).
-INLINE_MAX = 64 * 1024
-SCHEMA_VERSION = 1
-_BUSY_TIMEOUT_MS = 60_000
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS objects (
-    key TEXT PRIMARY KEY,
-    version INTEGER NOT NULL,      -- bumped by every local change of the row
-    size INTEGER NOT NULL,
-    inline BLOB,                   -- the bytes, for objects up to INLINE_MAX
-    file TEXT,                     -- otherwise the blob file, relative to blobs/
-    metadata TEXT,                 -- JSON object, NULL when empty
-    content_type TEXT NOT NULL,
-    etag TEXT,                     -- the remote's etag of these bytes; NULL until synced
-    modified REAL NOT NULL,        -- when these bytes were written here
-    validated REAL,                -- when the remote last confirmed etag
-    accessed REAL NOT NULL,
-    dirty_since REAL,              -- oldest local change not yet on the remote; NULL if none
-    deleted INTEGER NOT NULL DEFAULT 0   -- 1: a deletion waiting to reach the remote
-);
-CREATE INDEX IF NOT EXISTS objects_pending ON objects(dirty_since) WHERE dirty_since IS NOT NULL;
-CREATE INDEX IF NOT EXISTS objects_lru ON objects(accessed) WHERE dirty_since IS NULL;
-CREATE TABLE IF NOT EXISTS totals (
-    id INTEGER PRIMARY KEY CHECK (id = 0),
-    local_bytes INTEGER NOT NULL,
-    pending_bytes INTEGER NOT NULL,
-    pending_count INTEGER NOT NULL
-);
-INSERT OR IGNORE INTO totals VALUES (0, 0, 0, 0);
-CREATE TABLE IF NOT EXISTS garbage (file TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
--- keys synced while the shared catalog was unreachable: recorded there once it is back
-CREATE TABLE IF NOT EXISTS catalog_backlog (key TEXT PRIMARY KEY);
--- the highest version any row has had, so a tier that starts appending to the put log can
--- hand out versions above every one, whatever the clock says (filled once, on upgrade)
-CREATE TABLE IF NOT EXISTS version_high (id INTEGER PRIMARY KEY CHECK (id = 0), value INTEGER NOT NULL);
-INSERT INTO version_high SELECT 0, coalesce((SELECT max(version) FROM objects), 0)
-    WHERE NOT EXISTS (SELECT 1 FROM version_high);
-CREATE TRIGGER IF NOT EXISTS objects_version_insert AFTER INSERT ON objects BEGIN
-    UPDATE version_high SET value = max(value, NEW.version);
-END;
-CREATE TRIGGER IF NOT EXISTS objects_version_update AFTER UPDATE OF version ON objects BEGIN
-    UPDATE version_high SET value = max(value, NEW.version);
-END;
-CREATE TRIGGER IF NOT EXISTS objects_insert AFTER INSERT ON objects BEGIN
-    UPDATE totals SET
-        local_bytes = local_bytes + NEW.size,
-        pending_bytes = pending_bytes + IIF(NEW.dirty_since IS NULL, 0, NEW.size),
-        pending_count = pending_count + (NEW.dirty_since IS NOT NULL);
-END;
-CREATE TRIGGER IF NOT EXISTS objects_update AFTER UPDATE ON objects BEGIN
-    UPDATE totals SET
-        local_bytes = local_bytes + NEW.size - OLD.size,
-        pending_bytes = pending_bytes + IIF(NEW.dirty_since IS NULL, 0, NEW.size)
-                                      - IIF(OLD.dirty_since IS NULL, 0, OLD.size),
-        pending_count = pending_count + (NEW.dirty_since IS NOT NULL)
-                                      - (OLD.dirty_since IS NOT NULL);
-    INSERT INTO garbage(file) SELECT OLD.file WHERE OLD.file IS NOT NULL AND OLD.file IS NOT NEW.file;
-END;
-CREATE TRIGGER IF NOT EXISTS objects_delete AFTER DELETE ON objects BEGIN
-    UPDATE totals SET
-        local_bytes = local_bytes - OLD.size,
-        pending_bytes = pending_bytes - IIF(OLD.dirty_since IS NULL, 0, OLD.size),
-        pending_count = pending_count - (OLD.dirty_since IS NOT NULL);
-    INSERT INTO garbage(file) SELECT OLD.file WHERE OLD.file IS NOT NULL;
-END;
-"""
-
-# A local write: a new row, or the row replaced. dirty_since keeps the oldest unsynced time.
+# dirty or tombstone: a new row, or the row replaced. dirty_since keeps the oldest unsynced time.
 _UPSERT_DIRTY = """
 INSERT INTO objects (key, version, size, inline, file, metadata, content_type,
                      etag, modified, validated, accessed, dirty_since, deleted)
@@ -159,25 +119,8 @@ ON CONFLICT (key) DO UPDATE SET
 RETURNING version, dirty_since
 """
 
-# A logged write applied to the index: like _UPSERT_DIRTY, but with the version the put
-# returned, which is above the row's unless another process wrote the key in between (then
-# the row's + 1: versions only rise, and that put's local etag no longer matches).
-_UPSERT_LOGGED = """
-INSERT INTO objects (key, version, size, inline, file, metadata, content_type,
-                     etag, modified, validated, accessed, dirty_since, deleted)
-VALUES (:key, :version, :size, :inline, :file, :metadata, :content_type,
-        NULL, :now, NULL, :now, :now, :deleted)
-ON CONFLICT (key) DO UPDATE SET
-    version = max(version + 1, excluded.version), size = excluded.size,
-    inline = excluded.inline, file = excluded.file, metadata = excluded.metadata,
-    content_type = excluded.content_type, etag = NULL, modified = excluded.modified,
-    validated = NULL, accessed = excluded.accessed,
-    dirty_since = coalesce(dirty_since, excluded.dirty_since), deleted = excluded.deleted
-RETURNING version, dirty_since
-"""
-
-# A copy of what the remote holds (read-through, hydrate, write-through). It never
-# replaces a local change that has not reached the remote.
+# clean: a copy of what the remote holds (read-through, hydrate, write-through). It never
+# replaces a dirty row or a tombstone.
 _UPSERT_CLEAN = """
 INSERT INTO objects (key, version, size, inline, file, metadata, content_type,
                      etag, modified, validated, accessed, dirty_since, deleted)
@@ -192,12 +135,14 @@ WHERE objects.dirty_since IS NULL {extra}
 RETURNING version, dirty_since
 """
 
-# A change every carried transaction makes (see LocalTier._writing): an UPDATE that writes
-# the values a row already has counts as a change but commits nothing.
-_BUMP = (
-    "INSERT INTO info VALUES ('commits', '1') "
-    "ON CONFLICT (name) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
-)
+#: The one place that decides which statement a write runs (see the module docstring).
+_WriteKind = Literal["dirty", "tombstone", "clean", "clean_if_version"]
+_WRITES: dict[str, str] = {
+    "dirty": _UPSERT_DIRTY,
+    "tombstone": _UPSERT_DIRTY,
+    "clean": _UPSERT_CLEAN.format(extra=""),
+    "clean_if_version": _UPSERT_CLEAN.format(extra="AND objects.version = :only_version"),
+}
 
 _LOOKUP = (
     "SELECT inline, file, dirty_since, validated, accessed FROM objects "
@@ -207,14 +152,6 @@ _LOOKUP = (
 #: every read would cost a write for each one.
 ACCESS_GRANULARITY = 60.0
 _ENTRIES_PAGE = 1000  # rows LocalTier.entries reads per query
-_GARBAGE_CHUNK = 32  # files removed between two commits (see LocalTier.change_stamp)
-#: A put applies the logged records itself past this many (or bytes of them), so memory
-#: stays bounded when nothing else reads the index (a paused syncer, a burst).
-_LOG_APPLY_AT = 4096
-_LOG_APPLY_BYTES = 32 * 1024 * 1024
-#: The owner starts a new log file once everything is applied and the file is this large.
-_LOG_ROTATE_AT = 16 * 1024 * 1024
-_FORGET_CHUNK = 64  # applied records dropped from memory per hold of _log_lock
 _ESTIMATE_STALE = 1.0  # seconds after which estimate() reads the index itself
 
 _COLUMNS = (
@@ -278,15 +215,6 @@ class Pending:
 
 
 @dataclass(frozen=True, slots=True)
-class _Logged:
-    """A put or delete of this tier in the put log, not yet applied to the index."""
-
-    record: LogRecord  # its version is the one the put returned (see _log_write)
-    dirty_since: float
-    row: tuple[Any, ...] | None  # as _LOOKUP reads it; None for a deletion
-
-
-@dataclass(frozen=True, slots=True)
 class Totals:
     local_bytes: int
     pending_bytes: int
@@ -328,419 +256,27 @@ def local_etag(entry: Entry) -> str:
 
 class LocalTier:
     """Objects on local disk with an SQLite index and journal. Safe across threads and
-    processes sharing the directory. See the module docstring for the guarantees."""
+    processes sharing the directory, and across fork(). See the module docstring for the
+    states of a key and the guarantees."""
 
     def __init__(self, root: Path, *, fsync: bool = False) -> None:
         self.root = Path(root)
-        self.blobs = self.root / "blobs"
-        self._blob_prefix = f"{self.blobs}{os.sep}"  # reads build paths as strings: cheaper
-        self.named = self.root / "named"
-        self.tmp = self.root / "tmp"
-        self._shards: set[str] = set()
-        self.access_granularity = ACCESS_GRANULARITY
         self.fsync = fsync
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        self._closed = False
-        # Writers in this process queue here instead of in SQLite's busy handler, which
-        # sleeps a millisecond or more each time it finds the database locked.
-        self._write_lock = threading.Lock()
+        self.access_granularity = ACCESS_GRANULARITY
+        self._files = Blobs(self.root, fsync=fsync)
+        self.blobs, self.named, self.tmp = self._files.dir, self._files.named, self._files.tmp
         self._touched: dict[str, float] = {}
-        # The put log (see _putlog): this tier's records not yet in the index, in order,
-        # and the latest of each key for lookups. Appends take only _log_lock, so a put
-        # never waits for a transaction; whoever applies holds _write_lock, then _log_lock.
-        self._log_lock = threading.Lock()
-        self._records: list[_Logged] = []
-        self._overlay: dict[str, _Logged] = {}
-        self._log_bytes = 0
-        # Not the owner: the log is applied up to here (nothing is applied before the index
-        # exists and _start_log looks).
-        self._log_seen: float = math.inf
-        self._solo = False  # True while puts are appended to the log
-        self._last_version = 0  # of a logged write (see _log_write)
-        self._estimate_lock = threading.Lock()  # a refresh and a put's addition, one at a time
         self._estimate = Totals(0, 0, 0, None)
         self._estimated_at = -math.inf
+        self._closed = False
+        self._index = Index(self.root / "index.sqlite3", fsync=fsync)
+        self._hot = self._index.hot
         try:
-            for folder in (self.root, self.blobs, self.tmp):
-                folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise from_os_error(exc, f"create the local tier in {self.root}") from exc
-        self._log = PutLog(self.root, fsync=fsync)
-        try:
-            conn = self._conn()
-            with self._transaction(conn):
-                for statement in _statements(SCHEMA):
-                    conn.execute(statement)
-                conn.execute(
-                    "INSERT OR IGNORE INTO info VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-            # Mapped once a connection has put the index in WAL mode; see _hot_rows.
-            self._hot = HotRows(self.root / "index.sqlite3")
-            self._start_log()
+            recover_putlog(self._index.conn(), self.root)
         except BaseException:
-            # Nothing was appended: acknowledged, so no tier beside this one keeps watching.
-            self._log.close(ack=True)
-            self._closed = True
-            with self._lock:
-                connections, self._connections = self._connections, []
-            for opened in connections:
-                with contextlib.suppress(sqlite3.Error):
-                    opened.close()
+            self._index.close()
             raise
         _TIERS.add(self)
-
-    # -- the put log ----------------------------------------------------------------------
-
-    def _start_log(self) -> None:
-        """Apply what the log holds beyond the index (an owner before this one died, or
-        one is appending now); as the owner, start a new log file and append from now on."""
-        conn = self._conn()
-        self._log_seen = 0
-        if not self._log.owner:
-            with self._write_lock:
-                self._apply(conn, None)
-            return
-        # Owner since opening, unless another tier joined since: rotating() says.
-        self._take_log(conn, self._log.rotating())
-
-    def reclaim_log(self) -> bool:
-        """Append puts to the log again, if this tier stopped when another opened the
-        directory and is alone on it now (the syncer tries when idle). True if it does."""
-        if self._solo or self._closed:
-            return False
-        conn = self._conn()
-        with self._write_lock:
-            self._drain_locked(conn)
-            if self._overlay:
-                return False
-        return self._take_log(conn, self._log.claiming())
-
-    def _take_log(self, conn: sqlite3.Connection, alone: AbstractContextManager[bool]) -> bool:
-        """Inside ``alone`` (``putlog.lock`` held; True if this tier owns a new epoch and no
-        other has joined): apply what an owner before this one left in the file, then
-        append puts from now on. Otherwise, or if the log cannot be started, this tier
-        writes to the index, and says so to any tier that joins. True if it appends."""
-        with self._write_lock, alone as owning:
-            self._apply(conn, None)
-            if owning:
-                try:
-                    self._begin_appending(conn)
-                except (OSError, sqlite3.Error) as exc:  # writes go to the index instead
-                    log.warning("cargohold: cannot start a put log in %s: %s", self.root, exc)
-        if not self._solo:
-            self._log.acknowledge()
-        return self._solo
-
-    def _begin_appending(self, conn: sqlite3.Connection) -> None:
-        """Owner, ``putlog.lock`` and ``_write_lock`` held, everything applied: a new log
-        file, versions from above the index's highest, and puts appended from now on."""
-        self._new_log_file(conn)
-        high = conn.execute("SELECT value FROM version_high").fetchone()
-        with self._log_lock:
-            self._last_version = max(self._last_version, int(high[0]) if high else 0)
-            self._solo = True
-
-    def _new_log_file(self, conn: sqlite3.Connection) -> None:
-        """Owner, everything applied, ``_write_lock`` held: a new, empty log. The index
-        names the new file before it replaces the old one, so a crash in between leaves an
-        old file the index does not name, which is never read again."""
-        new_id = self._log.start_new()
-        before = self._hot.snapshot()
-        try:
-            conn.execute(
-                "INSERT OR REPLACE INTO info VALUES ('putlog', ?)",
-                (f"{new_id.hex()} {HEADER_SIZE}",),
-            )
-        except BaseException:
-            self._log.drop_new()
-            raise
-        self._hot.carry(before, self._hot.snapshot(), {})
-        self._log.replace_with_new()
-
-    def _applied(self, conn: sqlite3.Connection) -> tuple[bytes | None, int]:
-        row = conn.execute("SELECT value FROM info WHERE name = 'putlog'").fetchone()
-        if row is None:
-            return None, 0
-        file_id, offset = str(row[0]).split()
-        return bytes.fromhex(file_id), int(offset)
-
-    def _must_watch(self) -> bool:
-        """Beside an owner that may still append: has the log grown past what is applied?"""
-        return not self._log.owner and self._log.watching() and self._log.size() > self._log_seen
-
-    def _settle(self) -> None:
-        """Make the index hold every acknowledged write before it is read: this tier's
-        logged records, and beside an owner, whatever it has appended."""
-        # The overlay, not _records: it empties only once a drain under way has committed.
-        if self._overlay or self._must_watch():
-            with self._write_lock:
-                self._drain_locked(self._conn())
-
-    def _drain_locked(self, conn: sqlite3.Connection) -> None:
-        """``_settle`` with ``_write_lock`` held."""
-        if self._records:
-            with self._log_lock:
-                own, self._records = self._records, []
-            self._apply(conn, own)
-            if self._log.end > _LOG_ROTATE_AT and self._solo:
-                self._rotate(conn)
-        elif self._must_watch():
-            self._apply(conn, None)
-
-    def _apply(self, conn: sqlite3.Connection, own: list[_Logged] | None) -> None:
-        """Apply records to the index in one transaction: ``own`` (this tier's), or with
-        None, what the log file holds past the applied offset. A record at or before the
-        offset (applied by another tier already) is skipped, so each applies once."""
-        changed: dict[str, Any] = {}
-        records: list[LogRecord] = []
-        seen = 0  # not the owner: the log's size, all of it applied or torn
-        before = self._hot.snapshot()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                file_id, applied = self._applied(conn)
-                if own is not None:
-                    records = [logged.record for logged in own if logged.record.end > applied]
-                else:
-                    named = file_id is not None and self._log.file_id() == file_id
-                    seen = self._log.size()  # before the read: a record past it is read later
-                    if named:
-                        records = self._log.read_from(applied, seen)
-                for record in records:
-                    rows = conn.execute(_UPSERT_LOGGED, _log_params(record)).fetchall()
-                    changed[record.key] = (
-                        None
-                        if record.deleted
-                        else (record.inline, record.file, rows[0][1], None, record.now)
-                    )
-                if records:
-                    assert file_id is not None
-                    conn.execute(
-                        "UPDATE info SET value = ? WHERE name = 'putlog'",
-                        (f"{file_id.hex()} {records[-1].end}",),
-                    )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        except BaseException as exc:
-            if own:
-                with self._log_lock:
-                    self._records[:0] = own  # kept, in order, for the next try
-            if isinstance(exc, sqlite3.Error):
-                raise _sqlite_error(exc, "apply the put log to the local index") from exc
-            raise
-        if records:
-            self._hot.carry(before, self._hot.snapshot(), changed)
-        self._log_seen = max(self._log_seen, seen)
-        # Forgotten a few at a time: a put waiting for _log_lock waits for one chunk, not
-        # for thousands of records (a tail in put latency while the syncer applies).
-        for start in range(0, len(own or ()), _FORGET_CHUNK):
-            chunk = (own or [])[start : start + _FORGET_CHUNK]
-            size = sum(logged.record.size for logged in chunk)
-            with self._log_lock:
-                self._log_bytes -= size
-                for logged in chunk:
-                    if self._overlay.get(logged.record.key) is logged:
-                        del self._overlay[logged.record.key]
-
-    def _rotate(self, conn: sqlite3.Connection) -> None:
-        """Owner, ``_write_lock`` held: a new log file once the old one is all applied.
-        If that fails, this tier stops appending (everything it appended is applied)."""
-        with self._log_lock:
-            if self._records or not self._solo:
-                return  # appended meanwhile: the next drain tries again
-            try:
-                with self._log.rotating() as alone:
-                    if alone:
-                        self._new_log_file(conn)
-            except (OSError, sqlite3.Error) as exc:
-                log.warning("cargohold: cannot start a new put log in %s: %s", self.root, exc)
-                self._solo = False
-        if not self._solo:
-            self._log.acknowledge()
-
-    def _leave_solo(self) -> None:
-        """Another tier opened the directory (or the log failed): apply the log, and write
-        to SQLite from now on."""
-        with self._log_lock:
-            self._solo = False
-        self._settle()
-        if not self._overlay:
-            self._log.acknowledge()
-
-    def _log_write(
-        self, staged: Staged, metadata: Mapping[str, str], content_type: str, *, deleted: bool
-    ) -> Entry | None:
-        """A put or delete appended to the log: safe from a crash on return. None if
-        this tier no longer appends (write to SQLite instead)."""
-        key = staged.key
-        now = time.time()
-        meta = json.dumps(dict(metadata), separators=(",", ":")) if metadata else None
-        inline = bytes(staged.inline) if staged.inline is not None else None
-        with self._log_lock:
-            if not self._solo:
-                return None
-            # The version without asking the index (a query here cost more than the rest
-            # of the put, and handed the GIL to whichever thread wanted it): microseconds
-            # since the epoch, rising in this tier from above the highest version the index
-            # had when it started appending (so above any the key had, whatever the clock
-            # did; versions only need to rise per key). The index gives it this one, or the
-            # next if another process wrote the key since (see _UPSERT_LOGGED).
-            version = self._last_version = max(int(now * 1_000_000), self._last_version + 1)
-            known = self._overlay.get(key)
-            dirty_since = known.dirty_since if known is not None else now
-            record = encode_record(
-                key, staged.size, version, inline, staged.file, meta, content_type, now, deleted
-            )
-            try:
-                end = self._log.append(record)
-            except BaseException as exc:
-                # Not acknowledged, and the log may end torn: write to SQLite from now on.
-                self._solo = False
-                if isinstance(exc, OSError):
-                    raise from_os_error(
-                        exc, f"write {key!r} to the local tier at {self.root}", key=key
-                    ) from exc
-                raise
-            logged = _Logged(
-                LogRecord(
-                    key,
-                    staged.size,
-                    version,
-                    inline,
-                    staged.file,
-                    meta,
-                    content_type,
-                    now,
-                    deleted,
-                    end,
-                ),
-                dirty_since,
-                None if deleted else (inline, staged.file, dirty_since, None, now),
-            )
-            self._records.append(logged)
-            self._overlay[key] = logged
-            self._log_bytes += staged.size
-        # The write is safe now: what follows must not make the put fail (the caller would
-        # discard a blob the record names). What is not applied here is applied later, and
-        # by a tier that joined, from the file.
-        try:
-            if self._log.joined() or not self._solo:
-                self._leave_solo()  # before returning: the tier that joined sees this write
-            elif len(self._records) >= _LOG_APPLY_AT or self._log_bytes >= _LOG_APPLY_BYTES:
-                self._settle()
-        except (CargoholdError, sqlite3.Error, OSError) as exc:
-            log.warning(
-                "cargohold: applying the put log of %s failed (will retry): %s", self.root, exc
-            )
-        return Entry(
-            key=key,
-            version=version,
-            size=staged.size,
-            inline=inline,
-            file=staged.file,
-            metadata=dict(metadata),
-            content_type=content_type,
-            etag=None,
-            modified=now,
-            validated=None,
-            accessed=now,
-            dirty_since=dirty_since,
-            deleted=deleted,
-        )
-
-    def _note_version(self, version: int) -> None:
-        """A version this tier's own direct write gave a row: logged writes go above it
-        (it can be above the clock's, when the clock was set back since it was written)."""
-        with self._log_lock:
-            self._last_version = max(self._last_version, version)
-
-    def _forked(self) -> None:
-        """In a child after fork(): the parent owns this tier's log and its records."""
-        self._solo = False
-        self._records, self._overlay, self._log_bytes = [], {}, 0
-        self._log_seen = 0  # the parent's log is read from what the index has applied
-        self._log_lock = threading.Lock()
-        self._write_lock = threading.Lock()
-        self._log.forked()
-
-    # -- connections ------------------------------------------------------------------
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
-        if self._closed:
-            raise HoldClosed(f"the local tier at {self.root} is closed")
-        try:
-            conn = sqlite3.connect(
-                self.root / "index.sqlite3",
-                isolation_level=None,  # autocommit: one statement, one transaction
-                check_same_thread=False,  # each thread has its own; close() closes them all
-                timeout=_BUSY_TIMEOUT_MS / 1000,
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode: a commit is a write() into the WAL, safe when the process
-            # dies; only a checkpoint fsyncs. FULL fsyncs every commit (power loss too).
-            conn.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
-            conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
-            # Checkpoints (which fsync) run in the syncer's upkeep, not in whichever write
-            # happens to cross the threshold: that write would wait milliseconds.
-            conn.execute("PRAGMA wal_autocheckpoint=0")
-            # Reads through a memory map instead of a read() per page (as diskcache does).
-            conn.execute("PRAGMA mmap_size=268435456")
-            conn.execute("PRAGMA cache_size=-32768")
-        except sqlite3.Error as exc:
-            raise CargoholdError(f"cannot open the local index in {self.root}: {exc}") from exc
-        self._local.conn = conn
-        with self._lock:
-            self._connections.append(conn)
-        return conn
-
-    @contextlib.contextmanager
-    def _transaction(
-        self, conn: sqlite3.Connection, changed: dict[str, Any] | None = None
-    ) -> Iterator[None]:
-        """One write transaction; ``changed`` as for ``_writing``."""
-        with self._writing(conn, changed):
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-                if changed is not None:
-                    conn.execute(_BUMP)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-
-    @contextlib.contextmanager
-    def _writing(
-        self, conn: sqlite3.Connection, changed: dict[str, Any] | None = None
-    ) -> Iterator[None]:
-        """Hold this process's write lock around statements that commit. ``changed``
-        names every key whose lookup row they change, with the row now (None: dropped
-        or not known), filled in before the block ends: then the table of rows read
-        lately keeps its other rows across this commit (see ``_hot_rows``); without it,
-        the table is emptied at the next lookup.
-
-        With ``changed``, the block must commit exactly once if it changes any row, and
-        that change must be real: SQLite counts an UPDATE that writes the values a row
-        already holds as a change but commits nothing, and then a commit by another
-        process in the same moment would pass for this one. A single statement that
-        always changes a value (a version bumped, a row deleted) qualifies; transactions
-        make sure of it with ``_BUMP``."""
-        with self._write_lock:
-            if self._overlay or self._must_watch():
-                self._drain_locked(conn)  # logged writes first: they came before this one
-            before = self._hot.snapshot() if changed is not None else None
-            writes = conn.total_changes
-            yield
-            if changed is not None and conn.total_changes != writes:
-                self._hot.carry(before, self._hot.snapshot(), changed)
 
     def close(self) -> None:
         """Write pending access times and close every connection. Safe to call twice."""
@@ -748,27 +284,20 @@ class LocalTier:
             return
         with contextlib.suppress(CargoholdError, sqlite3.Error):
             self.flush_access_times()
-        with self._log_lock:
-            self._solo = False  # no put appends after this
-        with contextlib.suppress(CargoholdError, sqlite3.Error):
-            self._settle()
-        # Acknowledged only once nothing is left: otherwise a tier beside this one keeps
-        # applying the file, and the next owner finds the rest there.
-        self._log.close(ack=self._log.owner and not self._overlay)
         self._closed = True
-        self._hot.close()  # before the connections: the map is valid while they are open
-        with self._lock:
-            connections, self._connections = self._connections, []
-        for conn in connections:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
+        self._index.close()
+
+    def _forked(self) -> None:
+        """In a child after fork() (see ``_after_fork_in_child``)."""
+        self._index.after_fork_in_child()
+        self._touched = {}  # the parent records its own readers' accesses
+        self._estimated_at = -math.inf
 
     def bind_remote(self, url: str) -> None:
         """Tie this tier to one remote. Its copies belong to that remote: opened with
         another, the copies are dropped, unless writes for the first one are still pending
         (then ConfigError, as they would go to the wrong place)."""
-        conn = self._conn()
-        with self._transaction(conn):
+        with self._index.transaction() as conn:
             row = conn.execute("SELECT value FROM info WHERE name = 'remote'").fetchone()
             if row is not None and row[0] != url:
                 pending = conn.execute("SELECT pending_count FROM totals").fetchone()[0]
@@ -788,24 +317,18 @@ class LocalTier:
             conn.execute("INSERT OR REPLACE INTO info VALUES ('remote', ?)", (url,))
         self.collect_garbage()
 
-    # -- writes -----------------------------------------------------------------------
+    # -- writes: staging, then one statement that moves the key to its next state ----------
 
     def stage(self, key: str, data: bytes | memoryview | Path | BinaryIO) -> Staged:
         """Make the bytes ready (inline, or a complete blob file) without making them
         reachable: ``commit``, ``commit_clean`` or ``discard`` it next."""
-        inline, file, size = self._store_bytes(key, data)
+        inline, file, size = self._files.store(key, data)
         return Staged(key, inline, file, size)
 
     def stage_file(self, key: str, source: Path) -> Staged:
         """Stage a complete file from this tier's ``tmp/``, moving (not copying) it."""
-        size = source.stat().st_size
-        if size <= INLINE_MAX:
-            data = source.read_bytes()
-            source.unlink()
-            return Staged(key, data, None, size)
-        relative = self._blob_name(key)
-        os.replace(source, self.blobs / relative)
-        return Staged(key, None, relative, size)
+        inline, file, size = self._files.adopt(source)
+        return Staged(key, inline, file, size)
 
     def staged_data(self, staged: Staged) -> bytes | memoryview | Path:
         """The staged bytes, to upload."""
@@ -813,52 +336,45 @@ class LocalTier:
 
     def discard(self, staged: Staged) -> None:
         if staged.file is not None:
-            self._remove_blob(staged.file)
+            self._files.remove(staged.file)
 
     def commit(self, staged: Staged, *, metadata: Mapping[str, str], content_type: str) -> Entry:
-        """Make staged bytes the key's local change to sync; safe from a crash on return."""
-        entry = self._write_dirty(staged, metadata, content_type, deleted=False)
+        """Make staged bytes the key's local change to sync (state dirty); safe from a
+        crash on return."""
+        entry = self._write("dirty", staged, metadata, content_type)
+        assert entry is not None  # a dirty upsert always writes its row
         self._note_added(staged.size, pending=True)
         return entry
 
-    def _write_dirty(
-        self, staged: Staged, metadata: Mapping[str, str], content_type: str, *, deleted: bool
+    def write(
+        self,
+        key: str,
+        data: bytes | memoryview | Path | BinaryIO,
+        *,
+        metadata: Mapping[str, str],
+        content_type: str,
     ) -> Entry:
-        """A local change to sync: appended to the put log while this tier has the
-        directory to itself, else one SQLite statement."""
-        entry = (
-            self._log_write(staged, metadata, content_type, deleted=deleted) if self._solo else None
-        )
-        if entry is None:
-            entry = self._upsert(
-                _UPSERT_DIRTY, staged, metadata, content_type, deleted=int(deleted)
-            )
-        assert entry is not None  # a dirty upsert always writes its row
-        return entry
+        """Stage and commit in one call: a local change to sync."""
+        return self.commit(self.stage(key, data), metadata=metadata, content_type=content_type)
 
-    def _note_added(self, size: int, *, pending: bool) -> None:
-        """Keep the estimate (see ``estimate``) up with this process's own writes."""
-        with self._estimate_lock:
-            was = self._estimate  # built directly: dataclasses.replace costs 2 µs a put
-            self._estimate = Totals(
-                was.local_bytes + size,
-                was.pending_bytes + (size if pending else 0),
-                was.pending_count + pending,  # a rewrite of a pending key counts twice: errs high
-                was.oldest_pending,
-            )
+    def delete(self, key: str) -> Entry:
+        """Record a deletion to sync (state tombstone): the key reads as missing at once."""
+        staged = Staged(key, None, None, 0)
+        entry = self._write("tombstone", staged, {}, "application/octet-stream")
+        assert entry is not None
+        return entry
 
     def commit_clean(
         self, staged: Staged, info: ObjectInfo, *, only_version: int | None = None
     ) -> Entry | None:
-        """Make staged bytes the key's copy of what the remote holds (``info``).
+        """Make staged bytes the key's copy of what the remote holds (``info``; state clean).
 
         Never replaces a local change that has not been synced, nor (with ``only_version``)
         a row that changed since it was read: then it stores nothing, discards the staged
         bytes and returns None.
         """
-        extra = "" if only_version is None else "AND objects.version = :only_version"
-        entry = self._upsert(
-            _UPSERT_CLEAN.format(extra=extra),
+        entry = self._write(
+            "clean" if only_version is None else "clean_if_version",
             staged,
             info.metadata or {},
             info.content_type or "application/octet-stream",
@@ -877,90 +393,73 @@ class LocalTier:
         if not pairs:
             return []
         now = time.time()
-        sql = _UPSERT_CLEAN.format(extra="").replace("RETURNING version, dirty_since", "")
         stored: list[Staged] = []
-        conn = self._conn()
-        with self._transaction(conn, {staged.key: None for staged, _ in pairs}):
+        with self._index.transaction({staged.key: None for staged, _ in pairs}) as conn:
             for staged, info in pairs:
-                cursor = conn.execute(
-                    sql,
+                rows = conn.execute(
+                    _WRITES["clean"],
                     {
                         "key": staged.key,
                         "size": staged.size,
                         "inline": staged.inline,
                         "file": staged.file,
-                        "metadata": json.dumps(info.metadata, separators=(",", ":"))
-                        if info.metadata
-                        else None,
+                        "metadata": _json(info.metadata),
                         "content_type": info.content_type or "application/octet-stream",
                         "etag": info.etag,
                         "now": now,
                     },
-                )
-                if cursor.rowcount:
+                ).fetchall()
+                if rows:
                     stored.append(staged)
-            self._note_version(conn.execute("SELECT value FROM version_high").fetchone()[0])
         for staged, _ in pairs:
             if staged not in stored:
                 self.discard(staged)
         self._note_added(sum(s.size for s in stored), pending=False)
         return stored
 
-    def write(
+    def _write(
         self,
-        key: str,
-        data: bytes | memoryview | Path | BinaryIO,
-        *,
-        metadata: Mapping[str, str],
-        content_type: str,
-    ) -> Entry:
-        """Stage and commit in one call: a local change to sync."""
-        return self.commit(self.stage(key, data), metadata=metadata, content_type=content_type)
-
-    def delete(self, key: str) -> Entry:
-        """Record a deletion to sync: the key reads as missing at once."""
-        staged = Staged(key, None, None, 0)
-        return self._write_dirty(staged, {}, "application/octet-stream", deleted=True)
-
-    def _upsert(
-        self,
-        sql: str,
+        kind: _WriteKind,
         staged: Staged,
         metadata: Mapping[str, str],
         content_type: str,
-        **extra: Any,
+        *,
+        etag: str | None = None,
+        only_version: int | None = None,
     ) -> Entry | None:
+        """Every single-key write: one statement, chosen by ``kind`` from ``_WRITES``.
+        Returns the row written, or None when a clean copy was refused (the row is dirty,
+        a tombstone, or changed since ``only_version``)."""
         now = time.time()
+        clean = kind in ("clean", "clean_if_version")
+        deleted = kind == "tombstone"
         params = {
             "key": staged.key,
             "size": staged.size,
             "inline": staged.inline,
             "file": staged.file,
-            "metadata": json.dumps(dict(metadata), separators=(",", ":")) if metadata else None,
+            "metadata": _json(metadata),
             "content_type": content_type,
             "now": now,
-            "deleted": extra.pop("deleted", 0),
-            **extra,
+            "deleted": int(deleted),
+            "etag": etag,
+            "only_version": only_version,
         }
-        clean = "etag" in params
         inline = bytes(staged.inline) if staged.inline is not None else None
-        changed: dict[str, Any] = {}
+        validated = now if clean else None
+
+        def row_of(rows: list[Any]) -> Any:  # the row as _LOOKUP reads it, None if none
+            if rows and not deleted:
+                return (inline, staged.file, rows[0][1], validated, now)
+            return None
+
         try:
-            conn = self._conn()
-            with self._writing(conn, changed):
-                # fetchall: the statement runs to its end, and so commits, in the block.
-                rows = conn.execute(sql, params).fetchall()
-                if rows and not params["deleted"]:  # the row as _LOOKUP reads it
-                    validated = now if clean else None
-                    changed[staged.key] = (inline, staged.file, rows[0][1], validated, now)
-                else:
-                    changed[staged.key] = None
+            rows = self._index.write_one(_WRITES[kind], params, staged.key, row_of)
         except sqlite3.Error as exc:
             self.discard(staged)
-            raise _sqlite_error(exc, f"write {staged.key!r} to the local tier") from exc
+            raise sqlite_error(exc, f"write {staged.key!r} to the local tier") from exc
         if not rows:
             return None
-        self._note_version(rows[0][0])
         return Entry(
             key=staged.key,
             version=rows[0][0],
@@ -969,77 +468,34 @@ class LocalTier:
             file=staged.file,
             metadata=dict(metadata),
             content_type=content_type,
-            etag=params.get("etag"),
+            etag=etag if clean else None,
             modified=now,
             validated=now if clean else None,
             accessed=now,
             dirty_since=rows[0][1],
-            deleted=bool(params["deleted"]),
+            deleted=deleted,
         )
 
-    def _blob_name(self, key: str) -> str:
-        """A new blob's name, ``a/<id>``; its shard folder exists on return. Sixteen
-        shards, not 256 or one per blob: each new folder costs a mkdir (0.15-0.3 ms on small
-        VMs) and makes the first file in it slower to create, and with 256 a new tier paid
-        that for most of its first few hundred blobs. Names stored in the index are paths
-        relative to blobs/, so tiers that have ``ab/<id>`` blobs read them as before."""
-        blob_id = uuid.uuid4().hex
-        shard = blob_id[:1]
-        if shard not in self._shards:
-            (self.blobs / shard).mkdir(exist_ok=True)
-            self._shards.add(shard)
-        return f"{shard}/{blob_id}"
-
-    def _store_bytes(
-        self, key: str, data: bytes | memoryview | Path | BinaryIO, *, as_file: bool = False
-    ) -> tuple[bytes | memoryview | None, str | None, int]:
-        """Small bytes go inline (unless ``as_file``); the rest becomes a complete blob file."""
-        small_bytes = isinstance(data, bytes | memoryview) and len(data) <= INLINE_MAX
-        if isinstance(data, bytes | memoryview) and small_bytes and not as_file:
-            return data, None, len(data)
-        relative = self._blob_name(key)
-        path = self.blobs / relative
-        size = 0
-        try:
-            with path.open("wb") as out:
-                for chunk in _chunks(data):
-                    out.write(chunk)
-                    size += len(chunk)
-                if self.fsync:
-                    out.flush()
-                    os.fsync(out.fileno())
-            if self.fsync:  # the new folders' entries must survive power loss too
-                _fsync_dir(path.parent)
-                _fsync_dir(path.parent.parent)
-        except OSError as exc:
-            self._remove_blob(relative)
-            where = f"write {key!r} to the local tier at {self.root}"
-            raise from_os_error(exc, where, key=key) from exc
-        except BaseException:
-            self._remove_blob(relative)
-            raise
-        if size <= INLINE_MAX and not as_file and not small_bytes:
-            # A small file or stream: keep it inline after all, like small bytes.
-            small = path.read_bytes()
-            self._remove_blob(relative)
-            return small, None, size
-        return None, relative, size
-
-    def _remove_blob(self, relative: str) -> None:
-        """Remove a blob and the named link ``path()`` may have made for it."""
-        with contextlib.suppress(FileNotFoundError):
-            (self.blobs / relative).unlink()
-        named = self.named / relative.rsplit("/", 1)[-1]
-        if named.exists():
-            shutil.rmtree(named, ignore_errors=True)
+    def _note_added(self, size: int, *, pending: bool) -> None:
+        """Keep the estimate (see ``estimate``) up with this process's own writes. No lock:
+        two threads adding at once may lose one addition, which the next refresh restores
+        (the estimate is for soft bounds), and a signal handler can never wait here."""
+        was = self._estimate  # built directly: dataclasses.replace costs 2 µs a put
+        self._estimate = Totals(
+            was.local_bytes + size,
+            was.pending_bytes + (size if pending else 0),
+            was.pending_count + pending,  # a rewrite of a pending key counts twice: errs high
+            was.oldest_pending,
+        )
 
     # -- reads ------------------------------------------------------------------------
 
     def entry(self, key: str) -> Entry | None:
-        """The row for ``key`` (a deletion included), or None."""
-        self._settle()
+        """The row for ``key`` (a tombstone included), or None."""
         row = (
-            self._conn().execute(f"SELECT {_COLUMNS} FROM objects WHERE key = ?", (key,)).fetchone()
+            self._index.conn()
+            .execute(f"SELECT {_COLUMNS} FROM objects WHERE key = ?", (key,))
+            .fetchone()
         )
         return _entry(row) if row else None
 
@@ -1047,28 +503,18 @@ class LocalTier:
         self, key: str
     ) -> tuple[bytes | None, str | None, float | None, float | None, float] | None:
         """(inline bytes, blob file, dirty_since, validated, accessed) of an object held
-        under exactly ``key``, or None (not here, or a deletion). The get fast path: one
+        under exactly ``key``, or None (not here, or a tombstone). The get fast path: one
         narrow query, nothing built, and a key read lately is answered from memory while
         the index is unchanged (see :mod:`cargohold._hot_rows`)."""
-        if self._overlay:  # logged writes of this tier, not yet applied
-            if self._solo and not self._log.joined():
-                logged = self._overlay.get(key)
-                if logged is not None:
-                    return logged.row
-            else:
-                # Another tier may have written since: the index, once this tier's log is
-                # in it (waiting for a drain under way), is the truth.
-                self._leave_solo()
-        elif self._must_watch():
-            self._settle()
-        generation = self._hot.generation()
+        hot = self._hot
+        generation = hot.generation()
         if generation is None:
-            return self._conn().execute(_LOOKUP, (key,)).fetchone()  # type: ignore[no-any-return]
-        row = self._hot.get(key)
+            return self._index.conn().execute(_LOOKUP, (key,)).fetchone()  # type: ignore[no-any-return]
+        row = hot.get(key)
         if row is None:
-            row = self._conn().execute(_LOOKUP, (key,)).fetchone()
+            row = self._index.conn().execute(_LOOKUP, (key,)).fetchone()
             if row is not None:
-                self._hot.put(key, generation, row)
+                hot.put(key, generation, row)
         return row  # type: ignore[no-any-return]
 
     def change_stamp(self) -> bytes | None:
@@ -1078,54 +524,12 @@ class LocalTier:
         :meth:`remove_orphans`, which commits after its pass: so a file seen present under
         one stamp is there while the stamp is unchanged, but for the moment between a
         removal and the commit after it (or a removal by hand, behind cargohold's back).
-        A logged write moves it too (the log's end is part of it while any is not applied;
-        applying commits). Called on every cached fetch: 0.1 µs, kept so."""
-        if not self._log.owner and self._must_watch():
-            self._settle()
-        header = self._hot.header()
-        if header is None or not self._overlay:
-            return header
-        return header + self._log.end.to_bytes(8, "little")
+        Called on every cached fetch: 0.1 µs, kept so."""
+        return self._hot.header()
 
     def read_blob(self, file: str) -> bytes | None:
         """A blob's bytes, or None if it was replaced meanwhile."""
-        try:
-            return read_whole(f"{self._blob_prefix}{file}")
-        except FileNotFoundError:
-            return None
-
-    def estimate(self) -> Totals:
-        """Totals, cheaply: as last read from the index (by the syncer after each batch,
-        or here once that is over a second old), with this process's own writes since
-        added in. Exact enough for soft bounds; use ``totals()`` to decide."""
-        if time.monotonic() - self._estimated_at > _ESTIMATE_STALE:
-            self.refresh_estimate()
-        return self._estimate
-
-    def refresh_estimate(self) -> None:
-        """Read the estimate's totals from the index now (the syncer calls this after each
-        batch, so that a put seldom has to: a query there is a put's slowest step)."""
-        # The index's totals plus what is still in the log, without applying it: a put that
-        # refreshes the estimate must not wait for a batch to be applied. The log's counts
-        # first: a drain between the two reads then counts twice (errs high), never not at all.
-        logged, count = self._log_bytes, len(self._overlay)
-        try:
-            held = self._index_totals()
-        except sqlite3.Error as exc:
-            raise _sqlite_error(exc, "read the local tier's totals") from exc
-        self._set_estimate(
-            Totals(
-                held.local_bytes + logged,
-                held.pending_bytes + logged,
-                held.pending_count + count,
-                held.oldest_pending,
-            )
-        )
-
-    def _set_estimate(self, totals: Totals) -> None:
-        with self._estimate_lock:
-            self._estimate = totals
-            self._estimated_at = time.monotonic()
+        return self._files.read(file)
 
     def data(self, entry: Entry) -> bytes | None:
         """The bytes of ``entry``, or None if its file was replaced meanwhile (read the row
@@ -1133,11 +537,9 @@ class LocalTier:
         if entry.inline is not None:
             self.touch(entry.key, entry.accessed)
             return entry.inline
-        try:
-            data = read_whole(f"{self._blob_prefix}{entry.file}")
-        except FileNotFoundError:
-            return None
-        self.touch(entry.key, entry.accessed)
+        data = self._files.read(str(entry.file))
+        if data is not None:
+            self.touch(entry.key, entry.accessed)
         return data
 
     def open_entry(self, entry: Entry) -> BinaryIO | None:
@@ -1146,11 +548,9 @@ class LocalTier:
         if entry.inline is not None:
             self.touch(entry.key, entry.accessed)
             return io.BytesIO(entry.inline)
-        try:
-            fh = (self.blobs / str(entry.file)).open("rb")
-        except FileNotFoundError:
-            return None
-        self.touch(entry.key, entry.accessed)
+        fh = self._files.open(str(entry.file))
+        if fh is not None:
+            self.touch(entry.key, entry.accessed)
         return fh
 
     def path(self, key: str) -> Path | None:
@@ -1164,42 +564,26 @@ class LocalTier:
             if entry is None or entry.deleted:
                 return None
             if entry.file is not None:
-                named = self._named_link(key, entry.file)
+                named = self._files.named_link(key, entry.file)
                 if named is not None:
                     self.touch(key)
                     return named
                 continue
-            _, file, _ = self._store_bytes(key, entry.inline or b"", as_file=True)
+            _, file, _ = self._files.store(key, entry.inline or b"", as_file=True)
             assert file is not None
-            conn = self._conn()
-            with self._writing(conn, {key: None}):
+            with self._index.writing({key: None}) as conn:  # the state does not change
                 cursor = conn.execute(
                     "UPDATE objects SET inline = NULL, file = ? WHERE key = ? AND version = ?",
                     (file, key, entry.version),
                 )
             if cursor.rowcount == 1:
-                named = self._named_link(key, file)
+                named = self._files.named_link(key, file)
                 if named is not None:
                     self.touch(key)
                     return named
                 continue
-            self._remove_blob(file)
+            self._files.remove(file)
         return None
-
-    def _named_link(self, key: str, file: str) -> Path | None:
-        """``named/<id>/<last segment of key>``, a hard link to the blob (made once), or
-        None if the blob is gone (read the row again)."""
-        link = self.named / file.rsplit("/", 1)[-1] / key.rsplit("/", 1)[-1]
-        if link.exists():
-            return link
-        link.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(self.blobs / file, link)
-        except FileExistsError:
-            pass  # another thread linked it first
-        except FileNotFoundError:
-            return None
-        return link
 
     def blob_path(self, entry: Entry) -> Path | None:
         return self.blobs / entry.file if entry.file else None
@@ -1218,27 +602,25 @@ class LocalTier:
         touched, self._touched = self._touched, {}
         updates = [(when, key) for key, when in list(touched.items())]
         if updates:
-            conn = self._conn()
-            with self._transaction(conn, {key: None for _, key in updates}):
+            with self._index.transaction({key: None for _, key in updates}) as conn:
                 conn.executemany(
                     "UPDATE objects SET accessed = max(accessed, ?) WHERE key = ?", updates
                 )
 
     def entries(self, prefix: str, *, pending_only: bool = False) -> Iterator[Entry]:
-        """Rows whose key starts with ``prefix`` (deletions included), in key order.
+        """Rows whose key starts with ``prefix`` (tombstones included), in key order.
 
         Read a page at a time, with no statement left open between pages: an open read
         would hold this thread's connection on an old snapshot, and a lookup from the
         same thread meanwhile would read (and share through the hot-row table) rows
         older than the last commit."""
-        self._settle()
         conditions, params = ["key >= ?"], [prefix]
         if prefix:
             conditions.append("key < ?")
             params.append(prefix + "\U0010ffff")
         if pending_only:
             conditions.append("dirty_since IS NOT NULL")
-        conn = self._conn()
+        conn = self._index.conn()
         after: list[str] = []  # the last key read, once a page has been read
         while True:
             where = " AND ".join(conditions + ["key > ?"] * len(after))
@@ -1254,15 +636,13 @@ class LocalTier:
             after = [rows[-1][0]]
 
     def totals(self) -> Totals:
-        """Exact totals, logged writes included (and the estimate from now on)."""
-        self._settle()
+        """Exact totals (and the estimate from now on)."""
         totals = self._index_totals()
-        if not self._overlay:  # nothing logged meanwhile: exact for the estimate too
-            self._set_estimate(totals)
+        self._set_estimate(totals)
         return totals
 
     def _index_totals(self) -> Totals:
-        conn = self._conn()
+        conn = self._index.conn()
         local_bytes, pending_bytes, pending_count = conn.execute(
             "SELECT local_bytes, pending_bytes, pending_count FROM totals"
         ).fetchone()
@@ -1270,6 +650,26 @@ class LocalTier:
             "SELECT min(dirty_since) FROM objects WHERE dirty_since IS NOT NULL"
         ).fetchone()[0]
         return Totals(local_bytes, pending_bytes, pending_count, oldest)
+
+    def estimate(self) -> Totals:
+        """Totals, cheaply: as last read from the index (by the syncer after each batch,
+        or here once that is over a second old), with this process's own writes since
+        added in. Exact enough for soft bounds; use ``totals()`` to decide."""
+        if time.monotonic() - self._estimated_at > _ESTIMATE_STALE:
+            self.refresh_estimate()
+        return self._estimate
+
+    def refresh_estimate(self) -> None:
+        """Read the estimate's totals from the index now (the syncer calls this after each
+        batch, so that a put seldom has to: a query there is a put's slowest step)."""
+        try:
+            self._set_estimate(self._index_totals())
+        except sqlite3.Error as exc:
+            raise sqlite_error(exc, "read the local tier's totals") from exc
+
+    def _set_estimate(self, totals: Totals) -> None:
+        self._estimate = totals
+        self._estimated_at = time.monotonic()
 
     # -- the journal, for the syncer --------------------------------------------------
 
@@ -1280,16 +680,15 @@ class LocalTier:
         exclude: frozenset[str] = frozenset(),
         newer_than: float | None = None,
     ) -> list[Pending]:
-        """The oldest unsynced changes, at most ``limit``, skipping keys in ``exclude``
-        and, with ``newer_than``, changes pending since before that time."""
-        self._settle()
+        """The oldest dirty rows and tombstones, at most ``limit``, skipping keys in
+        ``exclude`` and, with ``newer_than``, changes pending since before that time."""
         sql = f"SELECT {_COLUMNS} FROM objects WHERE dirty_since IS NOT NULL"
         params: list[Any] = []
         if newer_than is not None:
             sql += " AND dirty_since >= ?"
             params.append(newer_than)
         rows = (
-            self._conn()
+            self._index.conn()
             .execute(sql + " ORDER BY dirty_since LIMIT ?", (*params, limit + len(exclude)))
             .fetchall()
         )
@@ -1301,39 +700,12 @@ class LocalTier:
             out.append(Pending(entry, self.blobs / entry.file if entry.file else None))
         return out[:limit]
 
-    def info_value(self, name: str) -> str | None:
-        row = self._conn().execute("SELECT value FROM info WHERE name = ?", (name,)).fetchone()
-        return None if row is None else str(row[0])
-
-    def set_info(self, name: str, value: str) -> None:
-        conn = self._conn()
-        with self._transaction(conn, {}):
-            conn.execute("INSERT OR REPLACE INTO info VALUES (?, ?)", (name, value))
-
-    def note_catalog_backlog(self, keys: Iterable[str]) -> None:
-        """Remember keys whose sync the shared catalog did not hear of (it was down)."""
-        conn = self._conn()
-        with self._transaction(conn, {}):
-            conn.executemany(
-                "INSERT OR IGNORE INTO catalog_backlog VALUES (?)", [(k,) for k in keys]
-            )
-
-    def catalog_backlog(self, limit: int) -> list[str]:
-        rows = self._conn().execute("SELECT key FROM catalog_backlog LIMIT ?", (limit,))
-        return [row[0] for row in rows]
-
-    def clear_catalog_backlog(self, keys: Iterable[str]) -> None:
-        conn = self._conn()
-        with self._transaction(conn, {}):
-            conn.executemany("DELETE FROM catalog_backlog WHERE key = ?", [(k,) for k in keys])
-
     def pending_keys(
         self, *, before: float, keys: set[str] | None = None, limit: int = 1
     ) -> list[tuple[str, int]]:
         """(key, version) of changes made at or before ``before`` that have not reached
         the remote (only of ``keys``, if given), oldest first, at most ``limit``."""
-        self._settle()
-        conn = self._conn()
+        conn = self._index.conn()
         sql = "SELECT key, version FROM objects WHERE dirty_since IS NOT NULL AND dirty_since <= ?"
         if keys is None:
             rows = conn.execute(sql + " ORDER BY dirty_since LIMIT ?", (before, limit))
@@ -1346,17 +718,17 @@ class LocalTier:
         return found[:limit]
 
     def mark_synced(self, done: list[tuple[Entry, ObjectInfo | None]]) -> None:
-        """Record what reached the remote: a put (with its info) or a deletion (None).
+        """Record what reached the remote: a put (with its info; dirty -> clean) or a
+        deletion (None; tombstone -> removed).
 
         A row changed since it was taken keeps its pending state, but its loss window
         moves past the write that did reach the remote. Recorded in transactions of 32
         rows, so a write waiting for the lock waits for one short transaction, not a batch.
         """
         now = time.time()
-        conn = self._conn()
         for start in range(0, len(done), 32):
             chunk = {entry.key: None for entry, _ in done[start : start + 32]}
-            with self._transaction(conn, chunk):
+            with self._index.transaction(chunk) as conn:
                 for entry, info in done[start : start + 32]:
                     if info is None:
                         cursor = conn.execute(
@@ -1380,9 +752,10 @@ class LocalTier:
             time.sleep(0)  # let a waiting writer have the lock
 
     def set_validated(self, key: str, version: int, etag: str) -> None:
-        self._settle()
-        with self._write_lock:  # may write the values the row holds: no carry (see _writing)
-            self._conn().execute(
+        """A clean row the remote has just confirmed (state unchanged)."""
+        # May write the values the row holds: no carry (see Index.writing).
+        with self._index.writing() as conn:
+            conn.execute(
                 "UPDATE objects SET validated = ?, etag = ? WHERE key = ? AND version = ? "
                 "AND dirty_since IS NULL",
                 (time.time(), etag, key, version),
@@ -1391,18 +764,17 @@ class LocalTier:
     def expire_validations(self) -> int:
         """Make every clean copy ask the remote again (a HEAD) before it is next served
         with a finite ``max_age``: for when change notices may have been missed."""
-        self._settle()
-        with self._write_lock:
-            cursor = self._conn().execute(
+        with self._index.writing() as conn:
+            cursor = conn.execute(
                 "UPDATE objects SET validated = NULL "
                 "WHERE dirty_since IS NULL AND validated IS NOT NULL"
             )
         return cursor.rowcount
 
     def forget(self, key: str, version: int) -> bool:
-        """Drop a clean copy (the remote no longer has it). False if the row changed."""
-        conn = self._conn()
-        with self._writing(conn, {key: None}):
+        """Drop a clean copy (the remote no longer has it; clean -> absent). False if the
+        row changed."""
+        with self._index.writing({key: None}) as conn:
             cursor = conn.execute(
                 "DELETE FROM objects WHERE key = ? AND version = ? AND dirty_since IS NULL",
                 (key, version),
@@ -1410,15 +782,14 @@ class LocalTier:
         return cursor.rowcount == 1
 
     def evict(self, max_bytes: int) -> int:
-        """Drop least recently used synced objects until at most ``max_bytes`` are held.
+        """Drop least recently used clean rows until at most ``max_bytes`` are held.
 
         Never drops a pending change. Returns the bytes freed from the index; the files
         go when the syncer next collects garbage (only it removes files, so none vanishes
         under an upload).
         """
         self.flush_access_times()
-        self._settle()  # the totals below must count logged writes
-        conn = self._conn()
+        conn = self._index.conn()
         freed = 0
         while True:
             local_bytes = conn.execute("SELECT local_bytes FROM totals").fetchone()[0]
@@ -1430,7 +801,7 @@ class LocalTier:
             ).fetchall()
             if not victims:
                 break  # everything left is pending: back-pressure holds the rest
-            with self._transaction(conn, {key: None for key, _, _ in victims}):
+            with self._index.transaction({key: None for key, _, _ in victims}) as conn:
                 for key, version, size in victims:
                     cursor = conn.execute(
                         "DELETE FROM objects WHERE key = ? AND version = ? AND dirty_since IS NULL",
@@ -1442,64 +813,62 @@ class LocalTier:
         self._estimated_at = -math.inf  # the estimate knows nothing of this
         return freed
 
+    # -- bookkeeping --------------------------------------------------------------------
+
+    def info_value(self, name: str) -> str | None:
+        row = (
+            self._index.conn().execute("SELECT value FROM info WHERE name = ?", (name,)).fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    def set_info(self, name: str, value: str) -> None:
+        with self._index.transaction({}) as conn:
+            conn.execute("INSERT OR REPLACE INTO info VALUES (?, ?)", (name, value))
+
+    def note_catalog_backlog(self, keys: Iterable[str]) -> None:
+        """Remember keys whose sync the shared catalog did not hear of (it was down)."""
+        with self._index.transaction({}) as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO catalog_backlog VALUES (?)", [(k,) for k in keys]
+            )
+
+    def catalog_backlog(self, limit: int) -> list[str]:
+        rows = self._index.conn().execute("SELECT key FROM catalog_backlog LIMIT ?", (limit,))
+        return [row[0] for row in rows]
+
+    def clear_catalog_backlog(self, keys: Iterable[str]) -> None:
+        with self._index.transaction({}) as conn:
+            conn.executemany("DELETE FROM catalog_backlog WHERE key = ?", [(k,) for k in keys])
+
     def checkpoint(self) -> None:
         """Copy the WAL into the database file (the syncer calls this between batches)."""
         with contextlib.suppress(sqlite3.Error):
-            self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self._index.conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def collect_garbage(self) -> int:
         """Remove files of replaced and removed objects. Returns how many were removed."""
-        conn = self._conn()
-        rows = conn.execute("SELECT rowid, file FROM garbage LIMIT 10000").fetchall()
-        # A commit after every few removals: readers that trust an unchanged index to
-        # mean "no file went" (see change_stamp) are wrong for one chunk at most.
-        for start in range(0, len(rows), _GARBAGE_CHUNK):
-            chunk = rows[start : start + _GARBAGE_CHUNK]
-            for _, file in chunk:
-                self._remove_blob(file)
-            with self._transaction(conn, {}):  # no object's row changes
-                conn.executemany("DELETE FROM garbage WHERE rowid = ?", [(r[0],) for r in chunk])
-        return len(rows)
+        return self._files.collect(self._index)
 
     def remove_orphans(self, older_than: float = 3600.0) -> int:
         """Remove blob files and named links no row refers to (left by a crash before
         their row was written or after it was replaced), once older than ``older_than``
         seconds, and stale temp files. Safe while other threads and processes write."""
-        self._settle()  # a blob named only by a logged write is referenced too
-        conn = self._conn()
-        referenced = {
-            row[0] for row in conn.execute("SELECT file FROM objects WHERE file IS NOT NULL")
-        }
-        cutoff = time.time() - older_than
-        removed = 0
-        for shard in self.blobs.iterdir() if self.blobs.exists() else ():
-            for file in shard.iterdir():
-                relative = f"{shard.name}/{file.name}"
-                with contextlib.suppress(FileNotFoundError):
-                    if relative not in referenced and file.stat().st_mtime < cutoff:
-                        self._remove_blob(relative)
-                        removed += 1
-        # A named link made after the query above belongs to a blob the query did not see:
-        # only links older than the cutoff can be leftovers.
-        ids = {file.rsplit("/", 1)[-1] for file in referenced}
-        links_removed = False
-        for named in self.named.iterdir() if self.named.exists() else ():
-            with contextlib.suppress(FileNotFoundError):
-                if named.name not in ids and named.stat().st_mtime < cutoff:
-                    shutil.rmtree(named, ignore_errors=True)
-                    links_removed = True
-        for leftover in self.tmp.iterdir():
-            with contextlib.suppress(FileNotFoundError):
-                if leftover.stat().st_mtime < cutoff:
-                    leftover.unlink()
-        if removed or links_removed:
-            # A commit, so that change_stamp() moves: files went.
-            self.set_info("orphans_removed_at", repr(time.time()))
-        return removed
+        return self._files.remove_orphans(self._index, older_than)
 
 
-#: Every open tier, so a child process after fork() can stop appending to its parent's log.
+#: Every open tier, so that a child process after fork() gets fresh connections and locks.
 _TIERS: weakref.WeakSet[LocalTier] = weakref.WeakSet()
+
+
+def _before_fork() -> None:
+    for tier in list(_TIERS):
+        if not tier._closed:
+            tier._index.before_fork()
+
+
+def _after_fork_in_parent() -> None:
+    for tier in list(_TIERS):
+        tier._index.after_fork_in_parent()
 
 
 def _after_fork_in_child() -> None:
@@ -1507,74 +876,13 @@ def _after_fork_in_child() -> None:
         tier._forked()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent)
+at_fork(_after_fork_in_child)
 
 
-def _log_params(record: LogRecord) -> dict[str, Any]:
-    """A logged record as the parameters of ``_UPSERT_LOGGED``."""
-    return {
-        "key": record.key,
-        "size": record.size,
-        "version": record.version,
-        "inline": record.inline,
-        "file": record.file,
-        "metadata": record.metadata,
-        "content_type": record.content_type,
-        "now": record.now,
-        "deleted": int(record.deleted),
-    }
-
-
-def _chunks(
-    data: bytes | memoryview | Path | BinaryIO, size: int = 1024 * 1024
-) -> Iterator[bytes | memoryview]:
-    if isinstance(data, bytes | memoryview):
-        view = memoryview(data)
-        for start in range(0, len(view), size):
-            yield view[start : start + size]
-        return
-    if isinstance(data, Path):
-        with data.open("rb") as fh:
-            while chunk := fh.read(size):
-                yield chunk
-        return
-    while chunk := data.read(size):
-        yield chunk
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _json(metadata: Mapping[str, str] | None) -> str | None:
+    return json.dumps(dict(metadata), separators=(",", ":")) if metadata else None
 
 
 def _after(moment: float) -> float:
     return math.nextafter(moment, math.inf)
-
-
-def _statements(script: str) -> list[str]:
-    """Split the schema into statements (triggers contain ';' inside BEGIN ... END)."""
-    statements: list[str] = []
-    current: list[str] = []
-    for line in script.strip().splitlines():
-        current.append(line)
-        text = "\n".join(current).strip()
-        if text.endswith(";") and sqlite3.complete_statement(text):
-            statements.append(text)
-            current = []
-    return statements
-
-
-def _sqlite_error(exc: sqlite3.Error, doing: str) -> CargoholdError:
-    text = str(exc).lower()
-    if "full" in text:
-        return StorageFull(
-            f"cannot {doing}: the disk is full", hint="free space or use a larger volume"
-        )
-    if "readonly" in text or "read-only" in text:
-        return PermissionDenied(
-            f"cannot {doing}: the index is read-only", hint="use a writable data directory"
-        )
-    return CargoholdError(f"cannot {doing}: {exc}")

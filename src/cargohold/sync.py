@@ -153,7 +153,7 @@ class Syncer:
         self._catalog_behind = catalog is not None
         self._catalog_retry_at = 0.0  # time.monotonic() before which catch-up waits
         self._learn_rate()  # the last session's measure, until this one's first batch
-        on_fork(self._after_fork)
+        on_fork(self._after_fork, restart=True)
 
     def _after_fork(self) -> None:
         """In a child after fork(): the parent's thread is gone and its sync.lock stays the
@@ -431,8 +431,6 @@ class Syncer:
             self.local.checkpoint()
             if startup:
                 self.local.remove_orphans()
-            else:
-                self.local.reclaim_log()  # alone again after another process left
         except CargoholdError as exc:
             log.warning("cargohold: local tier upkeep failed: %s", exc)
         try:

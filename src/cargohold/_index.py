@@ -1,0 +1,317 @@
+"""The local tier's SQLite index: its schema, one connection per thread, write transactions,
+and the table of rows read lately that survives this process's own commits.
+
+One thing owned here: every statement that commits goes through :meth:`Index.writing`,
+:meth:`Index.write_one` or :meth:`Index.transaction`, which hold this process's write lock, so writers queue on a
+Python lock instead of in SQLite's busy handler (which sleeps a millisecond or more each
+time it finds the database locked) and the hot-row table learns what this process changed.
+Reads take no Python lock at all.
+
+Fork: SQLite forbids using a connection in a child process after ``fork()``. A child gets
+fresh connections and fresh locks (``after_fork_in_child``); the inherited connections are
+abandoned: never used, never closed, never finalized (closing one could checkpoint or
+remove the WAL under the parent, and finalizing closes it), so a reference to each is kept
+for the child's lifetime. Before a fork the forking thread waits (up to ``_FORK_WAIT``) for a
+transaction of another thread to end (``before_fork``), so that at the fork no connection
+of this process holds SQLite's WAL write lock: SQLite keeps who holds it in process memory,
+and the child's connections would find it held by a sibling for good ("database is
+locked"; tests/hold/test_fork_local.py shows it). What remains is SQLite's own: a thread that is
+inside an SQLite call at the instant of the fork (a read: reads take no lock of ours) may
+leave one of SQLite's mutexes held in the child, as with any C library that locks; the
+window is that one call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from ._hot_rows import HotRows
+from .errors import CargoholdError, HoldClosed, PermissionDenied, StorageFull
+
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "Index", "sqlite_error"]
+
+log = logging.getLogger("cargohold.local")
+
+SCHEMA_VERSION = 1
+_BUSY_TIMEOUT_MS = 60_000
+#: Seconds a fork waits for another thread's transaction to end (see ``before_fork``).
+_FORK_WAIT = 2.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    key TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,      -- bumped by every local change of the row
+    size INTEGER NOT NULL,
+    inline BLOB,                   -- the bytes, for objects up to INLINE_MAX
+    file TEXT,                     -- otherwise the blob file, relative to blobs/
+    metadata TEXT,                 -- JSON object, NULL when empty
+    content_type TEXT NOT NULL,
+    etag TEXT,                     -- the remote's etag of these bytes; NULL until synced
+    modified REAL NOT NULL,        -- when these bytes were written here
+    validated REAL,                -- when the remote last confirmed etag
+    accessed REAL NOT NULL,
+    dirty_since REAL,              -- oldest local change not yet on the remote; NULL if none
+    deleted INTEGER NOT NULL DEFAULT 0   -- 1: a deletion waiting to reach the remote
+);
+CREATE INDEX IF NOT EXISTS objects_pending ON objects(dirty_since) WHERE dirty_since IS NOT NULL;
+CREATE INDEX IF NOT EXISTS objects_lru ON objects(accessed) WHERE dirty_since IS NULL;
+CREATE TABLE IF NOT EXISTS totals (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    local_bytes INTEGER NOT NULL,
+    pending_bytes INTEGER NOT NULL,
+    pending_count INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO totals VALUES (0, 0, 0, 0);
+CREATE TABLE IF NOT EXISTS garbage (file TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- keys synced while the shared catalog was unreachable: recorded there once it is back
+CREATE TABLE IF NOT EXISTS catalog_backlog (key TEXT PRIMARY KEY);
+-- left by the put log (2026-12-03 to 2026-12-04), which needed every version ever given
+DROP TRIGGER IF EXISTS objects_version_insert;
+DROP TRIGGER IF EXISTS objects_version_update;
+DROP TABLE IF EXISTS version_high;
+CREATE TRIGGER IF NOT EXISTS objects_insert AFTER INSERT ON objects BEGIN
+    UPDATE totals SET
+        local_bytes = local_bytes + NEW.size,
+        pending_bytes = pending_bytes + IIF(NEW.dirty_since IS NULL, 0, NEW.size),
+        pending_count = pending_count + (NEW.dirty_since IS NOT NULL);
+END;
+CREATE TRIGGER IF NOT EXISTS objects_update AFTER UPDATE ON objects BEGIN
+    UPDATE totals SET
+        local_bytes = local_bytes + NEW.size - OLD.size,
+        pending_bytes = pending_bytes + IIF(NEW.dirty_since IS NULL, 0, NEW.size)
+                                      - IIF(OLD.dirty_since IS NULL, 0, OLD.size),
+        pending_count = pending_count + (NEW.dirty_since IS NOT NULL)
+                                      - (OLD.dirty_since IS NOT NULL);
+    INSERT INTO garbage(file) SELECT OLD.file WHERE OLD.file IS NOT NULL AND OLD.file IS NOT NEW.file;
+END;
+CREATE TRIGGER IF NOT EXISTS objects_delete AFTER DELETE ON objects BEGIN
+    UPDATE totals SET
+        local_bytes = local_bytes - OLD.size,
+        pending_bytes = pending_bytes - IIF(OLD.dirty_since IS NULL, 0, OLD.size),
+        pending_count = pending_count - (OLD.dirty_since IS NOT NULL);
+    INSERT INTO garbage(file) SELECT OLD.file WHERE OLD.file IS NOT NULL;
+END;
+"""
+
+# A change every carried transaction makes (see Index.writing): an UPDATE that writes the
+# values a row already has counts as a change but commits nothing.
+_BUMP = (
+    "INSERT INTO info VALUES ('commits', '1') "
+    "ON CONFLICT (name) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+)
+
+#: Connections inherited across fork() and abandoned: kept alive for good (see the module
+#: docstring). A list alone is not enough: at interpreter exit module globals are cleared
+#: and the connections would be deallocated, which closes them; an extra reference taken
+#: through the C API is never given back, so they never are.
+_ABANDONED: list[sqlite3.Connection] = []
+
+
+def _abandon(connections: list[sqlite3.Connection]) -> None:
+    for conn in connections:
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))
+        _ABANDONED.append(conn)
+
+
+class Index:
+    """The SQLite index at ``path`` (WAL mode), shared by every thread of this process
+    (one connection each) and by other processes."""
+
+    def __init__(self, path: Path, *, fsync: bool) -> None:
+        self.path = path
+        self.fsync = fsync
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        # _connections. Re-entrant: close() from a signal handler that interrupted this
+        # thread while it added its connection must not wait for itself.
+        self._lock = threading.RLock()
+        self._write_lock = threading.Lock()
+        self._fork_held = False  # _write_lock taken by before_fork
+        self._closed = False
+        try:
+            conn = self.conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _statements(SCHEMA):
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT OR IGNORE INTO info VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            # Mapped once a connection has put the index in WAL mode; see _hot_rows.
+            self.hot = HotRows(path)
+        except BaseException:
+            self._closed = True
+            self._close_connections()
+            raise
+
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection (made at its first use)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        if self._closed:
+            raise HoldClosed(f"the local tier at {self.path.parent} is closed")
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                isolation_level=None,  # autocommit: one statement, one transaction
+                check_same_thread=False,  # each thread has its own; close() closes them all
+                timeout=_BUSY_TIMEOUT_MS / 1000,
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a commit is a write() into the WAL, safe when the process
+            # dies; only a checkpoint fsyncs. FULL fsyncs every commit (power loss too).
+            conn.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
+            conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            # Checkpoints (which fsync) run in the syncer's upkeep, not in whichever write
+            # happens to cross the threshold: that write would wait milliseconds.
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+            # Reads through a memory map instead of a read() per page (as diskcache does).
+            conn.execute("PRAGMA mmap_size=268435456")
+            conn.execute("PRAGMA cache_size=-32768")
+        except sqlite3.Error as exc:
+            raise CargoholdError(f"cannot open the local index {self.path}: {exc}") from exc
+        self._local.conn = conn
+        with self._lock:
+            self._connections.append(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def writing(self, changed: dict[str, Any] | None = None) -> Iterator[sqlite3.Connection]:
+        """This thread's connection, with this process's write lock held around
+        statements that commit. ``changed`` names every key whose lookup row they change,
+        with the row now (None: dropped or not known), filled in before the block ends:
+        then the table of rows read lately keeps its other rows across this commit (see
+        ``_hot_rows``); without it, the table is emptied at the next lookup.
+
+        With ``changed``, the block must commit exactly once if it changes any row, and
+        that change must be real: SQLite counts an UPDATE that writes the values a row
+        already holds as a change but commits nothing, and then a commit by another
+        process in the same moment would pass for this one. A single statement that
+        always changes a value (a version bumped, a row deleted) qualifies; transactions
+        make sure of it with ``_BUMP``."""
+        conn = self.conn()
+        with self._write_lock:
+            before = self.hot.snapshot() if changed is not None else None
+            writes = conn.total_changes
+            yield conn
+            if changed is not None and conn.total_changes != writes:
+                self.hot.carry(before, self.hot.snapshot(), changed)
+
+    def write_one(
+        self, sql: str, params: Mapping[str, Any], key: str, row_of: Callable[[list[Any]], Any]
+    ) -> list[Any]:
+        """``writing({key: row_of(rows)})`` around one statement, run to its end (so it
+        has committed on return); returns its rows. The same as that block, without a
+        generator's cost: a put is this and little else."""
+        conn = self.conn()
+        hot = self.hot
+        with self._write_lock:
+            before = hot.snapshot()
+            writes = conn.total_changes
+            rows = conn.execute(sql, params).fetchall()
+            if conn.total_changes != writes:
+                hot.carry(before, hot.snapshot(), {key: row_of(rows)})
+        return rows
+
+    @contextlib.contextmanager
+    def transaction(self, changed: dict[str, Any] | None = None) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``); ``changed`` as for ``writing``."""
+        with self.writing(changed) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                if changed is not None:
+                    conn.execute(_BUMP)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    # -- fork -------------------------------------------------------------------------------
+
+    def before_fork(self) -> None:
+        """Wait a moment for another thread's transaction to end (see the module
+        docstring). Never for long: a thread may hold the lock for reasons of its own."""
+        self._fork_held = self._write_lock.acquire(timeout=_FORK_WAIT)
+        if not self._fork_held:
+            log.warning(
+                "cargohold: fork() while another thread has held the local index %s for %.0f s: "
+                "if it is inside a transaction, the child's writes there fail as locked",
+                self.path,
+                _FORK_WAIT,
+            )
+
+    def after_fork_in_parent(self) -> None:
+        if self._fork_held:
+            self._fork_held = False
+            self._write_lock.release()
+
+    def after_fork_in_child(self) -> None:
+        """Fresh locks and connections; the inherited ones are abandoned (never closed)."""
+        self._fork_held = False
+        self._lock = threading.RLock()
+        self._write_lock = threading.Lock()
+        inherited, self._connections = self._connections, []
+        _abandon(inherited)
+        self._local = threading.local()
+        self.hot.after_fork_in_child()
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every connection of this process. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self.hot.close()  # before the connections: the map is valid while they are open
+        self._close_connections()
+
+    def _close_connections(self) -> None:
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+
+def _statements(script: str) -> list[str]:
+    """Split the schema into statements (triggers contain ';' inside BEGIN ... END)."""
+    statements: list[str] = []
+    current: list[str] = []
+    for line in script.strip().splitlines():
+        if not current and line.startswith("--"):
+            continue
+        current.append(line)
+        text = "\n".join(current).strip()
+        if text.endswith(";") and sqlite3.complete_statement(text):
+            statements.append(text)
+            current = []
+    return statements
+
+
+def sqlite_error(exc: sqlite3.Error, doing: str) -> CargoholdError:
+    """An SQLite error as ours: a full disk and a read-only index say what to fix."""
+    text = str(exc).lower()
+    if "full" in text:
+        return StorageFull(
+            f"cannot {doing}: the disk is full", hint="free space or use a larger volume"
+        )
+    if "readonly" in text or "read-only" in text:
+        return PermissionDenied(
+            f"cannot {doing}: the index is read-only", hint="use a writable data directory"
+        )
+    return CargoholdError(f"cannot {doing}: {exc}")
