@@ -184,6 +184,7 @@ def local_rates(held: int, scratch: Path) -> tuple[float, float, float]:
         signal_handlers=False,
         local_max_bytes="64GiB",
         max_pending_bytes="32GiB",
+        drain_fraction=None,  # timed with the syncer held: no backlog limit could hold
     )
     with hold.syncer.paused():
         now = time.time()
