@@ -32,9 +32,10 @@ def _hold() -> Hold:
 
 @contextlib.contextmanager
 def _reader() -> Iterator[Hold]:
-    """A Hold for a command that only reads: closing it does not wait for pending writes
-    (after a crash they may be held back for ``resend_after``; ``sync`` is for them)."""
-    hold = _hold()
+    """A Hold for a command that only reads: it sends nothing (a send it cut off at exit
+    would hold the app's own syncer back for ``resend_after``) and does not wait for
+    pending writes at close (``sync`` is for them)."""
+    hold = open_hold(signal_handlers=False, syncing=False)
     try:
         yield hold
     finally:

@@ -125,6 +125,7 @@ class Hold:
         settings: Settings,
         embedded_default: bool = False,
         catalog: Catalog | None = None,
+        syncing: bool = True,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
@@ -172,7 +173,8 @@ class Hold:
         #: (the download cache's open files).
         self._closers: list[Callable[[], None]] = []
         self._fetch_state: Any = None  # the download cache's per-Hold state (cargohold.fetch)
-        self.syncer.start()
+        if syncing:
+            self.syncer.start()
         if catalog is not None:
             catalog.listen(self._on_change, on_gap=self._on_notice_gap)
         _shutdown.register(self, handlers=settings.signal_handlers)
@@ -968,9 +970,15 @@ def open(
     remote: str | Remote | None = None,
     *,
     data_dir: str | Path | None = None,
+    syncing: bool = True,
     **settings: Any,
 ) -> Hold:
     """Open a Hold. Settings come from arguments > ``CARGOHOLD_*`` variables > defaults.
+
+    ``syncing=False`` opens a reader that never sends anything itself (a short command such
+    as ``cargohold stats`` must not start sends it would cut off when it exits): its own
+    writes are journaled and sent by whichever Hold syncs this data directory next, and
+    ``flush()`` waits for that one.
 
     ``remote`` is a URL (``s3://bucket/prefix``, ``file:///mnt/volume``, ...) or a Remote,
     which then belongs to the Hold: ``close()`` closes it, and so does an open that fails.
@@ -1015,6 +1023,7 @@ def open(
             settings=resolved,
             embedded_default=embedded,
             catalog=catalog,
+            syncing=syncing,
         )
     except BaseException:
         # The Hold would have owned both (its close() closes them): a failed set-up
