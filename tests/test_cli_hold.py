@@ -17,7 +17,7 @@ import pytest
 
 import cargohold
 from cargohold.cli import EXIT_CODES
-from testsupport.children import die_with_parent
+from testsupport.children import dying_with_parent
 
 CLI = [sys.executable, "-m", "cargohold"]
 
@@ -215,11 +215,10 @@ def free_port() -> int:
 def test_serve_answers_until_stopped(env: dict[str, str], tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [*CLI, "serve", "--port", str(port)],
+        dying_with_parent([*CLI, "serve", "--port", str(port)]),
         env={**env, "CARGOHOLD_TOKEN": "t0ken"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        preexec_fn=die_with_parent,
     )
     try:
         base = f"http://127.0.0.1:{port}"

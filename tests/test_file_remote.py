@@ -18,7 +18,7 @@ import pytest
 from cargohold import InvalidInput, NotFoundError, PermissionDenied, StorageFull
 from cargohold.remotes import FileRemote, ObjectInfo, Put
 from cargohold.remotes._base import PutRequest
-from testsupport.children import die_with_parent
+from testsupport.children import dying_with_parent
 
 
 def md5(data: bytes) -> str:
@@ -173,10 +173,9 @@ except AlreadyExists:
 """
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", code, f"p{i}"],
+            dying_with_parent([sys.executable, "-c", code, f"p{i}"]),
             stdout=subprocess.PIPE,
             text=True,
-            preexec_fn=die_with_parent,
         )
         for i in range(8)
     ]

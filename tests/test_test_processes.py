@@ -22,14 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 PARENT = textwrap.dedent(
     """
     import signal, subprocess, sys, time
-    from testsupport.children import die_with_parent
+    from testsupport.children import dying_with_parent
     from testsupport.servers import SeaweedFS
 
     stubborn = subprocess.Popen(
-        [sys.executable, "-c",
+        dying_with_parent([sys.executable, "-c",
          "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-         "print('up', flush=True); time.sleep(600)"],
-        stdout=subprocess.PIPE, text=True, preexec_fn=die_with_parent,
+         "print('up', flush=True); time.sleep(600)"]),
+        stdout=subprocess.PIPE, text=True,
     )
     assert stubborn.stdout.readline().strip() == "up"
     weed = SeaweedFS().start()

@@ -1,17 +1,18 @@
 """Processes tests start: a Python process a test drives line by line (it prints READY
 once set up, then answers each command it reads on stdin with one line), and
-:func:`die_with_parent`, which every process a test starts passes as ``preexec_fn``."""
+:func:`dying_with_parent`, which wraps the command of every process a test starts."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
-__all__ = ["ask", "die_with_parent", "line_child"]
+__all__ = ["ask", "die_with_parent", "dying_with_parent", "line_child"]
 
 _PR_SET_PDEATHSIG = 1
 _prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in the child
@@ -29,6 +30,27 @@ def die_with_parent() -> None:
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+# Run by a fresh interpreter (-S: no site, nothing imported but these): set the parent-death
+# signal in the child itself, then exec the real command, which keeps it.
+_WRAPPER = (
+    "import ctypes, os, shutil, signal, sys\n"
+    "ctypes.CDLL(None).prctl(1, signal.SIGKILL)\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    os._exit(70)  # the parent died before the signal was set\n"
+    "os.execv(shutil.which(sys.argv[2]) or sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def dying_with_parent(argv: Sequence[str]) -> list[str]:
+    """``argv`` run so that the kernel sends it SIGKILL when this process dies, like
+    :func:`die_with_parent` but without ``preexec_fn``: with ``preexec_fn`` Python runs every
+    ``os.register_at_fork`` hook in the child before exec (cargohold's, huggingface_hub's,
+    ...), and one that takes a lock another thread of the test process held at the fork
+    (huggingface_hub closing its HTTP session) hangs the child before it ever execs.
+    The same thread rule applies: start processes from a thread that outlives them."""
+    return [sys.executable, "-S", "-c", _WRAPPER, str(os.getpid()), *argv]
+
+
 @contextlib.contextmanager
 def line_child(
     script: str, *args: str, clean_exit: bool = False
@@ -37,11 +59,10 @@ def line_child(
     ``clean_exit``, its stdin is closed and it must exit 0; it is killed by its PID if it
     is still running (a test that failed first, or one that did not ask for a clean exit)."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", script, *args],
+        dying_with_parent([sys.executable, "-c", script, *args]),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        preexec_fn=die_with_parent,
     )
     try:
         assert proc.stdout is not None

@@ -25,6 +25,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from testsupport.children import dying_with_parent
+
 __all__ = ["ProcessTree", "die_with_parent_sigkill", "group_members"]
 
 _PR_SET_PDEATHSIG = 1
@@ -102,14 +104,13 @@ class ProcessTree:
 
     def start(self) -> Self:
         self.proc = subprocess.Popen(
-            self.command,
+            dying_with_parent(self.command),
             cwd=self.cwd,
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=self.stdout,
             stderr=subprocess.STDOUT if self.stdout is not None else None,
             start_new_session=True,
-            preexec_fn=die_with_parent_sigkill,
         )
         self.guard = subprocess.Popen(
             [sys.executable, "-c", _GUARD, str(self.proc.pid), str(os.getpid())],

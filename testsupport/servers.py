@@ -30,7 +30,7 @@ from typing import Self
 import boto3
 from botocore.config import Config
 
-from testsupport.children import die_with_parent
+from testsupport.children import die_with_parent, dying_with_parent
 
 __all__ = ["MotoServer", "S3Server", "SeaweedFS", "die_with_parent", "free_port"]
 
@@ -132,13 +132,12 @@ class S3Server:
         self.port = self.port or free_port(also_free=10000)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            self._command(),
+            dying_with_parent(self._command()),
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self._environ(),
             cwd=self.workdir,
             start_new_session=True,  # Ctrl-C in a terminal reaches pytest, not the server
-            preexec_fn=die_with_parent,
         )
         log.close()
         self._wait_ready(timeout)
@@ -310,13 +309,12 @@ class SeaweedCluster(S3Server):
         log = (self.workdir / f"{name}.log").open("ab")
         env = {**os.environ, "GOMEMLIMIT": "150MiB"}
         self.procs[name] = subprocess.Popen(
-            [_bin("weed"), *args],
+            dying_with_parent([_bin("weed"), *args]),
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
             cwd=self.workdir,
             start_new_session=True,
-            preexec_fn=die_with_parent,
         )
         log.close()
 

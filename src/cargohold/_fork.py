@@ -7,7 +7,7 @@ at that moment stays held forever. Connections are shared with the parent: an SQ
 connection must not be used in two processes, a PostgreSQL socket or an HTTP/2 stream read
 by both corrupts both. So objects that own such things register a method here, and the
 child runs it before anything else: it builds fresh locks, connections and clients, and
-restarts its threads lazily.
+starts its threads again on first use (never in the hook itself).
 
 What the parent opened is *abandoned* in the child, never closed: closing an inherited
 SQLite connection may checkpoint or remove the WAL under the parent, closing a psycopg
@@ -30,8 +30,10 @@ log = logging.getLogger("cargohold.fork")
 
 _resets: list[Callable[[], None]] = []  # module-level: run first
 _callbacks: list[weakref.WeakMethod[Callable[[], None]]] = []
-_restarts: list[weakref.WeakMethod[Callable[[], None]]] = []  # threads: run last
 _abandoned: list[Any] = []
+#: How many forks this process descends from: an object that saw another number has
+#: threads to start again (see :func:`forked_since`).
+generation = 0
 
 
 def at_fork(reset: Callable[[], None]) -> None:
@@ -40,12 +42,14 @@ def at_fork(reset: Callable[[], None]) -> None:
     _resets.append(reset)
 
 
-def on_fork(method: Callable[[], None], *, restart: bool = False) -> None:
+def on_fork(method: Callable[[], None]) -> None:
     """Call ``method`` (a bound method; held weakly) in each child after ``fork()``.
     Callbacks run in the order they were registered, so an object registered after the
-    ones it uses runs after them. ``restart`` callbacks (that start threads) run after
-    every other one, so no thread of the child sees state not yet reset."""
-    (_restarts if restart else _callbacks).append(weakref.WeakMethod(method))
+    ones it uses runs after them. They must not start threads: a child may be about to
+    exec (``subprocess`` with ``preexec_fn`` runs these hooks too), and a syncer started
+    there could take the sync lock and send. Threads start again on first use instead
+    (``Hold`` checks :data:`generation`)."""
+    _callbacks.append(weakref.WeakMethod(method))
 
 
 def abandon(*objects: Any) -> None:
@@ -61,17 +65,18 @@ def _call(what: Callable[[], None]) -> None:
 
 
 def _after_fork_in_child() -> None:
+    global generation
+    generation += 1
     for reset in _resets:
         _call(reset)
-    for refs in (_callbacks, _restarts):
-        alive: list[weakref.WeakMethod[Callable[[], None]]] = []
-        for ref in refs:
-            method = ref()
-            if method is None:
-                continue
-            alive.append(ref)
-            _call(method)
-        refs[:] = alive
+    alive: list[weakref.WeakMethod[Callable[[], None]]] = []
+    for ref in _callbacks:
+        method = ref()
+        if method is None:
+            continue
+        alive.append(ref)
+        _call(method)
+    _callbacks[:] = alive
 
 
 # The only after-fork hook cargohold registers with the interpreter: every part registers

@@ -168,13 +168,15 @@ def _handle(signum: int, frame: FrameType | None) -> None:
     if _began is not None and signum in _seen:
         _chain(signum, frame)  # asked twice: do not make the user wait again
         return
+    pipe, flusher = _pipe, _flusher
+    if pipe is None or flusher is None or not flusher.is_alive():
+        # No flusher (a forked child that has not used its Hold yet): nothing of its own
+        # to flush, and nothing may wait here. Hand on at once; atexit still closes.
+        _chain(signum, frame)
+        return
     _seen.add(signum)
     if _began is None:
         _began = time.monotonic()
-    pipe = _pipe
-    if pipe is None:  # pragma: no cover - install() makes the pipe before the handler
-        _chain(signum, frame)
-        return
     try:
         os.write(pipe[1], bytes([signum]))
     except OSError:  # pragma: no cover - a pipe of 64 KiB full of signals
@@ -283,8 +285,15 @@ def _after_fork() -> None:
         for fd in old:
             with contextlib.suppress(OSError):
                 os.close(fd)
+    # No thread here: this child may be about to exec. The flusher starts on first use of
+    # a Hold (resume); until then a stop signal is handed on at once (_handle).
+
+
+def resume() -> None:
+    """In a forked child, on first use of a Hold: the flusher, if handlers are installed."""
     if any(signal.getsignal(s) is _handle for s in SIGNALS):
-        _start_flusher()
+        with _lock:
+            _start_flusher()
 
 
 at_fork(_after_fork)

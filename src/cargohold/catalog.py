@@ -143,20 +143,24 @@ class Catalog:
         self._stop = threading.Event()
         with contextlib.suppress(CatalogUnavailable):  # warned; the remote serves meanwhile
             self._connect()
-        on_fork(self._after_fork, restart=True)  # it starts the listener again
+        on_fork(self._after_fork)
 
     def _after_fork(self) -> None:
         """In a child after fork(): the pool's sockets are the parent's sessions (closing
         them would end those sessions) and its threads are gone. A new pool on first use,
-        and the listener started again (see :mod:`cargohold._fork`)."""
+        and the listener started again on first use (:meth:`resume`)."""
         if self._pool is not None:
             abandon(self._pool)
         self._pool = None
         self._pool_lock = threading.Lock()
         self._listener = None
-        stopped = self._stop.is_set()
+        self._resume = self._listening is not None and not self._stop.is_set()
         self._stop = threading.Event()
-        if self._listening is not None and not stopped:
+
+    def resume(self) -> None:
+        """In a child after fork(), on its first use: listen again, as the parent did."""
+        if getattr(self, "_resume", False) and self._listening is not None:
+            self._resume = False
             self.listen(*self._listening)
 
     def _connect(self) -> ConnectionPool:

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, Self, TypeVar
 
-from . import _shutdown
+from . import _fork, _shutdown
 from ._fork import on_fork
 from .config import Settings
 from .errors import (
@@ -178,6 +178,7 @@ class Hold:
         if catalog is not None:
             catalog.listen(self._on_change, on_gap=self._on_notice_gap)
         _shutdown.register(self, handlers=settings.signal_handlers)
+        self._forks = _fork.generation
         on_fork(self._after_fork)
         if self.shutdown_grace == 0 and not embedded_default:
             log.warning(
@@ -191,6 +192,15 @@ class Hold:
         """In a child after fork(): locks another parent thread may have held."""
         self._flights = {}
         self._flights_lock = threading.Lock()
+
+    def _resume_after_fork(self) -> None:
+        """The first use in a forked child: start the threads the parent had (never in
+        the fork hook itself, see :mod:`cargohold._fork`)."""
+        self._forks = _fork.generation
+        _shutdown.resume()
+        self.syncer.resume()
+        if self.catalog is not None:
+            self.catalog.resume()
 
     # -- writes -----------------------------------------------------------------------
 
@@ -918,6 +928,8 @@ class Hold:
             )
 
     def _check_open(self) -> None:
+        if self._forks != _fork.generation:
+            self._resume_after_fork()
         if self._closed:
             raise HoldClosed(
                 f"this Hold on {self.remote.url} is closed",

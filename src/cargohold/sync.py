@@ -148,18 +148,20 @@ class Syncer:
         self._failed: dict[str, tuple[int, CargoholdError]] = {}
         self._lock = FileLock(str(local.root / "sync.lock"), is_singleton=False)
         self._thread: threading.Thread | None = None
+        self._resume = False  # a forked child: start the thread on first use
         self._backoff = 0.0
         # A backlog of keys the catalog missed may have been left by an earlier session.
         self._catalog_behind = catalog is not None
         self._catalog_retry_at = 0.0  # time.monotonic() before which catch-up waits
         self._learn_rate()  # the last session's measure, until this one's first batch
-        on_fork(self._after_fork, restart=True)
+        on_fork(self._after_fork)
 
     def _after_fork(self) -> None:
         """In a child after fork(): the parent's thread is gone and its sync.lock stays the
         parent's (the flock belongs to the shared open file: releasing it here would release
         it there). Fresh events, a lock file of its own, and a thread that stands by until
-        it can take the lock (see :mod:`cargohold._fork`)."""
+        it can take the lock, started by :meth:`resume` on first use (see
+        :mod:`cargohold._fork`: never in the hook)."""
         running = self._thread is not None and not self._stop.is_set()
         abandon(self._lock)
         self._lock = FileLock(str(self.local.root / "sync.lock"), is_singleton=False)
@@ -177,7 +179,13 @@ class Syncer:
         self._sending, self._sending_recorded = {}, None
         self._held_back_before, self._failed = None, {}
         self._backoff = 0.0
-        if running:
+        self._resume = running
+
+    def resume(self) -> None:
+        """In a child after fork(), on its first use of the Hold: start the thread the
+        parent had."""
+        if self._resume:
+            self._resume = False
             self.start()
 
     # -- control ----------------------------------------------------------------------

@@ -18,7 +18,7 @@ import pytest
 import cargohold
 from cargohold.catalog import Catalog
 from cargohold.remotes.s3 import S3Remote
-from testsupport.children import die_with_parent
+from testsupport.children import dying_with_parent
 from testsupport.servers import SeaweedCluster
 
 WORKER = textwrap.dedent(
@@ -98,11 +98,12 @@ class Instance:
     def __init__(self, url: str, catalog: str, data_dir: Path, name: str, builds: Path) -> None:
         self.name = name
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", WORKER, url, catalog, str(data_dir), name, str(builds)],
+            dying_with_parent(
+                [sys.executable, "-c", WORKER, url, catalog, str(data_dir), name, str(builds)]
+            ),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            preexec_fn=die_with_parent,
         )
         assert self.ask_raw() == {"ready": name}
 

@@ -30,7 +30,7 @@ from cargohold import (
 from cargohold.fetch import FetchProgress, remove_stale_partials
 from cargohold.keys import internal_prefix
 from cargohold.remotes import FileRemote, MemoryRemote
-from testsupport.children import die_with_parent
+from testsupport.children import dying_with_parent
 from testsupport.origin import Origin
 
 MiB = 1024 * 1024
@@ -167,11 +167,10 @@ def test_processes_and_instances_share_one_download(origin: Origin, tmp_path: Pa
     dirs = [tmp_path / "shared", tmp_path / "shared", tmp_path / "own-1", tmp_path / "own-2"]
     workers = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, remote, str(d), url],
+            dying_with_parent([sys.executable, "-c", WORKER, remote, str(d), url]),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            preexec_fn=die_with_parent,
         )
         for d in dirs
     ]

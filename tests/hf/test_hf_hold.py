@@ -16,7 +16,7 @@ import cargohold
 from cargohold.remotes import open_remote
 from tests.hf.conftest import LFS_DATA_WARNING, UNLIMITED, hf_url
 from tests.reliability.crash_trials import run_trials
-from testsupport.children import die_with_parent
+from testsupport.children import dying_with_parent
 from testsupport.holds import write_through_an_outage
 from testsupport.hubstandin import Fault, HubStandIn
 
@@ -98,11 +98,10 @@ def test_sigterm_flushes_pending_commits(own_hub: HubStandIn, tmp_path: Path) ->
     # Slow commits, so writes are still pending when the signal arrives.
     own_hub.inject(Fault(None, times=10_000, delay=0.5, match=lambda m, p: f"{repo}/commit/" in p))
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, url, str(tmp_path)],
+        dying_with_parent([sys.executable, "-c", CHILD, url, str(tmp_path)]),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=die_with_parent,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline().split()

@@ -16,7 +16,7 @@ import pytest
 import cargohold
 from cargohold.remotes.s3 import S3Remote
 from tests.conftest import private_seaweedfs, s3_url
-from testsupport.children import die_with_parent
+from testsupport.children import dying_with_parent
 from testsupport.faultproxy import Fault, FaultProxy
 from testsupport.holds import write_through_an_outage
 from testsupport.servers import SeaweedFS
@@ -77,11 +77,10 @@ CHILD = textwrap.dedent(
 
 def _child(url: str, data_dir: Path, mode: str, grace: float) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, url, str(data_dir), mode, str(grace)],
+        dying_with_parent([sys.executable, "-c", CHILD, url, str(data_dir), mode, str(grace)]),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=die_with_parent,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline().split()

@@ -16,7 +16,7 @@ import pytest
 import cargohold
 from cargohold.remotes import FileRemote
 from cargohold.remotes.s3 import S3Remote
-from testsupport.children import die_with_parent
+from testsupport.children import dying_with_parent
 from testsupport.faultproxy import Fault, FaultProxy
 from testsupport.servers import SeaweedFS
 
@@ -41,11 +41,12 @@ WORKER = textwrap.dedent(
 
 def _start(remote: str, data_dir: Path, name: str, count: int, mode: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", WORKER, remote, str(data_dir), name, str(count), mode],
+        dying_with_parent(
+            [sys.executable, "-c", WORKER, remote, str(data_dir), name, str(count), mode]
+        ),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        preexec_fn=die_with_parent,
     )
 
 
@@ -117,9 +118,8 @@ def test_a_send_in_flight_at_a_kill_holds_back_only_newer_versions(
         )
         data_dir = tmp_path / "data"
         killed = subprocess.run(
-            [sys.executable, "-c", KILLED_WHILE_SENDING, url, str(data_dir)],
+            dying_with_parent([sys.executable, "-c", KILLED_WHILE_SENDING, url, str(data_dir)]),
             timeout=60,
-            preexec_fn=die_with_parent,
         )
         assert killed.returncode == -signal.SIGKILL
         with cargohold.open(

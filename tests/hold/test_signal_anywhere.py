@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from cargohold.remotes.file import FileRemote
-from testsupport.children import die_with_parent
+from testsupport.children import dying_with_parent
 
 CHILD = textwrap.dedent(
     """
@@ -103,19 +103,20 @@ def _trial(tmp_path: Path, nth: int) -> None:
     remote_dir = tmp_path / f"remote-{nth}"
     acked_path = tmp_path / f"acked-{nth}"
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            CHILD,
-            remote_dir.as_uri(),
-            str(tmp_path / f"data-{nth}"),
-            str(acked_path),
-            str(nth),
-        ],
+        dying_with_parent(
+            [
+                sys.executable,
+                "-c",
+                CHILD,
+                remote_dir.as_uri(),
+                str(tmp_path / f"data-{nth}"),
+                str(acked_path),
+                str(nth),
+            ]
+        ),
         capture_output=True,
         text=True,
         timeout=60,  # grace 5 s: a hang fails here
-        preexec_fn=die_with_parent,
     )
     assert proc.returncode == -signal.SIGTERM, (nth, proc.returncode, proc.stderr[-3000:])
     acked = acked_path.read_text().split("\n")[:-1] if acked_path.exists() else []
@@ -149,18 +150,19 @@ def test_the_trace_reaches_cargohold_code(tmp_path: Path) -> None:
     env = dict(os.environ)
     with pytest.raises(subprocess.TimeoutExpired):
         subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                CHILD,
-                (tmp_path / "remote").as_uri(),
-                str(tmp_path / "data"),
-                str(tmp_path / "acked"),
-                str(10**12),
-            ],
+            dying_with_parent(
+                [
+                    sys.executable,
+                    "-c",
+                    CHILD,
+                    (tmp_path / "remote").as_uri(),
+                    str(tmp_path / "data"),
+                    str(tmp_path / "acked"),
+                    str(10**12),
+                ]
+            ),
             capture_output=True,
             timeout=3,
             env=env,
-            preexec_fn=die_with_parent,
         )
     assert (tmp_path / "acked").read_text().count("done put") > 3

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import cargohold
 from tests.conftest import s3_url
-from testsupport.children import die_with_parent
+from testsupport.children import dying_with_parent
 from testsupport.servers import SeaweedFS
 
 WORKER = textwrap.dedent(
@@ -61,21 +61,22 @@ def _worker(
     build_seconds: float = 0.3,
 ) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            WORKER,
-            url,
-            str(data_dir),
-            str(builds),
-            ",".join(prompts),
-            str(lease_ttl),
-        ],
+        dying_with_parent(
+            [
+                sys.executable,
+                "-c",
+                WORKER,
+                url,
+                str(data_dir),
+                str(builds),
+                ",".join(prompts),
+                str(lease_ttl),
+            ]
+        ),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         env={**__import__("os").environ, "BUILD_SECONDS": str(build_seconds)},
-        preexec_fn=die_with_parent,
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "READY"

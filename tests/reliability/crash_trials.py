@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from testsupport.children import die_with_parent
+from testsupport.children import dying_with_parent
 
 CHILD = r"""
 import hashlib, random, sys
@@ -85,10 +85,9 @@ def run_trial(url: str, seed: int, *, kill_after: float, workdir: Path) -> Trial
 
     data_dir = workdir / f"trial-{seed}"
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, url, str(data_dir), str(seed)],
+        dying_with_parent([sys.executable, "-c", CHILD, url, str(data_dir), str(seed)]),
         stdout=subprocess.PIPE,
         text=True,
-        preexec_fn=die_with_parent,
     )
     assert child.stdout is not None
     ready = child.stdout.readline().strip()

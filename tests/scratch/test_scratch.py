@@ -21,7 +21,7 @@ import cargohold
 from cargohold import Hold, InvalidInput, StorageFull
 from cargohold.remotes import FileRemote, MemoryRemote
 from cargohold.scratch import Scratch, collect_bundles, remove_dead
-from testsupport.children import die_with_parent
+from testsupport.children import dying_with_parent
 
 OpenHold = Callable[..., Hold]
 
@@ -115,10 +115,11 @@ def test_workspaces_of_dead_processes_are_removed_at_the_next_start(
 ) -> None:
     def holder() -> tuple[subprocess.Popen[str], Path]:
         proc = subprocess.Popen(
-            [sys.executable, "-c", HOLDER, str(tmp_path / "other"), str(tmp_path / "tmp")],
+            dying_with_parent(
+                [sys.executable, "-c", HOLDER, str(tmp_path / "other"), str(tmp_path / "tmp")]
+            ),
             stdout=subprocess.PIPE,
             text=True,
-            preexec_fn=die_with_parent,
         )
         assert proc.stdout is not None
         return proc, Path(proc.stdout.readline().strip())
