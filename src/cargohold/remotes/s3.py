@@ -46,8 +46,9 @@ store built after the fork. Worse, the child shares the runtime's epoll descript
 the parent, so a child that tries can steal the wake-ups of the parent's requests and hang
 the parent too. A process that forks before any obstore call starts its own runtime and
 keeps obstore. (obstore used directly by the app, outside cargohold, is not seen: such an
-app should fork before using it.) In botocore mode batches run on a thread pool, and the
-retry budget is ``max_retries`` attempts without the ``retry_timeout`` total.
+app should fork before using it.) In botocore mode batches run on a thread pool, the
+retry budget is ``max_retries`` attempts without the ``retry_timeout`` total, and
+``request_timeout`` bounds each wait for the socket rather than the whole request.
 """
 
 from __future__ import annotations
