@@ -140,16 +140,23 @@ class BotoS3:
             # The endpoint is the one S3Remote resolved (None means AWS).
             "ignore_configured_endpoint_urls": True,
         }
+        keys: dict[str, Any] = {}
         if config.get("skip_signature"):
             settings["signature_version"] = UNSIGNED
+        elif (credentials := options.get("credential_provider")) is not None:
+            keys = {
+                "aws_access_key_id": credentials.access_key_id,
+                "aws_secret_access_key": credentials.secret_access_key,
+                "aws_session_token": credentials.token,
+            }
+        # else AWS with no keys given: botocore's own chain (instance, container, SSO),
+        # as obstore falls back on instance credentials.
         session = botocore.session.Session()
         return session.create_client(
             "s3",
             endpoint_url=endpoint.rstrip("/") if endpoint else None,
-            aws_access_key_id=config.get("access_key_id"),
-            aws_secret_access_key=config.get("secret_access_key"),
-            aws_session_token=config.get("session_token"),
             config=Config(**settings),
+            **keys,
         )
 
     def close(self) -> None:
