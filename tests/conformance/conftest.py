@@ -10,10 +10,19 @@ import pytest
 
 from cargohold.remotes import Remote, open_remote
 from cargohold.remotes.memory import MemoryRemote
+from cargohold.remotes.s3 import _Obstore
 from tests.conftest import s3_url
 from tests.hf.conftest import LFS_DATA_WARNING, UNLIMITED, hf_url, hub  # noqa: F401 - fixture
 
-REMOTES = ["memory", "file", "s3-seaweedfs", "s3-moto", "hf"]
+REMOTES = [
+    "memory",
+    "file",
+    "s3-seaweedfs",
+    "s3-moto",
+    "s3-seaweedfs-botocore",
+    "s3-moto-botocore",
+    "hf",
+]
 
 
 def _make_remote(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Remote:
@@ -29,6 +38,15 @@ def _make_remote(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> R
     if kind == "s3-moto":
         server = request.getfixturevalue("moto")
         return open_remote(s3_url(server, request.getfixturevalue("moto_bucket")))
+    if kind.endswith("-botocore"):  # S3 as a child forked after obstore ran talks it
+        made = _make_remote(kind.removesuffix("-botocore"), request, tmp_path)
+        list(made.list())  # obstore used in this process, as in a parent before fork()
+        # The flag fork() sets in such a child (s3._after_fork_in_child), set here so that
+        # every case runs on the botocore path; tests/conformance/test_s3_fork.py forks
+        # for real. Not a mock: the requests go to the real server.
+        request.getfixturevalue("monkeypatch").setattr(_Obstore, "inherited", True)
+        assert made._boto() is not None  # type: ignore[attr-defined]
+        return made
     if kind == "hf":  # a dataset repo in the Hub stand-in (tests/hf/conftest.py)
         server = request.getfixturevalue("hub")
         monkeypatch = request.getfixturevalue("monkeypatch")

@@ -20,7 +20,7 @@ from cargohold import (
     TimedOut,
 )
 from cargohold.remotes import open_remote
-from cargohold.remotes.s3 import S3Remote
+from cargohold.remotes.s3 import S3Remote, _Obstore
 from testsupport.faultproxy import Fault, FaultProxy
 from testsupport.servers import MotoServer, S3Server, SeaweedFS, free_port
 
@@ -106,6 +106,15 @@ def moto_auth() -> Iterator[AuthServer]:
         server.cleanup()
 
 
+@pytest.fixture(params=["obstore", "botocore"])
+def sdk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which SDK the S3 remote talks through: obstore, or botocore as in a child forked
+    after obstore ran (the flag that fork sets, set here; test_s3_fork.py forks for real)."""
+    if request.param == "botocore":
+        monkeypatch.setattr(_Obstore, "inherited", True)
+    return str(request.param)
+
+
 @pytest.fixture(params=["seaweedfs_auth", "moto_auth"])
 def auth(request: pytest.FixtureRequest) -> AuthServer:
     return request.getfixturevalue(request.param)
@@ -123,12 +132,14 @@ def _remote(endpoint: str, key: str, secret: str, bucket: str = "auth-bucket") -
     )
 
 
+@pytest.mark.usefixtures("sdk")
 def test_accepted_credentials_work(auth: AuthServer) -> None:
     remote = _remote(auth.endpoint, *auth.admin)
     remote.put("k", b"v")
     assert remote.get("k") == b"v"
 
 
+@pytest.mark.usefixtures("sdk")
 def test_unknown_access_key_is_named(auth: AuthServer) -> None:
     remote = _remote(auth.endpoint, "NOSUCHKEY", "whatever")
     with pytest.raises(PermissionDenied, match="access key id 'NOSUCHKEY' was refused") as err:
@@ -137,6 +148,7 @@ def test_unknown_access_key_is_named(auth: AuthServer) -> None:
     assert isinstance(err.value, PermissionError)
 
 
+@pytest.mark.usefixtures("sdk")
 def test_wrong_secret_is_named(auth: AuthServer) -> None:
     key = auth.admin[0]
     remote = _remote(auth.endpoint, key, "WRONGSECRET")
@@ -146,6 +158,7 @@ def test_wrong_secret_is_named(auth: AuthServer) -> None:
     assert "WRONGSECRET" not in str(err.value), "a secret must never appear in an error"
 
 
+@pytest.mark.usefixtures("sdk")
 def test_read_only_key_cannot_write(auth: AuthServer) -> None:
     admin = _remote(auth.endpoint, *auth.admin)
     admin.put("shared", b"v")
@@ -165,6 +178,7 @@ def test_read_only_key_cannot_write(auth: AuthServer) -> None:
     assert admin.get("shared") == b"v"
 
 
+@pytest.mark.usefixtures("sdk")
 def test_unreachable_endpoint_is_remote_unavailable() -> None:
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens here
     remote = _remote(closed, "K", "S", bucket="any-bucket")
@@ -177,6 +191,7 @@ def test_unreachable_endpoint_is_remote_unavailable() -> None:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.usefixtures("sdk")
 def test_an_endpoint_that_never_answers_fails_within_the_timeouts() -> None:
     """A server that accepts connections and then says nothing (a hung gateway): the
     request timeout and the retry budget bound the wait, in seconds, and the error is
@@ -226,6 +241,7 @@ def test_an_endpoint_that_never_answers_fails_within_the_timeouts() -> None:
         listener.close()
 
 
+@pytest.mark.usefixtures("sdk")
 def test_missing_bucket_says_to_create_it(seaweedfs: SeaweedFS, moto: SeaweedFS) -> None:
     for server in (seaweedfs, moto):
         remote = _remote(server.endpoint, "K", "S", bucket="no-such-bucket-here")
@@ -249,6 +265,7 @@ def _server(request: pytest.FixtureRequest, name: str) -> tuple[S3Server, str]:
 
 @pytest.mark.parametrize("server", ["seaweedfs", "moto"])
 @pytest.mark.parametrize("status", [429, 503])
+@pytest.mark.usefixtures("sdk")
 def test_throttled_requests_are_retried(
     request: pytest.FixtureRequest, server: str, status: int
 ) -> None:
@@ -264,6 +281,7 @@ def test_throttled_requests_are_retried(
 
 
 @pytest.mark.parametrize("server", ["seaweedfs", "moto"])
+@pytest.mark.usefixtures("sdk")
 def test_endless_throttling_ends_in_remote_unavailable(
     request: pytest.FixtureRequest, server: str
 ) -> None:
@@ -349,6 +367,7 @@ def test_endpoint_and_credentials_from_aws_variables(
     assert remote.get("x") == b"y"
 
 
+@pytest.mark.usefixtures("sdk")
 def test_ca_bundle_variables_do_not_break_plain_http(
     seaweedfs: SeaweedFS, seaweedfs_bucket: str, monkeypatch: pytest.MonkeyPatch, tmp_path: object
 ) -> None:
@@ -381,7 +400,7 @@ def test_large_puts_and_gets_keep_memory_bounded(
     """A 256 MiB object goes up and comes down in a child whose peak RSS stays far below it."""
     code = f"""
 import hashlib, os, resource, sys
-from cargohold.remotes.s3 import S3Remote
+from cargohold.remotes.s3 import S3Remote, _Obstore
 remote = S3Remote({seaweedfs_bucket!r}, "big", endpoint={seaweedfs.endpoint!r},
                   access_key_id="K", secret_access_key="S", environ={{}})
 size = 256 * 1024 * 1024

@@ -35,6 +35,20 @@ PUT, so obstore sends such an object in one request, holding it in memory.
 Throttling (429, 503 SlowDown), 5xx and dropped connections are retried by obstore with
 exponential backoff and jitter, for at most ``retry_timeout`` seconds in total; after
 that the request fails with RemoteUnavailable.
+
+After ``os.fork()`` (gunicorn ``--preload``, ``multiprocessing`` with fork), a child of a
+process that has already made an obstore call does its S3 requests through botocore
+instead (:mod:`cargohold.remotes._s3_boto`), with the same settings and the same errors.
+obstore runs its requests on one tokio runtime per process, a static started by the
+first call, and tokio does not survive fork (tokio-rs/tokio#4301, obstore#214): its
+worker threads are gone in the child, so any obstore call there waits forever, even on a
+store built after the fork. Worse, the child shares the runtime's epoll descriptor with
+the parent, so a child that tries can steal the wake-ups of the parent's requests and hang
+the parent too. A process that forks before any obstore call starts its own runtime and
+keeps obstore. (obstore used directly by the app, outside cargohold, is not seen: such an
+app should fork before using it.) In botocore mode batches run on a thread pool, the
+retry budget is ``max_retries`` attempts without the ``retry_timeout`` total, and
+``request_timeout`` bounds each wait for the socket rather than the whole request.
 """
 
 from __future__ import annotations
@@ -42,11 +56,12 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import obstore
@@ -89,6 +104,8 @@ if TYPE_CHECKING:
     from obstore import GetOptions, GetResult, ObjectMeta, PutMode
     from obstore.store import S3Credential
 
+    from ._s3_boto import BotoS3
+
 __all__ = ["S3Remote"]
 
 PART_SIZE = 8 * 1024 * 1024
@@ -108,6 +125,22 @@ _QUERY_KEYS = {
 _SAFE_METADATA = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 _STATUS = re.compile(r"status code: (\d{3})|status: (\d{3})")
 _CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
+
+
+class _Obstore:
+    """Whether obstore may be used in this process (see the module docstring)."""
+
+    started = False  # this process made an obstore call: its tokio runtime may be running
+    inherited = False  # forked from a process where it was: obstore must not be touched
+    lock = threading.Lock()  # guards building an S3Remote's botocore client
+
+
+def _after_fork_in_child() -> None:
+    _Obstore.inherited = _Obstore.inherited or _Obstore.started
+    _Obstore.lock = threading.Lock()  # the parent's may have been held by a thread now gone
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _is_loopback(host: str) -> bool:
@@ -190,6 +223,8 @@ def _credentials(
 
 class S3Remote(Remote):
     """A bucket (and optional prefix) in an S3-compatible store. See the module docstring."""
+
+    _boto_s3: BotoS3 | None = None  # built on first use in a child forked after obstore ran
 
     def __init__(
         self,
@@ -304,12 +339,36 @@ class S3Remote(Remote):
         except Exception as exc:
             raise ConfigError(f"cannot configure S3 bucket {self.bucket!r}: {exc}") from exc
 
+    @property
+    def _store(self) -> S3Store:
+        """The obstore store; asking for it marks obstore as used in this process."""
+        _Obstore.started = True
+        return self._obstore_store
+
+    @_store.setter
+    def _store(self, store: S3Store) -> None:
+        self._obstore_store = store
+
+    def _boto(self) -> BotoS3 | None:
+        """The botocore client to use instead of obstore, in a child forked after obstore
+        ran in its parent; None everywhere else (see the module docstring)."""
+        if not _Obstore.inherited:
+            return None
+        with _Obstore.lock:
+            if self._boto_s3 is None:
+                from ._s3_boto import BotoS3
+
+                self._boto_s3 = BotoS3(self, self._raise)
+            return self._boto_s3
+
     def _after_fork(self) -> None:
         """In a child after fork(): the store's connections and the event loop's thread
-        are the parent's. A new store and loop (see :mod:`cargohold._fork`)."""
-        abandon(self._store, self._loop)
-        self._store = self._new_store()
+        are the parent's. A new store and loop (see :mod:`cargohold._fork`), and a new
+        botocore client if this process (a child itself) had one."""
+        abandon(self._obstore_store, self._loop, self._boto_s3)
+        self._store = self._new_store()  # building one starts no runtime: safe here
         self._loop = LoopThread(f"cargohold-s3-{self.bucket}")
+        self._boto_s3 = None
 
     @classmethod
     def from_url(cls, url: str, settings: Settings | None = None) -> S3Remote:
@@ -354,6 +413,8 @@ class S3Remote(Remote):
     # -- reads ------------------------------------------------------------------------
 
     def _get(self, key: str, range: ByteRange | None) -> bytes:
+        if (boto := self._boto()) is not None:
+            return boto.get(key, range)
         if range is not None and range[1] == range[0]:
             self._head(key)  # an empty range still needs the object to exist
             return b""
@@ -366,6 +427,8 @@ class S3Remote(Remote):
             self._raise(exc, key, "read")
 
     def _stream(self, key: str, range: ByteRange | None) -> ObjectStream:
+        if (boto := self._boto()) is not None:
+            return boto.stream(key, range)
         if range is not None and range[1] == range[0]:
             return _EmptyStream(self._head(key))
         try:
@@ -388,6 +451,8 @@ class S3Remote(Remote):
     def _head(self, key: str) -> ObjectInfo:
         # A GET with head=True is a HEAD request that also returns the attributes
         # (metadata, content type), which obstore's head() drops.
+        if (boto := self._boto()) is not None:
+            return boto.head(key)
         try:
             result = obstore.get(self._store, key, options={"head": True})
         except Exception as exc:  # noqa: BLE001
@@ -412,6 +477,11 @@ class S3Remote(Remote):
         )
 
     def _list(self, prefix: str) -> Iterator[ObjectInfo]:
+        if (boto := self._boto()) is not None:
+            return boto.list(prefix)
+        return self._obstore_list(prefix)
+
+    def _obstore_list(self, prefix: str) -> Iterator[ObjectInfo]:
         # obstore matches prefixes by whole segments ('a/b' lists 'a/b/...', not 'a/bc').
         # For a partial last segment, list its folder from just before the prefix, filter,
         # and stop at the first key past it (listings are in byte order).
@@ -472,6 +542,8 @@ class S3Remote(Remote):
         )
 
     def _put(self, request: PutRequest) -> ObjectInfo:
+        if (boto := self._boto()) is not None:
+            return boto.put(request)
         size = request.size_hint()
         try:
             result = obstore.put(self._store, **self._put_args(request))
@@ -482,6 +554,9 @@ class S3Remote(Remote):
     # -- batches: many requests on one event loop ---------------------------------------
 
     def _put_many(self, requests: list[PutRequest], concurrency: int) -> PutResults:
+        if self._boto() is not None:  # botocore is synchronous: the base class's threads
+            return super()._put_many(requests, concurrency)
+
         async def one(request: PutRequest) -> ObjectInfo | CargoholdError:
             size = request.size_hint()
             try:
@@ -493,6 +568,9 @@ class S3Remote(Remote):
         return self._loop.run(bounded_gather(one, requests, concurrency))
 
     def _get_many(self, keys: list[str], concurrency: int) -> GetResults:
+        if self._boto() is not None:
+            return super()._get_many(keys, concurrency)
+
         async def one(key: str) -> bytes | CargoholdError:
             try:
                 result = await obstore.get_async(self._store, key)
@@ -503,6 +581,9 @@ class S3Remote(Remote):
         return self._loop.run(bounded_gather(one, keys, concurrency))
 
     def _fetch_many(self, keys: list[str], concurrency: int) -> FetchResults:
+        if self._boto() is not None:
+            return super()._fetch_many(keys, concurrency)
+
         async def one(key: str) -> tuple[ObjectInfo, bytes] | CargoholdError:
             try:
                 result = await obstore.get_async(self._store, key)
@@ -514,6 +595,9 @@ class S3Remote(Remote):
         return self._loop.run(bounded_gather(one, keys, concurrency))
 
     def _download_many(self, items: list[tuple[str, Path]], concurrency: int) -> PutResults:
+        if self._boto() is not None:
+            return super()._download_many(items, concurrency)
+
         async def one(item: tuple[str, Path]) -> ObjectInfo | CargoholdError:
             key, path = item
             try:
@@ -541,6 +625,9 @@ class S3Remote(Remote):
         return self._loop.run(bounded_gather(one, items, concurrency))
 
     def _delete_many(self, keys: list[str], concurrency: int) -> DeleteResults:
+        if self._boto() is not None:
+            return super()._delete_many(keys, concurrency)
+
         async def one(key: str) -> CargoholdError | None:
             try:
                 await obstore.delete_async(self._store, key)
@@ -554,8 +641,13 @@ class S3Remote(Remote):
 
     def close(self) -> None:
         self._loop.close()
+        if self._boto_s3 is not None:
+            self._boto_s3.close()
 
     def _delete(self, key: str) -> None:
+        if (boto := self._boto()) is not None:
+            boto.delete(key)
+            return
         try:
             obstore.delete(self._store, key)
         except FileNotFoundError:
@@ -565,21 +657,26 @@ class S3Remote(Remote):
 
     # -- errors -----------------------------------------------------------------------
 
-    def _raise(self, exc: BaseException, key: str | None, action: str) -> NoReturn:
-        raise self._error(exc, key, action) from exc
+    def _raise(
+        self, exc: BaseException, key: str | None, action: str, *, create: bool = False
+    ) -> NoReturn:
+        raise self._error(exc, key, action, create=create) from exc
 
-    def _error(self, exc: BaseException, key: str | None, action: str) -> CargoholdError:
-        """Translate an obstore error into cargohold's tree: the one place this module does it."""
-        error = self._translate(exc, key, action)
+    def _error(
+        self, exc: BaseException, key: str | None, action: str, *, create: bool = False
+    ) -> CargoholdError:
+        """Translate an obstore or botocore error into cargohold's tree: the one place this
+        module does it. ``create``: the failed request was a create-only put."""
+        error = self._translate(exc, key, action, create)
         error.__cause__ = exc
         return error
 
-    def _translate(self, exc: BaseException, key: str | None, action: str) -> CargoholdError:
+    def _translate(
+        self, exc: BaseException, key: str | None, action: str, create: bool
+    ) -> CargoholdError:
         where = self.url if key is None else f"{key!r} in {self.url}"
-        text = str(exc)
-        found = _CODE.search(text)
-        code = found.group(1) if found else None
-        status = _status(exc)
+        failure = _Failure.of(exc, action, create, botocore=self._boto_s3 is not None)
+        code, status, text = failure.code, failure.status, failure.text
         context: dict[str, Any] = {"key": key, "remote": self.url}
         if code == "NoSuchBucket":
             return ConfigError(
@@ -587,17 +684,17 @@ class S3Remote(Remote):
                 hint="create the bucket, or fix the bucket name in the remote URL",
                 **context,
             )
-        if isinstance(exc, FileNotFoundError):
+        if failure.kind == "missing":
             if action == "write":  # only an if-match put can miss (AWS and moto say 404)
                 return PreconditionFailed(f"{where} no longer exists", **context)
             return NotFoundError(f"no object {where}", **context)
-        if isinstance(exc, AlreadyExistsError):
+        if failure.kind == "exists":
             return AlreadyExists(f"{where} already exists", **context)
-        if isinstance(exc, PreconditionError):
+        if failure.kind == "changed":
             return PreconditionFailed(f"{where} no longer has the expected etag", **context)
-        if isinstance(exc, PermissionDeniedError | UnauthenticatedError) or status in (401, 403):
+        if failure.kind == "denied":
             return self._permission_error(code, action, where, context)
-        if (status is not None and (status >= 500 or status == 429)) or _looks_unreachable(text):
+        if (status is not None and (status >= 500 or status == 429)) or failure.unreachable:
             return RemoteUnavailable(
                 f"cannot {action} {where}: the S3 endpoint did not answer successfully "
                 f"after retries ({_first_line(text)})",
@@ -626,6 +723,60 @@ class S3Remote(Remote):
                 "has it (some stores also answer AccessDenied when the bucket does not exist)"
             )
         return PermissionDenied(message, hint=hint, **context)
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """What an obstore or botocore error says, in the terms ``_translate`` decides on."""
+
+    kind: Literal["missing", "exists", "changed", "denied"] | None
+    code: str | None  # S3's error code, when the store sent one
+    status: int | None
+    unreachable: bool
+    text: str
+
+    @classmethod
+    def of(cls, exc: BaseException, action: str, create: bool, *, botocore: bool) -> _Failure:
+        text = str(exc)
+        if botocore:
+            from ._s3_boto import describe
+
+            facts = describe(exc)
+            if facts is not None:
+                return cls(
+                    _kind_of_status(facts.status, facts.code, action, create),
+                    facts.code,
+                    facts.status,
+                    facts.unreachable,
+                    facts.text,
+                )
+        found = _CODE.search(text)
+        code = found.group(1) if found else None
+        status = _status(exc)
+        kind: Literal["missing", "exists", "changed", "denied"] | None = None
+        if isinstance(exc, FileNotFoundError):
+            kind = "missing"
+        elif isinstance(exc, AlreadyExistsError):
+            kind = "exists"
+        elif isinstance(exc, PreconditionError):
+            kind = "changed"
+        elif isinstance(exc, PermissionDeniedError | UnauthenticatedError) or status in (401, 403):
+            kind = "denied"
+        return cls(kind, code, status, _looks_unreachable(text), text)
+
+
+def _kind_of_status(
+    status: int | None, code: str | None, action: str, create: bool
+) -> Literal["missing", "exists", "changed", "denied"] | None:
+    """What obstore's error classes say, for a botocore error (its status and code)."""
+    if status == 404 or code in ("NoSuchKey", "NotFound"):
+        return "missing"
+    # 409 ConditionalRequestConflict: AWS's answer to a conditional put racing another.
+    if action == "write" and (status == 412 or code == "ConditionalRequestConflict"):
+        return "exists" if create else "changed"
+    if status in (401, 403) or code == "NoCredentials":
+        return "denied"
+    return None
 
 
 class _EmptyStream(ObjectStream):
