@@ -84,6 +84,7 @@ import logging
 import math
 import os
 import sqlite3
+import sys
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
@@ -860,18 +861,46 @@ class LocalTier:
 _TIERS: weakref.WeakSet[LocalTier] = weakref.WeakSet()
 
 
+#: Seconds the forking thread keeps the GIL before fork() (see _before_fork).
+_FORK_QUIESCE = 0.003
+_switch_interval: float | None = None
+
+
 def _before_fork() -> None:
-    for tier in list(_TIERS):
-        if not tier._closed:
-            tier._index.before_fork()
+    global _switch_interval
+    tiers = [tier for tier in list(_TIERS) if not tier._closed]
+    for tier in tiers:
+        tier._index.before_fork()
+    if not tiers:
+        return
+    # Another thread may be inside SQLite at this instant (the GIL is released there),
+    # holding one of SQLite's own mutexes: a child forked now inherits it held, and its
+    # first SQLite call waits forever. So the forking thread keeps the GIL for a moment
+    # (no switch to another thread meanwhile): a call under way ends, and its thread then
+    # waits for the GIL, outside SQLite, until the fork is done. A call longer than this
+    # is rare (the index's statements take microseconds); it is not waited for.
+    _switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1.0)
+    until = time.perf_counter() + _FORK_QUIESCE
+    while time.perf_counter() < until:
+        pass
+
+
+def _restore_switch_interval() -> None:
+    global _switch_interval
+    if _switch_interval is not None:
+        sys.setswitchinterval(_switch_interval)
+        _switch_interval = None
 
 
 def _after_fork_in_parent() -> None:
+    _restore_switch_interval()
     for tier in list(_TIERS):
         tier._index.after_fork_in_parent()
 
 
 def _after_fork_in_child() -> None:
+    _restore_switch_interval()
     for tier in list(_TIERS):
         tier._forked()
 
