@@ -123,7 +123,7 @@ def test_a_send_in_flight_at_a_kill_holds_back_only_newer_versions(
         )
         assert killed.returncode == -signal.SIGKILL
         with cargohold.open(
-            url, data_dir=data_dir, signal_handlers=False, resend_after=60
+            url, data_dir=data_dir, signal_handlers=False, resend_after=600
         ) as next_:
             next_.flush(30)  # the same version goes at once
             next_.put("k", b"version 2")
@@ -132,7 +132,7 @@ def test_a_send_in_flight_at_a_kill_holds_back_only_newer_versions(
             next_.put("other", b"not held back", durable=True)  # other keys go at once
             next_.close(flush=False)
         with cargohold.open(
-            url, data_dir=data_dir, signal_handlers=False, resend_after=60
+            url, data_dir=data_dir, signal_handlers=False, resend_after=600
         ) as quick:
             with pytest.raises(cargohold.TimedOut):
                 quick.flush(timeout=1)  # a clean session in between did not end the wait
