@@ -1,0 +1,96 @@
+"""Attacks on the shutdown and fork promises (issue 14) that found a real problem.
+
+Each test is a real process; what counts is what the remote holds afterwards (never the
+old data directory) and how the process ended.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from cargohold.remotes.file import FileRemote
+from testsupport.children import die_with_parent
+
+# Writers on non-daemon threads go on putting while the main thread ends: the interpreter's
+# exit closes the Hold (cargohold's exit hook runs before threading joins such threads),
+# so puts land during close(). Each writes "try" before and "done" after a put returns.
+CLOSE_WHILE_WRITING = textwrap.dedent(
+    """
+    import os, sys, threading, time
+    import cargohold
+
+    remote, data_dir, acked_path = sys.argv[1], sys.argv[2], sys.argv[3]
+    hold = cargohold.open(remote, data_dir=data_dir, shutdown_grace=10)
+    acked = os.open(acked_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+
+    def writer(t):
+        i = 0
+        while True:
+            key = f"t{t}/{i % 50}"
+            os.write(acked, f"try {key} {i}\\n".encode())
+            try:
+                hold.put(key, f"{i}".encode() * 200)
+            except cargohold.errors.CargoholdError as exc:
+                os.write(acked, f"stop {key} {type(exc).__name__}\\n".encode())
+                return
+            os.write(acked, f"done {key} {i}\\n".encode())
+            i += 1
+
+    for t in range(4):
+        threading.Thread(target=writer, args=(t,)).start()
+    time.sleep(1.0)
+    # The main thread ends here; the writers do not.
+    """
+)
+
+
+def _allowed(lines: list[str]) -> dict[str, set[bytes | None]]:
+    """Per key: the last acknowledged value, or the one put begun and not acknowledged."""
+    done: dict[str, bytes] = {}
+    trying: dict[str, bytes] = {}
+    for line in lines:
+        phase, key, rest = line.split(maxsplit=2)
+        if phase == "try":
+            trying[key] = rest.encode() * 200
+        elif phase == "done":
+            done[key] = rest.encode() * 200
+            trying.pop(key, None)
+    allowed: dict[str, set[bytes | None]] = {key: {value} for key, value in done.items()}
+    for key, value in trying.items():
+        allowed.setdefault(key, {None}).add(value)
+    return allowed
+
+
+def test_puts_acknowledged_while_the_exit_closes_the_hold_reach_the_remote(
+    tmp_path: Path,
+) -> None:
+    remote_dir = tmp_path / "remote"
+    acked = tmp_path / "acked"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CLOSE_WHILE_WRITING,
+            remote_dir.as_uri(),
+            str(tmp_path / "data"),
+            str(acked),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=die_with_parent,
+    )
+    lines = acked.read_text().split("\n")[:-1]
+    assert sum(line.startswith("done") for line in lines) > 50  # the writers did write
+    remote = FileRemote(remote_dir)
+    held = {info.key for info in remote.list()}
+    wrong = {}
+    for key, allowed in _allowed(lines).items():
+        value = remote.get(key) if key in held else None
+        if value not in allowed:
+            wrong[key] = None if value is None else value[:8]
+    assert not wrong, (len(wrong), sorted(wrong.items())[:5], proc.stderr[-2000:])
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])
