@@ -6,6 +6,7 @@ old data directory) and how the process ended.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import textwrap
@@ -94,3 +95,57 @@ def test_puts_acknowledged_while_the_exit_closes_the_hold_reach_the_remote(
             wrong[key] = None if value is None else value[:8]
     assert not wrong, (len(wrong), sorted(wrong.items())[:5], proc.stderr[-2000:])
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])
+
+
+# The main thread ends while a non-daemon thread goes on (a server's loop on a thread of
+# its own, a queue consumer): the exit hook closed the Hold, and threading has marked the
+# main thread stopped while it waits for that thread. The platform's SIGTERM then comes.
+MAIN_RETURNED = textwrap.dedent(
+    """
+    import sys, threading, time
+    import cargohold
+
+    hold = cargohold.open(sys.argv[1], data_dir=sys.argv[2], shutdown_grace=2)
+    hold.put("k", b"v")
+
+    def worker():
+        while threading.main_thread().is_alive():
+            time.sleep(0.01)
+        print("MAIN-RETURNED", flush=True)
+        while True:
+            time.sleep(0.05)
+
+    threading.Thread(target=worker).start()
+    """
+)
+
+
+def test_sigterm_after_the_main_thread_returned_still_ends_the_process(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            MAIN_RETURNED,
+            (tmp_path / "remote").as_uri(),
+            str(tmp_path / "data"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=die_with_parent,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "MAIN-RETURNED"
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)  # grace 2 s: still running here means SIGTERM was lost
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        assert proc.returncode == -signal.SIGTERM, proc.stderr.read()[-2000:] if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    assert FileRemote(tmp_path / "remote").get("k") == b"v"
