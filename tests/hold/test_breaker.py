@@ -10,10 +10,16 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
+import uuid
 from pathlib import Path
 
 from cargohold.remotes.file import FileRemote
+from cargohold.remotes.s3 import S3Remote
+from tests.conftest import s3_url
 from testsupport.children import die_with_parent
+from testsupport.faultproxy import Fault, FaultProxy
+from testsupport.servers import SeaweedFS
 
 # Writers on non-daemon threads go on putting while the main thread ends: the interpreter's
 # exit closes the Hold (cargohold's exit hook runs before threading joins such threads),
@@ -149,3 +155,67 @@ def test_sigterm_after_the_main_thread_returned_still_ends_the_process(tmp_path:
             proc.kill()
         proc.communicate()
     assert FileRemote(tmp_path / "remote").get("k") == b"v"
+
+
+# A main thread writing flat out to an S3 remote that is fast at first (the drain rate is
+# measured on it) and then turns slow; SIGTERM once the slow spell has lasted a while.
+SLOWING_WRITER = textwrap.dedent(
+    """
+    import os, sys
+    import cargohold
+
+    remote, data_dir, acked_path = sys.argv[1], sys.argv[2], sys.argv[3]
+    hold = cargohold.open(remote, data_dir=data_dir, shutdown_grace=4)
+    acked = os.open(acked_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    i = 0
+    while True:
+        hold.put(f"w/{i}", b"x" * 2000)
+        os.write(acked, f"w/{i}\\n".encode())
+        i += 1
+    """
+)
+
+
+def _acked(path: Path) -> list[str]:
+    return path.read_text().split("\n")[:-1] if path.exists() else []
+
+
+def test_a_remote_that_turns_slow_still_drains_every_acknowledged_write_at_sigterm(
+    seaweedfs: SeaweedFS, seaweedfs_bucket: str, tmp_path: Path
+) -> None:
+    prefix = f"slowing-{uuid.uuid4().hex[:8]}"
+    acked = tmp_path / "acked"
+    with FaultProxy(seaweedfs.endpoint) as proxy:
+        url = (
+            f"s3://{seaweedfs_bucket}/{prefix}?endpoint={proxy.endpoint}"
+            f"&access_key_id={seaweedfs.access_key}&secret_access_key={seaweedfs.secret_key}"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SLOWING_WRITER, url, str(tmp_path / "data"), str(acked)],
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=die_with_parent,
+        )
+        try:
+            # Fast for a while (thousands of writes measured), then each PUT 0.1 s late (a
+            # remote that turns 10x slower or more just before the signal loses the backlog
+            # allowed at the old rate: no estimate can see that coming).
+            for _ in range(600):
+                if len(_acked(acked)) > 5000 or proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+            assert len(_acked(acked)) > 5000, "the writer did not get going"
+            proxy.add(Fault(status=None, times=10**9, delay=0.1, match=lambda m, p: m == "PUT"))
+            time.sleep(3)
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == -signal.SIGTERM, stderr[-2000:]
+    held = {
+        info.key for info in S3Remote.from_url(s3_url(seaweedfs, seaweedfs_bucket, prefix)).list()
+    }
+    missing = [key for key in _acked(acked) if key not in held]
+    assert not missing, (len(missing), len(_acked(acked)), missing[:3], stderr[-1500:])
