@@ -14,6 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
+import cargohold
 from cargohold.remotes.file import FileRemote
 from cargohold.remotes.s3 import S3Remote
 from tests.conftest import s3_url
@@ -219,3 +220,36 @@ def test_a_remote_that_turns_slow_still_drains_every_acknowledged_write_at_sigte
     }
     missing = [key for key in _acked(acked) if key not in held]
     assert not missing, (len(missing), len(_acked(acked)), missing[:3], stderr[-1500:])
+
+
+def test_a_timed_out_attempt_that_lands_late_does_not_overwrite_a_newer_version(
+    seaweedfs: SeaweedFS, seaweedfs_bucket: str, tmp_path: Path
+) -> None:
+    """The first PUT of ``k`` reaches the server 4 s late (the proxy forwards it after its
+    delay), past the client's request timeout of 1 s: the remote layer retries it and the
+    retry is answered at once. A newer version written afterwards must still be the one
+    the remote holds once the late attempt has landed."""
+    prefix = f"late-{uuid.uuid4().hex[:8]}"
+    with FaultProxy(seaweedfs.endpoint) as proxy:
+        proxy.add(
+            Fault(status=None, times=1, delay=4, match=lambda m, p: m == "PUT" and p.endswith("/k"))
+        )
+        url = (
+            f"s3://{seaweedfs_bucket}/{prefix}?endpoint={proxy.endpoint}"
+            f"&access_key_id={seaweedfs.access_key}&secret_access_key={seaweedfs.secret_key}"
+        )
+        with cargohold.open(
+            url, data_dir=tmp_path / "data", signal_handlers=False, request_timeout=1
+        ) as hold:
+            hold.put("k", b"version 1")
+            hold.flush(60)
+            hold.put("k", b"version 2", durable=True)
+            hold.flush(60)
+        # Until the late attempt has been forwarded (three PUTs of k in all).
+        for _ in range(400):
+            if sum(1 for m, p, _ in proxy.requests if m == "PUT" and p.endswith("/k")) >= 3:
+                break
+            time.sleep(0.05)
+        puts = [r for r in proxy.requests if r[0] == "PUT" and r[1].endswith("/k")]
+    check = S3Remote.from_url(s3_url(seaweedfs, seaweedfs_bucket, prefix))
+    assert check.get("k") == b"version 2", puts
