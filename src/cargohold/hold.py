@@ -157,6 +157,7 @@ class Hold:
             resend_after=settings.resend_after,
             sync_delay=settings.sync_delay,
             catalog=catalog,
+            request_timeout=settings.request_timeout,
         )
         self._closed = False
         #: close() has begun: new writes are refused, and one that got past that check
