@@ -253,3 +253,41 @@ def test_a_timed_out_attempt_that_lands_late_does_not_overwrite_a_newer_version(
         puts = [r for r in proxy.requests if r[0] == "PUT" and r[1].endswith("/k")]
     check = S3Remote.from_url(s3_url(seaweedfs, seaweedfs_bucket, prefix))
     assert check.get("k") == b"version 2", puts
+
+
+def test_a_late_attempt_does_not_overwrite_a_key_written_again_after_its_copy_was_evicted(
+    seaweedfs: SeaweedFS, seaweedfs_bucket: str, tmp_path: Path
+) -> None:
+    """As above, but the clean copy of ``k`` is evicted before ``k`` is written again: the
+    new row starts again at version 1, the version the late attempt is on the list with."""
+    prefix = f"evicted-{uuid.uuid4().hex[:8]}"
+    with FaultProxy(seaweedfs.endpoint) as proxy:
+        proxy.add(
+            Fault(status=None, times=1, delay=4, match=lambda m, p: m == "PUT" and p.endswith("/k"))
+        )
+        url = (
+            f"s3://{seaweedfs_bucket}/{prefix}?endpoint={proxy.endpoint}"
+            f"&access_key_id={seaweedfs.access_key}&secret_access_key={seaweedfs.secret_key}"
+        )
+        with cargohold.open(
+            url,
+            data_dir=tmp_path / "data",
+            signal_handlers=False,
+            request_timeout=1,
+            local_max_bytes=300_000,
+            max_pending_bytes=300_000,
+        ) as hold:
+            hold.put("k", b"1" * 100_000)
+            hold.flush(60)
+            for i in range(6):  # other objects push the clean copy of k out
+                hold.put(f"f/{i}", b"f" * 100_000)
+                hold.flush(60)
+            assert hold.local.entry("k") is None, "the test needs k's copy evicted"
+            hold.put("k", b"2" * 100_000, durable=True)
+            hold.flush(60)
+        for _ in range(400):
+            if sum(1 for m, p, _ in proxy.requests if m == "PUT" and p.endswith("/k")) >= 3:
+                break
+            time.sleep(0.05)
+    check = S3Remote.from_url(s3_url(seaweedfs, seaweedfs_bucket, prefix))
+    assert check.get("k")[:1] == b"2"
