@@ -643,7 +643,13 @@ class Syncer:
                 del self._sending[key]
                 continue
             entry = self.local.entry(key)
-            if entry is not None and entry.pending and entry.version != version:
+            # Written after the send is newer too, whatever its version: a row removed
+            # meanwhile (its clean copy evicted) starts again at version 1.
+            if (
+                entry is not None
+                and entry.pending
+                and (entry.version != version or entry.modified > sent_at)
+            ):
                 waiting.add(key)
         return frozenset(waiting)
 
