@@ -239,13 +239,16 @@ def _budget() -> float:
 def _hand_back(signum: int) -> None:
     _handing_back.add(signum)
     main = threading.main_thread()
-    if main.is_alive() and main.ident is not None:
-        signal.pthread_kill(main.ident, signum)
-    else:  # the main thread is gone (interpreter exit): nothing can run its handler
-        _handing_back.discard(signum)
-        if _previous.get(signum, signal.SIG_DFL) in (signal.SIG_DFL, None):
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
+    # Not main.is_alive(): once the main thread's code has returned, threading marks it
+    # stopped while it still waits (and runs handlers) for the non-daemon threads.
+    if main.ident is not None:
+        with contextlib.suppress(ProcessLookupError):
+            signal.pthread_kill(main.ident, signum)
+            return
+    # The main thread is gone: nothing can run its handler, and only it may change the
+    # disposition, so the default action cannot be restored from here.
+    _handing_back.discard(signum)
+    log.warning("cargohold: %s came after the main thread ended: it is not handed on", signum)
 
 
 def _flush_all(reason: str) -> None:

@@ -157,8 +157,12 @@ class Hold:
             resend_after=settings.resend_after,
             sync_delay=settings.sync_delay,
             catalog=catalog,
+            request_timeout=settings.request_timeout,
         )
         self._closed = False
+        #: close() has begun: new writes are refused, and one that got past that check
+        #: before it is acknowledged only once on the remote (close's flush may be over).
+        self._closing = False
         self._flights: dict[str, threading.Lock] = {}
         self._flights_lock = threading.Lock()
         self._stale_warned: dict[str, float] = {}
@@ -224,6 +228,8 @@ class Hold:
         ``if_match`` accepts while the key is unchanged; with ``durable=True`` it is the
         remote's own (unless the key was written again meanwhile).
 
+        Once ``close()`` has begun, puts are refused (HoldClosed), and one that was
+        already under way returns only once the remote has it: close's flush may be over.
         Once a stop signal (SIGTERM, SIGINT) has come, every put is durable: the process
         may die by the default action right after its shutdown flush. A put waits, holding
         no lock, while what is pending would take longer than ``drain_fraction`` of
@@ -236,7 +242,7 @@ class Hold:
         (fail with PreconditionFailed unless the remote object still has that etag) are
         enforced by the remote itself, so they are write-through too.
         """
-        self._check_open()
+        self._check_writable()
         key = normalize_key(key)
         source = check_data(data)
         mode = check_mode(mode, if_match)
@@ -253,7 +259,7 @@ class Hold:
             raise
         self._keep_bound(staged.size)
         self.syncer.wake()
-        if not durable and not self._stopping():
+        if not durable and not self._stopping() and not self._closing:
             return entry.info()
         # The syncer sends it: one sender per key keeps an older version from landing last.
         self.syncer.flush(self.settings.request_timeout + self.settings.retry_timeout, keys=[key])
@@ -379,12 +385,12 @@ class Hold:
         """Remove ``key``. It reads as missing at once; the syncer deletes it remotely
         (after a stop signal, it returns once the remote has). Idempotent: deleting a
         missing key is not an error."""
-        self._check_open()
+        self._check_writable()
         key = normalize_key(key)
         self.local.delete(key)
         self.deletions += 1
         self.syncer.wake()
-        if self._stopping():
+        if self._stopping() or self._closing:
             self.syncer.flush(
                 self.settings.request_timeout + self.settings.retry_timeout, keys=[key]
             )
@@ -894,7 +900,10 @@ class Hold:
         # After a stop signal, what is left of the grace counted from the signal.
         budget = _shutdown.remaining(self.shutdown_grace) if timeout is None else timeout
         for persisted in self._persisted:
-            persisted.stop()
+            persisted.stop()  # its last scan writes
+        # Before the flush starts: a write journaled after this is not acknowledged until
+        # the remote has it (see put), one journaled before is the flush's to send.
+        self._closing = True
         self.syncer.close(budget, flush=flush)
         self._closed = True
         for closer in self._closers:
@@ -925,6 +934,15 @@ class Hold:
                 budget,
                 exc,
                 self.local.root,
+            )
+
+    def _check_writable(self) -> None:
+        """Writes are refused once close() has begun (its flush covers only earlier ones)."""
+        self._check_open()
+        if self._closing:
+            raise HoldClosed(
+                f"this Hold on {self.remote.url} is closing",
+                hint="write before close(), or open a new Hold with cargohold.open()",
             )
 
     def _check_open(self) -> None:

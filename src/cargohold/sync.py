@@ -20,7 +20,9 @@ others stand by (and take over if it dies: the lock goes with the process).
   late landing of the first send changes nothing), but a newer version of that key waits.
   A syncer taking over from one that died reads the list and holds back exactly those
   keys' newer versions, so a sibling that stopped gracefully (nothing in flight) or one
-  killed while idle delays nothing. (A session record of a version before this rule says
+  killed while idle delays nothing. A batch that took ``request_timeout`` or longer may
+  have had an attempt time out and be retried inside the remote layer (the retry
+  answered, the first attempt still on its way): its sends stay on the list too. (A session record of a version before this rule says
   only "not clean": then every change pending at the takeover waits, as before.)
 - Outcomes are recorded in the local tier (the last success at most every 5 s, every
   error), so ``status()`` in a process that is not syncing still says how syncing goes.
@@ -119,6 +121,7 @@ class Syncer:
         resend_after: float = 15.0,
         sync_delay: float = 0.05,
         catalog: Catalog | None = None,
+        request_timeout: float | None = None,
     ) -> None:
         self.local = local
         self.remote = remote
@@ -129,6 +132,9 @@ class Syncer:
         self.resend_after = resend_after
         self.sync_delay = sync_delay
         self.catalog = catalog
+        #: The remote's own timeout per attempt: a batch that took this long may have had
+        #: an attempt time out and be retried by the remote layer (see _sync_batch).
+        self.request_timeout = request_timeout
         self.state = SyncState()
         self._urgent = threading.Event()  # flush() or close(): no gathering delay
         # key -> (version, when sent) of sends that may still land (see the docstring)
@@ -486,6 +492,13 @@ class Syncer:
         put_results, delete_results = self.remote.apply(
             [_put(p) for p in puts], [p.entry.key for p in deletes], concurrency=self.concurrency
         )
+        # An attempt that timed out may still land after the remote layer's own retry of it
+        # was answered; it took request_timeout, so the batch did too. Such a batch's sends
+        # stay on the list as if unanswered.
+        retried = (
+            self.request_timeout is not None and time.monotonic() - started >= self.request_timeout
+        )
+        sent_at = now
         for pending, result in zip(puts, put_results, strict=True):
             if isinstance(result, ObjectInfo):
                 done.append((pending.entry, result))
@@ -532,6 +545,9 @@ class Syncer:
         for entry, error in errors:
             if _unanswered(error):
                 self._sending[entry.key] = (entry.version, now)
+        if retried:
+            for entry, _ in done:
+                self._sending[entry.key] = (entry.version, sent_at)
         for entry, error in errors:
             if _refused_for_good(error):
                 self._failed[entry.key] = (entry.version, error)
@@ -635,7 +651,13 @@ class Syncer:
                 del self._sending[key]
                 continue
             entry = self.local.entry(key)
-            if entry is not None and entry.pending and entry.version != version:
+            # Written after the send is newer too, whatever its version: a row removed
+            # meanwhile (its clean copy evicted) starts again at version 1.
+            if (
+                entry is not None
+                and entry.pending
+                and (entry.version != version or entry.modified > sent_at)
+            ):
                 waiting.add(key)
         return frozenset(waiting)
 
