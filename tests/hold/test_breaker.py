@@ -18,7 +18,7 @@ import cargohold
 from cargohold.remotes.file import FileRemote
 from cargohold.remotes.s3 import S3Remote
 from tests.conftest import s3_url
-from testsupport.children import die_with_parent
+from testsupport.children import dying_with_parent
 from testsupport.faultproxy import Fault, FaultProxy
 from testsupport.servers import SeaweedFS
 
@@ -78,18 +78,19 @@ def test_puts_acknowledged_while_the_exit_closes_the_hold_reach_the_remote(
     remote_dir = tmp_path / "remote"
     acked = tmp_path / "acked"
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            CLOSE_WHILE_WRITING,
-            remote_dir.as_uri(),
-            str(tmp_path / "data"),
-            str(acked),
-        ],
+        dying_with_parent(
+            [
+                sys.executable,
+                "-c",
+                CLOSE_WHILE_WRITING,
+                remote_dir.as_uri(),
+                str(tmp_path / "data"),
+                str(acked),
+            ]
+        ),
         capture_output=True,
         text=True,
         timeout=120,
-        preexec_fn=die_with_parent,
     )
     lines = acked.read_text().split("\n")[:-1]
     assert sum(line.startswith("done") for line in lines) > 50  # the writers did write
@@ -129,17 +130,18 @@ MAIN_RETURNED = textwrap.dedent(
 
 def test_sigterm_after_the_main_thread_returned_still_ends_the_process(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            MAIN_RETURNED,
-            (tmp_path / "remote").as_uri(),
-            str(tmp_path / "data"),
-        ],
+        dying_with_parent(
+            [
+                sys.executable,
+                "-c",
+                MAIN_RETURNED,
+                (tmp_path / "remote").as_uri(),
+                str(tmp_path / "data"),
+            ]
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=die_with_parent,
     )
     try:
         assert proc.stdout is not None
@@ -192,10 +194,11 @@ def test_a_remote_that_turns_slow_still_drains_every_acknowledged_write_at_sigte
             f"&access_key_id={seaweedfs.access_key}&secret_access_key={seaweedfs.secret_key}"
         )
         proc = subprocess.Popen(
-            [sys.executable, "-c", SLOWING_WRITER, url, str(tmp_path / "data"), str(acked)],
+            dying_with_parent(
+                [sys.executable, "-c", SLOWING_WRITER, url, str(tmp_path / "data"), str(acked)]
+            ),
             stderr=subprocess.PIPE,
             text=True,
-            preexec_fn=die_with_parent,
         )
         try:
             # Fast for a while (thousands of writes measured), then each PUT 0.1 s late (a
