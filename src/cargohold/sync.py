@@ -43,7 +43,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -98,12 +98,25 @@ class SyncState:
 
 #: Batches the drain rate is measured over (the latest; a batch weighs by its size).
 _RATE_BATCHES = 32
+#: The latest batches alone, whose rate wins when it is slower: a remote that turns slow
+#: must shrink the backlog allowed within a few batches, not after 32 of them.
+_RECENT_BATCHES = 4
 #: How often flush() looks at the journal when another process syncs (its progress
 #: cannot notify this one): short, since a put made during shutdown waits on it.
 _FOREIGN_POLL = 0.05
 
 #: Seconds the catalog's catch-up waits after a round in which the remote answered nothing.
 CATALOG_RETRY_SECONDS = 30.0
+
+
+def _rate_of(batches: Sequence[tuple[int, int, float]]) -> tuple[float, float]:
+    """Seconds per object and per byte over ``batches`` of (objects, bytes, seconds)."""
+    total_objects = sum(b[0] for b in batches)
+    total_bytes = sum(b[1] for b in batches)
+    total_seconds = sum(b[2] for b in batches)
+    return total_seconds / max(1, total_objects), (
+        total_seconds / total_bytes if total_bytes else 0.0
+    )
 
 
 class Syncer:
@@ -147,6 +160,8 @@ class Syncer:
         self._rate: deque[tuple[int, int, float]] = deque(maxlen=_RATE_BATCHES)
         self._seconds_per_object = 0.0  # 0: not measured yet
         self._seconds_per_byte = 0.0
+        # (time.monotonic() at its start, objects, bytes) of the batch being sent, if any
+        self._running: tuple[float, int, int] | None = None
         self._wake = threading.Event()  # new work, flush, close
         self._stop = threading.Event()
         self._progress = threading.Condition()
@@ -273,7 +288,16 @@ class Syncer:
         byte rate), or None before anything was measured. Cheap: two multiplications."""
         if not self._seconds_per_object:
             return None
-        return max(count * self._seconds_per_object, size * self._seconds_per_byte)
+        per_object, per_byte = self._seconds_per_object, self._seconds_per_byte
+        running = self._running
+        if running is not None:
+            # A batch already slower than the measure says the remote turned slow now;
+            # it counts before it ends (a remote that hangs would never end one).
+            elapsed = time.monotonic() - running[0]
+            per_object = max(per_object, elapsed / max(1, running[1]))
+            if running[2]:
+                per_byte = max(per_byte, elapsed / running[2])
+        return max(count * per_object, size * per_byte)
 
     def _success_record(self, at: float | None) -> dict[str, object]:
         return {"at": at, "spo": self._seconds_per_object, "spb": self._seconds_per_byte}
@@ -292,13 +316,16 @@ class Syncer:
 
     def _measure(self, objects: int, size: int, seconds: float) -> None:
         self._rate.append((objects, size, max(seconds, 1e-6)))
-        total_objects = sum(r[0] for r in self._rate)
-        total_bytes = sum(r[1] for r in self._rate)
-        total_seconds = sum(r[2] for r in self._rate)
-        self._seconds_per_object = total_seconds / max(1, total_objects)
-        self._seconds_per_byte = total_seconds / total_bytes if total_bytes else 0.0
-        self.state.drain_objects_per_s = total_objects / total_seconds
-        self.state.drain_bytes_per_s = total_bytes / total_seconds
+        per_object, per_byte = _rate_of(self._rate)
+        recent_object, recent_byte = _rate_of(list(self._rate)[-_RECENT_BATCHES:])
+        # The slower of the long measure and the latest batches: a slowdown counts at once,
+        # a speed-up only once the long measure sees it too.
+        self._seconds_per_object = max(per_object, recent_object)
+        self._seconds_per_byte = max(per_byte, recent_byte)
+        self.state.drain_objects_per_s = 1 / self._seconds_per_object
+        self.state.drain_bytes_per_s = (
+            1 / self._seconds_per_byte if self._seconds_per_byte else None
+        )
 
     def wait_progress(self, timeout: float) -> None:
         """Block until the syncer finishes a batch, or ``timeout`` seconds pass."""
@@ -489,9 +516,15 @@ class Syncer:
                 errors.append((p.entry, _missing_file(p)))
                 continue
             puts.append(p)
-        put_results, delete_results = self.remote.apply(
-            [_put(p) for p in puts], [p.entry.key for p in deletes], concurrency=self.concurrency
-        )
+        self._running = (started, len(batch), sum(p.entry.size for p in batch))
+        try:
+            put_results, delete_results = self.remote.apply(
+                [_put(p) for p in puts],
+                [p.entry.key for p in deletes],
+                concurrency=self.concurrency,
+            )
+        finally:
+            self._running = None
         # An attempt that timed out may still land after the remote layer's own retry of it
         # was answered; it took request_timeout, so the batch did too. Such a batch's sends
         # stay on the list as if unanswered.
