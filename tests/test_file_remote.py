@@ -73,7 +73,7 @@ def test_a_file_changed_behind_our_back_gets_a_true_etag(tmp_path: Path) -> None
 def test_a_crash_between_the_renames_keeps_the_new_metadata(tmp_path: Path) -> None:
     remote = FileRemote(tmp_path)
     remote.put("doc.json", b"v1", metadata={"v": "1"})
-    record_path = tmp_path / ".cargohold" / "meta" / "doc.json.meta"
+    record_path = _record_path(tmp_path, "doc.json")
     record = json.loads(record_path.read_bytes())
     # What a writer leaves if it dies after renaming the bytes, before the final record.
     record["next"] = {
@@ -213,3 +213,48 @@ def test_batches_run_at_most_four_operations_at_once(tmp_path: Path) -> None:
     assert remote.get("k/39") == b"value 39"
     with pytest.raises(InvalidInput, match="concurrency"):
         remote.put_many(puts, concurrency=0)
+
+
+def _record_path(root: Path, key: str) -> Path:
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return root / ".cargohold" / "records" / digest[:2] / f"{digest}.json"
+
+
+def test_a_key_named_like_another_keys_record_does_not_clash(tmp_path: Path) -> None:
+    """Records were once kept at ``meta/<key>.meta``: ``m``'s record was the folder
+    ``m.meta/q``'s would need, and that put failed ("File exists") on every retry."""
+    remote = FileRemote(tmp_path)
+    remote.put("m", b"one", metadata={"n": "1"})
+    remote.put("m.meta/q", b"two", metadata={"n": "2"})
+    assert (remote.head("m").metadata, remote.head("m.meta/q").metadata) == ({"n": "1"}, {"n": "2"})
+    assert {info.key for info in remote.list()} == {"m", "m.meta/q"}
+
+
+def test_a_segment_of_255_bytes_has_its_record(tmp_path: Path) -> None:
+    remote = FileRemote(tmp_path)
+    key = "long/" + "s" * 255
+    remote.put(key, b"x", metadata={"kept": "yes"})
+    assert remote.head(key).metadata == {"kept": "yes"}
+    remote.delete(key)
+    assert [info.key for info in remote.list()] == []
+
+
+def test_records_of_the_old_layout_are_still_read_and_moved_on_rewrite(tmp_path: Path) -> None:
+    remote = FileRemote(tmp_path)
+    remote.put("docs/a.txt", b"v1", metadata={"v": "1"})
+    # What an older version left: the record at meta/<key>.meta, none under records/.
+    new = _record_path(tmp_path, "docs/a.txt")
+    legacy = tmp_path / ".cargohold" / "meta" / "docs" / "a.txt.meta"
+    legacy.parent.mkdir(parents=True)
+    new.rename(legacy)
+    assert remote.head("docs/a.txt").metadata == {"v": "1"}
+    remote.put("docs/a.txt", b"v2", metadata={"v": "2"})
+    assert not legacy.exists()
+    assert not (tmp_path / ".cargohold" / "meta" / "docs").exists()
+    assert remote.head("docs/a.txt").metadata == {"v": "2"}
+    # ... and a delete removes an old record too.
+    remote.put("b", b"x", metadata={"v": "b"})
+    legacy_b = tmp_path / ".cargohold" / "meta" / "b.meta"
+    _record_path(tmp_path, "b").rename(legacy_b)
+    remote.delete("b")
+    assert not legacy_b.exists()

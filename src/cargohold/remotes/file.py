@@ -4,8 +4,11 @@ Objects are plain files under their keys, so the directory can be browsed and ba
 with ordinary tools; cargohold's own records live under ``.cargohold/`` beside them::
 
     ROOT/videos/a.mp4                        the object's bytes
-    ROOT/.cargohold/meta/videos/a.mp4.meta   JSON: etag, size, metadata, content type, and
-                                             the (inode, size, mtime) of the file it describes
+    ROOT/.cargohold/records/3f/3f9a...json   JSON: etag, size, metadata, content type, and
+                                             the (inode, size, mtime) of the file it describes;
+                                             named by the SHA-256 of the key, so no key's
+                                             record can clash with another's (``m`` and
+                                             ``m.meta/q``) or pass the 255-byte name limit
     ROOT/.cargohold/tmp/                     uploads in progress (same file system, so rename works)
     ROOT/.cargohold/locks/NN.lock            lock stripes for writers
     ROOT/.cargohold/keys/                    cargohold's own keys (``.cargohold/...``)
@@ -29,6 +32,10 @@ How the guarantees are kept:
 
 Because keys are files, a key cannot also be the folder of other keys (``a`` and ``a/b``):
 such a put raises InvalidKey naming the clash, and ``key_can_be_folder`` is False.
+
+Records written before 0.2 live under ``.cargohold/meta/<key>.meta`` (a layout in which
+``m`` and ``m.meta/q`` clashed); they are still read, and moved to ``records/`` when
+repaired or rewritten.
 """
 
 from __future__ import annotations
@@ -70,7 +77,7 @@ from ._base import (
 __all__ = ["FileRemote"]
 
 _LOCK_STRIPES = 64
-_META_SUFFIX = ".meta"
+_LEGACY_META_SUFFIX = ".meta"
 
 
 def _md5() -> Any:
@@ -147,7 +154,7 @@ class FileRemote(Remote):
             return
         with self._ready_lock:
             try:
-                for sub in ("meta", "tmp", "locks"):
+                for sub in ("records", "tmp", "locks"):
                     (self._internal / sub).mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 self._raise_os(exc, None, "create folders in")
@@ -164,8 +171,13 @@ class FileRemote(Remote):
         return base.joinpath(*parts)
 
     def _meta_path(self, key: str) -> Path:
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        return self._internal / "records" / digest[:2] / f"{digest}.json"
+
+    def _legacy_meta_path(self, key: str) -> Path:
+        """Where records were kept before ``records/`` (see the module docstring)."""
         path = (self._internal / "meta").joinpath(*key.split("/"))
-        return path.with_name(path.name + _META_SUFFIX)
+        return path.with_name(path.name + _LEGACY_META_SUFFIX)
 
     def _lock(self, key: str) -> FileLock:
         stripe = (
@@ -175,11 +187,13 @@ class FileRemote(Remote):
         return FileLock(self._internal / "locks" / f"{stripe:02d}.lock", is_singleton=False)
 
     def _read_record(self, key: str) -> dict[str, Any] | None:
-        try:
-            record: dict[str, Any] = json.loads(self._meta_path(key).read_bytes())
-        except (OSError, ValueError):
-            return None
-        return record
+        for path in (self._meta_path(key), self._legacy_meta_path(key)):
+            try:
+                record: dict[str, Any] = json.loads(path.read_bytes())
+            except (OSError, ValueError):
+                continue
+            return record
+        return None
 
     def _write_record(self, key: str, record: dict[str, Any]) -> None:
         meta = self._meta_path(key)
@@ -187,6 +201,13 @@ class FileRemote(Remote):
         tmp = self._internal / "tmp" / f"{os.getpid()}-{uuid.uuid4().hex}.meta"
         tmp.write_bytes(json.dumps(record, separators=(",", ":")).encode())
         os.replace(tmp, meta)
+        self._drop_legacy_record(key)
+
+    def _drop_legacy_record(self, key: str) -> None:
+        legacy = self._legacy_meta_path(key)
+        with contextlib.suppress(OSError):  # none (the usual case), or a name too long
+            legacy.unlink()
+            self._prune(legacy.parent, self._internal / "meta")
 
     def _info(self, key: str, fh: BinaryIO, *, repair: bool = True) -> ObjectInfo:
         """The info of the file open as ``fh``, from its record when the record describes it.
@@ -397,10 +418,10 @@ class FileRemote(Remote):
             with self._lock(key):
                 with contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError):
                     path.unlink()
-                with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                with contextlib.suppress(FileNotFoundError):
                     self._meta_path(key).unlink()
+                self._drop_legacy_record(key)
                 self._prune(path.parent, self._split(key)[0])
-                self._prune(self._meta_path(key).parent, self._internal / "meta")
         except OSError as exc:
             self._raise_os(exc, key, "delete")
 
