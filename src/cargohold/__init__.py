@@ -25,6 +25,7 @@ from .errors import (
 )
 from .fetch import FetchProgress
 from .hold import Hold, HoldStatus, HydrateReport, Progress, open
+from .local import Refusal
 from .memo import Memo, MemoEntry, MemoFile, MemoResult, MemoStats
 from .persist import PersistedDir
 from .remotes import ObjectInfo, Remote, open_remote
@@ -56,6 +57,7 @@ __all__ = [
     "PersistedDir",
     "PreconditionFailed",
     "Progress",
+    "Refusal",
     "Remote",
     "RemoteError",
     "RemoteUnavailable",

@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -348,6 +349,74 @@ def serve(
             f"cargohold serving {hold.remote.url} on http://{host}:{chosen}/", highlight=False
         )
         uvicorn.run(create_app(hold), host=host, port=chosen, log_level="warning")
+
+
+refused_app = typer.Typer(
+    help="Writes the remote refused for good, set aside so they block nothing else: list "
+    "them, send them again, or give them up."
+)
+app.add_typer(refused_app, name="refused")
+
+_RefusedKeys = Annotated[
+    list[str] | None, typer.Argument(help="Keys to act on (see `cargohold refused ls`).")
+]
+_All = Annotated[bool, typer.Option("--all", help="Every refused change.")]
+
+
+@refused_app.command("ls")
+def refused_ls(as_json: _Json = False) -> None:
+    """The refused changes: key, when, and what the remote said."""
+    with _reader() as hold:
+        refusals = hold.refused()
+    if as_json:
+        typer.echo(
+            json.dumps(
+                [
+                    {"key": r.key, "kind": r.kind, "reason": r.reason, "at": _iso(r.at)}
+                    for r in refusals.values()
+                ],
+                indent=2,
+            )
+        )
+        return
+    if not refusals:
+        console.print("no refused changes", highlight=False)
+        return
+    table = Table("key", "refused at", "reason")
+    for r in refusals.values():
+        table.add_row(r.key, _iso(r.at), r.reason)
+    console.print(table)
+
+
+def _refused_keys(keys: list[str] | None, every: bool, verb: str) -> list[str] | None:
+    if every == bool(keys):
+        raise errors.InvalidInput(
+            f"name the keys to {verb}, or pass --all (not both)",
+            hint="see `cargohold refused ls`",
+        )
+    return None if every else keys
+
+
+@refused_app.command("retry")
+def refused_retry(keys: _RefusedKeys = None, every: _All = False) -> None:
+    """Send refused changes again (the syncing process picks them up within its poll)."""
+    wanted = _refused_keys(keys, every, "retry")
+    with _reader() as hold:
+        retried = hold.retry_refused(wanted)
+    console.print(f"{len(retried)} change(s) will be sent again", highlight=False)
+
+
+@refused_app.command("drop")
+def refused_drop(keys: _RefusedKeys = None, every: _All = False) -> None:
+    """Give up refused changes: those keys read as the remote has them again."""
+    wanted = _refused_keys(keys, every, "drop")
+    with _reader() as hold:
+        dropped = hold.drop_refused(wanted)
+    console.print(f"dropped {len(dropped)} refused change(s)", highlight=False)
+
+
+def _iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="seconds")
 
 
 catalog_app = typer.Typer(help="The shared PostgreSQL catalog (CARGOHOLD_CATALOG).")

@@ -73,6 +73,15 @@ CREATE TABLE IF NOT EXISTS garbage (file TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 -- keys synced while the shared catalog was unreachable: recorded there once it is back
 CREATE TABLE IF NOT EXISTS catalog_backlog (key TEXT PRIMARY KEY);
+-- changes the remote refused for good, set aside until rewritten, retried or dropped;
+-- a row counts only while the object's row is still pending at that version
+CREATE TABLE IF NOT EXISTS refused (
+    key TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    kind TEXT NOT NULL,            -- the error's class in cargohold.errors
+    reason TEXT NOT NULL,
+    at REAL NOT NULL
+);
 -- left by the put log (2026-12-03 to 2026-12-04), which needed every version ever given
 DROP TRIGGER IF EXISTS objects_version_insert;
 DROP TRIGGER IF EXISTS objects_version_update;

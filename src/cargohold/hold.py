@@ -7,6 +7,7 @@ read through from the remote and kept. See :class:`Hold` for what each call prom
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import functools
 import logging
@@ -15,7 +16,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +38,7 @@ from .errors import (
     TimedOut,
 )
 from .keys import normalize_key, normalize_prefix
-from .local import INLINE_MAX, Entry, LocalTier, Staged, local_etag
+from .local import INLINE_MAX, Entry, LocalTier, Refusal, Staged, local_etag
 from .paths import data_dir as choose_data_dir
 from .platform import default_shutdown_grace
 from .remotes import ObjectInfo, PutData, PutMode, Remote, open_remote
@@ -634,6 +635,35 @@ class Hold:
             persisted.scan()
         self.syncer.flush(timeout)
 
+    def refused(self) -> dict[str, Refusal]:
+        """Writes and deletes the remote refused for good (a key or metadata it cannot
+        store, a local file removed by hand), by key: set aside so that they block neither
+        ``flush()`` for the other keys nor readiness. Each stays aside until the key is
+        written again, or :meth:`retry_refused` / :meth:`drop_refused` end it. Kept in the
+        data directory: every process sharing it sees them, and they outlast a restart."""
+        self._check_open()
+        return self.local.refused()
+
+    def retry_refused(self, keys: Iterable[str] | None = None) -> builtins.list[str]:
+        """Send the refused changes of ``keys`` (all, if None) again, for when the remote
+        can take them now (a limit raised, a bucket policy fixed). Returns the keys retried;
+        a change refused again is set aside again."""
+        self._check_open()
+        retried = self.local.clear_refused(None if keys is None else _keys(keys))
+        if retried:
+            self.syncer.wake()
+        return retried
+
+    def drop_refused(self, keys: Iterable[str] | None = None) -> builtins.list[str]:
+        """Give up the refused changes of ``keys`` (all, if None): each key reads as the
+        remote has it again (a refused delete is undone, a refused write discarded). A key
+        written again since its refusal keeps that write. Returns the keys dropped."""
+        self._check_open()
+        dropped = self.local.drop_refused(None if keys is None else _keys(keys))
+        for key in dropped:
+            log.warning("cargohold: dropped the refused change of %r", key)
+        return dropped
+
     def hydrate(
         self,
         prefix: str = "",
@@ -770,7 +800,7 @@ class Hold:
             local_bytes=totals.local_bytes,
             local_max_bytes=self.settings.local_max_bytes,
             syncing=state.active,
-            refused=dict(state.failed_keys),
+            refused={key: r.reason for key, r in self.local.refused().items()},
             remote_stats=dict(self.remote.stats()),
             drain_seconds=self.syncer.drain_seconds(totals.pending_count, totals.pending_bytes),
             drain_limit=self._drain_limit(),
@@ -1064,3 +1094,8 @@ def open(
         with contextlib.suppress(Exception):
             remote_obj.close()
         raise
+
+
+def _keys(keys: Iterable[str]) -> list[str]:
+    """Keys named by a caller, checked and spelled as stored; a bare str is one key."""
+    return [normalize_key(keys)] if isinstance(keys, str) else [normalize_key(k) for k in keys]

@@ -101,7 +101,16 @@ from .errors import CargoholdError, ConfigError
 from .keys import RESERVED_PREFIX, InternalKey
 from .remotes import ObjectInfo
 
-__all__ = ["INLINE_MAX", "Entry", "LocalTier", "Pending", "Staged", "Totals", "local_etag"]
+__all__ = [
+    "INLINE_MAX",
+    "Entry",
+    "LocalTier",
+    "Pending",
+    "Refusal",
+    "Staged",
+    "Totals",
+    "local_etag",
+]
 
 log = logging.getLogger("cargohold.local")
 
@@ -159,6 +168,17 @@ _COLUMNS = (
     "key, version, size, inline, file, metadata, content_type, etag, "
     "modified, validated, accessed, dirty_since, deleted"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A change the remote refused for good: set aside until rewritten, retried or dropped."""
+
+    key: str
+    version: int
+    kind: str  #: the error's class name in cargohold.errors
+    reason: str
+    at: float  #: when it was refused (seconds since the epoch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -647,8 +667,11 @@ class LocalTier:
         local_bytes, pending_bytes, pending_count = conn.execute(
             "SELECT local_bytes, pending_bytes, pending_count FROM totals"
         ).fetchone()
+        # The loss window leaves out changes set aside as refused: no wait ends it, and
+        # status().refused shows them with their reason.
         oldest = conn.execute(
-            "SELECT min(dirty_since) FROM objects WHERE dirty_since IS NOT NULL"
+            "SELECT min(dirty_since) FROM objects o WHERE dirty_since IS NOT NULL AND NOT "
+            "EXISTS (SELECT 1 FROM refused r WHERE r.key = o.key AND r.version = o.version)"
         ).fetchone()[0]
         return Totals(local_bytes, pending_bytes, pending_count, oldest)
 
@@ -813,6 +836,69 @@ class LocalTier:
                         break
         self._estimated_at = -math.inf  # the estimate knows nothing of this
         return freed
+
+    # -- changes the remote refuses for good ----------------------------------------------
+
+    def refused(self, keys: Iterable[str] | None = None) -> dict[str, Refusal]:
+        """Changes set aside as refused (of ``keys``, if given) that are still pending at
+        the version refused: a rewrite, a drop or a retry ends a refusal."""
+        sql = (
+            "SELECT r.key, r.version, r.kind, r.reason, r.at FROM refused r JOIN objects o "
+            "ON o.key = r.key AND o.version = r.version WHERE o.dirty_since IS NOT NULL"
+        )
+        conn = self._index.conn()
+        if keys is None:
+            rows = conn.execute(sql + " ORDER BY r.at").fetchall()
+        else:
+            rows = [
+                row
+                for key in keys
+                for row in conn.execute(sql + " AND r.key = ?", (key,)).fetchall()
+            ]
+        return {row[0]: Refusal(*row) for row in rows}
+
+    def set_refused(self, refusals: Iterable[tuple[str, int, str, str]]) -> None:
+        """Set aside ``(key, version, kind, reason)`` changes; refusals that no longer
+        count (the key was written again or deleted since) go."""
+        now = time.time()
+        with self._index.transaction({}) as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO refused VALUES (?, ?, ?, ?, ?)",
+                [(key, version, kind, reason, now) for key, version, kind, reason in refusals],
+            )
+            conn.execute(
+                "DELETE FROM refused WHERE NOT EXISTS (SELECT 1 FROM objects o WHERE "
+                "o.key = refused.key AND o.version = refused.version "
+                "AND o.dirty_since IS NOT NULL)"
+            )
+
+    def clear_refused(self, keys: Iterable[str] | None = None) -> list[str]:
+        """End the refusals of ``keys`` (all, if None) so that they are sent again; the
+        keys whose refusal counted."""
+        ended = list(self.refused(keys))
+        with self._index.transaction({}) as conn:
+            if keys is None:
+                conn.execute("DELETE FROM refused")
+            else:
+                conn.executemany("DELETE FROM refused WHERE key = ?", [(k,) for k in keys])
+        return ended
+
+    def drop_refused(self, keys: Iterable[str] | None = None) -> list[str]:
+        """Discard refused changes (all, if None): the key reads as the remote has it
+        again. Only a change still pending at the refused version goes (a rewrite since
+        is kept). The keys dropped."""
+        refused = self.refused(keys)
+        dropped = []
+        with self._index.transaction({key: None for key in refused}) as conn:
+            for refusal in refused.values():
+                cursor = conn.execute(
+                    "DELETE FROM objects WHERE key = ? AND version = ? AND dirty_since IS NOT NULL",
+                    (refusal.key, refusal.version),
+                )
+                if cursor.rowcount:
+                    dropped.append(refusal.key)
+                conn.execute("DELETE FROM refused WHERE key = ?", (refusal.key,))
+        return dropped
 
     # -- bookkeeping --------------------------------------------------------------------
 

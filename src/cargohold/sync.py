@@ -9,8 +9,11 @@ others stand by (and take over if it dies: the lock goes with the process).
 - Wakes at once when this process writes, when ``flush()`` or ``close()`` asks, and at
   least every ``poll`` seconds for writes made by other processes. No sleep loops.
 - Failures: retried with exponential backoff and full jitter (0.5 s doubling to 30 s). A
-  change that can never succeed (the remote refuses its key or metadata) is set aside and
-  named by ``flush()`` instead of blocking everything behind it.
+  change that can never succeed (the remote refuses its key or metadata) is set aside in
+  the local tier's ``refused`` table, named by ``flush()`` once only such changes are left,
+  and shown by ``status()`` in every process, instead of blocking everything behind it or
+  counting as a failing remote. It stays aside until the key is written again, or the
+  operator retries or drops it (``Hold.retry_refused`` / ``Hold.drop_refused``).
 - No stale write lands last. A send that got no answer (the request timed out, or the
   process was killed mid-request) may still reach the remote later, and must not land
   after a newer version of the same key. So the syncer writes down, in the local tier's
@@ -50,6 +53,7 @@ from typing import TYPE_CHECKING
 
 from filelock import FileLock, Timeout
 
+from . import errors as _errors
 from ._fork import abandon, on_fork
 from .errors import (
     CargoholdError,
@@ -61,7 +65,7 @@ from .errors import (
     RemoteError,
     TimedOut,
 )
-from .local import Entry, LocalTier, Pending
+from .local import Entry, LocalTier, Pending, Refusal
 from .remotes import ObjectInfo, Remote
 
 if TYPE_CHECKING:
@@ -86,7 +90,6 @@ class SyncState:
     last_error_at: float | None = None
     synced_objects: int = 0
     synced_bytes: int = 0
-    failed_keys: dict[str, str] = field(default_factory=dict)  # set aside: key -> why
     history: deque[tuple[float, int, int]] = field(default_factory=lambda: deque(maxlen=720))
     errors: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=20))
     error_count: int = 0
@@ -166,7 +169,6 @@ class Syncer:
         self._stop = threading.Event()
         self._progress = threading.Condition()
         self._rounds = 0  # batches finished, counted under _progress (see flush)
-        self._failed: dict[str, tuple[int, CargoholdError]] = {}
         self._lock = FileLock(str(local.root / "sync.lock"), is_singleton=False)
         self._thread: threading.Thread | None = None
         self._resume = False  # a forked child: start the thread on first use
@@ -198,7 +200,7 @@ class Syncer:
             drain_bytes_per_s=self.state.drain_bytes_per_s,
         )
         self._sending, self._sending_recorded = {}, None
-        self._held_back_before, self._failed = None, {}
+        self._held_back_before = None
         self._backoff = 0.0
         self._resume = running
 
@@ -240,7 +242,8 @@ class Syncer:
     def flush(self, timeout: float | None = None, *, keys: Iterable[str] | None = None) -> None:
         """Return once every change made before this call (to ``keys``, if given) is on the
         remote. Raises TimedOut after ``timeout`` seconds, naming what is still pending, or
-        the error of a change the remote refuses for good."""
+        the error of a change the remote refuses for good once only such changes are
+        left (the others are on the remote by then)."""
         start = time.time()
         deadline = None if timeout is None else time.monotonic() + timeout
         wanted = None if keys is None else set(keys)
@@ -249,18 +252,13 @@ class Syncer:
         self._wake.set()
         while True:
             rounds = self._rounds  # read before the check, so a batch ending after it counts
-            waiting = self.local.pending_keys(
-                before=start, keys=wanted, limit=len(self._failed) + 1
-            )
+            refused = self.local.refused(wanted)
+            waiting = self.local.pending_keys(before=start, keys=wanted, limit=len(refused) + 1)
             if not waiting:
                 return
-            refused = [self._failed.get(key) for key, _ in waiting]
-            if all(
-                r is not None and r[0] == version
-                for r, (_, version) in zip(refused, waiting, strict=True)
-            ):
+            if all(key in refused and refused[key].version == version for key, version in waiting):
                 # Only changes the remote refuses for good are left: say which, and why.
-                raise self._failed[waiting[0][0]][1]
+                raise _refused_error(list(refused.values()), self.remote.url)
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise TimedOut(
@@ -562,9 +560,6 @@ class Syncer:
                 # Only a batch that went through measures the drain rate: one that waited
                 # out timeouts measures the outage.
                 self._measure(len(done), sent, time.monotonic() - started)
-            for entry, _ in done:
-                self._failed.pop(entry.key, None)
-                self.state.failed_keys.pop(entry.key, None)
             with contextlib.suppress(CargoholdError):  # a put reads it then, as before
                 self.local.refresh_estimate()  # here, so that puts need not query for it
             log.debug(
@@ -581,12 +576,20 @@ class Syncer:
         if retried:
             for entry, _ in done:
                 self._sending[entry.key] = (entry.version, sent_at)
-        for entry, error in errors:
-            if _refused_for_good(error):
-                self._failed[entry.key] = (entry.version, error)
-                self.state.failed_keys[entry.key] = str(error)
+        refusals = [(entry, error) for entry, error in errors if _refused_for_good(error)]
+        if refusals:
+            with contextlib.suppress(CargoholdError):  # then it is sent again, and refused again
+                self.local.set_refused(
+                    (entry.key, entry.version, type(error).__name__, str(error))
+                    for entry, error in refusals
+                )
+            for entry, error in refusals:
                 log.error(
-                    "cargohold: %s refuses %r for good: %s", self.remote.url, entry.key, error
+                    "cargohold: %s refuses %r for good: %s (set aside: write it again, or "
+                    "`cargohold refused retry|drop`)",
+                    self.remote.url,
+                    entry.key,
+                    error,
                 )
         transient = [e for e in errors if not _refused_for_good(e[1])]
         if transient:
@@ -708,15 +711,9 @@ class Syncer:
         self._sending_recorded = dict(self._sending)
 
     def _set_aside(self) -> frozenset[str]:
-        """Keys refused for good, as long as they have not been written again."""
-        if not self._failed:
-            return frozenset()
-        for key, (version, _) in list(self._failed.items()):
-            entry = self.local.entry(key)
-            if entry is None or entry.version != version or not entry.pending:
-                del self._failed[key]
-                self.state.failed_keys.pop(key, None)
-        return frozenset(self._failed)
+        """Keys refused for good, as long as they have not been written again (read from
+        the local tier each batch: an operator's retry in another process counts at once)."""
+        return frozenset(self.local.refused())
 
     def _note_error(self, message: str) -> None:
         self.state.last_error = message
@@ -764,6 +761,24 @@ def _missing_file(pending: Pending) -> IntegrityError:
         "outside cargohold, so this change cannot be synced",
         key=pending.entry.key,
         hint="write the key again, or delete it",
+    )
+
+
+def _refused_error(refusals: list[Refusal], remote: str) -> CargoholdError:
+    """The error flush() raises when only changes set aside as refused are left: of the
+    first one's class, naming how many there are and what the operator can do."""
+    first = refusals[0]
+    kind = getattr(_errors, first.kind, None)
+    cls = kind if isinstance(kind, type) and issubclass(kind, CargoholdError) else InvalidInput
+    others = f" and {len(refusals) - 1} more" if len(refusals) > 1 else ""
+    return cls(
+        f"{remote} refuses {first.key!r}{others} for good: {first.reason}",
+        key=first.key,
+        remote=remote,
+        hint="the change is set aside, the others went up; write the key again (another "
+        "name), or run `cargohold refused retry KEY` once the remote can take it, or "
+        "`cargohold refused drop KEY` to give the change up (Hold.retry_refused / "
+        "Hold.drop_refused)",
     )
 
 

@@ -65,6 +65,9 @@ def test_the_dashboard_shows_pending_writes_and_memo_entries(served: tuple[str, 
     with hold.syncer.paused():
         for i in range(3):
             hold.put(f"pending/{i}.json", b"{}")
+        # A refusal as the syncer records one (the refusal itself: tests/hold/test_refused.py).
+        version = hold.local.entry("pending/0.json").version  # type: ignore[union-attr]
+        hold.local.set_refused([("pending/0.json", version, "InvalidKey", "too long for it")])
         problems: list[str] = []
         with sync_playwright() as p:
             browser = p.chromium.launch(
@@ -86,6 +89,9 @@ def test_the_dashboard_shows_pending_writes_and_memo_entries(served: tuple[str, 
                 page.wait_for_function(
                     "document.getElementById('pending-count').textContent === '3'"
                 )
+                refused = page.locator("#refused li[data-key='pending/0.json']")
+                refused.wait_for()
+                assert "too long for it" in refused.inner_text()
                 entry = page.locator(".entry").first
                 entry.wait_for()
                 text: Any = entry.inner_text()

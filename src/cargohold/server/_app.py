@@ -507,7 +507,10 @@ def readiness_problems(hold: Hold) -> list[str]:
         )
     last_ok = status.last_sync.timestamp() if status.last_sync else None
     failing_since = status.last_error_at.timestamp() if status.last_error_at else None
-    if failing_since and (last_ok is None or failing_since > last_ok) and status.pending_count:
+    # Changes set aside as refused wait for the operator, not for the remote: they do not
+    # make it failing (a key the remote can never take says nothing of its health).
+    waiting = status.pending_count - len(status.refused)
+    if failing_since and (last_ok is None or failing_since > last_ok) and waiting > 0:
         first_failure = _first_failure_since(hold, last_ok)
         if (
             first_failure is not None

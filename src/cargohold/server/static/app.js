@@ -106,6 +106,10 @@ async function refresh() {
     : "its size is shown with a catalog (CARGOHOLD_CATALOG)";
   $("last-sync").textContent = stats.last_sync ? "last sync " + new Date(stats.last_sync).toLocaleTimeString() : "nothing synced yet";
   drawThroughput(stats.throughput);
+  const refused = Object.entries(stats.refused);
+  $("refused").replaceChildren(...(refused.length
+    ? refused.map(([key, reason]) => el("li", { class: "error", "data-key": key }, el("code", {}, key), " " + reason))
+    : [el("li", { class: "muted" }, "none")]));
   $("errors").replaceChildren(...(stats.errors.length
     ? stats.errors.map((e) => el("li", { class: "error" }, new Date(e.at).toLocaleTimeString() + " " + e.message))
     : [el("li", { class: "muted" }, "none")]));
