@@ -846,16 +846,10 @@ class LocalTier:
             "SELECT r.key, r.version, r.kind, r.reason, r.at FROM refused r JOIN objects o "
             "ON o.key = r.key AND o.version = r.version WHERE o.dirty_since IS NOT NULL"
         )
-        conn = self._index.conn()
-        if keys is None:
-            rows = conn.execute(sql + " ORDER BY r.at").fetchall()
-        else:
-            rows = [
-                row
-                for key in keys
-                for row in conn.execute(sql + " AND r.key = ?", (key,)).fetchall()
-            ]
-        return {row[0]: Refusal(*row) for row in rows}
+        # One query, filtered here: refusals are few, the keys asked about may be many.
+        rows = self._index.conn().execute(sql + " ORDER BY r.at").fetchall()
+        wanted = None if keys is None else set(keys)
+        return {row[0]: Refusal(*row) for row in rows if wanted is None or row[0] in wanted}
 
     def set_refused(self, refusals: Iterable[tuple[str, int, str, str]]) -> None:
         """Set aside ``(key, version, kind, reason)`` changes; refusals that no longer

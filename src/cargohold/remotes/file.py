@@ -33,7 +33,7 @@ How the guarantees are kept:
 Because keys are files, a key cannot also be the folder of other keys (``a`` and ``a/b``):
 such a put raises InvalidKey naming the clash, and ``key_can_be_folder`` is False.
 
-Records written before 0.2 live under ``.cargohold/meta/<key>.meta`` (a layout in which
+Records in the earlier layout live under ``.cargohold/meta/<key>.meta`` (a layout in which
 ``m`` and ``m.meta/q`` clashed); they are still read, and moved to ``records/`` when
 repaired or rewritten.
 """
