@@ -338,7 +338,7 @@ def serve(
     try:
         import uvicorn
 
-        from .server import create_app
+        from .server import create_app, uvicorn_options
     except ImportError as exc:
         raise errors.ConfigError(
             "serve needs FastAPI and uvicorn", hint="pip install 'cargohold[server]'"
@@ -348,7 +348,13 @@ def serve(
         console.print(
             f"cargohold serving {hold.remote.url} on http://{host}:{chosen}/", highlight=False
         )
-        uvicorn.run(create_app(hold), host=host, port=chosen, log_level="warning")
+        uvicorn.run(
+            create_app(hold),
+            host=host,
+            port=chosen,
+            log_level="warning",
+            **uvicorn_options(hold.settings),
+        )
 
 
 refused_app = typer.Typer(

@@ -7,6 +7,9 @@ mount it into an existing app::
 
 A thin shell: every route parses, calls the Hold's public API and formats. Keys in URLs
 follow the key rules (a traversal attempt is a 400, never a file outside the hold).
+Served by your own uvicorn, pass ``**uvicorn_options(hold.settings)`` for the header
+and idle timeouts ``cargohold serve`` applies.
+
 Reads are open; ``PUT`` and ``DELETE`` need ``Authorization: Bearer <CARGOHOLD_TOKEN>``,
 and with no token configured the service refuses writes instead of accepting anyone's.
 """
@@ -14,5 +17,6 @@ and with no token configured the service refuses writes instead of accepting any
 from __future__ import annotations
 
 from ._app import create_app
+from ._http import uvicorn_options
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "uvicorn_options"]
