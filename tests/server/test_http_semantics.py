@@ -211,3 +211,24 @@ def test_no_path_or_endpoint_in_responses(tmp_path: Path) -> None:
         for text in (missing.text, stats.text, client.get("/readyz").text):
             assert str(tmp_path) not in text
         assert stats.json()["remote"] == "file://…"
+
+
+def test_public_text_hides_endpoints_and_paths_but_not_a_clients_key(hold: Hold) -> None:
+    from cargohold import errors
+    from cargohold.server._objects import Public, public_remote
+
+    public = Public(hold)
+    shown = public.text(
+        f"cannot reach http://10.0.0.5:9000/bucket: refused; see /var/lib/x.db and "
+        f"{hold.local.root}/blobs/a/b (application/json, 1/2)"
+    )
+    assert shown == (
+        "cannot reach http://<endpoint>: refused; see <path> and "
+        "<data dir>/blobs/a/b (application/json, 1/2)"
+    )
+    bad_key = public.error(errors.InvalidKey("key '/etc/passwd' must not start with '/'"))
+    assert bad_key["error"] == "key '/etc/passwd' must not start with '/'"
+    assert (
+        public_remote("s3://AK:SK@bucket:9000/prefix?endpoint=http://x:1") == "s3://bucket/prefix"
+    )
+    assert public_remote("file:///mnt/volume/app") == "file://…"

@@ -242,8 +242,8 @@ class Public:
     """What the service may show of a message: the remote's name without its endpoint,
     query or local path, and no absolute path of this machine."""
 
-    _URL = re.compile(r"\b(https?)://[^\s/'\"]+")
-    _PATH = re.compile(r"(?<![\w:/.~-])/(?:[^\s'\"/]+/)*[^\s'\",;)]*")
+    _URL = re.compile(r"\b(https?)://(?:[^\s'\"]*[^\s'\":,;.)])?")
+    _PATH = re.compile(r"(?<![\w:/.~>-])/(?:[^\s'\"]*[^\s'\":,;.)])?")
 
     def __init__(self, hold: Hold) -> None:
         self.remote = public_remote(hold.remote.url)
@@ -256,11 +256,15 @@ class Public:
             key=lambda pair: -len(pair[0]),
         )
 
-    def text(self, text: str | None) -> str | None:
+    def text(self, text: str | None, *, known_only: bool = False) -> str | None:
+        """``text`` with the remote's URL and the data directory replaced by their public
+        names, then (unless ``known_only``) any other URL's host and absolute path."""
         if text is None:
             return None
         for known, shown in self._known:
             text = text.replace(known, shown)
+        if known_only:
+            return text
         text = self._URL.sub(lambda m: f"{m.group(1)}://<endpoint>", text)
         return self._PATH.sub("<path>", text)
 
@@ -275,7 +279,12 @@ class Public:
         return value
 
     def error(self, exc: errors.CargoholdError) -> dict[str, str | None]:
-        return {"error": self.text(exc.message), "hint": self.text(exc.hint)}
+        # Bad input is the client's own (a key such as '/etc/passwd'): shown as sent.
+        mine = isinstance(exc, errors.InvalidInput)
+        return {
+            "error": self.text(exc.message, known_only=mine),
+            "hint": self.text(exc.hint, known_only=mine),
+        }
 
 
 def public_remote(url: str) -> str:
