@@ -391,7 +391,11 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
         except ClientGone:
             log.info("cargohold: client went away during the upload of %r; nothing stored", key)
             return Response(status_code=400)  # no one hears it
-        return JSONResponse(_object_out(info).model_dump(mode="json"), status_code=201)
+        return JSONResponse(
+            _object_out(info).model_dump(mode="json"),
+            status_code=201,
+            headers={"etag": f'"{info.etag}"'},
+        )
 
     @app.delete(
         "/api/objects/{key:path}",
@@ -610,6 +614,12 @@ def _serve(hold: Hold, key: str, request: Request, *, head_only: bool) -> Respon
     rewrite in between would mix); HEAD reads one row's info."""
     if head_only:
         return _respond(hold, key, request, hold.head(key), None)
+    if request.headers.get("if-none-match"):
+        # A revalidation: answered from one row's info when it is still current, with no
+        # download of a body it does not need.
+        info = hold.head(key)
+        if _not_modified(hold, key, request.headers.get("if-none-match"), info.etag):
+            return _respond(hold, key, request, info, None)
     fh, info = hold.open_with_info(key)
     try:
         return _respond(hold, key, request, info, fh)
