@@ -16,7 +16,7 @@ from tests.conftest import s3_url
 REMOTES = ["memory", "file", "s3"]
 
 
-def remote_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def make_remote_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, empty remote of ``kind`` (S3: a new prefix in the shared SeaweedFS bucket)."""
     if kind == "memory":
         name = f"fsspec-{uuid.uuid4().hex}"
@@ -31,8 +31,13 @@ def remote_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str
 
 
 @pytest.fixture(params=REMOTES)
-def hold(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Hold]:
+def remote_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a fresh, empty remote of each kind."""
+    return make_remote_url(request.param, request, tmp_path)
+
+
+@pytest.fixture
+def hold(remote_url: str, tmp_path: Path) -> Iterator[Hold]:
     """A Hold on a fresh remote of each kind."""
-    url = remote_url(request.param, request, tmp_path)
-    with cargohold.open(url, data_dir=tmp_path / "data", signal_handlers=False) as opened:
+    with cargohold.open(remote_url, data_dir=tmp_path / "data", signal_handlers=False) as opened:
         yield opened
