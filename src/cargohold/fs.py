@@ -32,8 +32,8 @@ it. A shell over the Hold's public API: every promise below is one the Hold keep
   the block ends, and store none of them if it raises. At the end they are put one by one:
   each is atomic, the group is not.
 
-What it does not support raises the exception fsspec expects; see "hold:// and fsspec" in
-the README for the table.
+What it does not support raises the exception fsspec expects: see docs/fsspec.md for
+the table (linked from the README).
 """
 
 from __future__ import annotations
@@ -419,8 +419,11 @@ class HoldFileSystem(AbstractFileSystem):  # type: ignore[misc] # fsspec is unty
         local = Path(lpath)
         if local.is_dir():
             return
-        if self._intrans:
-            super().put_file(lpath, rpath, callback=callback, **kwargs)
+        if self._intrans:  # through a file, which the transaction holds back
+            target = "xb" if put_mode == "create" else "wb"
+            with self.open(rpath, target, **kwargs) as out, local.open("rb") as source:
+                callback.set_size(local.stat().st_size)
+                _copy(source, out, callback)
             return
         size = local.stat().st_size
         callback.set_size(size)

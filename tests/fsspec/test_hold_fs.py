@@ -206,6 +206,32 @@ def test_a_transaction_stores_its_files_at_the_end_or_none_of_them(memory_hold: 
     assert not fs.exists("u")
 
 
+def test_put_file_in_a_transaction_waits_for_its_end(memory_hold: Hold, tmp_path: Path) -> None:
+    fs = filesystem(memory_hold)
+    source = tmp_path / "local.txt"
+    source.write_bytes(b"uploaded")
+    with fs.transaction:
+        fs.put_file(str(source), "t/up.txt")
+        fs.put_file(str(source), "t/new.txt", mode="create")
+        assert not fs.exists("t/up.txt")
+    assert [memory_hold.get("t/up.txt"), memory_hold.get("t/new.txt")] == [b"uploaded"] * 2
+
+
+def test_fsspec_open_stores_what_was_written_even_if_its_block_raises(memory_hold: Hold) -> None:
+    """The limit docs/fsspec.md names: fsspec's OpenFile closes its file without passing
+    on the exception, so only fs.open (or a transaction) can discard."""
+    with pytest.raises(RuntimeError, match="stop"):
+        _open_file_then_raise(memory_hold)
+    assert memory_hold.get("via-openfile.txt") == b"partial"
+
+
+def _open_file_then_raise(hold: Hold) -> None:
+    opened = fsspec.open("hold://via-openfile.txt", "wb", instance=hold, skip_instance_cache=True)
+    with opened as f:
+        f.write(b"partial")
+        raise RuntimeError("stop")
+
+
 def _transaction_then_raise(fs: HoldFileSystem) -> None:
     with fs.transaction:
         fs.pipe_file("u/a", b"A")
