@@ -104,7 +104,11 @@ class _HoldWriteFile(AbstractBufferedFile):  # type: ignore[misc] # fsspec is un
             max_size=SPOOL_MAX, mode="w+b"
         )
         if mode == "ab":
-            self._start_append()
+            try:
+                self._start_append()
+            except BaseException:
+                self.discard()  # else fsspec's __del__ would close, and so store, the spool
+                raise
 
     def _start_append(self) -> None:
         """Copy the current bytes into the spool and remember their version: the put at

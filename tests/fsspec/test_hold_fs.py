@@ -388,6 +388,21 @@ def test_a_ranged_read_of_a_replaced_object_raises_rather_than_mix_versions(
             source.read(10)
 
 
+def test_ranged_reads_of_each_remote_are_one_version(hold: Hold) -> None:
+    data = bytes(range(256)) * 4096  # 1 MiB, only in the remote
+    hold.remote.put("ranged.bin", data)
+    fs = filesystem(hold)
+    assert fs.cat_file("ranged.bin", start=300_000, end=300_016) == data[300_000:300_016]
+    with fs.open("ranged.bin", "rb", block_size=4096) as f:
+        f.seek(-10, 2)
+        assert f.read() == data[-10:]
+    with hold.open("ranged.bin", read_through=False) as source:
+        assert source.read(4) == data[:4]
+        hold.remote.put("ranged.bin", b"replaced")
+        with pytest.raises(RemoteError, match="replaced"):
+            source.read(4)
+
+
 def test_ranged_file_readline_uses_a_window(counting: tuple[Hold, CountingRemote]) -> None:
     hold, remote = counting
     lines = b"".join(b"line %d\n" % i for i in range(10_000))
