@@ -376,13 +376,22 @@ class HoldFileSystem(AbstractFileSystem):  # type: ignore[misc] # fsspec is unty
             content_type=content_type,
         )
 
-    def open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+    def open(
+        self,
+        path: str,
+        mode: str = "rb",
+        block_size: int | None = None,
+        cache_options: dict[str, Any] | None = None,
+        compression: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
         # fsspec's text mode wraps the binary file in a TextIOWrapper, whose __exit__ would
         # close (and so store) it even when the block raised: ours discards it.
+        options = {"block_size": block_size, "cache_options": cache_options, **kwargs}
         if "b" in mode or "r" in mode:
-            return super().open(path, mode, **kwargs)
-        text = {k: kwargs.pop(k) for k in ("encoding", "errors", "newline") if k in kwargs}
-        binary = super().open(path, mode.replace("t", "") + "b", **kwargs)
+            return super().open(path, mode, compression=compression, **options)
+        text = {k: options.pop(k) for k in ("encoding", "errors", "newline") if k in options}
+        binary = super().open(path, mode.replace("t", "") + "b", compression=compression, **options)
         return _TextWriter(binary, **text)
 
     def modified(self, path: str) -> datetime:

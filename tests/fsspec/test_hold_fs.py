@@ -55,6 +55,9 @@ def test_a_file_larger_than_the_write_block_is_stored_whole(memory_hold: Hold) -
         for start in range(0, len(data), 1_000_000):
             f.write(data[start : start + 1_000_000])
     assert memory_hold.get("big.bin") == data
+    with fs.open("blocks.txt", "w", 1024) as text:  # block_size passed by position, as fsspec's
+        text.write("x" * 5000)
+    assert memory_hold.get("blocks.txt") == b"x" * 5000
 
 
 def test_touch_put_put_file_pipe_and_simplecache_writes_are_stored(
