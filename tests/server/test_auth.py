@@ -426,6 +426,26 @@ def test_mounted_under_a_prefix_the_gate_still_holds(opened: Any) -> None:
     assert "content-security-policy" in call(outer, "GET", "/storage/").headers
 
 
+def test_a_websocket_route_added_later_is_behind_the_gate(opened: Any) -> None:
+    from starlette.testclient import TestClient
+    from starlette.websockets import WebSocket, WebSocketDisconnect
+
+    app = create_app(opened(token=TOKEN))
+
+    async def echo(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("hello")
+        await websocket.close()
+
+    app.router.add_websocket_route("/ws", echo)
+    with TestClient(app) as client:
+        with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect("/ws"):
+            pass
+        assert refused.value.code == 1008
+        with client.websocket_connect("/ws", headers=bearer(TOKEN)) as ws:
+            assert ws.receive_text() == "hello"
+
+
 # -- cargohold serve's warning -------------------------------------------------------------
 
 

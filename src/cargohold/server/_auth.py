@@ -33,6 +33,7 @@ uploaded never run on the service's origin.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import re
@@ -43,6 +44,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.datastructures import MutableHeaders
+from starlette.requests import HTTPConnection
 
 from .. import errors
 from ..config import PRIVATE_PREFIXES, PUBLIC_MEMO_PREFIX, TOKEN68, Settings
@@ -182,21 +184,22 @@ class Gate:
     """The access rules for one Hold's settings (see the module docstring)."""
 
     def __init__(self, settings: Settings) -> None:
-        self._token = settings.token.encode() if settings.token else None
-        self._read_token = settings.read_token.encode() if settings.read_token else None
+        self._token = _digest(settings.token.encode()) if settings.token else None
+        self._read_token = _digest(settings.read_token.encode()) if settings.read_token else None
         self.public_prefixes = settings.public_prefixes
         self.mode: Mode = "token" if self._token or self._read_token else "local"
         self.writes = self._token is not None
 
-    def access(self, request: Request) -> tuple[Access, str | None]:
+    def access(self, request: HTTPConnection) -> tuple[Access, str | None]:
         """What the caller may do, and why not more when its credentials were refused:
         ``"invalid_token"`` (wrong or malformed) or ``"invalid_request"``."""
         given = parse_bearer(request.headers.getlist("authorization"))
         if given is False:
             return "none", "invalid_token"
         if given is not None:
-            # Both compared, in constant time, whichever matches.
-            token = given.encode()
+            # Both compared, in constant time, whichever matches; digests, so that not
+            # even the tokens' lengths show in the time taken.
+            token = _digest(given.encode())
             write = self._token is not None and hmac.compare_digest(token, self._token)
             read = self._read_token is not None and hmac.compare_digest(token, self._read_token)
             if write:
@@ -246,8 +249,10 @@ class Gate:
             return f"token mode: this token reads{writes}"
         return "token mode: send a token to read (besides public prefixes)"
 
-    def denial(self, request: Request, write: bool, access: Access, problem: str | None) -> Any:
-        """The response refusing this request, or None to let it through."""
+    def denial(
+        self, request: Request, write: bool, access: Access, problem: str | None
+    ) -> JSONResponse | None:
+        """The response refusing this request (a write: None if it may write)."""
         if write:
             if access == "write":
                 return None
@@ -280,7 +285,11 @@ class Gate:
         return _unauthorized(problem, hint)
 
 
-def _is_local(request: Request) -> bool:
+def _digest(token: bytes) -> bytes:
+    return hashlib.sha256(token).digest()
+
+
+def _is_local(request: HTTPConnection) -> bool:
     client = request.client
     if client is None or not _loopback(client.host):
         return False
@@ -326,6 +335,10 @@ class AccessMiddleware:
         self.gate = gate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The service has no websocket; one added later must not slip past the gate.
+        if scope["type"] == "websocket" and self.gate.access(HTTPConnection(scope))[0] == "none":
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -334,9 +347,10 @@ class AccessMiddleware:
         write = request.method not in ("GET", "HEAD", "OPTIONS")
         access, problem = self.gate.access(request)
         scope.setdefault("state", {})["cargohold_access"] = access
-        denial = self.gate.denial(request, write, access, problem)
         if not write and self.gate.allows(request, path, access):
             denial = None
+        else:
+            denial = self.gate.denial(request, write, access, problem)
         headed = _with_headers(send, path)
         if denial is not None:
             await denial(scope, receive, headed)
