@@ -295,7 +295,7 @@ def test_readyz_is_public_and_tells_its_problems_to_readers_only(opened: Any) ->
         anonymous = call(app, "GET", "/readyz")
         reader = call(app, "GET", "/readyz", headers=bearer(TOKEN))
     assert anonymous.status_code == reader.status_code == 503
-    assert anonymous.json()["problems"] == ["1 problem(s): send a token to read them"]
+    assert anonymous.json()["problems"] == ["1 problem(s), told to readers only"]
     assert "oldest unsynced write" in reader.json()["problems"][0]
 
 

@@ -379,7 +379,7 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
         in words to readers only."""
         problems = readiness_problems(hold)
         if problems and request_access(request) == "none":
-            problems = [f"{len(problems)} problem(s): send a token to read them"]
+            problems = [f"{len(problems)} problem(s), told to readers only"]
         status = hold.status()
         body = ReadyOut(
             ok=not problems,

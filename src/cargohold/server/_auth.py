@@ -191,8 +191,8 @@ class Gate:
         self.writes = self._token is not None
 
     def access(self, request: HTTPConnection) -> tuple[Access, str | None]:
-        """What the caller may do, and why not more when its credentials were refused:
-        ``"invalid_token"`` (wrong or malformed) or ``"invalid_request"``."""
+        """What the caller may do, and ``"invalid_token"`` when it sent bearer credentials
+        that are wrong or malformed (RFC 6750's error code), else None."""
         given = parse_bearer(request.headers.getlist("authorization"))
         if given is False:
             return "none", "invalid_token"
@@ -249,9 +249,7 @@ class Gate:
             return f"token mode: this token reads{writes}"
         return "token mode: send a token to read (besides public prefixes)"
 
-    def denial(
-        self, request: Request, write: bool, access: Access, problem: str | None
-    ) -> JSONResponse | None:
+    def denial(self, write: bool, access: Access, problem: str | None) -> JSONResponse | None:
         """The response refusing this request (a write: None if it may write)."""
         if write:
             if access == "write":
@@ -350,7 +348,7 @@ class AccessMiddleware:
         if not write and self.gate.allows(request, path, access):
             denial = None
         else:
-            denial = self.gate.denial(request, write, access, problem)
+            denial = self.gate.denial(write, access, problem)
         headed = _with_headers(send, path)
         if denial is not None:
             await denial(scope, receive, headed)
