@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hmac
 import json
 import math
 import tempfile
@@ -15,7 +14,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, cast
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import (
     HTMLResponse,
     JSONResponse,
@@ -35,6 +34,8 @@ from ..keys import normalize_key, normalize_prefix
 from ..local import local_etag
 from ..memo import namespaces
 from ..remotes import ObjectInfo
+from ._auth import install_access, request_access
+from ._auth import require_write as writer
 from ._metrics import metrics_text
 
 __all__ = ["create_app"]
@@ -186,7 +187,6 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
         version=__version__,
         description="Objects, generation cache entries, stats and health of a cargohold Hold.",
     )
-    token = hold.settings.token
 
     @app.exception_handler(errors.CargoholdError)
     async def cargohold_error(request: Request, exc: errors.CargoholdError) -> JSONResponse:
@@ -207,27 +207,6 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
             {"error": str(exc.detail), "hint": None},
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
-        )
-
-    def writer(authorization: Annotated[str | None, Header()] = None) -> None:
-        if not token:
-            raise errors.PermissionDenied(
-                "this service does not accept writes",
-                hint="set CARGOHOLD_TOKEN to enable PUT and DELETE",
-            )
-        given = (authorization or "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            raise _Unauthorized
-
-    @app.exception_handler(_UnauthorizedError)
-    async def unauthorized(request: Request, exc: _UnauthorizedError) -> JSONResponse:
-        return JSONResponse(
-            {
-                "error": "missing or wrong bearer token",
-                "hint": "send Authorization: Bearer <CARGOHOLD_TOKEN>",
-            },
-            status_code=401,
-            headers={"www-authenticate": "Bearer"},
         )
 
     # -- objects ----------------------------------------------------------------------
@@ -394,10 +373,13 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
         return HealthOut(ok=True)
 
     @app.get("/readyz", response_model=ReadyOut, responses={503: {"model": ReadyOut}})
-    def readyz() -> Response:
+    def readyz(request: Request) -> Response:
         """Ready unless the loss window passed its threshold or the remote has been
-        failing for too long."""
+        failing for too long. Public (for the platform's probes): the problems are told
+        in words to readers only."""
         problems = readiness_problems(hold)
+        if problems and request_access(request) == "none":
+            problems = [f"{len(problems)} problem(s), told to readers only"]
         status = hold.status()
         body = ReadyOut(
             ok=not problems,
@@ -416,14 +398,8 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
         return static.joinpath("index.html").read_text(encoding="utf-8")
 
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    install_access(app, hold.settings)  # the gate and response headers: server/_auth.py
     return app
-
-
-class _UnauthorizedError(Exception):
-    pass
-
-
-_Unauthorized = _UnauthorizedError()
 
 
 def _serve(hold: Hold, key: str, request: Request, *, head_only: bool) -> Response:
