@@ -163,8 +163,13 @@ def measure_backlog_drain(server: SeaweedFS, bucket: str, workdir: Path, count: 
     import cargohold
 
     prefix = f"backlog-{uuid.uuid4().hex[:10]}"
+    # The backlog is built with the syncer paused, so the drain limit (which would make these
+    # puts wait for a syncer that is not sending) is off for this measure.
     hold = cargohold.open(
-        _url(server, bucket, prefix), data_dir=workdir / prefix, signal_handlers=False
+        _url(server, bucket, prefix),
+        data_dir=workdir / prefix,
+        signal_handlers=False,
+        drain_fraction=None,
     )
     try:
         with hold.syncer.paused():

@@ -241,7 +241,11 @@ def test_serve_answers_until_stopped(env: dict[str, str], tmp_path: Path) -> Non
             ).status_code
             == 201
         )
-        assert httpx.get(f"{base}/api/objects/s/hello.txt", timeout=10).content == b"hi"
+        assert httpx.get(f"{base}/api/objects/s/hello.txt", timeout=10).status_code == 401
+        got = httpx.get(
+            f"{base}/api/objects/s/hello.txt", headers={"authorization": "Bearer t0ken"}, timeout=10
+        )
+        assert got.content == b"hi"
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -252,6 +256,34 @@ def test_serve_answers_until_stopped(env: dict[str, str], tmp_path: Path) -> Non
                 proc.communicate()
     # SIGTERM drains: the write reached the remote before the process exited.
     assert (tmp_path / "remote" / "s" / "hello.txt").read_bytes() == b"hi"
+
+
+def test_serve_on_a_non_loopback_address_without_a_token_warns_loudly(
+    env: dict[str, str],
+) -> None:
+    """192.0.2.1 (TEST-NET-1) is no address of this machine: the warning is printed, then
+    the bind fails at once, so nothing ever listens beyond loopback."""
+    env = {k: v for k, v in env.items() if k not in ("CARGOHOLD_TOKEN", "CARGOHOLD_READ_TOKEN")}
+    out = run(env, "serve", "--host", "192.0.2.1", "--port", str(free_port()))
+    assert out.returncode != 0  # could not bind
+    assert "WARNING: listening on 192.0.2.1 with no CARGOHOLD_TOKEN" in out.stderr
+    assert "X-Forwarded-For" in out.stderr
+    with_token = run(
+        {**env, "CARGOHOLD_TOKEN": "t0ken"},
+        "serve",
+        "--host",
+        "192.0.2.1",
+        "--port",
+        str(free_port()),
+    )
+    assert "WARNING" not in with_token.stderr
+
+
+def test_serve_refuses_a_public_prefix_covering_debug_bundles(env: dict[str, str]) -> None:
+    out = run(env, "serve", "--public-prefix", "public/", "--public-prefix", "debug/")
+    assert out.returncode == code_for(cargohold.ConfigError)
+    assert "CARGOHOLD_PUBLIC_PREFIXES" in out.stderr
+    assert "never public" in out.stderr
 
 
 def test_catalog_rebuild_without_a_catalog_says_how_to_set_one(env: dict[str, str]) -> None:

@@ -301,3 +301,78 @@ def test_paths_refuse_other_types_naming_the_variable() -> None:
 def test_durations_take_days() -> None:
     assert parse_duration("7d") == 7 * 86400
     assert Settings.load({"CARGOHOLD_DEBUG_RETENTION": "30d"}).debug_retention == 30 * 86400
+
+
+# -- the HTTP service's tokens and public prefixes --
+
+
+def test_tokens_must_be_token68_and_are_never_repeated_in_errors() -> None:
+    assert Settings.load({"CARGOHOLD_TOKEN": "Ab9-._~+/=="}).token == "Ab9-._~+/=="
+    assert Settings.load({"CARGOHOLD_READ_TOKEN": " r34d "}).read_token == "r34d"
+    assert Settings.load({"CARGOHOLD_TOKEN": ""}).token is None
+    for env, name in (("CARGOHOLD_TOKEN", "token"), ("CARGOHOLD_READ_TOKEN", "read_token")):
+        for bad in ("two words", "semi;colon", "=x", "tab\there", "é"):
+            with pytest.raises(ConfigError, match=f"{env}=<hidden> is not valid") as err:
+                Settings.load({env: bad})
+            assert bad not in str(err.value)
+            assert "RFC 6750" in str(err.value)
+            with pytest.raises(ConfigError) as err:
+                Settings.load({}, **{name: bad})
+            assert bad not in str(err.value)
+
+
+def test_the_read_token_must_differ_from_the_write_token() -> None:
+    with pytest.raises(ConfigError, match="CARGOHOLD_READ_TOKEN is the same as CARGOHOLD_TOKEN"):
+        Settings.load({"CARGOHOLD_TOKEN": "same", "CARGOHOLD_READ_TOKEN": "same"})
+    with pytest.raises(ConfigError, match="same as CARGOHOLD_TOKEN"):
+        Settings.load({}, token="a").replace(read_token="a")
+    both = Settings.load({}, token="w", read_token="r")
+    assert (both.token, both.read_token) == ("w", "r")
+
+
+def test_public_prefixes_from_the_variable_or_an_argument() -> None:
+    env = "CARGOHOLD_PUBLIC_PREFIXES"
+    assert Settings.load({}).public_prefixes == ()
+    loaded = Settings.load({env: " public/, thumbs/,, memo/blobs/ ,public/"})
+    assert loaded.public_prefixes == ("public/", "thumbs/", "memo/blobs/")
+    assert Settings.load({}, public_prefixes=["a/", "b"]).public_prefixes == ("a/", "b")
+    assert Settings.load({}, public_prefixes="a/,b/").public_prefixes == ("a/", "b/")
+    with pytest.raises(ConfigError, match=env):
+        Settings.load({}, public_prefixes=["../etc/"])
+    with pytest.raises(ConfigError, match="every object public"):
+        Settings.load({}, public_prefixes=[""])
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    ["debug/", "debug/2026-01-01/", "debug", "d", "de", "memo/", "memo", "m", "memo/sora/"],
+)
+def test_no_public_prefix_covers_debug_bundles_or_memo_records(prefix: str) -> None:
+    import cargohold
+
+    with pytest.raises(ConfigError, match="never public") as err:
+        Settings.load({"CARGOHOLD_PUBLIC_PREFIXES": f"ok/,{prefix}"})
+    assert "CARGOHOLD_PUBLIC_PREFIXES" in str(err.value)
+    with pytest.raises(ConfigError, match="never public"):
+        cargohold.open("memory://public-prefix", public_prefixes=[prefix], signal_handlers=False)
+
+
+def test_the_private_prefixes_are_where_bundles_and_memo_records_live(tmp_path: Path) -> None:
+    """config names them without importing the features (it is the first layer): check
+    them against where the features really write."""
+    import cargohold
+    from cargohold.config import PRIVATE_PREFIXES, PUBLIC_MEMO_PREFIX, covers_private
+    from cargohold.scratch import DEBUG_PREFIX
+
+    assert DEBUG_PREFIX in PRIVATE_PREFIXES
+    with cargohold.open("memory://private-prefixes", data_dir=tmp_path, signal_handlers=False) as h:
+        h.memo("tts", version="1").get_or_create({"text": "hi"}, lambda i, w: b"audio")
+        keys = [info.key for info in h.list("memo/")]
+    records = [k for k in keys if k.endswith(".json")]
+    blobs = [k for k in keys if not k.endswith(".json")]
+    assert records
+    assert all(covers_private(k) for k in records)
+    assert blobs
+    assert all(k.startswith(PUBLIC_MEMO_PREFIX) for k in blobs)
+    assert not covers_private(PUBLIC_MEMO_PREFIX)
+    assert Settings.load({}, public_prefixes=["memo/blobs/"]).public_prefixes == ("memo/blobs/",)

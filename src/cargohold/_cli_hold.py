@@ -18,7 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from . import errors
-from .cli import app, console
+from .cli import app, console, err_console
 from .hold import Hold
 from .hold import open as open_hold
 
@@ -333,21 +333,38 @@ def serve(
         str, typer.Option(help="Address to listen on (0.0.0.0 inside a container).")
     ] = "127.0.0.1",
     port: Annotated[int | None, typer.Option(help="Port (default: $PORT, else 8000).")] = None,
+    public_prefix: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A key prefix anyone may read without a token (repeat it for more; "
+            "default: $CARGOHOLD_PUBLIC_PREFIXES). Never debug/ or memo records."
+        ),
+    ] = None,
 ) -> None:
-    """Serve the HTTP API and the dashboard for the configured Hold."""
+    """Serve the HTTP API and the dashboard for the configured Hold.
+
+    Private by default: reads need CARGOHOLD_TOKEN or CARGOHOLD_READ_TOKEN (tokens come from
+    the environment, never the command line, where other users of the machine see them)."""
     try:
         import uvicorn
 
         from .server import create_app, uvicorn_options
+        from .server._auth import exposure_warning
     except ImportError as exc:
         raise errors.ConfigError(
             "serve needs FastAPI and uvicorn", hint="pip install 'cargohold[server]'"
         ) from exc
     chosen = port if port is not None else int(os.environ.get("PORT", "8000"))
-    with open_hold() as hold:
+    with open_hold(public_prefixes=public_prefix or None) as hold:
         console.print(
             f"cargohold serving {hold.remote.url} on http://{host}:{chosen}/", highlight=False
         )
+        warning = exposure_warning(host, hold.settings)
+        if warning is not None:
+            loud = warning.startswith("WARNING")
+            err_console.print(
+                warning, style="bold red" if loud else None, highlight=False, soft_wrap=True
+            )
         uvicorn.run(
             create_app(hold),
             host=host,

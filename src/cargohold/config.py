@@ -29,11 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import ConfigError
+from .errors import ConfigError, InvalidKey
+from .keys import normalize_prefix
 
 __all__ = [
+    "PRIVATE_PREFIXES",
+    "PUBLIC_MEMO_PREFIX",
+    "TOKEN68",
     "Bounds",
     "Settings",
+    "covers_private",
     "parse_bool",
     "parse_duration",
     "parse_int",
@@ -103,6 +108,65 @@ def _parse_optional_duration(text: str) -> float | None:
 
 def _parse_optional_str(text: str) -> str | None:
     return text.strip() or None
+
+
+#: RFC 6750's b64token (RFC 9110's token68): the only tokens a client can send as
+#: ``Authorization: Bearer <token>``. A token outside it could never be matched.
+TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+#: Keys no public prefix may cover: debug bundles (``cargohold.scratch.DEBUG_PREFIX``: a
+#: failed request's files and record) and generation-cache records (``memo/NS/VERSION/``:
+#: their inputs). ``memo/blobs/`` holds result files only, named by their digest, and may
+#: be public; the server still serves nothing but blob files under it (a namespace may be
+#: called ``blobs``). Written here, not imported: config is the first layer.
+PRIVATE_PREFIXES = ("debug/", "memo/")
+PUBLIC_MEMO_PREFIX = "memo/blobs/"
+
+
+def _parse_token(text: str) -> str | None:
+    value = text.strip()
+    if not value:
+        return None
+    if not TOKEN68.fullmatch(value):
+        raise ValueError(
+            "a bearer token holds only letters, digits and - . _ ~ + / (then = signs), as "
+            "RFC 6750 says, or no client could send it; make one with: "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return value
+
+
+def covers_private(prefix: str) -> bool:
+    """Whether keys under ``prefix`` may include a debug bundle or a memo record."""
+    if prefix.startswith(PUBLIC_MEMO_PREFIX):
+        return False
+    return any(area.startswith(prefix) or prefix.startswith(area) for area in PRIVATE_PREFIXES)
+
+
+def _parse_public_prefixes(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    items = text.split(",") if isinstance(text, str) else list(text)
+    prefixes: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(f"{item!r} is not a key prefix (text)")
+        if isinstance(text, str):
+            item = item.strip()
+            if not item:
+                continue
+        if not item:
+            raise ValueError("an empty prefix would make every object public")
+        try:
+            prefix = normalize_prefix(item)
+        except InvalidKey as exc:
+            raise ValueError(f"{item!r} is not a key prefix: {exc.message}") from None
+        if covers_private(prefix):
+            raise ValueError(
+                f"{item!r} covers debug bundles (debug/) or memo records (memo/), which are "
+                "never public; memo result files may be, under memo/blobs/"
+            )
+        if prefix not in prefixes:
+            prefixes.append(prefix)
+    return tuple(prefixes)
 
 
 def _parse_choice(*choices: str) -> Callable[[str], str]:
@@ -206,11 +270,13 @@ def _setting(
     accepts: tuple[type, ...],
     shown: str | None = None,
     allowed: Bounds | str | None = None,
+    secret: bool = False,
 ) -> Any:
     """One setting: its variable, its doc line, how to parse its text form, the Python
     types an explicit argument may have (text is always accepted and parsed), and what it
     allows (a :class:`Bounds` that :meth:`Settings.load` checks, or the text of a choice
-    its parser enforces, shown in the README)."""
+    its parser enforces, shown in the README). A ``secret`` setting's value is never
+    repeated in an error message."""
     return field(
         default=default,
         metadata={
@@ -220,6 +286,7 @@ def _setting(
             "accepts": accepts,
             "shown": shown,
             "allowed": allowed,
+            "secret": secret,
         },
     )
 
@@ -507,11 +574,38 @@ class Settings:
     token: str | None = _setting(
         None,
         "CARGOHOLD_TOKEN",
-        "Bearer token the HTTP service requires for PUT and DELETE. Unset: the service "
-        "refuses writes (reads stay open).",
-        _parse_optional_str,
+        "Bearer token of the HTTP service: reads and writes (`Authorization: Bearer ...`). "
+        "With neither this nor `read_token` set the service is in local mode: clients on "
+        "this machine read, others only `public_prefixes`, nobody writes.",
+        _parse_token,
         (str,),
         shown="unset",
+        allowed="a token68 (`A-Z a-z 0-9 - . _ ~ + /`, then `=`s)",
+        secret=True,
+    )
+    read_token: str | None = _setting(
+        None,
+        "CARGOHOLD_READ_TOKEN",
+        "Bearer token of the HTTP service that reads but never writes (objects, listings, "
+        "memo entries, stats, metrics): for a dashboard or a reader app. Must differ from "
+        "`token`.",
+        _parse_token,
+        (str,),
+        shown="unset",
+        allowed="a token68, not `token`",
+        secret=True,
+    )
+    public_prefixes: tuple[str, ...] = _setting(
+        (),
+        "CARGOHOLD_PUBLIC_PREFIXES",
+        "Key prefixes the HTTP service serves to anyone, without a token (comma-separated, "
+        "e.g. `public/,thumbnails/`; matched as plain strings, so end one with `/` to mean a "
+        "folder). Never debug bundles (`debug/`) or memo records: a prefix covering them is "
+        "refused (`memo/blobs/` may be public: result files, never inputs).",
+        _parse_public_prefixes,
+        (list, tuple),
+        shown="none",
+        allowed="key prefixes, not covering `debug/` or `memo/` records",
     )
     ready_max_loss_window: float = _setting(
         300.0,
@@ -593,6 +687,14 @@ class Settings:
         allowed="`debug`, `info`, `warning` or `error`",
     )
 
+    def __post_init__(self) -> None:
+        if self.token is not None and self.token == self.read_token:
+            raise ConfigError(
+                "CARGOHOLD_READ_TOKEN is the same as CARGOHOLD_TOKEN: a read-only token must "
+                "not also grant writes",
+                hint="give the read token its own value, or unset it",
+            )
+
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, /, **overrides: Any) -> Settings:
         """Resolve every setting: ``overrides`` (not None) > ``env`` (default ``os.environ``) > default.
@@ -670,8 +772,12 @@ def _check(f: dataclasses.Field[Any], value: Any, what: str) -> Any:
     return value
 
 
+def _shown_value(f: dataclasses.Field[Any], value: Any) -> str:
+    return "<hidden>" if f.metadata["secret"] else repr(value)
+
+
 def _from_variable(f: dataclasses.Field[Any], raw: str) -> Any:
-    what = f"{f.metadata['env']}={raw!r}"
+    what = f"{f.metadata['env']}={_shown_value(f, raw)}"
     try:
         value = f.metadata["parse"](raw)
     except ValueError as exc:
@@ -682,7 +788,7 @@ def _from_variable(f: dataclasses.Field[Any], raw: str) -> Any:
 def _coerce(f: dataclasses.Field[Any], value: Any) -> Any:
     """Accept an explicit argument in one of its natural types, or as text in the variable's
     form, and check it against the setting's range."""
-    what = f"setting {f.name}={value!r} ({f.metadata['env']})"
+    what = f"setting {f.name}={_shown_value(f, value)} ({f.metadata['env']})"
     if isinstance(value, str):
         try:
             parsed = f.metadata["parse"](value)
@@ -701,6 +807,11 @@ def _coerce(f: dataclasses.Field[Any], value: Any) -> Any:
         )
     if isinstance(value, os.PathLike):
         return Path(value).expanduser()
+    if isinstance(value, (list, tuple)):
+        try:
+            return f.metadata["parse"](value)
+        except ValueError as exc:
+            raise ConfigError(f"{what} is not valid", hint=_allowed_hint(f, str(exc))) from None
     if float in accepts and isinstance(value, int):
         value = float(value)
     return _check(f, value, what)

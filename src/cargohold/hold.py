@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Self, TypeVar
 from . import _fork, _shutdown
 from ._fork import on_fork
 from ._keylocks import KeyedLocks
+from ._ranged import RangedRemoteFile
 from .config import Settings
 from .errors import (
     CargoholdError,
@@ -463,10 +464,23 @@ class Hold:
                 return data
         raise RemoteError(f"the local copy of {key!r} kept changing while it was read", key=key)
 
-    def open(self, key: str, *, max_age: float | None = None) -> BinaryIO:
-        """A binary file object to stream ``key`` from; it stays valid (and unchanged)
-        even if the key is written again while it is open. Close it when done."""
-        return self.open_with_info(key, max_age=max_age)[0]
+    def open(
+        self, key: str, *, max_age: float | None = None, read_through: bool = True
+    ) -> BinaryIO:
+        """A binary, seekable file object to stream ``key`` from; it reads one version of
+        the key even if the key is written again while it is open. Close it when done.
+
+        With ``read_through=False``, an object the local tier has no fresh copy of is not
+        downloaded: the file reads the remote's current version with ranged GETs, fetching
+        only the bytes asked for (one GET per ``read(n)``), and keeps nothing locally. If
+        that version is replaced while the file is open, a read raises RemoteError rather
+        than return bytes of two versions.
+        """
+        if read_through:
+            return self.open_with_info(key, max_age=max_age)[0]
+        self._check_open()
+        self.reads += 1
+        return self._open_ranged(normalize_key(key), max_age)
 
     def open_with_info(
         self, key: str, *, max_age: float | None = None
@@ -484,6 +498,25 @@ class Hold:
             if opened is not None:
                 return opened, entry.info()
         raise RemoteError(f"the local copy of {key!r} kept changing while it was opened", key=key)
+
+    def _open_ranged(self, key: str, max_age: float | None) -> BinaryIO:
+        """The local copy if it is fresh enough, else ranged reads of the remote's."""
+        for _ in range(5):
+            entry = self.local.entry(key)
+            if entry is None:
+                break
+            if entry.deleted:
+                raise self._not_found(key)
+            if self._fresh(entry, max_age, download=False) is not entry:
+                break  # the remote has another version (or none): read the remote's
+            opened = self.local.open_entry(entry)
+            if opened is not None:
+                return opened
+        else:
+            raise RemoteError(
+                f"the local copy of {key!r} kept changing while it was opened", key=key
+            )
+        return RangedRemoteFile(self.remote, self.remote.head(key))  # type: ignore[return-value]
 
     def path(self, key: str, *, max_age: float | None = None) -> Path:
         """A local file with the bytes of ``key``, named like the key's last segment, for

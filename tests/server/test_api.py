@@ -23,16 +23,21 @@ TOKEN = "s3cret-token"
 
 
 class Client:
-    """A synchronous face on httpx.AsyncClient + ASGITransport (one event loop per call)."""
+    """A synchronous face on httpx.AsyncClient + ASGITransport (one event loop per call).
 
-    def __init__(self, app: Any) -> None:
+    Its requests come from 127.0.0.1 to host 127.0.0.1: a client on the service's machine,
+    which reads without a token when none is configured (local mode). ``headers`` go with
+    every request (the token, for a Hold that has one)."""
+
+    def __init__(self, app: Any, headers: dict[str, str] | None = None) -> None:
         self.app = app
+        self.headers = headers or {}
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         async def go() -> httpx.Response:
             transport = httpx.ASGITransport(app=self.app)
             async with httpx.AsyncClient(
-                transport=transport, base_url="http://hold.test"
+                transport=transport, base_url="http://127.0.0.1", headers=self.headers
             ) as client:
                 return await client.request(method, url, **kwargs)
 
@@ -52,12 +57,12 @@ def hold(tmp_path: Path) -> Iterator[Hold]:
     MemoryRemote.forget(name)
 
 
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+
+
 @pytest.fixture
 def client(hold: Hold) -> Client:
-    return Client(create_app(hold))
-
-
-AUTH = {"authorization": f"Bearer {TOKEN}"}
+    return Client(create_app(hold), headers=AUTH)
 
 
 def test_put_get_head_delete(client: Client, hold: Hold) -> None:
@@ -128,7 +133,8 @@ def test_etags_and_304(client: Client, hold: Hold) -> None:
     assert client.get("/api/objects/doc.json", headers={"if-none-match": etag}).status_code == 200
 
 
-def test_writes_need_the_token(client: Client) -> None:
+def test_writes_need_the_token(hold: Hold) -> None:
+    client = Client(create_app(hold))
     assert client.request("PUT", "/api/objects/x", content=b"1").status_code == 401
     wrong = client.request(
         "PUT", "/api/objects/x", content=b"1", headers={"authorization": "Bearer nope"}
@@ -317,7 +323,7 @@ def test_mounted_under_a_prefix(hold: Hold) -> None:
 
     outer = FastAPI()
     outer.mount("/storage", create_app(hold))
-    client = Client(outer)
+    client = Client(outer, headers=AUTH)
     hold.put("notes/n.txt", b"hello", content_type="text/plain")
     assert client.get("/storage/api/objects/notes/n.txt").content == b"hello"
     listing = client.get("/storage/api/objects", params={"prefix": "notes/"}).json()

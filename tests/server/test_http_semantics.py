@@ -33,7 +33,7 @@ def hold(tmp_path: Path) -> Iterator[Hold]:
 
 @pytest.fixture
 def client(hold: Hold) -> Client:
-    return Client(create_app(hold))
+    return Client(create_app(hold), headers=AUTH)
 
 
 def test_a_range_is_digits_only(client: Client, hold: Hold) -> None:
@@ -59,9 +59,16 @@ def test_if_range_serves_the_range_only_for_the_current_strong_etag(
     client: Client, hold: Hold
 ) -> None:
     body = b"0123456789" * 40_000  # streamed from a file
-    hold.put("ir.bin", body)
+    with hold.syncer.paused():
+        hold.put("ir.bin", body)
+        local = client.get("/api/objects/ir.bin").headers["etag"]
+    hold.flush(30)
     etag = client.get("/api/objects/ir.bin").headers["etag"]
+    assert etag != local
     ranged = {"range": "bytes=2-5"}
+    # The local etag of the same write still names these bytes once synced.
+    r = client.get("/api/objects/ir.bin", headers={**ranged, "if-range": local})
+    assert (r.status_code, r.content) == (206, body[2:6])
     r = client.get("/api/objects/ir.bin", headers={**ranged, "if-range": etag})
     assert (r.status_code, r.content) == (206, body[2:6])
     for stale in ('"other"', f"W/{etag}", "Mon, 07 Dec 2026 17:00:00 GMT"):
@@ -180,7 +187,7 @@ def test_a_full_hold_is_507_in_the_service_shape(tmp_path: Path) -> None:
         ) as hold,
         hold.syncer.paused(),
     ):
-        client = Client(create_app(hold))
+        client = Client(create_app(hold), headers=AUTH)
         hold.put("waiting", b"w" * 500)  # not synced: the next write would pass the cap
         r = client.request("PUT", "/api/objects/f", content=b"x" * 5000, headers=AUTH)
         assert r.status_code == 507
@@ -201,7 +208,7 @@ def test_no_path_or_endpoint_in_responses(tmp_path: Path) -> None:
     with cargohold.open(
         remote.as_uri(), data_dir=tmp_path / "data", signal_handlers=False, token=TOKEN
     ) as hold:
-        client = Client(create_app(hold))
+        client = Client(create_app(hold), headers=AUTH)
         hold.put("k", b"v")
         hold.flush(30)
         missing = client.get("/api/objects/absent.txt")

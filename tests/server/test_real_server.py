@@ -46,7 +46,7 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.base, timeout=PATIENCE)
+        return httpx.Client(base_url=self.base, timeout=PATIENCE, headers=AUTH)
 
     def connect(self) -> socket.socket:
         sock = socket.create_connection(("127.0.0.1", self.port), timeout=PATIENCE)
@@ -300,7 +300,10 @@ def test_aborted_downloads_release_their_files_at_once(tmp_path: Path) -> None:
             )
         for _ in range(200):
             with server.connect() as sock:
-                sock.sendall(b"GET /api/objects/movie.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+                sock.sendall(
+                    b"GET /api/objects/movie.bin HTTP/1.1\r\nHost: x\r\n"
+                    b"Authorization: Bearer " + TOKEN.encode() + b"\r\n\r\n"
+                )
                 head = b""
                 while b"\r\n\r\n" not in head and (chunk := sock.recv(65536)):
                     head += chunk

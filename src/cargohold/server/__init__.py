@@ -7,11 +7,12 @@ mount it into an existing app::
 
 A thin shell: every route parses, calls the Hold's public API and formats. Keys in URLs
 follow the key rules (a traversal attempt is a 400, never a file outside the hold).
+Private by default (see ``_auth``): reads need ``Authorization: Bearer <token>``
+(``CARGOHOLD_TOKEN`` or ``CARGOHOLD_READ_TOKEN``) except under ``CARGOHOLD_PUBLIC_PREFIXES``,
+writes need ``CARGOHOLD_TOKEN``; with no token configured (local mode) only clients on
+the service's machine read, and nobody writes. Nothing uploaded runs on its origin.
 Served by your own uvicorn, pass ``**uvicorn_options(hold.settings)`` for the header
 and idle timeouts ``cargohold serve`` applies.
-
-Reads are open; ``PUT`` and ``DELETE`` need ``Authorization: Bearer <CARGOHOLD_TOKEN>``,
-and with no token configured the service refuses writes instead of accepting anyone's.
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hmac
 import json
 import logging
 import math
@@ -35,6 +34,8 @@ from ..keys import normalize_key, normalize_prefix
 from ..local import local_etag
 from ..memo import namespaces
 from ..remotes import ObjectInfo, PutMode
+from ._auth import install_access, request_access
+from ._auth import require_write as writer
 from ._metrics import metrics_text
 from ._objects import (
     BodyReader,
@@ -200,6 +201,24 @@ def _not_modified(hold: Hold, key: str, header: str | None, etag: str) -> bool:
     return entry is not None and not entry.deleted and _etag_matches(header, local_etag(entry))
 
 
+def _range_still_valid(hold: Hold, key: str, if_range: str, etag: str) -> bool:
+    """If-Range holds: one strong tag naming the version served (``etag``), either as
+    that etag or as the local etag this Hold gave the same write before the syncer
+    uploaded it (same bytes, see ``_not_modified``). Dates and weak tags never hold."""
+    if strong_match(if_range, etag):
+        return True
+    tags = parse_tags(if_range)
+    if tags is None or len(tags) != 1 or tags[0].weak or not tags[0].value.startswith("L"):
+        return False
+    entry = hold.local.entry(key)
+    return (
+        entry is not None
+        and not entry.deleted
+        and entry.etag == etag
+        and local_etag(entry) == tags[0].value
+    )
+
+
 def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
     """The service for ``hold``. Mount it anywhere; its links are relative to its root."""
     app = FastAPI(
@@ -207,7 +226,6 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
         version=__version__,
         description="Objects, generation cache entries, stats and health of a cargohold Hold.",
     )
-    token = hold.settings.token
     public = Public(hold)
 
     def _error_response(
@@ -250,27 +268,6 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
             {"error": str(exc.detail), "hint": None},
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
-        )
-
-    def writer(authorization: Annotated[str | None, Header()] = None) -> None:
-        if not token:
-            raise errors.PermissionDenied(
-                "this service does not accept writes",
-                hint="set CARGOHOLD_TOKEN to enable PUT and DELETE",
-            )
-        given = (authorization or "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            raise _Unauthorized
-
-    @app.exception_handler(_UnauthorizedError)
-    async def unauthorized(request: Request, exc: _UnauthorizedError) -> JSONResponse:
-        return JSONResponse(
-            {
-                "error": "missing or wrong bearer token",
-                "hint": "send Authorization: Bearer <CARGOHOLD_TOKEN>",
-            },
-            status_code=401,
-            headers={"www-authenticate": "Bearer"},
         )
 
     # -- objects ----------------------------------------------------------------------
@@ -508,10 +505,13 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
         return HealthOut(ok=True)
 
     @app.get("/readyz", response_model=ReadyOut, responses={503: {"model": ReadyOut}})
-    def readyz() -> Response:
+    def readyz(request: Request) -> Response:
         """Ready unless the loss window passed its threshold or the remote has been
-        failing for too long."""
+        failing for too long. Public (for the platform's probes): the problems are told
+        in words to readers only, and without local paths or endpoints."""
         problems = [str(public.text(problem)) for problem in readiness_problems(hold)]
+        if problems and request_access(request) == "none":
+            problems = [f"{len(problems)} problem(s), told to readers only"]
         status = hold.status()
         body = ReadyOut(
             ok=not problems,
@@ -530,14 +530,8 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
         return static.joinpath("index.html").read_text(encoding="utf-8")
 
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    install_access(app, hold.settings)  # the gate and response headers: server/_auth.py
     return app
-
-
-class _UnauthorizedError(Exception):
-    pass
-
-
-_Unauthorized = _UnauthorizedError()
 
 
 def _too_large(cap: int) -> JSONResponse:
@@ -648,7 +642,9 @@ def _respond(
     else:
         range_header = request.headers.get("range")
         if_range = request.headers.get("if-range")
-        if range_header and (if_range is None or strong_match(if_range, info.etag)):
+        if range_header and (
+            if_range is None or _range_still_valid(hold, key, if_range, info.etag)
+        ):
             wanted = parse_range(range_header, info.size)
     if status == 304 or wanted == "unsatisfiable":
         if fh is not None:

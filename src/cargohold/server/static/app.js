@@ -1,11 +1,51 @@
 // The dashboard: polls api/stats and api/memo, draws with plain DOM and SVG (no build step).
+// The service is private: a token typed here is kept for this tab only (sessionStorage) and
+// sent as an Authorization header; previews are fetched with it and shown from blob: URLs.
+// Its Content-Security-Policy allows no inline script or style: style through the CSSOM.
 "use strict";
 const base = location.pathname.endsWith("/") ? location.pathname : location.pathname + "/";
-const api = (path) => fetch(base + path).then((r) => {
-  if (!r.ok) throw new Error(path + ": HTTP " + r.status);
-  return r.json();
-});
+const TOKEN_KEY = "cargohold-token";
 const $ = (id) => document.getElementById(id);
+
+function authHeaders() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  return token ? { Authorization: "Bearer " + token } : {};
+}
+
+function get(url) {
+  return fetch(url, { headers: authHeaders() }).then((r) => {
+    if (!r.ok) throw new Error(url.replace(location.origin, "") + ": HTTP " + r.status);
+    return r;
+  });
+}
+
+const api = (path) => get(base + path).then((r) => r.json());
+
+// Object URLs of the previews shown, released when the entries are drawn again.
+let blobUrls = [];
+
+function fromBlob(node, url) {
+  get(url).then((r) => r.blob()).then((blob) => {
+    const objectUrl = URL.createObjectURL(blob);
+    blobUrls.push(objectUrl);
+    node.src = objectUrl;
+  }).catch((e) => node.replaceWith(el("p", { class: "muted" }, String(e))));
+  return node;
+}
+
+function download(file) {
+  const link = el("a", { href: "#" }, file.name + " (" + bytes(file.size) + ")");
+  link.addEventListener("click", (event) => {
+    event.preventDefault();
+    get(file.url).then((r) => r.blob()).then((blob) => {
+      const objectUrl = URL.createObjectURL(blob);
+      const save = el("a", { href: objectUrl, download: file.name });
+      save.click();
+      setTimeout(() => URL.revokeObjectURL(objectUrl), 60000);
+    });
+  });
+  return link;
+}
 
 function bytes(n) {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -54,7 +94,8 @@ function drawBench(bench) {
   const table = el("table", {}, el("tr", {}, el("th", {}, "tier"), el("th", {}, "op"), el("th", {}, "size"), el("th", {}, "p50 ms"), el("th", {}, "p99 ms"), el("th", {}, "")));
   const max = Math.max(...bench.rows.map((r) => r.p99_ms));
   for (const r of bench.rows) {
-    const bar = el("span", { class: "hbar", style: "width:" + Math.max(2, (r.p99_ms / max) * 160) + "px" });
+    const bar = el("span", { class: "hbar" });
+    bar.style.width = Math.max(2, (r.p99_ms / max) * 160) + "px";
     table.append(el("tr", {}, el("td", {}, r.tier), el("td", {}, r.op), el("td", {}, bytes(r.size)),
       el("td", {}, r.p50_ms.toFixed(3)), el("td", {}, r.p99_ms.toFixed(3)), el("td", {}, bar)));
   }
@@ -68,16 +109,20 @@ function preview(entry) {
     return el("pre", {}, JSON.stringify(entry.value, null, 2));
   }
   const type = file.content_type || "";
-  if (type.startsWith("video/")) return el("video", { src: file.url, controls: "", preload: "metadata" });
-  if (type.startsWith("image/")) return el("img", { src: file.url, alt: file.name, loading: "lazy" });
-  if (type.startsWith("audio/")) return el("audio", { src: file.url, controls: "", preload: "none" });
+  if (file.size > PREVIEW_MAX) return download(file);
+  if (type.startsWith("video/")) return fromBlob(el("video", { controls: "", preload: "metadata" }), file.url);
+  if (type.startsWith("image/") && type !== "image/svg+xml") return fromBlob(el("img", { alt: file.name }), file.url);
+  if (type.startsWith("audio/")) return fromBlob(el("audio", { controls: "", preload: "none" }), file.url);
   if (type.includes("json") || type.startsWith("text/")) {
     const pre = el("pre", {}, "…");
-    fetch(file.url).then((r) => r.text()).then((t) => { pre.textContent = t.slice(0, 2000); });
+    get(file.url).then((r) => r.text()).then((t) => { pre.textContent = t.slice(0, 2000); });
     return pre;
   }
-  return el("a", { href: file.url }, file.name + " (" + bytes(file.size) + ")");
+  return download(file);
 }
+
+// Previews are fetched whole (they need the token): larger files are offered as downloads.
+const PREVIEW_MAX = 32 * 1024 * 1024;
 
 let chosen = null;
 
@@ -85,13 +130,39 @@ async function showEntries(ns) {
   chosen = ns;
   for (const b of $("namespaces").querySelectorAll("button")) b.classList.toggle("active", b.dataset.key === ns.namespace + "@" + ns.version);
   const entries = await api("api/memo/" + encodeURIComponent(ns.namespace) + "?version=" + encodeURIComponent(ns.version) + "&limit=24");
+  for (const url of blobUrls) URL.revokeObjectURL(url);
+  blobUrls = [];
   $("entries").replaceChildren(...entries.map((e) => el("div", { class: "entry", "data-digest": e.digest },
     el("div", { class: "inputs" }, Object.entries(e.inputs).map(([k, v]) => k + ": " + JSON.stringify(v)).join(" · ")),
     preview(e),
     el("p", { class: "muted" }, e.kind + ", " + bytes(e.size) + ", built in " + e.build_seconds.toFixed(1) + " s"))));
 }
 
+// Which mode the service is in and what this tab may do; false when it may not read.
+async function showAccess() {
+  const auth = await api("api/auth");
+  const held = sessionStorage.getItem(TOKEN_KEY) !== null;
+  if (held && auth.access === "none") {
+    sessionStorage.removeItem(TOKEN_KEY);  // refused: ask again
+    $("access-message").textContent = "that token was refused. " + auth.message;
+  } else {
+    $("access-message").textContent = auth.message + (auth.public_prefixes.length
+      ? ". Public without a token: " + auth.public_prefixes.join(", ") : "");
+  }
+  const mode = $("mode");
+  mode.textContent = auth.mode === "local" ? "local mode" : "private: token mode";
+  mode.className = "mode " + auth.mode;
+  mode.dataset.access = auth.access;
+  $("token-form").hidden = auth.mode === "local" || auth.access !== "none";
+  $("token-held").hidden = !sessionStorage.getItem(TOKEN_KEY);
+  return auth.access !== "none";
+}
+
 async function refresh() {
+  if (!(await showAccess())) {
+    $("updated").textContent = "needs a token";
+    return;
+  }
   const stats = await api("api/stats");
   $("remote").textContent = stats.remote + (stats.embedded_default ? " (embedded default: not durable)" : "");
   $("pending-count").textContent = stats.pending_count;
@@ -125,6 +196,19 @@ async function refresh() {
   }
   $("updated").textContent = "updated " + new Date().toLocaleTimeString();
 }
+
+$("token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const token = $("token").value.trim();
+  $("token").value = "";
+  if (token) sessionStorage.setItem(TOKEN_KEY, token);
+  chosen = null;
+  refresh().catch((e) => { $("updated").textContent = String(e); });
+});
+$("forget-token").addEventListener("click", () => {
+  sessionStorage.removeItem(TOKEN_KEY);
+  refresh().catch((e) => { $("updated").textContent = String(e); });
+});
 
 refresh().catch((e) => { $("updated").textContent = String(e); });
 setInterval(() => refresh().catch((e) => { $("updated").textContent = String(e); }), 5000);
