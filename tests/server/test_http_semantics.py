@@ -239,3 +239,20 @@ def test_public_text_hides_endpoints_and_paths_but_not_a_clients_key(hold: Hold)
         public_remote("s3://AK:SK@bucket:9000/prefix?endpoint=http://x:1") == "s3://bucket/prefix"
     )
     assert public_remote("file:///mnt/volume/app") == "file://…"
+
+
+def test_a_local_etag_in_an_if_match_list_holds_once_synced(client: Client, hold: Hold) -> None:
+    with hold.syncer.paused():
+        hold.put("l.txt", b"v1")
+        local = client.get("/api/objects/l.txt").headers["etag"]
+    hold.flush(30)
+    assert client.get("/api/objects/l.txt").headers["etag"] != local
+    listed = client.request(
+        "PUT", "/api/objects/l.txt", content=b"v2", headers={**AUTH, "if-match": f'"x", {local}'}
+    )
+    assert listed.status_code == 201, listed.text
+    stale = client.request(
+        "DELETE", "/api/objects/l.txt", headers={**AUTH, "if-match": f'"x", {local}'}
+    )
+    assert stale.status_code == 412
+    assert hold.get("l.txt") == b"v2"

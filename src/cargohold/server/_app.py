@@ -45,7 +45,6 @@ from ._objects import (
     VersionBody,
     parse_range,
     parse_tags,
-    strong_match,
 )
 
 __all__ = ["create_app"]
@@ -201,22 +200,27 @@ def _not_modified(hold: Hold, key: str, header: str | None, etag: str) -> bool:
     return entry is not None and not entry.deleted and _etag_matches(header, local_etag(entry))
 
 
-def _range_still_valid(hold: Hold, key: str, if_range: str, etag: str) -> bool:
-    """If-Range holds: one strong tag naming the version served (``etag``), either as
-    that etag or as the local etag this Hold gave the same write before the syncer
-    uploaded it (same bytes, see ``_not_modified``). Dates and weak tags never hold."""
-    if strong_match(if_range, etag):
+def _names_version(hold: Hold, key: str, tag: str, etag: str) -> bool:
+    """``tag`` names the version whose etag is ``etag``: it is that etag, or the local
+    etag this Hold gave the same write before the syncer uploaded it (same bytes; the
+    syncer may swap one for the other between two requests of a client)."""
+    if tag == etag:
         return True
-    tags = parse_tags(if_range)
-    if tags is None or len(tags) != 1 or tags[0].weak or not tags[0].value.startswith("L"):
+    if not tag.startswith("L"):
         return False
     entry = hold.local.entry(key)
     return (
-        entry is not None
-        and not entry.deleted
-        and entry.etag == etag
-        and local_etag(entry) == tags[0].value
+        entry is not None and not entry.deleted and entry.etag == etag and local_etag(entry) == tag
     )
+
+
+def _range_still_valid(hold: Hold, key: str, if_range: str, etag: str) -> bool:
+    """If-Range holds: one strong tag naming the version served (``etag``). Dates and
+    weak tags never hold (the whole object is served)."""
+    tags = parse_tags(if_range)
+    if tags is None or len(tags) != 1 or tags[0].weak:
+        return False
+    return _names_version(hold, key, tags[0].value, etag)
 
 
 def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
@@ -576,7 +580,9 @@ def _current_match(hold: Hold, key: str, header: str) -> str:
         current = hold.head(key).etag
     except errors.NotFoundError:
         raise _precondition_failed(key, f"{key!r} does not exist") from None
-    if tags is None or any(not tag.weak and tag.value == current for tag in tags):
+    if tags is None or any(
+        not tag.weak and _names_version(hold, key, tag.value, current) for tag in tags
+    ):
         return current
     raise _precondition_failed(key, f"{key!r} has none of the ETags in If-Match")
 

@@ -101,15 +101,6 @@ def parse_tags(header: str) -> list[Tag] | None:
     return tags
 
 
-def strong_match(header: str | None, etag: str) -> bool:
-    """If-Range's comparison: one strong tag equal to ``etag``. A date, a weak tag or
-    several tags never match (so the whole object is served)."""
-    if not header:
-        return False
-    tags = parse_tags(header)
-    return tags is not None and len(tags) == 1 and not tags[0].weak and tags[0].value == etag
-
-
 class TooLarge(Exception):
     """A request body passed ``max_upload_bytes``."""
 
