@@ -207,7 +207,6 @@ def test_racing_conditional_writes_have_one_winner(tmp_path: Path) -> None:
         created = client.put(url, content=b"v0", headers=AUTH)
         assert created.status_code == 201
         etag = created.headers["etag"]
-        assert etag == client.get(url).headers["etag"]
         racers = 20
 
         def race(headers: dict[str, str], url: str) -> list[int]:
