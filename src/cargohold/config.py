@@ -448,6 +448,18 @@ class Settings:
         (os.PathLike,),
         shown="unset",
     )
+    lease_ttl: float = _setting(
+        60.0,
+        "CARGOHOLD_LEASE_TTL",
+        "Seconds a single-flight lease (a memo build, a shared download) outlives its "
+        "holder's last renewal. A holder that stops gracefully (SIGTERM, SIGINT, `close()`, "
+        "a build that raises) gives its leases up at once; only one that is killed or loses "
+        "its machine keeps the others waiting this long.",
+        parse_duration,
+        (int, float),
+        shown="`60s`",
+        allowed=Bounds(1, _DAY, unit="duration"),
+    )
     persist_interval: float = _setting(
         10.0,
         "CARGOHOLD_PERSIST_INTERVAL",
