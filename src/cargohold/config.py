@@ -568,12 +568,16 @@ class Settings:
         (str,),
         allowed="an http(s) URL",
     )
-    log_level: str = _setting(
-        "info",
+    log_level: str | None = _setting(
+        None,
         "CARGOHOLD_LOG_LEVEL",
-        "Level of cargohold's own log messages: debug, info, warning, error.",
+        "Level of cargohold's own loggers (`cargohold`, `cargohold.memo`, ...), set when a "
+        "Hold opens; the app's root logger is never touched. A level set here is printed to "
+        "stderr even if the app configured no logging, and through the app's handlers (once) "
+        "if it did. Unset: the app's logging decides (Python's default prints WARNING and up).",
         _parse_choice("debug", "info", "warning", "error"),
-        (),
+        (str,),
+        shown="unset",
         allowed="`debug`, `info`, `warning` or `error`",
     )
 

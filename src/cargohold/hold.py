@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Self, TypeVar
 
 from . import _fork, _shutdown
 from ._fork import on_fork
+from ._logging import apply_log_level
 from .config import Settings
 from .errors import (
     CargoholdError,
@@ -128,6 +129,7 @@ class Hold:
         catalog: Catalog | None = None,
         syncing: bool = True,
     ) -> None:
+        apply_log_level(settings)
         self.settings = settings
         self.catalog = catalog
         self.remote = remote
@@ -1130,6 +1132,7 @@ def open(
     resolved = Settings.load(
         remote=remote if isinstance(remote, str) else None, data_dir=data_dir, **settings
     )
+    apply_log_level(resolved)  # first: what follows may log
     root = choose_data_dir(resolved).path
     embedded = False
     if isinstance(remote, Remote):
