@@ -75,6 +75,7 @@ from .errors import (
     RemoteUnavailable,
     StorageFull,
     TimedOut,
+    from_os_error,
 )
 from .keys import normalize_key
 from .remotes import ObjectInfo
@@ -331,6 +332,27 @@ def fetch(
     headers: Mapping[str, str] | None = None,
 ) -> Path:
     """The behaviour behind :meth:`Hold.fetch`; see this module's docstring."""
+    try:
+        return _fetch(hold, url, sha256, max_age, progress, headers)
+    except CargoholdError:
+        raise
+    except OSError as exc:  # the local disk: read-only, full, not ours
+        raise from_os_error(
+            exc,
+            f"keep the download of {redact_url(str(url))} in {hold.local.root}",
+            fix="free space in the data directory, or set CARGOHOLD_DATA_DIR to a writable "
+            "directory on a disk with room",
+        ) from exc
+
+
+def _fetch(
+    hold: Hold,
+    url: str,
+    sha256: str | None,
+    max_age: float | None,
+    progress: Callable[[FetchProgress], None] | None,
+    headers: Mapping[str, str] | None,
+) -> Path:
     state = _state(hold)
     if isinstance(url, str):  # the fast path: a copy found less than HOT_SECONDS ago
         hot = _still_hot(hold, state, url, sha256, max_age)

@@ -79,6 +79,7 @@ from .errors import (
     RemoteError,
     RemoteUnavailable,
     TimedOut,
+    from_os_error,
 )
 from .keys import normalize_key
 
@@ -425,6 +426,15 @@ class Memo:
             record = json.loads((folder / "entry.json").read_bytes())
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:
+            raise from_os_error(
+                exc,
+                f"read the seed entry {folder / 'entry.json'}",
+                fix=(
+                    "make the seed folder readable by the app's user (Dockerfile: COPY "
+                    "--chown=user data/seed data/seed), or unset CARGOHOLD_MEMO_SEED_DIR"
+                ),
+            ) from exc
         entry = self._entry(record, hit=True, source="seed")
         if entry.kind == "dir":
             return dataclasses.replace(entry, path=folder / "files")
@@ -574,7 +584,17 @@ class Memo:
     def _build(
         self, digest: str, inputs: dict[str, Any], build: Callable[[dict[str, Any], Path], Any]
     ) -> MemoEntry:
-        workdir = Path(tempfile.mkdtemp(prefix=f"memo-{self.namespace}-", dir=self.hold.local.tmp))
+        try:
+            workdir = Path(
+                tempfile.mkdtemp(prefix=f"memo-{self.namespace}-", dir=self.hold.local.tmp)
+            )
+        except OSError as exc:
+            raise from_os_error(
+                exc,
+                f"make a build folder in {self.hold.local.tmp}",
+                fix="free space in the data directory, or set CARGOHOLD_DATA_DIR to a "
+                "writable directory on a disk with room",
+            ) from exc
         try:
             started = time.monotonic()
             result = build(dict(inputs), workdir)
@@ -777,9 +797,21 @@ class Memo:
         """Write the matching entries into the seed folder ``to``, in the layout
         ``<to>/<namespace>/<version>/<digest>/entry.json`` plus the result's files (a
         folder result under ``files/``), ready to commit. Returns how many were written."""
+        try:
+            return self._export(Path(to), where)
+        except CargoholdError:
+            raise
+        except OSError as exc:
+            raise from_os_error(
+                exc,
+                f"export memo entries into {to}",
+                fix="export into a folder this user can write, on a disk with room",
+            ) from exc
+
+    def _export(self, to: Path, where: Mapping[str, Any] | None) -> int:
         written = 0
         for entry in self.entries(where):
-            folder = Path(to) / self.namespace / self.version / entry.digest
+            folder = to / self.namespace / self.version / entry.digest
             staging = folder.with_name(f".{entry.digest}.{uuid.uuid4().hex}")
             staging.mkdir(parents=True)
             base = staging / "files" if entry.kind == "dir" else staging
