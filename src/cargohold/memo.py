@@ -1048,6 +1048,41 @@ def _binder(
     return fast
 
 
+def versions(hold: Hold, namespace: str) -> list[str]:
+    """The versions of ``namespace`` with at least one entry, sorted."""
+    _check_name(namespace, "namespace")
+    found: set[str] = set()
+    for info in hold.list(f"memo/{namespace}/"):
+        parts = info.key.split("/")
+        if len(parts) == 5 and info.key.endswith(".json"):
+            found.add(parts[2])
+    return sorted(found)
+
+
+def list_entries(
+    hold: Hold,
+    namespace: str,
+    *,
+    version: str | None = None,
+    where: Mapping[str, Any] | None = None,
+    limit: int | None = None,
+) -> list[MemoEntry]:
+    """A namespace's entries, newest first: what ``cargohold memo ls`` and
+    ``GET /api/memo/{namespace}`` show. With ``version`` those of that version (as
+    :meth:`Memo.entries`); without, those of **every** version that has entries, each
+    labelled by its ``.version``, so a listing never looks empty while entries exist
+    under a version the caller did not name."""
+    if version is not None:
+        return Memo(hold, namespace, version=version).entries(where, limit=limit)
+    found = [
+        entry
+        for each in versions(hold, namespace)
+        for entry in Memo(hold, namespace, version=each).entries(where, limit=limit)
+    ]
+    found.sort(key=lambda e: e.created, reverse=True)
+    return found[:limit] if limit is not None else found
+
+
 def namespaces(hold: Hold) -> list[tuple[str, str]]:
     """Every (namespace, version) with at least one entry, sorted."""
     found: set[tuple[str, str]] = set()
