@@ -498,10 +498,17 @@ def doctor_text(report: DoctorReport) -> str:
         lines.append(
             f"  a full queue (max_pending_bytes) takes about {dur.full_queue_estimate:.1f} s"
         )
-    lines += ["", f"problems: {len(report.problems) or 'none'}"]
-    for p in report.problems:
-        lines.append(f"  {p.severity.upper() if p.severity == 'error' else p.severity}: {p.what}")
-        lines.append(f"    fix: {p.fix}")
+    groups = report.causes()
+    count = f"{len(report.problems)} ({len(groups)} cause{'s' if len(groups) != 1 else ''})"
+    lines += ["", f"problems: {count if report.problems else 'none'}"]
+    for group in groups:  # the root cause first, then what follows from it
+        for p in group:
+            mark = p.severity.upper() if p.severity == "error" else p.severity
+            if p.consequence:
+                lines.append(f"    and so, {mark}: {p.what}")
+                continue
+            lines.append(f"  {mark}: {p.what}")
+            lines.append(f"    fix: {p.fix}")
     return "\n".join(lines)
 
 
