@@ -54,7 +54,8 @@ BUILDER = textwrap.dedent(
         entry = memo.get_or_create({"prompt": "a cat surfing"}, build)
         print("RESULT", entry.path.read_bytes().decode(), entry.hit, flush=True)
 
-    worker = threading.Thread(target=ask)  # the build runs beside the main thread, as in a server
+    # The build runs beside the main thread, as in a server (daemon: a Ctrl-C ends the app).
+    worker = threading.Thread(target=ask, daemon=True)
     worker.start()
     worker.join()
     hold.close()
@@ -80,8 +81,9 @@ def _lease_key(memo: Memo, inputs: dict[str, Any]) -> str:
     return internal_key(f"leases/memo/{memo.namespace}/{memo.version}/{memo.digest(inputs)}")
 
 
-def test_a_sigtermed_build_gives_its_lease_up_and_the_next_process_builds_at_once(
-    seaweedfs: SeaweedFS, seaweedfs_bucket: str, tmp_path: Path
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stopped_build_gives_its_lease_up_and_the_next_process_builds_at_once(
+    seaweedfs: SeaweedFS, seaweedfs_bucket: str, tmp_path: Path, signum: signal.Signals
 ) -> None:
     url = s3_url(seaweedfs, seaweedfs_bucket)
     builds = tmp_path / "builds"
@@ -94,10 +96,11 @@ def test_a_sigtermed_build_gives_its_lease_up_and_the_next_process_builds_at_onc
             memo = obs.memo("video", version="v1")
             key = _lease_key(memo, {"prompt": "a cat surfing"})
             assert obs.remote.head(key).size > 0, "the builder holds its lease while it runs"
-            first.send_signal(signal.SIGTERM)
+            first.send_signal(signum)
             first.communicate(timeout=60)
-            # The default action ends it once the shutdown flush has given the lease up.
-            assert first.returncode == -signal.SIGTERM
+            # The default action (SIGINT: KeyboardInterrupt, uncaught) ends it once the
+            # shutdown flush has given the lease up.
+            assert first.returncode == -signum
             with pytest.raises(NotFoundError):
                 obs.remote.head(key)
         second = _builder(url, tmp_path / "second", builds, build_seconds=0)
