@@ -16,6 +16,11 @@ APP = textwrap.dedent(
     import cargohold
     if sys.argv[2] == "configured":
         logging.basicConfig(level=logging.WARNING, format="APP %(name)s %(message)s")
+    if sys.argv[2] == "own-handler":  # the app sends cargohold's lines somewhere of its own
+        own = logging.StreamHandler(sys.stderr)
+        own.setFormatter(logging.Formatter("OWN %(name)s %(message)s"))
+        logging.getLogger("cargohold").addHandler(own)
+        logging.getLogger("cargohold").propagate = False
     root_handlers = list(logging.getLogger().handlers)
     with cargohold.open("memory://logging-app", data_dir=sys.argv[1], signal_handlers=False,
                         **({"log_level": sys.argv[3]} if len(sys.argv) > 3 else {})):
@@ -77,3 +82,9 @@ def test_an_explicit_argument_beats_the_variable(tmp_path: Path) -> None:
     assert "LEVEL WARNING" in out
     assert "an info line" not in err
     assert "a warning line" in err
+
+
+def test_an_app_handler_on_the_cargohold_logger_gets_each_line_once(tmp_path: Path) -> None:
+    _, err = _run(tmp_path, "own-handler", level="info")
+    assert err.count("an info line") == 1
+    assert "OWN cargohold.memo an info line" in err

@@ -35,7 +35,10 @@ class _WhenNoOneElse(logging.StreamHandler):  # type: ignore[type-arg]
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
 
     def filter(self, record: logging.LogRecord) -> bool:
-        logger: logging.Logger | None = logging.getLogger(_LOGGER).parent
+        ours = logging.getLogger(_LOGGER)
+        if any(handler is not self for handler in ours.handlers):
+            return False  # the app put a handler of its own on "cargohold"
+        logger: logging.Logger | None = ours.parent if ours.propagate else None
         while logger is not None:
             if logger.handlers:
                 return False  # the app's handler prints it (propagation)
