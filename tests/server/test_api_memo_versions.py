@@ -14,7 +14,7 @@ from cargohold import Hold
 from cargohold.memo import list_entries
 from cargohold.remotes import MemoryRemote
 from cargohold.server import create_app
-from tests.server.test_api import TOKEN, Client
+from tests.server.test_api import AUTH, TOKEN, Client
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def hold(tmp_path: Path) -> Iterator[Hold]:
 
 
 def test_without_a_version_every_version_is_listed_and_labelled(hold: Hold) -> None:
-    client = Client(create_app(hold))
+    client = Client(create_app(hold), headers=AUTH)
     entries = client.get("/api/memo/sora").json()
     assert [(e["version"], e["inputs"]["prompt"]) for e in entries] == [
         ("v2", "owl"),
