@@ -208,3 +208,33 @@ def test_fetch_prints_the_cached_file_and_gc_removes_expired_bundles(tmp_path: P
         "partial_downloads": 0,
     }
     assert not list(cargohold.open_remote(env["CARGOHOLD_REMOTE"]).list("debug/"))
+
+
+def test_memo_ls_without_a_version_lists_every_version_labelled(tmp_path: Path) -> None:
+    env = {
+        "CARGOHOLD_DATA_DIR": str(tmp_path / "data"),
+        "CARGOHOLD_REMOTE": (tmp_path / "remote").as_uri(),
+    }
+    code = (
+        "import cargohold\n"
+        "with cargohold.open(signal_handlers=False) as h:\n"
+        "    for version, prompts in (('v1', ('cat', 'dog')), ('v2', ('owl',))):\n"
+        "        m = h.memo('sora', version=version)\n"
+        "        for p in prompts:\n"
+        "            m.get_or_create({'prompt': p}, lambda i, w: i['prompt'].encode())\n"
+    )
+    subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, check=True)
+    listed = json.loads(run("memo", "ls", "sora", "--json", env=env).stdout)
+    assert sorted((e["version"], e["inputs"]["prompt"]) for e in listed) == [
+        ("v1", "cat"),
+        ("v1", "dog"),
+        ("v2", "owl"),
+    ]
+    assert listed[0]["inputs"]["prompt"] == "owl"  # newest first, across versions
+    human = run("memo", "ls", "sora", env=env).stdout
+    assert "all versions: v1, v2): 3 entries" in human
+    assert "version" in human
+    one = json.loads(run("memo", "ls", "sora", "-v", "v1", "--json", env=env).stdout)
+    assert sorted(e["inputs"]["prompt"] for e in one) == ["cat", "dog"]
+    missing = json.loads(run("memo", "ls", "sora", "-v", "1", "--json", env=env).stdout)
+    assert missing == []

@@ -161,9 +161,19 @@ def test_an_unwritable_home_breaks_the_libraries_defaults(
 ) -> None:
     monkeypatch.setenv("HOME", "/sys/cargohold-home")
     report = box.diagnose(remote="memory://doctor-home", data_dir=box.base / "data")
-    torch = find(report, "TORCH_HOME is unset")
-    assert "/sys/cargohold-home/.cache/torch" in torch.what
-    assert "configure_ml_caches()" in torch.fix
+    # One problem, the root cause, naming every cache it breaks: not one per cache.
+    home = report.problems[0]
+    assert (home.severity, home.cause, home.consequence) == ("error", "home", False)
+    assert "HOME (/sys/cargohold-home) is not writable" in home.what
+    assert "TORCH_HOME" in home.what
+    assert "HF_HOME" in home.what
+    assert "useradd -m -u 1000 user" in home.fix
+    assert "configure_ml_caches()" in home.fix
+    assert [p for p in report.problems if "Permission denied" in p.what] == [home]
+    assert not [p for p in report.problems if p.area == "ml-caches"]
+    by_name = {v.name: v for v in report.ml_caches}
+    assert by_name["TORCH_HOME"].usable is False
+    assert "under HOME" in by_name["TORCH_HOME"].reason
     cache = report.directories[1]
     assert cache.chosen is not None
     assert not cache.chosen.startswith("/sys")
@@ -185,6 +195,11 @@ def test_an_unreachable_remote_with_writes_waiting(box: Box) -> None:
     assert "endpoint" in reach.fix
     waiting = find(report, "2 write(s)")
     assert waiting.severity == "error"
+    # One cause: the unreachable remote first, the waiting writes following from it.
+    assert (waiting.cause, waiting.consequence) == ("remote", True)
+    group = next(g for g in report.causes() if waiting in g)
+    assert group[0] == reach
+    assert not reach.consequence
     assert report.durability.pending_count == 2
     assert (report.durability.loss_window or 0) > 0
 
@@ -271,3 +286,50 @@ def test_refused_credentials(box: Box, guarded_seaweedfs: SeaweedFS) -> None:
     assert "AWS_SECRET_ACCESS_KEY" in problem.fix
     good = url.replace("wrong", guarded_seaweedfs.secret_key)
     assert box.diagnose(remote=good, data_dir=box.base / "data").remote.credentials_accepted
+
+
+def _space(box: Box) -> None:
+    os.environ["SPACE_ID"] = "ana/sign-app"
+    os.environ["SPACE_AUTHOR_NAME"] = "ana"
+    os.environ["SPACE_REPO_NAME"] = "sign-app"
+    os.environ["SYSTEM"] = "spaces"
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        os.environ.pop(name, None)
+    os.environ["HF_HOME"] = str(box.base / "hf-home")  # no token file there
+
+
+def test_on_a_space_the_fix_names_the_hub_remotes_and_hf_token_is_checked(box: Box) -> None:
+    _space(box)
+    report = box.diagnose()
+    assert report.host["name"] == "huggingface-spaces"
+    embedded = find(report, "embedded default")
+    assert embedded.severity == "error"
+    assert "hf://datasets/ana/sign-app-data" in embedded.fix
+    assert "hf-bucket://ana/sign-app-data" in embedded.fix
+    assert "file:///data" not in embedded.fix
+    assert "s3://" not in embedded.fix
+    token = find(report, "HF_TOKEN is not set")
+    assert token.severity == "warning"
+    assert "secret in the Space's settings" in token.fix
+    os.environ["HF_TOKEN"] = "hf_" + "x" * 34
+    assert not [p for p in box.diagnose().problems if "HF_TOKEN" in p.what]
+    os.environ["HF_TOKEN"] = "not-a-token"
+    assert find(box.diagnose(), "does not look like").severity == "warning"
+
+
+class _HubNamed(MemoryRemote):
+    """A real memory remote that reports a Hub URL (no Hub is reachable from tests)."""
+
+    @property
+    def url(self) -> str:
+        return "hf://datasets/ana/sign-app-data"
+
+
+def test_a_hub_remote_without_a_token_names_the_token_as_the_root_cause(box: Box) -> None:
+    _space(box)
+    remote = _HubNamed(f"doctor-hub-{uuid.uuid4().hex}")
+    report = box.diagnose(remote="hf://datasets/ana/sign-app-data", remote_object=remote)
+    first = report.problems[0]
+    assert (first.severity, first.cause, first.consequence) == ("error", "hf-token", False)
+    assert "HF_TOKEN is not set" in first.what
+    assert "hf://datasets/ana/sign-app-data" in first.what

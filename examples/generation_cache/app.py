@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import cargohold
+import cargohold.memo
 
 SEED = Path(__file__).with_name("seed")
 DEMO_PROMPTS = ("a cat surfing a wave", "a paper boat in the rain")
@@ -43,10 +44,16 @@ def fake_video(prompt: str, seconds: int, workdir: Path) -> Path:
 def make_generate(hold: cargohold.Hold):  # type: ignore[no-untyped-def]
     memo = hold.memo("videos", version="v1", seed_dir=SEED)
 
-    def generate(prompt: str, seconds: int = 5) -> Path:
+    def generate(
+        prompt: str, seconds: int = 5, progress: cargohold.memo.MemoProgressCallback | None = None
+    ) -> Path:
+        # progress: what the user sees while another instance builds the same prompt. In a
+        # Gradio handler taking progress=gr.Progress(), pass
+        # lambda p: progress(p.fraction, desc=p.message).
         entry = memo.get_or_create(
             {"prompt": prompt, "seconds": seconds},
             lambda inputs, workdir: fake_video(inputs["prompt"], inputs["seconds"], workdir),
+            progress=progress,
         )
         assert entry.path is not None
         return entry.path
@@ -61,7 +68,10 @@ def main(argv: list[str]) -> None:
             for entry in memo.entries():
                 print(entry.created.isoformat(timespec="seconds"), entry.inputs["prompt"])
             return
-        path = generate(" ".join(argv) or DEMO_PROMPTS[0])
+        path = generate(
+            " ".join(argv) or DEMO_PROMPTS[0],
+            progress=lambda p: print(p.message, file=sys.stderr),
+        )
         print(path, f"(generator calls this run: {calls})")
 
 

@@ -26,7 +26,7 @@ from .errors import (
 from .fetch import FetchProgress
 from .hold import Hold, HoldStatus, HydrateReport, Progress, open
 from .local import Refusal
-from .memo import Memo, MemoEntry, MemoFile, MemoResult, MemoStats
+from .memo import Memo, MemoEntry, MemoFile, MemoProgress, MemoResult, MemoStats
 from .persist import PersistedDir
 from .remotes import ObjectInfo, Remote, open_remote
 from .scratch import Scratch
@@ -49,6 +49,7 @@ __all__ = [
     "Memo",
     "MemoEntry",
     "MemoFile",
+    "MemoProgress",
     "MemoResult",
     "MemoStats",
     "NotFoundError",

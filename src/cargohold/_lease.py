@@ -1,7 +1,7 @@
 """Leases: a create-only lock object in the remote, kept alive by its holder.
 
-Used for single-flight work across instances that share a remote (a memo build). The
-remote's conditional puts make it exact:
+Used for single-flight work across instances that share a remote (a memo build, a
+shared download). The remote's conditional puts make it exact:
 
 - **acquire**: ``put(mode="create")``; of many racing callers exactly one succeeds.
 - **renew**: the holder rewrites the object with ``if_match`` its own last etag every
@@ -10,27 +10,43 @@ remote's conditional puts make it exact:
   clock, takes the holder for dead (no clock has to agree with another machine's) and
   takes over with ``if_match`` that stale etag: again exactly one waiter wins.
 - **release**: the holder deletes the object, if it still holds it.
+
+**Leases end with their holder.** :func:`exclusive_lease` registers every lease it
+hands out with its Hold (:meth:`Hold.at_stop`), so a graceful stop (the shutdown flush
+on SIGTERM or SIGINT, or ``close()``) gives up every lease the Hold holds at once, and
+the next instance starts the work without waiting for the expiry. Only a holder that is
+killed (SIGKILL, an out-of-memory kill) or loses its machine keeps others waiting,
+``ttl`` seconds (the ``lease_ttl`` setting) after its last renewal.
+
+That includes a lease whose work is still running on another thread when the stop
+comes: it is given up all the same. A second instance may then start the same work
+while this one finishes it. That costs compute, never correctness: memo results and
+downloads are content-addressed and immutable, and each record is written whole after
+its files, so whichever lands last is a complete entry. Keeping the lease instead would
+make every other instance wait the full ``ttl`` for a process that is about to die.
+
+The object's content (and the catalog's row) says who holds the lease and since when,
+so waiters can say whom they wait for (:meth:`ExclusiveLease.holder_info`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, Self
 
+from ._holder import describe_holder, holder_name
 from .errors import CargoholdError, CatalogUnavailable, ConflictError, NotFoundError
 from .keys import InternalKey, internal_key
 from .remotes import ObjectInfo, Remote
 
 if TYPE_CHECKING:
-    from .catalog import Catalog, PgLease
+    from .catalog import PgLease
+    from .hold import Hold
 
 __all__ = ["ExclusiveLease", "Lease", "exclusive_lease"]
 
@@ -48,22 +64,58 @@ class ExclusiveLease(Protocol):
 log = logging.getLogger("cargohold.lease")
 
 
-def exclusive_lease(
-    remote: Remote, catalog: Catalog | None, name: str, *, ttl: float, purpose: str
-) -> ExclusiveLease:
+def exclusive_lease(hold: Hold, name: str, *, ttl: float, purpose: str) -> ExclusiveLease:
     """The lease called ``name`` (``leases/...``) for exclusive work: in the shared
     catalog's database when there is one and it answers (its clock decides expiry, and no
     lock object costs remote requests), else a lock object in the remote. A catalog that
-    stops answering before the lease is taken hands over to the remote's lock object."""
+    stops answering before the lease is taken hands over to the remote's lock object.
+
+    Once taken, the lease is given up by ``release()`` or, whichever comes first, when
+    ``hold`` stops gracefully (see the module docstring)."""
+    remote, catalog = hold.remote, hold.catalog
 
     def in_remote() -> Lease:
         return Lease(remote, internal_key(name), ttl=ttl, purpose=purpose)
 
+    inner: ExclusiveLease
     if catalog is not None and catalog.available:
         from .catalog import PgLease
 
-        return _CatalogFirst(PgLease(catalog, name, ttl=ttl, purpose=purpose), in_remote)
-    return in_remote()
+        inner = _CatalogFirst(PgLease(catalog, name, ttl=ttl, purpose=purpose), in_remote)
+    else:
+        inner = in_remote()
+    return _EndsWithHold(inner, hold)
+
+
+class _EndsWithHold:
+    """A lease given up when its Hold stops gracefully, if its user has not already."""
+
+    def __init__(self, inner: ExclusiveLease, hold: Hold) -> None:
+        self._inner = inner
+        self._hold = hold
+        self._cancel: Callable[[], None] | None = None
+        self.purpose = inner.purpose
+
+    def try_acquire(self) -> bool:
+        if not self._inner.try_acquire():
+            return False
+        # Registered after the take: a stop that began meanwhile gives it up at once.
+        self._cancel = self._hold.at_stop(self._given_up_at_stop)
+        return True
+
+    def _given_up_at_stop(self) -> None:
+        self._cancel = None
+        log.info("cargohold: stopping: gave up the lease on %s", self.purpose)
+        self._inner.release()
+
+    def holder_info(self) -> str:
+        return self._inner.holder_info()
+
+    def release(self) -> None:
+        cancel, self._cancel = self._cancel, None
+        if cancel is not None:
+            cancel()
+        self._inner.release()
 
 
 class _CatalogFirst:
@@ -102,22 +154,33 @@ class Lease:
         self.key = key
         self.ttl = ttl
         self.purpose = purpose
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.holder = holder_name()
         self.etag: str | None = None
         self.lost = False
         self._beats = 0
+        self._since = 0.0
         self._stop = threading.Event()
+        # Held for each renewal and for the release: a release waits for at most the one
+        # renewal in flight, and no renewal starts after it.
+        self._turn = threading.Lock()
         self._heart: threading.Thread | None = None
         self._seen: tuple[str, float] | None = None  # (etag, monotonic time first seen)
 
     def _content(self) -> bytes:
         self._beats += 1
         return json.dumps(
-            {"holder": self.holder, "purpose": self.purpose, "beat": self._beats, "ttl": self.ttl}
+            {
+                "holder": self.holder,
+                "purpose": self.purpose,
+                "beat": self._beats,
+                "ttl": self.ttl,
+                "since": self._since,
+            }
         ).encode()
 
     def try_acquire(self) -> bool:
         """Take the lease if it is free or its holder is dead. Never blocks on a live holder."""
+        self._since = time.time()
         try:
             self.etag = self.remote.put(self.key, self._content(), mode="create").etag
             return self._started()
@@ -137,9 +200,15 @@ class Lease:
         return self._started()
 
     def holder_info(self) -> str:
+        """Who holds it and since when (``?`` if that cannot be read)."""
         try:
-            return str(json.loads(self.remote.get(self.key)).get("holder", "?"))
-        except (CargoholdError, ValueError):
+            content = json.loads(self.remote.get(self.key))
+            since = content.get("since")
+            return describe_holder(
+                str(content.get("holder", "?")),
+                float(since) if isinstance(since, int | float) and since > 0 else None,
+            )
+        except (CargoholdError, ValueError, AttributeError):
             return "?"
 
     def _stale(self, current: ObjectInfo) -> bool:
@@ -158,7 +227,10 @@ class Lease:
     def _beat(self) -> None:
         while not self._stop.wait(self.ttl / 3):
             try:
-                self.etag = self.remote.put(self.key, self._content(), if_match=self.etag).etag
+                with self._turn:
+                    if self._stop.is_set():
+                        return
+                    self.etag = self.remote.put(self.key, self._content(), if_match=self.etag).etag
             except ConflictError:
                 self.lost = True
                 log.error(
@@ -171,18 +243,21 @@ class Lease:
                 log.warning("cargohold: could not renew the lease on %s: %s", self.purpose, exc)
 
     def release(self) -> None:
-        """Stop renewing and delete the lease if it is still ours."""
+        """Stop renewing and delete the lease if it is still ours. Idempotent; waits for
+        at most the one renewal in flight (never for the renewing thread's sleep)."""
         self._stop.set()
-        if self._heart is not None:
-            self._heart.join(timeout=30)
+        with self._turn:
             self._heart = None
-        if self.lost or self.etag is None:
-            return
-        try:
-            if self.remote.head(self.key).etag == self.etag:
-                self.remote.delete(self.key)
-        except CargoholdError as exc:
-            log.warning("cargohold: could not release the lease on %s: %s", self.purpose, exc)
+            etag, self.etag = self.etag, None
+            if self.lost or etag is None:
+                return
+            try:
+                if self.remote.head(self.key).etag == etag:
+                    self.remote.delete(self.key)
+            except NotFoundError:
+                pass  # taken over and released by another: nothing of ours is left
+            except CargoholdError as exc:
+                log.warning("cargohold: could not release the lease on %s: %s", self.purpose, exc)
 
     def __enter__(self) -> Self:
         return self

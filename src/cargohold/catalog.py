@@ -39,6 +39,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from ._fork import abandon, on_fork
+from ._holder import describe_holder, holder_name
 from .errors import CatalogUnavailable, ConfigError
 from .remotes import ObjectInfo, Remote
 
@@ -89,6 +90,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (remote, key)
     );
     CREATE INDEX IF NOT EXISTS cargohold_deletions_deleted ON cargohold_deletions (deleted);
+    """,
+    # 4: since when a lease's holder has it, so waiters can say whom they wait for
+    """
+    ALTER TABLE cargohold_leases ADD COLUMN IF NOT EXISTS since timestamptz NOT NULL DEFAULT now();
     """,
 ]
 #: How long a deletion is remembered: longer than any catch-up takes between asking the
@@ -506,9 +511,10 @@ class Catalog:
         row = self._run(
             lambda conn: conn.execute(
                 """
-                INSERT INTO cargohold_leases (name, holder, expires)
-                VALUES (%s, %s, now() + make_interval(secs => %s))
-                ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires = excluded.expires
+                INSERT INTO cargohold_leases (name, holder, expires, since)
+                VALUES (%s, %s, now() + make_interval(secs => %s), now())
+                ON CONFLICT (name) DO UPDATE
+                SET holder = excluded.holder, expires = excluded.expires, since = now()
                 WHERE cargohold_leases.expires < now()
                 RETURNING holder
                 """,
@@ -534,13 +540,16 @@ class Catalog:
             )
         )
 
-    def lease_holder(self, name: str) -> str | None:
+    def lease_holder(self, name: str) -> tuple[str, float] | None:
+        """Who holds ``name`` and since when (a Unix time), or None if no one does."""
         row = self._run(
             lambda conn: conn.execute(
-                "SELECT holder FROM cargohold_leases WHERE name = %s", (name,)
+                "SELECT holder, extract(epoch FROM since)::float8 FROM cargohold_leases "
+                "WHERE name = %s",
+                (name,),
             ).fetchone()
         )
-        return None if row is None else str(row[0])
+        return None if row is None else (str(row[0]), float(row[1]))
 
     # -- change notices ---------------------------------------------------------------
 
@@ -610,14 +619,16 @@ class PgLease:
         self.name = name
         self.ttl = ttl
         self.purpose = purpose
-        self.holder = f"{uuid.uuid4().hex[:12]}"
+        self.holder = holder_name()
         self.lost = False
+        self._released = False
         self._stop = threading.Event()
         self._heart: threading.Thread | None = None
 
     def try_acquire(self) -> bool:
         if not self.catalog.try_lease(self.name, self.holder, self.ttl):
             return False
+        self._released = False
         self._stop.clear()
         self._heart = threading.Thread(target=self._beat, name="cargohold-pg-lease", daemon=True)
         self._heart.start()
@@ -627,6 +638,8 @@ class PgLease:
         while not self._stop.wait(self.ttl / 3):
             try:
                 if not self.catalog.renew_lease(self.name, self.holder, self.ttl):
+                    if self._stop.is_set():
+                        return  # released while this renewal was in flight
                     self.lost = True
                     log.error(
                         "cargohold: lost the lease on %s: the work may now be done twice",
@@ -637,16 +650,22 @@ class PgLease:
                 log.warning("cargohold: could not renew the lease on %s: %s", self.purpose, exc)
 
     def holder_info(self) -> str:
+        """Who holds it and since when (``?`` if the catalog cannot say)."""
         try:
-            return self.catalog.lease_holder(self.name) or "?"
+            found = self.catalog.lease_holder(self.name)
         except CatalogUnavailable:
             return "?"
+        return "?" if found is None else describe_holder(*found)
 
     def release(self) -> None:
+        """Stop renewing and delete the row if it is still ours. Idempotent; does not
+        wait for the renewing thread (a renewal after the delete finds no row, so it
+        cannot bring the lease back)."""
         self._stop.set()
-        if self._heart is not None:
-            self._heart.join(timeout=30)
-            self._heart = None
+        self._heart = None
+        if self._released:
+            return
+        self._released = True
         if not self.lost:
             try:
                 self.catalog.release_lease(self.name, self.holder)

@@ -32,6 +32,7 @@ from .hold import open as cargohold_open
 from .keys import internal_key, internal_prefix
 from .memo import MemoEntry, MemoStats
 from .memo import collect_garbage as memo_collect_garbage
+from .memo import list_entries as memo_list_entries
 from .memo import namespaces as memo_namespaces
 from .paths import data_dir
 from .remotes import Remote, open_remote
@@ -282,7 +283,10 @@ _JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 @memo_app.command("ls")
 def memo_ls(
     namespace: str,
-    version: _VersionOption = "1",
+    version: Annotated[
+        str | None,
+        typer.Option("--version", "-v", help="One version (default: every version, labelled)."),
+    ] = None,
     field: Annotated[
         list[str], typer.Option("--field", "-f", help="Inputs or fields to show as columns.")
     ] = [],  # noqa: B006 - typer reads the default, it is never mutated
@@ -290,20 +294,30 @@ def memo_ls(
     limit: Annotated[int | None, typer.Option(help="Show at most this many.")] = None,
     as_json: _JsonOption = False,
 ) -> None:
-    """List a namespace's entries, newest first."""
+    """List a namespace's entries, newest first: of one --version, or of every version
+    (each entry labelled with its version)."""
     with _memo_hold() as hold:
-        entries = hold.memo(namespace, version=version).entries(_where(where), limit=limit)
+        entries = memo_list_entries(
+            hold, namespace, version=version, where=_where(where), limit=limit
+        )
     if as_json:
         typer.echo(json.dumps([_entry_json(e) for e in entries], indent=2, ensure_ascii=False))
         return
-    table = Table(title=f"memo {namespace} (version {version}): {len(entries)} entries")
+    if version is not None:
+        scope = f"version {version}"
+    else:
+        seen = sorted({e.version for e in entries})
+        scope = f"all versions: {', '.join(seen)}" if seen else "all versions"
+    table = Table(title=f"memo {namespace} ({scope}): {len(entries)} entries")
     columns = field or sorted({name for e in entries for name in e.inputs})[:4]
-    for column in ["created", *columns, "kind", "bytes", "build s"]:
+    labels = ["version"] if version is None else []
+    for column in ["created", *labels, *columns, "kind", "bytes", "build s"]:
         table.add_column(column)
     for e in entries:
         values = [str(e.inputs.get(c, e.fields.get(c, ""))) for c in columns]
         table.add_row(
             e.created.strftime("%Y-%m-%d %H:%M:%S"),
+            *([e.version] if version is None else []),
             *values,
             e.kind,
             f"{e.size:,}",
@@ -484,10 +498,17 @@ def doctor_text(report: DoctorReport) -> str:
         lines.append(
             f"  a full queue (max_pending_bytes) takes about {dur.full_queue_estimate:.1f} s"
         )
-    lines += ["", f"problems: {len(report.problems) or 'none'}"]
-    for p in report.problems:
-        lines.append(f"  {p.severity.upper() if p.severity == 'error' else p.severity}: {p.what}")
-        lines.append(f"    fix: {p.fix}")
+    groups = report.causes()
+    count = f"{len(report.problems)} ({len(groups)} cause{'s' if len(groups) != 1 else ''})"
+    lines += ["", f"problems: {count if report.problems else 'none'}"]
+    for group in groups:  # the root cause first, then what follows from it
+        for p in group:
+            mark = p.severity.upper() if p.severity == "error" else p.severity
+            if p.consequence:
+                lines.append(f"    and so, {mark}: {p.what}")
+                continue
+            lines.append(f"  {mark}: {p.what}")
+            lines.append(f"    fix: {p.fix}")
     return "\n".join(lines)
 
 

@@ -515,6 +515,18 @@ class Settings:
         (os.PathLike,),
         shown="unset",
     )
+    lease_ttl: float = _setting(
+        60.0,
+        "CARGOHOLD_LEASE_TTL",
+        "Seconds a single-flight lease (a memo build, a shared download) outlives its "
+        "holder's last renewal. A holder that stops gracefully (SIGTERM, SIGINT, `close()`, "
+        "a build that raises) gives its leases up at once; only one that is killed or loses "
+        "its machine keeps the others waiting this long.",
+        parse_duration,
+        (int, float),
+        shown="`60s`",
+        allowed=Bounds(1, _DAY, unit="duration"),
+    )
     persist_interval: float = _setting(
         10.0,
         "CARGOHOLD_PERSIST_INTERVAL",
@@ -678,12 +690,16 @@ class Settings:
         (str,),
         allowed="an http(s) URL",
     )
-    log_level: str = _setting(
-        "info",
+    log_level: str | None = _setting(
+        None,
         "CARGOHOLD_LOG_LEVEL",
-        "Level of cargohold's own log messages: debug, info, warning, error.",
+        "Level of cargohold's own loggers (`cargohold`, `cargohold.memo`, ...), set when a "
+        "Hold opens; the app's root logger is never touched. A level set here is printed to "
+        "stderr even if the app configured no logging, and through the app's handlers (once) "
+        "if it did. Unset: the app's logging decides (Python's default prints WARNING and up).",
         _parse_choice("debug", "info", "warning", "error"),
-        (),
+        (str,),
+        shown="unset",
         allowed="`debug`, `info`, `warning` or `error`",
     )
 

@@ -16,7 +16,12 @@ It covers:
   a full queue, ``max_pending_bytes``) can be flushed within the shutdown grace period.
 
 Each finding that needs attention is a :class:`Problem` with its fix; ``error`` ones make
-``ok`` false (and the command exit with 1), ``warning`` ones do not. Diagnosing changes
+``ok`` false (and the command exit with 1), ``warning`` ones do not. Problems are grouped
+by cause, the root cause first: an unwritable HOME is one problem naming every library
+cache it breaks (not one per cache), an unreachable remote comes before the writes it
+keeps waiting, a missing ``HF_TOKEN`` before the Hub remote it makes fail. On a Hugging
+Face Space the fixes name the Hub remotes (``hf://datasets/OWNER/NAME``,
+``hf-bucket://OWNER/NAME``) and ``HF_TOKEN`` is checked. Diagnosing changes
 nothing but probe files, the directories the paths module would create anyway, and the one
 test object in the remote.
 """
@@ -24,6 +29,7 @@ test object in the remote.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import platform as pyplatform
@@ -60,12 +66,22 @@ Severity = Literal["error", "warning"]
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """Something that needs attention, and what to do about it."""
+    """Something that needs attention, and what to do about it.
+
+    ``cause`` names the underlying cause (by default the ``area``); problems with the same
+    cause are reported together, the root one (``consequence`` False) first, then those
+    that follow from it (fixing the root fixes them)."""
 
     severity: Severity
     area: str
     what: str
     fix: str
+    cause: str = ""
+    consequence: bool = False
+
+    @property
+    def group(self) -> str:
+        return self.cause or self.area
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +160,13 @@ class DoctorReport:
     def ok(self) -> bool:
         return not any(p.severity == "error" for p in self.problems)
 
+    def causes(self) -> list[list[Problem]]:
+        """The problems grouped by cause, in report order (each group's root first)."""
+        groups: dict[str, list[Problem]] = {}
+        for problem in self.problems:
+            groups.setdefault(problem.group, []).append(problem)
+        return list(groups.values())
+
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-able values (what ``cargohold doctor --json`` prints)."""
         out = asdict(self)
@@ -170,11 +193,13 @@ def diagnose(
     problems: list[Problem] = []
     host = detect(mounts=mounts, root=root)
     problems += _host_problems(host)
+    home = _home_problem(problems)  # a root cause: found first, reported first
     directories = [
         _directory(kind, settings, mounts, host, problems) for kind in ("data", "cache", "temp")
     ]
-    ml_caches = _ml_caches(settings, mounts, host, problems)
+    ml_caches = _ml_caches(settings, mounts, host, problems, broken_home=home)
     data = directories[0]
+    token_missing = _hf_token_problem(host, settings, remote, problems)
     remote_report, opened = _remote(settings, remote, data, check_remote, problems)
     try:
         durability = _durability(settings, host, data, remote_report, problems)
@@ -182,6 +207,13 @@ def diagnose(
         if opened is not None and remote is None:
             opened.close()
     _embedded_default_problem(host, data, remote_report, problems)
+    if token_missing:  # the remote's failures follow from it
+        problems = [
+            dataclasses.replace(p, cause="hf-token", consequence=True)
+            if p.area == "remote" and p.severity == "error"
+            else p
+            for p in problems
+        ]
     return DoctorReport(
         version=__version__,
         python=sys.version.split()[0],
@@ -200,7 +232,21 @@ def diagnose(
         ml_caches=ml_caches,
         remote=remote_report,
         durability=durability,
-        problems=sorted(problems, key=lambda p: p.severity != "error"),
+        problems=_by_cause(problems),
+    )
+
+
+def _by_cause(problems: list[Problem]) -> list[Problem]:
+    """Grouped by cause: groups with an error first, then in the order found (root causes
+    are looked for first); within a group the root first."""
+    first: dict[str, int] = {}
+    worst: dict[str, bool] = {}
+    for n, p in enumerate(problems):
+        first.setdefault(p.group, n)
+        worst[p.group] = worst.get(p.group, False) or p.severity == "error"
+    return sorted(
+        problems,
+        key=lambda p: (not worst[p.group], first[p.group], p.consequence, p.severity != "error"),
     )
 
 
@@ -348,8 +394,64 @@ def _usable(path: Path) -> str | None:
     return paths.probe_dir(at)
 
 
+def _home() -> Path | None:
+    home = os.environ.get("HOME")
+    if home:
+        return Path(home)
+    try:
+        return Path.home()
+    except (RuntimeError, KeyError):  # no HOME and no passwd entry (an arbitrary uid)
+        return None
+
+
+_HOME_FIX = (
+    "give the app's user a writable home: in the Dockerfile, RUN useradd -m -u 1000 user, "
+    "then USER user and ENV HOME=/home/user (as Hugging Face's Docker Spaces guide does); "
+    "or call cargohold.paths.configure_ml_caches() first thing, before importing the ML "
+    "libraries, to point their caches at a writable directory"
+)
+
+
+def _home_problem(problems: list[Problem]) -> Path | None:
+    """The home directory if this user cannot write it (one problem, the root cause of
+    every library cache that defaults under it), else None."""
+    home = _home()
+    if home is None:
+        return None
+    why = _usable(home)
+    if why is None:
+        return None
+    under = [name for name, d in _defaults().items() if d is not None and _within(d, home)]
+    problems.append(
+        Problem(
+            "error",
+            "home",
+            f"HOME ({home}) is not writable ({why}): the caches of {len(under)} libraries "
+            f"default to folders under it ({', '.join(under)}), so each fails with "
+            "Permission denied there; cargohold's own directories are chosen elsewhere "
+            "(see directories)",
+            _HOME_FIX,
+            cause="home",
+        )
+    )
+    return home
+
+
+def _within(path: Path, parent: Path) -> bool:
+    try:
+        path.relative_to(parent)
+    except ValueError:
+        return False
+    return True
+
+
 def _ml_caches(
-    settings: Settings, mounts: str | os.PathLike[str], host: Platform, problems: list[Problem]
+    settings: Settings,
+    mounts: str | os.PathLike[str],
+    host: Platform,
+    problems: list[Problem],
+    *,
+    broken_home: Path | None = None,
 ) -> list[CacheVarReport]:
     defaults = _defaults()
     reports: list[CacheVarReport] = []
@@ -388,6 +490,12 @@ def _ml_caches(
             reports.append(
                 CacheVarReport(name, None, "default", None, "unset: caches beside the code")
             )
+            continue
+        if broken_home is not None and _within(default, broken_home):
+            # Reported once, as the unwritable HOME (the root cause), not once per cache.
+            reason = f"under HOME ({broken_home}), which is not writable"
+            reports.append(CacheVarReport(name, str(default), "default", False, reason))
+            broken.append(name)
             continue
         why = _usable(default)
         reports.append(CacheVarReport(name, str(default), "default", why is None, why or "usable"))
@@ -594,6 +702,19 @@ def _embedded_default_problem(
     if not remote.embedded_default or data.chosen is None:
         return
     durable_enough = host.name == "local" or data.persistent
+    if host.name == "huggingface-spaces":
+        owner, name = _space_names()
+        fix = (
+            f"set CARGOHOLD_REMOTE to a Hub remote: hf://datasets/{owner}/{name} (a dataset "
+            "repo; CARGOHOLD_HF_CREATE_REPO=true creates it, private) or "
+            f"hf-bucket://{owner}/{name} (a Storage Bucket), with HF_TOKEN, a write token, "
+            "added as a secret in the Space's settings"
+        )
+    else:
+        fix = (
+            "set CARGOHOLD_REMOTE to a bucket (s3://bucket/prefix) or a mounted volume "
+            "(file:///data/app)"
+        )
     problems.append(
         Problem(
             "warning" if durable_enough else "error",
@@ -601,10 +722,72 @@ def _embedded_default_problem(
             f"no remote is configured, so the embedded default {remote.url} is used: it is on "
             "the same disk as the app"
             + ("" if durable_enough else f", which {host.name} replaces on every redeploy"),
-            "set CARGOHOLD_REMOTE to a bucket (s3://bucket/prefix) or a mounted volume "
-            "(file:///data/app)",
+            fix,
         )
     )
+
+
+def _space_names() -> tuple[str, str]:
+    """OWNER and NAME to suggest for this Space's data (its author, its name + -data)."""
+    space = os.environ.get("SPACE_ID", "")
+    owner = os.environ.get("SPACE_AUTHOR_NAME") or space.partition("/")[0] or "OWNER"
+    repo = os.environ.get("SPACE_REPO_NAME") or space.partition("/")[2]
+    return owner, f"{repo}-data" if repo else "NAME"
+
+
+def _hub_token() -> str | None:
+    """The Hugging Face token the Hub remotes would use (variables, then the token file)."""
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        if os.environ.get(name, "").strip():
+            return os.environ[name].strip()
+    home = Path(os.environ.get("HF_HOME") or (_home() or Path("~")) / ".cache" / "huggingface")
+    with contextlib.suppress(OSError):
+        return (home / "token").read_text().strip() or None
+    return None
+
+
+def _hf_token_problem(
+    host: Platform, settings: Settings, given: Remote | None, problems: list[Problem]
+) -> bool:
+    """Check HF_TOKEN where it matters: a Hub remote (an error without it) or a Space (a
+    warning: the remotes it should use need one). True when a Hub remote has no token."""
+    url = given.url if given is not None else (settings.remote or "")
+    hub = url.startswith(("hf://", "hf-bucket://"))
+    if not hub and host.name != "huggingface-spaces":
+        return False
+    token = _hub_token()
+    where = (
+        "a secret in the Space's settings" if host.name == "huggingface-spaces" else "a variable"
+    )
+    if token is None:
+        problems.append(
+            Problem(
+                "error" if hub else "warning",
+                "hf-token",
+                "HF_TOKEN is not set: "
+                + (
+                    f"the Hub remote {url.split('?')[0]} cannot be read or written without it"
+                    if hub
+                    else "the Hub remotes (hf://, hf-bucket://) this Space should keep its "
+                    "data in need a write token"
+                ),
+                f"create a token with write access at https://huggingface.co/settings/tokens "
+                f"and add it as HF_TOKEN ({where})",
+                cause="hf-token",
+            )
+        )
+        return hub
+    if not token.startswith("hf_"):
+        problems.append(
+            Problem(
+                "warning",
+                "hf-token",
+                "HF_TOKEN does not look like a Hugging Face token (they start with hf_)",
+                f"set HF_TOKEN ({where}) to a token from https://huggingface.co/settings/tokens",
+                cause="hf-token",
+            )
+        )
+    return False
 
 
 # -- durability ----------------------------------------------------------------------------
@@ -682,6 +865,8 @@ def _durability(
                 f"cannot be reached; the oldest is {loss_window:.0f} s old",
                 "fix the remote (see above); the writes stay in the local journal and sync "
                 "when it answers",
+                cause="remote",
+                consequence=True,
             )
         )
     elif flush is not None and flush > grace:

@@ -166,23 +166,35 @@ class HoldClosed(CargoholdError, RuntimeError):
 
 
 def from_os_error(
-    exc: OSError, doing: str, *, key: str | None = None, remote: str | None = None
+    exc: OSError,
+    doing: str,
+    *,
+    key: str | None = None,
+    remote: str | None = None,
+    fix: str | None = None,
 ) -> CargoholdError:
     """Translate an error of the local file system (``doing``: "write /data/x", say).
 
     Used wherever cargohold touches local disks, so a full or read-only disk reads the same
-    everywhere. The caller chains it: ``raise from_os_error(exc, ...) from exc``.
+    everywhere: PermissionDenied for a path this user may not write (or a read-only file
+    system), StorageFull for a full disk or quota, CargoholdError for the rest, each with
+    ``fix`` (what the feature's user should do; a generic fix when None) as its hint. The
+    caller chains it: ``raise from_os_error(exc, ...) from exc``.
     """
     import errno
 
     where = {"key": key, "remote": remote}
-    if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
+    if isinstance(exc, CargoholdError):
+        return exc  # already translated
+    if isinstance(exc, PermissionError) or exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         why = "the file system is read-only" if exc.errno == errno.EROFS else "permission denied"
         return PermissionDenied(
-            f"cannot {doing}: {why}", hint="use a directory this user can write", **where
+            f"cannot {doing}: {why}", hint=fix or "use a directory this user can write", **where
         )
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return StorageFull(
-            f"cannot {doing}: the disk is full", hint="free space or use a larger volume", **where
+            f"cannot {doing}: the disk is full",
+            hint=fix or "free space or use a larger volume",
+            **where,
         )
-    return CargoholdError(f"cannot {doing}: {exc.strerror or exc}", **where)
+    return CargoholdError(f"cannot {doing}: {exc.strerror or exc}", hint=fix, **where)

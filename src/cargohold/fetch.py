@@ -56,7 +56,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._fork import at_fork
 from ._keylocks import KeyedLocks
@@ -75,6 +75,7 @@ from .errors import (
     RemoteUnavailable,
     StorageFull,
     TimedOut,
+    from_os_error,
 )
 from .keys import normalize_key
 from .remotes import ObjectInfo
@@ -91,7 +92,6 @@ log = logging.getLogger("cargohold.fetch")
 
 PREFIX = "fetch/"
 RECORD_FORMAT = 1
-LEASE_TTL = 60.0
 #: Seconds a fetched copy found once is answered from memory (its file checked with an
 #: fstat once the local index has changed, see _Hot): at most this long after another
 #: process replaced the asset, the old file is served; a file removed by hand, behind
@@ -109,11 +109,32 @@ _REMOTE_TROUBLE = (RemoteError, TimedOut, PermissionDenied)
 @dataclass(frozen=True, slots=True)
 class FetchProgress:
     """How far a download has come: ``done`` bytes of ``total`` (None when the origin
-    did not say). Passed to ``progress`` every 1 MiB or so, and once at the end."""
+    did not say). Passed to ``progress`` every 1 MiB or so, and once at the end.
+
+    While another process or instance downloads the same URL (it holds the lease), the
+    call waits and sends ``stage="waiting"`` with ``holder`` (who, since when) about
+    once a second. ``message`` and ``fraction`` suit a progress bar:
+    ``progress=lambda p: gr_progress(p.fraction, desc=p.message)`` in a Gradio app."""
 
     url: str
     done: int
     total: int | None
+    stage: Literal["waiting", "downloading"] = "downloading"
+    holder: str | None = None
+
+    @property
+    def fraction(self) -> float | None:
+        """``done / total``, or None while waiting or when the size is unknown."""
+        if self.stage == "waiting" or not self.total:
+            return None
+        return min(1.0, self.done / self.total)
+
+    @property
+    def message(self) -> str:
+        if self.stage == "waiting":
+            return f"waiting for {self.url}, being downloaded by {self.holder or '?'}"
+        total = f" of {self.total:,}" if self.total is not None else ""
+        return f"downloading {self.url}: {self.done:,}{total} bytes"
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,6 +332,27 @@ def fetch(
     headers: Mapping[str, str] | None = None,
 ) -> Path:
     """The behaviour behind :meth:`Hold.fetch`; see this module's docstring."""
+    try:
+        return _fetch(hold, url, sha256, max_age, progress, headers)
+    except CargoholdError:
+        raise
+    except OSError as exc:  # the local disk: read-only, full, not ours
+        raise from_os_error(
+            exc,
+            f"keep the download of {redact_url(str(url))} in {hold.local.root}",
+            fix="free space in the data directory, or set CARGOHOLD_DATA_DIR to a writable "
+            "directory on a disk with room",
+        ) from exc
+
+
+def _fetch(
+    hold: Hold,
+    url: str,
+    sha256: str | None,
+    max_age: float | None,
+    progress: Callable[[FetchProgress], None] | None,
+    headers: Mapping[str, str] | None,
+) -> Path:
     state = _state(hold)
     if isinstance(url, str):  # the fast path: a copy found less than HOT_SECONDS ago
         hot = _still_hot(hold, state, url, sha256, max_age)
@@ -618,14 +660,17 @@ class _Fetch:
     def _lease_or_copy(self) -> tuple[ExclusiveLease | None, _Copy | None]:
         """Take the lease for this URL, or wait until its holder's copy is in the remote."""
         lease = exclusive_lease(
-            self.hold.remote,
-            self.hold.catalog,
+            self.hold,
             f"leases/fetch/{self.request.id}",
-            ttl=LEASE_TTL,
+            ttl=self.settings.lease_ttl,
             purpose=f"the download of {self.request.shown}",
         )
         delay = 0.05
-        started = last_log = time.monotonic()
+        started = time.monotonic()
+        next_log = started + 2  # a short wait is normal; a longer one is said, every 10 s
+        next_tell = started + 0.5
+        holder: str | None = None
+        progress = self.request.progress
         while True:
             if lease.try_acquire():
                 return lease, None
@@ -633,14 +678,22 @@ class _Fetch:
             if copy is not None:
                 return None, copy
             now = time.monotonic()
-            if now - last_log >= 10:
-                log.info(
-                    "cargohold: waiting %.0fs for %s, being made by %s",
+            if now >= next_log:
+                holder = lease.holder_info()
+                log.warning(
+                    "cargohold: waiting %.0fs for %s, being made by %s; if that process was "
+                    "killed, its lease expires %gs after its last renewal "
+                    "(CARGOHOLD_LEASE_TTL), and this call then downloads it",
                     now - started,
                     lease.purpose,
-                    lease.holder_info(),
+                    holder,
+                    self.settings.lease_ttl,
                 )
-                last_log = now
+                next_log = now + 10
+            if progress is not None and now >= next_tell:
+                holder = holder or lease.holder_info()
+                progress(FetchProgress(self.request.shown, 0, None, "waiting", holder))
+                next_tell = now + 1
             time.sleep(random.uniform(delay / 2, delay))  # noqa: S311 - jitter, not crypto
             delay = min(delay * 1.5, 1.0)
 

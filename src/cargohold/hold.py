@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Self, TypeVar
 from . import _fork, _shutdown
 from ._fork import on_fork
 from ._keylocks import KeyedLocks
+from ._logging import apply_log_level
 from ._ranged import RangedRemoteFile
 from .config import Settings
 from .errors import (
@@ -130,6 +131,7 @@ class Hold:
         catalog: Catalog | None = None,
         syncing: bool = True,
     ) -> None:
+        apply_log_level(settings)
         self.settings = settings
         self.catalog = catalog
         self.remote = remote
@@ -183,6 +185,10 @@ class Hold:
         #: (the download cache's open files).
         self._closers: list[Callable[[], None]] = []
         self._fetch_state: Any = None  # the download cache's per-Hold state (cargohold.fetch)
+        #: What features give up when this Hold stops gracefully (see at_stop).
+        self._stop_hooks: dict[object, Callable[[], None]] = {}
+        self._stop_hooks_lock = threading.Lock()
+        self._stopped = False
         if syncing:
             self.syncer.start()
         if catalog is not None:
@@ -202,6 +208,9 @@ class Hold:
         """In a child after fork(): locks another parent thread may have held."""
         self._flights = {}
         self._flights_lock = threading.Lock()
+        # The parent's leases are the parent's: the child must not give them up.
+        self._stop_hooks = {}
+        self._stop_hooks_lock = threading.Lock()
 
     def _resume_after_fork(self) -> None:
         """The first use in a forked child: start the threads the parent had (never in
@@ -967,14 +976,15 @@ class Hold:
         ttl: float | None = None,
         max_bytes: int | None = None,
         seed_dir: str | Path | None = None,
-        lease_ttl: float = 60.0,
+        lease_ttl: float | None = None,
     ) -> Memo:
         """The generation cache for ``namespace`` at ``version`` (bump it to invalidate).
 
         ``ttl`` (seconds) and ``max_bytes`` bound the namespace; ``seed_dir`` is a
         read-only folder of entries committed with the app, consulted first (default: the
         ``memo_seed_dir`` setting); ``lease_ttl`` is how long a dead builder's lease keeps
-        others waiting. See :mod:`cargohold.memo`.
+        others waiting (default: the ``lease_ttl`` setting, ``CARGOHOLD_LEASE_TTL``; a
+        builder that stops gracefully gives its lease up at once). See :mod:`cargohold.memo`.
         """
         from .memo import Memo
 
@@ -986,7 +996,11 @@ class Hold:
             ttl=ttl,
             max_bytes=max_bytes,
             seed_dir=seed_dir if seed_dir is not None else self.settings.memo_seed_dir,
-            lease_ttl=lease_ttl,
+            lease_ttl=(
+                self.settings.lease_ttl
+                if lease_ttl is None
+                else self.settings.replace(lease_ttl=lease_ttl).lease_ttl  # range-checked
+            ),
         )
 
     def memoize(
@@ -1003,6 +1017,51 @@ class Hold:
 
     # -- lifecycle --------------------------------------------------------------------
 
+    def at_stop(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` once when this Hold stops gracefully, and return a function
+        that cancels it (call that once the callback is no longer needed).
+
+        A graceful stop is the shutdown flush on SIGTERM or SIGINT, or :meth:`close`:
+        the callbacks run at its start, on a thread of their own beside the flush, and
+        the stop waits for them at most as long as for the flush. Features give up what
+        other instances may be waiting for there (single-flight leases). A callback
+        registered once the stop has begun is called at once, on the caller's thread.
+        A forked child does not inherit its parent's callbacks. Exceptions are logged.
+        """
+        token = object()
+        with self._stop_hooks_lock:
+            if not self._stopped:
+                self._stop_hooks[token] = callback
+                token_kept = True
+            else:
+                token_kept = False
+        if not token_kept:
+            _call_logged(callback)
+            return _nothing
+
+        def cancel() -> None:
+            with self._stop_hooks_lock:
+                self._stop_hooks.pop(token, None)
+
+        return cancel
+
+    def _run_stop_hooks(self) -> threading.Thread | None:
+        """Start the at_stop callbacks on a thread of their own (None: there are none)."""
+        with self._stop_hooks_lock:
+            self._stopped = True
+            hooks = list(self._stop_hooks.values())
+            self._stop_hooks.clear()
+        if not hooks:
+            return None
+
+        def run() -> None:
+            for hook in hooks:
+                _call_logged(hook)
+
+        thread = threading.Thread(target=run, name="cargohold-stop-hooks", daemon=True)
+        thread.start()
+        return thread
+
     def close(self, timeout: float | None = None, *, flush: bool = True) -> None:
         """Flush for up to ``timeout`` seconds (default ``shutdown_grace``), then stop.
 
@@ -1015,12 +1074,19 @@ class Hold:
             return
         # After a stop signal, what is left of the grace counted from the signal.
         budget = _shutdown.remaining(self.shutdown_grace) if timeout is None else timeout
+        deadline = time.monotonic() + budget
+        hooks = self._run_stop_hooks()  # leases given up at once, beside the flush
         for persisted in self._persisted:
             persisted.stop()  # its last scan writes
         # Before the flush starts: a write journaled after this is not acknowledged until
         # the remote has it (see put), one journaled before is the flush's to send.
         self._closing = True
         self.syncer.close(budget, flush=flush)
+        if hooks is not None:
+            # They use the remote, which is closed below.
+            hooks.join(max(0.0, deadline - time.monotonic()))
+            if hooks.is_alive():
+                log.warning("cargohold: giving up leases at close did not finish in time")
         self._closed = True
         for closer in self._closers:
             with contextlib.suppress(Exception):
@@ -1034,6 +1100,8 @@ class Hold:
         """Called on SIGTERM/SIGINT: flush within ``budget`` seconds, log what remains."""
         if self._closed:
             return
+        deadline = time.monotonic() + budget
+        hooks = self._run_stop_hooks()  # leases given up at once, beside the flush
         try:
             for persisted in self._persisted:
                 persisted.scan()
@@ -1051,6 +1119,9 @@ class Hold:
                 exc,
                 self.local.root,
             )
+        finally:
+            if hooks is not None:
+                hooks.join(max(0.0, deadline - time.monotonic()))
 
     def _check_writable(self) -> None:
         """Writes are refused once close() has begun (its flush covers only earlier ones)."""
@@ -1083,6 +1154,17 @@ class Hold:
 
     def __repr__(self) -> str:
         return f"<Hold {self.local.root} -> {self.remote.url}>"
+
+
+def _call_logged(callback: Callable[[], None]) -> None:
+    try:
+        callback()
+    except Exception:
+        log.exception("cargohold: a stop callback failed")
+
+
+def _nothing() -> None:
+    pass
 
 
 _EMPTY = object()
@@ -1136,6 +1218,7 @@ def open(
     resolved = Settings.load(
         remote=remote if isinstance(remote, str) else None, data_dir=data_dir, **settings
     )
+    apply_log_level(resolved)  # first: what follows may log
     root = choose_data_dir(resolved).path
     embedded = False
     if isinstance(remote, Remote):

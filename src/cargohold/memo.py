@@ -22,7 +22,12 @@ Guarantees:
   only a record makes an entry. Exceptions are not cached.
 - Single-flight: one build per inputs across threads (a lock), and across processes and
   instances sharing the remote (a lease in the remote, see :mod:`cargohold._lease`).
-  Waiters poll with backoff, log while they wait, and take over if the holder dies.
+  Waiters poll with backoff, log a WARNING naming the holder and since when, report to
+  ``progress`` (:class:`MemoProgress`), and take over if the holder dies.
+- Leases end with their holder: a build that raises, and a graceful stop of the Hold
+  (SIGTERM, SIGINT, ``close()``), give the lease up at once, even while a build still runs
+  on another thread (see :mod:`cargohold._lease` for why); only a killed holder keeps the
+  others waiting for ``lease_ttl`` (the ``CARGOHOLD_LEASE_TTL`` setting).
 - File and directory results are served from ``memo-files/<digest>/``: second names
   (hard links) of the local tier's own files, so they cost no disk beyond the tier's
   ``local_max_bytes`` while the tier keeps those files. Once the tier evicts one, the
@@ -74,13 +79,22 @@ from .errors import (
     RemoteError,
     RemoteUnavailable,
     TimedOut,
+    from_os_error,
 )
 from .keys import normalize_key
 
 if TYPE_CHECKING:
     from .hold import Hold
 
-__all__ = ["Memo", "MemoEntry", "MemoFile", "MemoResult", "MemoStats"]
+__all__ = [
+    "Memo",
+    "MemoEntry",
+    "MemoFile",
+    "MemoProgress",
+    "MemoProgressCallback",
+    "MemoResult",
+    "MemoStats",
+]
 
 log = logging.getLogger("cargohold.memo")
 
@@ -175,6 +189,36 @@ class MemoEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class MemoProgress:
+    """What a :meth:`Memo.get_or_create` call is doing, for the app to show while its user
+    waits. Passed to its ``progress`` callback (:data:`MemoProgressCallback`):
+
+    - ``waiting``: another process or instance builds this entry (``holder`` says who and
+      since when); sent at each poll, about every second or two;
+    - ``building``: this call builds it, once, before ``build`` runs;
+    - ``done``: the entry is here (built, or found after waiting), once.
+
+    A hit found at once sends nothing. ``message`` is a line for a person; ``fraction`` is
+    ``1.0`` when done, else None (a build's length is unknown), so a Gradio app can pass
+    ``progress=lambda p: gr_progress(p.fraction, desc=p.message)``."""
+
+    stage: Literal["waiting", "building", "done"]
+    message: str
+    #: Seconds since the call began.
+    seconds: float
+    holder: str | None = None
+
+    @property
+    def fraction(self) -> float | None:
+        return 1.0 if self.stage == "done" else None
+
+
+#: The progress callback :meth:`Memo.get_or_create` accepts. It runs on the caller's thread;
+#: an exception it raises ends the call (and gives up the lease, if this call held it).
+MemoProgressCallback = Callable[[MemoProgress], None]
+
+
+@dataclass(frozen=True, slots=True)
 class MemoStats:
     namespace: str
     version: str
@@ -201,7 +245,7 @@ class Memo:
         ttl: float | None = None,
         max_bytes: int | None = None,
         seed_dir: str | os.PathLike[str] | None = None,
-        lease_ttl: float = 60.0,
+        lease_ttl: float | None = None,
     ) -> None:
         self.hold = hold
         self.namespace = _check_name(namespace, "namespace")
@@ -209,7 +253,12 @@ class Memo:
         self.ttl = ttl
         self.max_bytes = max_bytes
         self.seed_dir = Path(seed_dir) if seed_dir is not None else None
-        self.lease_ttl = lease_ttl
+        #: Seconds a builder's lease outlives its last renewal (see :mod:`cargohold._lease`).
+        self.lease_ttl = (
+            hold.settings.lease_ttl
+            if lease_ttl is None
+            else hold.settings.replace(lease_ttl=lease_ttl).lease_ttl
+        )
         self._locks = KeyedLocks()  # one build per entry in this process; kept while in use
         self._offline = threading.local()  # .active: building while the remote is down
         self._files_root = hold.local.root / "memo-files"
@@ -377,6 +426,15 @@ class Memo:
             record = json.loads((folder / "entry.json").read_bytes())
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:
+            raise from_os_error(
+                exc,
+                f"read the seed entry {folder / 'entry.json'}",
+                fix=(
+                    "make the seed folder readable by the app's user (Dockerfile: COPY "
+                    "--chown=user data/seed data/seed), or unset CARGOHOLD_MEMO_SEED_DIR"
+                ),
+            ) from exc
         entry = self._entry(record, hit=True, source="seed")
         if entry.kind == "dir":
             return dataclasses.replace(entry, path=folder / "files")
@@ -389,12 +447,21 @@ class Memo:
         return dataclasses.replace(entry, value=data.decode() if entry.kind == "str" else data)
 
     def get_or_create(
-        self, inputs: Mapping[str, Any], build: Callable[[dict[str, Any], Path], Any]
+        self,
+        inputs: Mapping[str, Any],
+        build: Callable[[dict[str, Any], Path], Any],
+        *,
+        progress: MemoProgressCallback | None = None,
     ) -> MemoEntry:
         """The entry for ``inputs``, building it with ``build(inputs, workdir)`` only if no
         instance has. ``workdir`` is an empty folder the build may write into; it is
         removed afterwards. The build returns bytes, str, a JSON value, a file or folder
-        ``Path``, or a :class:`MemoResult`. See the module docstring for the guarantees."""
+        ``Path``, or a :class:`MemoResult`. See the module docstring for the guarantees.
+
+        ``progress`` is called with a :class:`MemoProgress` while this call waits for
+        another instance's build, before its own build, and when the entry is here.
+        While it waits on another holder it also logs a WARNING (who holds the lease, and
+        since when) after 2 s and every 10 s after."""
         digest = self.digest(inputs)
         try:
             found = self._find(digest)
@@ -403,21 +470,22 @@ class Memo:
                 return self._build_alone(digest, json.loads(canonical(inputs)), build, exc)
         if found is not None:
             return found
+        tell = _Teller(progress, self)
         canonical_inputs = json.loads(canonical(inputs))  # for a build's record
         with self._lock(digest):
             lease: ExclusiveLease | None = None
             try:
                 found = self._find(digest)  # built by another thread while we waited
                 if found is not None:
-                    return found
+                    return tell.done(found)
                 lease = self._lease(digest)
-                waited = self._acquire_or_wait(lease, digest)
+                waited = self._acquire_or_wait(lease, digest, tell)
                 if waited is not None:
-                    return waited
+                    return tell.done(waited)
                 found = self._find(digest)  # finished between our look and our lease
                 if found is not None:
                     lease.release()
-                    return found
+                    return tell.done(found)
             except _UNREACHABLE as exc:
                 if lease is not None:
                     lease.release()
@@ -429,9 +497,10 @@ class Memo:
                     lease.release()
                 raise
             try:
-                return self._build(digest, canonical_inputs, build)
+                tell("building", f"building {self.namespace}/{self.version}/{digest[:12]}")
+                return tell.done(self._build(digest, canonical_inputs, build))
             finally:
-                lease.release()
+                lease.release()  # also when the build raises: the next caller may start
 
     def _build_alone(
         self,
@@ -468,18 +537,20 @@ class Memo:
         lock object in the remote."""
         name = f"leases/memo/{self.namespace}/{self.version}/{digest}"
         purpose = f"memo {self.namespace}/{self.version}/{digest[:12]}"
-        return exclusive_lease(
-            self.hold.remote, self.hold.catalog, name, ttl=self.lease_ttl, purpose=purpose
-        )
+        return exclusive_lease(self.hold, name, ttl=self.lease_ttl, purpose=purpose)
 
     def _lock(self, digest: str) -> contextlib.AbstractContextManager[None]:
         return self._locks.hold(digest)
 
-    def _acquire_or_wait(self, lease: ExclusiveLease, digest: str) -> MemoEntry | None:
+    def _acquire_or_wait(
+        self, lease: ExclusiveLease, digest: str, tell: _Teller
+    ) -> MemoEntry | None:
         """Take the lease (None: build now) or wait for its holder's entry (returned)."""
         delay = 0.1
         started = time.monotonic()
         next_log = started + 2  # a short wait is normal; a longer one is said, every 10 s
+        next_tell = started + 0.5
+        holder: str | None = None
         while True:
             if lease.try_acquire():
                 return None
@@ -488,20 +559,42 @@ class Memo:
                 return found
             now = time.monotonic()
             if now >= next_log:
-                log.info(
-                    "cargohold: waiting %.0fs for %s, being built by %s",
+                holder = lease.holder_info()
+                log.warning(
+                    "cargohold: waiting %.0fs for %s, being built by %s; if that process "
+                    "was killed, its lease expires %gs after its last renewal "
+                    "(CARGOHOLD_LEASE_TTL), and this call then builds it",
                     now - started,
                     lease.purpose,
-                    lease.holder_info(),
+                    holder,
+                    self.lease_ttl,
                 )
                 next_log = now + 10
+            if tell.wanted and now >= next_tell:
+                holder = holder or lease.holder_info()
+                tell(
+                    "waiting",
+                    f"waiting {now - started:.0f}s for {lease.purpose}, being built by {holder}",
+                    holder=holder,
+                )
+                next_tell = now + 1
             time.sleep(random.uniform(delay / 2, delay))  # noqa: S311 - jitter, not crypto
             delay = min(delay * 1.5, 2.0)
 
     def _build(
         self, digest: str, inputs: dict[str, Any], build: Callable[[dict[str, Any], Path], Any]
     ) -> MemoEntry:
-        workdir = Path(tempfile.mkdtemp(prefix=f"memo-{self.namespace}-", dir=self.hold.local.tmp))
+        try:
+            workdir = Path(
+                tempfile.mkdtemp(prefix=f"memo-{self.namespace}-", dir=self.hold.local.tmp)
+            )
+        except OSError as exc:
+            raise from_os_error(
+                exc,
+                f"make a build folder in {self.hold.local.tmp}",
+                fix="free space in the data directory, or set CARGOHOLD_DATA_DIR to a "
+                "writable directory on a disk with room",
+            ) from exc
         try:
             started = time.monotonic()
             result = build(dict(inputs), workdir)
@@ -704,9 +797,21 @@ class Memo:
         """Write the matching entries into the seed folder ``to``, in the layout
         ``<to>/<namespace>/<version>/<digest>/entry.json`` plus the result's files (a
         folder result under ``files/``), ready to commit. Returns how many were written."""
+        try:
+            return self._export(Path(to), where)
+        except CargoholdError:
+            raise
+        except OSError as exc:
+            raise from_os_error(
+                exc,
+                f"export memo entries into {to}",
+                fix="export into a folder this user can write, on a disk with room",
+            ) from exc
+
+    def _export(self, to: Path, where: Mapping[str, Any] | None) -> int:
         written = 0
         for entry in self.entries(where):
-            folder = Path(to) / self.namespace / self.version / entry.digest
+            folder = to / self.namespace / self.version / entry.digest
             staging = folder.with_name(f".{entry.digest}.{uuid.uuid4().hex}")
             staging.mkdir(parents=True)
             base = staging / "files" if entry.kind == "dir" else staging
@@ -721,6 +826,31 @@ class Memo:
             os.replace(staging, folder)
             written += 1
         return written
+
+
+class _Teller:
+    """Sends one get_or_create call's :class:`MemoProgress` to its callback, if any."""
+
+    def __init__(self, callback: MemoProgressCallback | None, memo: Memo) -> None:
+        self.wanted = callback is not None
+        self._callback = callback
+        self._memo = memo
+        self._started = time.monotonic()
+
+    def __call__(
+        self,
+        stage: Literal["waiting", "building", "done"],
+        message: str,
+        *,
+        holder: str | None = None,
+    ) -> None:
+        if self._callback is not None:
+            self._callback(MemoProgress(stage, message, time.monotonic() - self._started, holder))
+
+    def done(self, entry: MemoEntry) -> MemoEntry:
+        memo = self._memo
+        self("done", f"{memo.namespace}/{memo.version}/{entry.digest[:12]} is ready")
+        return entry
 
 
 def _linked(folder: Path, files: tuple[MemoFile, ...]) -> bool:
@@ -916,6 +1046,41 @@ def _binder(
         return bound
 
     return fast
+
+
+def versions(hold: Hold, namespace: str) -> list[str]:
+    """The versions of ``namespace`` with at least one entry, sorted."""
+    _check_name(namespace, "namespace")
+    found: set[str] = set()
+    for info in hold.list(f"memo/{namespace}/"):
+        parts = info.key.split("/")
+        if len(parts) == 5 and info.key.endswith(".json"):
+            found.add(parts[2])
+    return sorted(found)
+
+
+def list_entries(
+    hold: Hold,
+    namespace: str,
+    *,
+    version: str | None = None,
+    where: Mapping[str, Any] | None = None,
+    limit: int | None = None,
+) -> list[MemoEntry]:
+    """A namespace's entries, newest first: what ``cargohold memo ls`` and
+    ``GET /api/memo/{namespace}`` show. With ``version`` those of that version (as
+    :meth:`Memo.entries`); without, those of **every** version that has entries, each
+    labelled by its ``.version``, so a listing never looks empty while entries exist
+    under a version the caller did not name."""
+    if version is not None:
+        return Memo(hold, namespace, version=version).entries(where, limit=limit)
+    found = [
+        entry
+        for each in versions(hold, namespace)
+        for entry in Memo(hold, namespace, version=each).entries(where, limit=limit)
+    ]
+    found.sort(key=lambda e: e.created, reverse=True)
+    return found[:limit] if limit is not None else found
 
 
 def namespaces(hold: Hold) -> list[tuple[str, str]]:

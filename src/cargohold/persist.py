@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import CargoholdError, InvalidKey
+from .errors import CargoholdError, InvalidKey, from_os_error
 from .keys import normalize_key, normalize_prefix
 
 if TYPE_CHECKING:
@@ -90,9 +90,23 @@ class PersistedDir:
         self.restored = 0
 
     def start(self) -> None:
-        """Restore the folder, then scan in the background."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.restore()
+        """Restore the folder, then scan in the background. A folder this user cannot
+        create or write raises PermissionDenied (a full disk StorageFull), with the fix."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.restore()
+        except CargoholdError:
+            raise
+        except OSError as exc:
+            raise from_os_error(
+                exc,
+                f"keep the folder {self.folder} (persist_dir)",
+                fix=(
+                    "pass persist_dir() a folder this user can create and write: one under "
+                    "the data directory (cargohold.paths.data_dir()), or give the app's user "
+                    "the folder (Dockerfile: COPY --chown=user or RUN chown)"
+                ),
+            ) from exc
         self._thread = threading.Thread(
             target=self._run, name=f"cargohold-persist-{self.folder.name}", daemon=True
         )
@@ -185,6 +199,11 @@ class PersistedDir:
                     self.hold.put(key, path, metadata={"md5": md5})
                 except FileNotFoundError:
                     present.discard(relative)  # removed while we looked
+                    continue
+                except PermissionError as exc:  # a file this user may not read: the others go on
+                    skipped[relative] = str(
+                        from_os_error(exc, f"read {path}", fix="make it readable by the app's user")
+                    )
                     continue
                 self._seen[relative] = _Seen(st.st_size, st.st_mtime_ns, md5)
                 pushed += 1

@@ -109,9 +109,22 @@ def workspace_root(hold: Hold) -> Path:
     with _roots_guard:
         root = _roots.get(hold)
         if root is None:
-            root = _roots[hold] = temp_dir(hold.settings).path / "scratch"
-            root.mkdir(mode=0o700, exist_ok=True)
+            root = temp_dir(hold.settings).path / "scratch"
+            try:
+                root.mkdir(mode=0o700, exist_ok=True)
+            except OSError as exc:
+                raise from_os_error(
+                    exc, f"create the scratch folder {root}", fix=_ROOT_FIX
+                ) from exc
+            _roots[hold] = root
         return root
+
+
+#: The fix for a scratch root this user cannot write, or a full one.
+_ROOT_FIX = (
+    "set CARGOHOLD_TEMP_DIR to a writable directory on a disk with room (see "
+    "`cargohold doctor`), or lower the quota (CARGOHOLD_SCRATCH_QUOTA)"
+)
 
 
 def _root(hold: Hold) -> Path:
@@ -198,12 +211,19 @@ class Scratch:
         name = f"{stamp}-{self.request_id}-{secrets.token_hex(3)}"
         # The lock first: a directory is only ever seen with its owner's lock held.
         lock = FileLock(str(root / f"{name}.lock"), is_singleton=False)
-        lock.acquire(timeout=5)
+        try:
+            lock.acquire(timeout=5)
+        except OSError as exc:
+            raise from_os_error(
+                exc, f"create the scratch workspace {root / name}", fix=_ROOT_FIX
+            ) from exc
         try:
             (root / name).mkdir(mode=0o700)
         except OSError as exc:
             _drop_lock(lock)
-            raise from_os_error(exc, f"create the scratch workspace {root / name}") from exc
+            raise from_os_error(
+                exc, f"create the scratch workspace {root / name}", fix=_ROOT_FIX
+            ) from exc
         self._lock, self._dir, self.workspace = lock, root / name, name
         return self
 
@@ -475,7 +495,9 @@ class _QuotaWriter(io.RawIOBase):
             return self._fh.write(data)
         except OSError as exc:
             self._scratch._forget(size)
-            raise from_os_error(exc, f"write {self._name} in the scratch workspace") from exc
+            raise from_os_error(
+                exc, f"write {self._name} in the scratch workspace", fix=_ROOT_FIX
+            ) from exc
 
     def flush(self) -> None:
         if not self._fh.closed:

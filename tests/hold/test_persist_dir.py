@@ -6,6 +6,8 @@ import os
 import uuid
 from pathlib import Path
 
+import pytest
+
 import cargohold
 from cargohold import Hold
 from cargohold.remotes import FileRemote
@@ -109,3 +111,19 @@ def _md5(data: bytes) -> str:
     import hashlib
 
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def test_a_folder_this_user_cannot_create_is_permission_denied_with_its_fix(
+    tmp_path: Path,
+) -> None:
+    # /sys refuses every write, even root's: a read-only folder on any machine.
+    folder = Path(f"/sys/cargohold-outputs-{uuid.uuid4().hex[:8]}")
+    with _open((tmp_path / "remote").as_uri(), tmp_path / "data") as hold:
+        with pytest.raises(cargohold.PermissionDenied) as caught:
+            hold.persist_dir(folder, interval=3600)
+        assert isinstance(caught.value, PermissionError)
+        assert str(folder) in str(caught.value)
+        assert caught.value.hint is not None
+        assert "persist_dir() a folder this user can create and write" in caught.value.hint
+        hold.put("still/works", b"yes")  # the Hold is unharmed
+        assert hold.get("still/works") == b"yes"

@@ -32,7 +32,7 @@ from .._version import __version__
 from ..hold import Hold
 from ..keys import normalize_key, normalize_prefix
 from ..local import local_etag
-from ..memo import namespaces
+from ..memo import list_entries, namespaces
 from ..remotes import ObjectInfo, PutMode
 from ._auth import install_access, request_access
 from ._auth import require_write as writer
@@ -448,14 +448,14 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
     def memo_entries(
         namespace: str,
         request: Request,
-        version: str = "1",
+        version: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[MemoEntryOut]:
         """A namespace's entries with their metadata, newest first, with links to their
-        files: what a front end needs for a "cached prompts" list."""
-        memo = hold.memo(namespace, version=version)
+        files: what a front end needs for a "cached prompts" list. Without ``version``,
+        the entries of every version, each labelled with its ``version``."""
         out = []
-        for entry in memo.entries(limit=limit):
+        for entry in list_entries(hold, namespace, version=version, limit=limit):
             out.append(
                 MemoEntryOut(
                     digest=entry.digest,
