@@ -290,25 +290,35 @@ def _blob_files(server: Server) -> list[Path]:
     return [p for p in (server.data_dir / "local" / "blobs").rglob("*") if p.is_file()]
 
 
+def _abort_download(server: Server, key: str) -> None:
+    """Ask for ``key``, read the response's head, and leave mid-body with a reset."""
+    with server.connect() as sock:
+        sock.sendall(
+            f"GET /api/objects/{key} HTTP/1.1\r\nHost: x\r\n".encode()
+            + b"Authorization: Bearer "
+            + TOKEN.encode()
+            + b"\r\n\r\n"
+        )
+        head = b""
+        while b"\r\n\r\n" not in head and (chunk := sock.recv(65536)):
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 200 ")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
 def test_aborted_downloads_release_their_files_at_once(tmp_path: Path) -> None:
     body = bytes(range(256)) * 8192  # 2 MiB: streamed from the local tier's file
-    with serve(tmp_path) as server:
+    # Larger than any socket buffers on both ends: a download of it left after its head
+    # is always cut mid-body, which the server logs in one line.
+    long = b"L" * (32 * 1024 * 1024)
+    with serve(tmp_path, log_level="info") as server:
         with server.client() as client:
-            assert (
-                client.put("/api/objects/movie.bin", content=body, headers=AUTH).status_code == 201
-            )
+            for key, data in (("movie.bin", body), ("long.bin", long)):
+                assert client.put(f"/api/objects/{key}", content=data).status_code == 201
         for _ in range(200):
-            with server.connect() as sock:
-                sock.sendall(
-                    b"GET /api/objects/movie.bin HTTP/1.1\r\nHost: x\r\n"
-                    b"Authorization: Bearer " + TOKEN.encode() + b"\r\n\r\n"
-                )
-                head = b""
-                while b"\r\n\r\n" not in head and (chunk := sock.recv(65536)):
-                    head += chunk
-                assert head.startswith(b"HTTP/1.1 200 ")
-                # Gone mid-body, with a reset rather than a polite close.
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            _abort_download(server, "movie.bin")
+        for _ in range(3):
+            _abort_download(server, "long.bin")
         # Each abort is noticed by the server as it happens (nothing waits for the garbage
         # collector): the count falls to zero. Bounded, so a leak fails instead of hanging.
         deadline = time.monotonic() + PATIENCE
@@ -330,10 +340,13 @@ def test_aborted_downloads_release_their_files_at_once(tmp_path: Path) -> None:
         # (An upload's handler may still be running after its client left: it removes
         # what it staged once it hears of it. Bounded, so a leak fails instead of hanging.)
         deadline = time.monotonic() + PATIENCE
-        while len(_blob_files(server)) > 1 and time.monotonic() < deadline:
+        while len(_blob_files(server)) > 2 and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert len(_blob_files(server)) == 1  # the movie's
-    assert "Traceback" not in server.log.read_text()
+        assert len(_blob_files(server)) == 2  # the movie's and the long one's
+    log = server.log.read_text()
+    assert "Traceback" not in log
+    gone = [line for line in log.splitlines() if "client went away after" in line]
+    assert sum("'long.bin'" in line for line in gone) == 3
 
 
 @pytest.fixture(autouse=True)
