@@ -658,7 +658,8 @@ class Settings:
     http_idle_timeout: float = _setting(
         15.0,
         "CARGOHOLD_HTTP_IDLE_TIMEOUT",
-        "Seconds `cargohold serve` keeps an idle keep-alive connection open between requests.",
+        "Seconds `cargohold serve` keeps an idle keep-alive connection open between requests, "
+        "and the HTTP service waits for the next part of a `PUT` body before answering 408.",
         parse_duration,
         (int, float),
         allowed=Bounds(0, 3600, low_open=True, unit="duration"),

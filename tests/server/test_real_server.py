@@ -248,7 +248,9 @@ def _read_until_closed(sock: socket.socket) -> bytes:
     return data
 
 
-def test_slow_headers_idle_connections_and_oversized_uploads_are_cut_off(tmp_path: Path) -> None:
+def test_slow_headers_stalled_bodies_idle_connections_and_oversized_uploads_are_cut_off(
+    tmp_path: Path,
+) -> None:
     with serve(
         tmp_path, http_header_timeout="2", http_idle_timeout="2", max_upload_bytes="1000"
     ) as server:
@@ -277,7 +279,18 @@ def test_slow_headers_idle_connections_and_oversized_uploads_are_cut_off(tmp_pat
             answer = _read_until_closed(big)
         assert answer.startswith(b"HTTP/1.1 413 ")
         assert "CARGOHOLD_MAX_UPLOAD_BYTES" in json.loads(answer.split(b"\r\n\r\n", 1)[1])["hint"]
+        # A body that stalls is answered 408 once it has been idle, and nothing is stored.
+        with server.connect() as stalled:
+            stalled.sendall(
+                b"PUT /api/objects/stalled HTTP/1.1\r\nHost: x\r\n"
+                b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+                b"Content-Length: 900\r\n\r\n" + b"s" * 100
+            )
+            answer = _read_until_closed(stalled)
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        assert "CARGOHOLD_HTTP_IDLE_TIMEOUT" in json.loads(answer.split(b"\r\n\r\n", 1)[1])["hint"]
         with server.client() as client:  # and the server still serves everyone else
+            assert client.get("/api/objects/stalled").status_code == 404
             assert client.get("/api/objects/big").status_code == 404
             assert (
                 client.put("/api/objects/small", content=b"s" * 1000, headers=AUTH).status_code

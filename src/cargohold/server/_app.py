@@ -39,6 +39,7 @@ from ._auth import require_write as writer
 from ._metrics import metrics_text
 from ._objects import (
     BodyReader,
+    BodyStalled,
     ClientGone,
     Public,
     TooLarge,
@@ -338,6 +339,7 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
         dependencies=[Depends(writer)],
         responses={
             **write_responses,
+            408: {"model": ErrorOut, "description": "The body stalled (http_idle_timeout)."},
             413: {"model": ErrorOut, "description": "The body is larger than max_upload_bytes."},
             507: {"model": ErrorOut, "description": "No room to store it."},
         },
@@ -369,7 +371,7 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
             if name.startswith("x-cargohold-meta-")
         }
         content_type = request.headers.get("content-type")
-        body = BodyReader(request.receive, cap)
+        body = BodyReader(request.receive, cap, hold.settings.http_idle_timeout)
 
         def store() -> ObjectInfo:
             mode, expected = _put_condition(hold, key, if_match, if_none_match)
@@ -389,6 +391,16 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
             info = await run_in_threadpool(store)
         except TooLarge:
             return _too_large(cap)
+        except BodyStalled as stalled:
+            log.info("cargohold: the upload of %r stalled (%s); nothing stored", key, stalled)
+            return JSONResponse(
+                {
+                    "error": f"the request body stalled: {stalled}",
+                    "hint": "send the body without pauses (CARGOHOLD_HTTP_IDLE_TIMEOUT)",
+                },
+                status_code=408,
+                headers={"connection": "close"},
+            )
         except ClientGone:
             log.info("cargohold: client went away during the upload of %r; nothing stored", key)
             return Response(status_code=400)  # no one hears it

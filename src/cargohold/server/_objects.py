@@ -32,6 +32,7 @@ from ..hold import Hold
 
 __all__ = [
     "BodyReader",
+    "BodyStalled",
     "ClientGone",
     "Public",
     "TooLarge",
@@ -113,18 +114,28 @@ class ClientGone(Exception):
     """The client went away before its request body was complete."""
 
 
+class BodyStalled(Exception):
+    """No part of the request body came for ``idle`` seconds."""
+
+    def __init__(self, idle: float) -> None:
+        super().__init__(f"no part of the body came for {idle:g}s")
+        self.idle = idle
+
+
 class BodyReader:
     """The request body as a binary file object, for ``Hold.put`` on a worker thread.
 
     ``read`` takes the body from the event loop (``receive``) chunk by chunk, so the Hold
     writes it straight into its own staging file: stored once, memory bounded by one
     chunk. Raises TooLarge once more than ``cap`` bytes came, ClientGone if the client
-    left; the Hold then discards what it staged. Call it only from a thread started by
-    anyio (Starlette's ``run_in_threadpool``)."""
+    left, BodyStalled if nothing came for ``idle`` seconds (a stalled client holds no
+    worker thread for long); the Hold then discards what it staged. Call it only from a
+    thread started by anyio (Starlette's ``run_in_threadpool``)."""
 
-    def __init__(self, receive: Receive, cap: int) -> None:
+    def __init__(self, receive: Receive, cap: int, idle: float) -> None:
         self._receive = receive
         self._cap = cap
+        self._idle = idle
         self._buffer = bytearray()
         self._done = False
         self.received = 0
@@ -132,12 +143,16 @@ class BodyReader:
     def readable(self) -> bool:
         return True
 
-    async def _next(self) -> Message:
-        return await self._receive()
+    async def _next(self) -> Message | None:
+        with anyio.move_on_after(self._idle):
+            return await self._receive()
+        return None
 
     def read(self, size: int = -1) -> bytes:
         while not self._done and (size < 0 or len(self._buffer) < size):
             message = anyio.from_thread.run(self._next)
+            if message is None:
+                raise BodyStalled(self._idle)
             if message["type"] == "http.disconnect":
                 raise ClientGone
             chunk = message.get("body", b"")
