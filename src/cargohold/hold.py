@@ -416,7 +416,7 @@ class Hold:
             self._delete(key)
             return
         with self._conditional.hold(key):
-            if not self._has_etag(key, if_match):
+            if not self.has_etag(key, if_match):
                 raise PreconditionFailed(
                     f"{key!r} no longer has etag {if_match} (changed or deleted)",
                     key=key,
@@ -433,9 +433,14 @@ class Hold:
                 self.settings.request_timeout + self.settings.retry_timeout, keys=[key]
             )
 
-    def _has_etag(self, key: str, etag: str) -> bool:
+    def has_etag(self, key: str, etag: str) -> bool:
         """Whether ``key``'s current version has ``etag``: the remote's, or the local etag
-        of a write this tier holds (see :func:`cargohold.local.local_etag`)."""
+        a ``put`` returned for the same write (see :func:`cargohold.local.local_etag`),
+        which stays valid once the syncer has given the write the remote's etag. False
+        for a missing key. The same comparison ``put(if_match=...)`` and
+        ``delete(if_match=...)`` make."""
+        self._check_open()
+        key = normalize_key(key)
         try:
             current = self.head(key)
         except NotFoundError:

@@ -159,6 +159,21 @@ def test_delete_if_match_deletes_only_the_named_version(hold: Hold) -> None:
         hold.remote.head("d.json")
 
 
+def test_has_etag_knows_a_write_by_its_local_and_its_remote_etag(hold: Hold) -> None:
+    with hold.syncer.paused():
+        local = hold.put("h.txt", b"v1").etag
+        assert hold.has_etag("h.txt", local)
+    hold.flush(30)
+    remote = hold.head("h.txt").etag
+    assert remote != local
+    assert hold.has_etag("h.txt", remote)
+    assert hold.has_etag("h.txt", local)  # the same write: still valid
+    hold.put("h.txt", b"v2")
+    assert not hold.has_etag("h.txt", local)
+    assert not hold.has_etag("h.txt", remote)
+    assert not hold.has_etag("missing.txt", remote)
+
+
 def test_racing_conditional_deletes_and_puts_have_one_winner(hold: Hold) -> None:
     etag = hold.put("race.txt", b"v0", durable=True).etag
     outcomes: list[str] = []

@@ -31,7 +31,6 @@ from .. import errors
 from .._version import __version__
 from ..hold import Hold
 from ..keys import normalize_key, normalize_prefix
-from ..local import local_etag
 from ..memo import list_entries, namespaces
 from ..remotes import ObjectInfo, PutMode
 from ._auth import install_access, request_access
@@ -181,38 +180,24 @@ def _object_out(info: ObjectInfo) -> ObjectOut:
     )
 
 
-def _etag_matches(header: str | None, etag: str) -> bool:
-    """If-None-Match's weak comparison: ``*`` or any tag, weak or not, equal to ``etag``."""
+def _not_modified(hold: Hold, key: str, header: str | None, etag: str) -> bool:
+    """If-None-Match names the version served (``etag``): as that etag, or as the local
+    etag this Hold gave the same write before the syncer uploaded it."""
     if not header:
         return False
     tags = parse_tags(header)
-    return tags is None or any(tag.value == etag for tag in tags)
-
-
-def _not_modified(hold: Hold, key: str, header: str | None, etag: str) -> bool:
-    """If-None-Match names the current etag, or the local etag this Hold gave the same
-    write before the syncer uploaded it (the bytes did not change; only the remote's
-    etag replaced the local one, which ``put(if_match=...)`` accepts too)."""
-    if _etag_matches(header, etag):
-        return True
-    if not header or '"L' not in header:
-        return False
-    entry = hold.local.entry(key)
-    return entry is not None and not entry.deleted and _etag_matches(header, local_etag(entry))
+    return tags is None or any(_names_version(hold, key, tag.value, etag) for tag in tags)
 
 
 def _names_version(hold: Hold, key: str, tag: str, etag: str) -> bool:
-    """``tag`` names the version whose etag is ``etag``: it is that etag, or the local
-    etag this Hold gave the same write before the syncer uploaded it (same bytes; the
+    """``tag`` names the version whose etag is ``etag``: it is that etag, or both name
+    the key's current version (a local etag and the remote's for the same write: the
     syncer may swap one for the other between two requests of a client)."""
     if tag == etag:
         return True
-    if not tag.startswith("L"):
-        return False
-    entry = hold.local.entry(key)
-    return (
-        entry is not None and not entry.deleted and entry.etag == etag and local_etag(entry) == tag
-    )
+    # Only a local etag (``L...``, see cargohold.local.local_etag) can name the same
+    # bytes under another tag: others are not worth two lookups.
+    return tag.startswith("L") and hold.has_etag(key, tag) and hold.has_etag(key, etag)
 
 
 def _range_still_valid(hold: Hold, key: str, if_range: str, etag: str) -> bool:
