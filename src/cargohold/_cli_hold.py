@@ -348,7 +348,7 @@ def serve(
     try:
         import uvicorn
 
-        from .server import create_app
+        from .server import create_app, uvicorn_options
         from .server._auth import exposure_warning
     except ImportError as exc:
         raise errors.ConfigError(
@@ -365,7 +365,13 @@ def serve(
             err_console.print(
                 warning, style="bold red" if loud else None, highlight=False, soft_wrap=True
             )
-        uvicorn.run(create_app(hold), host=host, port=chosen, log_level="warning")
+        uvicorn.run(
+            create_app(hold),
+            host=host,
+            port=chosen,
+            log_level="warning",
+            **uvicorn_options(hold.settings),
+        )
 
 
 refused_app = typer.Typer(

@@ -635,6 +635,35 @@ class Settings:
         (int, float),
         allowed=Bounds(0, 30 * _DAY, unit="duration"),
     )
+    max_upload_bytes: int = _setting(
+        1024**3,
+        "CARGOHOLD_MAX_UPLOAD_BYTES",
+        "Largest body the HTTP service takes in one `PUT`: a larger one is refused with 413 "
+        "(at once when its Content-Length says so, else as soon as it passes the cap).",
+        parse_size,
+        (int,),
+        shown="`1GiB`",
+        allowed=Bounds(1, _MAX_SIZE, unit="size"),
+    )
+    http_header_timeout: float = _setting(
+        10.0,
+        "CARGOHOLD_HTTP_HEADER_TIMEOUT",
+        "Seconds `cargohold serve` gives a client to send a request's headers, counted from "
+        "its connection or its first byte after an idle pause; then 408 and the connection "
+        "is closed (a client trickling headers holds no connection for long).",
+        parse_duration,
+        (int, float),
+        allowed=Bounds(0, 3600, low_open=True, unit="duration"),
+    )
+    http_idle_timeout: float = _setting(
+        15.0,
+        "CARGOHOLD_HTTP_IDLE_TIMEOUT",
+        "Seconds `cargohold serve` keeps an idle keep-alive connection open between requests, "
+        "and the HTTP service waits for the next part of a `PUT` body before answering 408.",
+        parse_duration,
+        (int, float),
+        allowed=Bounds(0, 3600, low_open=True, unit="duration"),
+    )
     hf_commits_per_hour: float = _setting(
         100.0,
         "CARGOHOLD_HF_COMMITS_PER_HOUR",

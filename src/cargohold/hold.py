@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Self, TypeVar
 
 from . import _fork, _shutdown
 from ._fork import on_fork
+from ._keylocks import KeyedLocks
 from ._logging import apply_log_level
 from ._ranged import RangedRemoteFile
 from .config import Settings
@@ -169,6 +170,9 @@ class Hold:
         self._closing = False
         self._flights: dict[str, threading.Lock] = {}
         self._flights_lock = threading.Lock()
+        #: Conditional writes and deletes of one key, one at a time in this process (see
+        #: delete(if_match=...)).
+        self._conditional = KeyedLocks()
         self._stale_warned: dict[str, float] = {}
         self.reads = 0  # get/open/path calls, for the hit ratio in metrics
         #: Deletes this Hold has seen (its own, and other instances' through the catalog):
@@ -260,7 +264,8 @@ class Hold:
         meta = check_metadata(metadata)
         ctype = check_content_type(content_type, key)
         if mode == "create" or if_match is not None:
-            return self._put_conditional(key, source, mode, if_match, meta, ctype)
+            with self._conditional.hold(key):
+                return self._put_conditional(key, source, mode, if_match, meta, ctype)
         staged = self.local.stage(key, source)
         try:
             self._make_room(staged.size)
@@ -392,12 +397,34 @@ class Hold:
         if added and self.local.estimate().local_bytes > limit:
             self.local.evict(int(limit * 0.9))
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
         """Remove ``key``. It reads as missing at once; the syncer deletes it remotely
         (after a stop signal, it returns once the remote has). Idempotent: deleting a
-        missing key is not an error."""
+        missing key is not an error.
+
+        ``if_match=etag`` deletes only if the key still has that etag (the remote's, or
+        the local one a put returned while the key is unchanged), else raises
+        PreconditionFailed (a missing key too). The remote protocol has no conditional
+        delete, so this is a check then a delete under a lock per key that conditional
+        puts and deletes of this Hold share: of racing conditional writers *in this
+        process* exactly one wins. Between processes or instances it is not atomic: a
+        write landing elsewhere between the check and the delete can be deleted.
+        """
         self._check_writable()
         key = normalize_key(key)
+        if if_match is None:
+            self._delete(key)
+            return
+        with self._conditional.hold(key):
+            if not self.has_etag(key, if_match):
+                raise PreconditionFailed(
+                    f"{key!r} no longer has etag {if_match} (changed or deleted)",
+                    key=key,
+                    remote=self.remote.url,
+                )
+            self._delete(key)
+
+    def _delete(self, key: str) -> None:
         self.local.delete(key)
         self.deletions += 1
         self.syncer.wake()
@@ -405,6 +432,27 @@ class Hold:
             self.syncer.flush(
                 self.settings.request_timeout + self.settings.retry_timeout, keys=[key]
             )
+
+    def has_etag(self, key: str, etag: str) -> bool:
+        """Whether ``key``'s current version has ``etag``: the remote's, or the local etag
+        a ``put`` returned for the same write (see :func:`cargohold.local.local_etag`),
+        which stays valid once the syncer has given the write the remote's etag. False
+        for a missing key. The same comparison ``put(if_match=...)`` and
+        ``delete(if_match=...)`` make."""
+        self._check_open()
+        key = normalize_key(key)
+        try:
+            current = self.head(key)
+        except NotFoundError:
+            return False
+        if current.etag == etag:
+            return True
+        entry = self.local.entry(key)
+        if entry is None or entry.deleted:
+            return False
+        # A local etag names this row's write: valid while the row is what is current
+        # (not a stale copy the remote has since replaced).
+        return (entry.pending or entry.etag == current.etag) and etag == local_etag(entry)
 
     # -- reads ------------------------------------------------------------------------
 
@@ -442,15 +490,27 @@ class Hold:
         that version is replaced while the file is open, a read raises RemoteError rather
         than return bytes of two versions.
         """
+        if read_through:
+            return self.open_with_info(key, max_age=max_age)[0]
+        self._check_open()
+        self.reads += 1
+        return self._open_ranged(normalize_key(key), max_age)
+
+    def open_with_info(
+        self, key: str, *, max_age: float | None = None
+    ) -> tuple[BinaryIO, ObjectInfo]:
+        """``open(key)`` and the :class:`ObjectInfo` of exactly the version that file
+        reads: its size, etag, metadata and content type describe those bytes, even if the
+        key is written again or deleted meanwhile (``head`` then ``open`` could describe
+        one version and read another). Close the file when done."""
         self._check_open()
         self.reads += 1
         key = normalize_key(key)
-        if not read_through:
-            return self._open_ranged(key, max_age)
         for _ in range(5):
-            opened = self.local.open_entry(self._current(key, max_age))
+            entry = self._current(key, max_age)
+            opened = self.local.open_entry(entry)
             if opened is not None:
-                return opened
+                return opened, entry.info()
         raise RemoteError(f"the local copy of {key!r} kept changing while it was opened", key=key)
 
     def _open_ranged(self, key: str, max_age: float | None) -> BinaryIO:

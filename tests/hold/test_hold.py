@@ -120,6 +120,91 @@ def test_open_streams_and_stays_valid_across_a_rewrite(hold: Hold) -> None:
         assert fh.read() == b"second"
 
 
+def test_open_with_info_describes_the_version_it_reads(hold: Hold) -> None:
+    first = hold.put("v.bin", b"first" * 50_000, content_type="video/mp4")
+    fh, info = hold.open_with_info("v.bin")
+    with fh:
+        second = hold.put("v.bin", b"second", content_type="text/plain")
+        assert (info.size, info.etag, info.content_type) == (250_000, first.etag, "video/mp4")
+        assert fh.read() == b"first" * 50_000
+    fh, info = hold.open_with_info("v.bin")
+    with fh:
+        assert (info.size, info.etag, fh.read()) == (6, second.etag, b"second")
+    hold.flush(30)
+    fh, info = hold.open_with_info("v.bin")
+    with fh:  # synced: the remote's etag, still the same bytes
+        assert info.etag == hold.head("v.bin").etag
+        assert fh.read() == b"second"
+
+
+def test_delete_if_match_deletes_only_the_named_version(hold: Hold) -> None:
+    local = hold.put("d.json", b"v1")
+    with pytest.raises(PreconditionFailed):
+        hold.delete("d.json", if_match="not-the-etag")
+    assert hold.get("d.json") == b"v1"
+    hold.delete("d.json", if_match=local.etag)  # the etag the put gave, not yet synced
+    with pytest.raises(NotFoundError):
+        hold.get("d.json")
+    with pytest.raises(PreconditionFailed):  # a missing key matches no etag
+        hold.delete("d.json", if_match=local.etag)
+    hold.put("d.json", b"v2")
+    hold.flush(30)
+    remote_etag = hold.head("d.json").etag
+    hold.put("d.json", b"v3")
+    with pytest.raises(PreconditionFailed):  # v2's etag, but v3 is current
+        hold.delete("d.json", if_match=remote_etag)
+    hold.delete("d.json", if_match=hold.head("d.json").etag)
+    hold.flush(30)
+    with pytest.raises(NotFoundError):
+        hold.remote.head("d.json")
+
+
+def test_has_etag_knows_a_write_by_its_local_and_its_remote_etag(hold: Hold) -> None:
+    with hold.syncer.paused():
+        local = hold.put("h.txt", b"v1").etag
+        assert hold.has_etag("h.txt", local)
+    hold.flush(30)
+    remote = hold.head("h.txt").etag
+    assert remote != local
+    assert hold.has_etag("h.txt", remote)
+    assert hold.has_etag("h.txt", local)  # the same write: still valid
+    hold.put("h.txt", b"v2")
+    assert not hold.has_etag("h.txt", local)
+    assert not hold.has_etag("h.txt", remote)
+    assert not hold.has_etag("missing.txt", remote)
+
+
+def test_racing_conditional_deletes_and_puts_have_one_winner(hold: Hold) -> None:
+    etag = hold.put("race.txt", b"v0", durable=True).etag
+    outcomes: list[str] = []
+    start = threading.Barrier(16)
+
+    def delete() -> None:
+        start.wait()
+        try:
+            hold.delete("race.txt", if_match=etag)
+            outcomes.append("deleted")
+        except PreconditionFailed:
+            outcomes.append("refused")
+
+    def put(n: int) -> None:
+        start.wait()
+        try:
+            hold.put("race.txt", f"v{n}".encode(), if_match=etag)
+            outcomes.append("written")
+        except PreconditionFailed:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=delete) for _ in range(8)]
+    threads += [threading.Thread(target=put, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes).count("refused") == 15
+    assert len(outcomes) == 16
+
+
 def test_path_gives_a_file_named_like_the_key(hold: Hold) -> None:
     hold.put("takes/take_1.mp4", b"x" * 100_000)
     hold.put("notes/readme.txt", b"small")

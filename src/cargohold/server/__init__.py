@@ -11,10 +11,13 @@ Private by default (see ``_auth``): reads need ``Authorization: Bearer <token>``
 (``CARGOHOLD_TOKEN`` or ``CARGOHOLD_READ_TOKEN``) except under ``CARGOHOLD_PUBLIC_PREFIXES``,
 writes need ``CARGOHOLD_TOKEN``; with no token configured (local mode) only clients on
 the service's machine read, and nobody writes. Nothing uploaded runs on its origin.
+Served by your own uvicorn, pass ``**uvicorn_options(hold.settings)`` for the header
+and idle timeouts ``cargohold serve`` applies.
 """
 
 from __future__ import annotations
 
 from ._app import create_app
+from ._http import uvicorn_options
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "uvicorn_options"]

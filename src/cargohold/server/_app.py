@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -14,13 +14,13 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, cast
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import (
     HTMLResponse,
     JSONResponse,
     PlainTextResponse,
     Response,
-    StreamingResponse,
 )
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
@@ -31,17 +31,27 @@ from .. import errors
 from .._version import __version__
 from ..hold import Hold
 from ..keys import normalize_key, normalize_prefix
-from ..local import local_etag
 from ..memo import list_entries, namespaces
-from ..remotes import ObjectInfo
+from ..remotes import ObjectInfo, PutMode
 from ._auth import install_access, request_access
 from ._auth import require_write as writer
 from ._metrics import metrics_text
+from ._objects import (
+    BodyReader,
+    BodyStalled,
+    ClientGone,
+    Public,
+    TooLarge,
+    VersionBody,
+    parse_range,
+    parse_tags,
+)
 
 __all__ = ["create_app"]
 
-STREAM_CHUNK = 256 * 1024
 INLINE_BODY_MAX = 256 * 1024
+
+log = logging.getLogger("cargohold")
 
 
 def bench_path(hold: Hold) -> Path:
@@ -124,9 +134,39 @@ class ReadyOut(HealthOut):
     drain_limit: float | None = None
 
 
-def _error_response(exc: errors.CargoholdError) -> JSONResponse:
-    status = next(code for cls, code in STATUS if isinstance(exc, cls))
-    return JSONResponse({"error": exc.message, "hint": exc.hint}, status_code=status)
+# The precondition and range headers, as the OpenAPI document lists them.
+IfMatch = Annotated[
+    str | None,
+    Header(
+        description='Only if the object has one of these ETags (`"etag"`, a list, or '
+        "`*` for any). Otherwise 412; of racing writers with the same ETag, one wins."
+    ),
+]
+IfNoneMatch = Annotated[
+    str | None,
+    Header(description="`*`: only if the key does not exist (create-only), else 412."),
+]
+RangeHeader = Annotated[
+    str | None,
+    Header(
+        alias="range",
+        description="`bytes=START-END`, `bytes=START-` or `bytes=-LAST`: one range.",
+    ),
+]
+IfRange = Annotated[
+    str | None,
+    Header(
+        description="Serve Range only if the object still has this (strong) ETag, "
+        "else the whole object. Dates never match."
+    ),
+]
+GetIfNoneMatch = Annotated[
+    str | None, Header(description="304 if the object still has one of these ETags.")
+]
+
+
+def _status(exc: errors.CargoholdError) -> int:
+    return next(code for cls, code in STATUS if isinstance(exc, cls))
 
 
 def _object_out(info: ObjectInfo) -> ObjectOut:
@@ -140,44 +180,33 @@ def _object_out(info: ObjectInfo) -> ObjectOut:
     )
 
 
-def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
-    """``(start, end)`` inclusive, ``"unsatisfiable"``, or None (serve it all)."""
-    if not header or not header.startswith("bytes=") or "," in header:
-        return None  # no range, or several: the whole object (allowed by RFC 9110)
-    spec = header[6:].strip()
-    first, _, last = spec.partition("-")
-    try:
-        if first == "":
-            length = int(last)
-            if length <= 0:
-                return "unsatisfiable"
-            return (max(0, size - length), size - 1) if size else "unsatisfiable"
-        start = int(first)
-        end = int(last) if last else size - 1
-    except ValueError:
-        return None
-    if start < 0 or start >= size or end < start:
-        return "unsatisfiable"
-    return start, min(end, size - 1)
-
-
-def _etag_matches(header: str | None, etag: str) -> bool:
+def _not_modified(hold: Hold, key: str, header: str | None, etag: str) -> bool:
+    """If-None-Match names the version served (``etag``): as that etag, or as the local
+    etag this Hold gave the same write before the syncer uploaded it."""
     if not header:
         return False
-    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
-    return "*" in tags or f'"{etag}"' in tags
+    tags = parse_tags(header)
+    return tags is None or any(_names_version(hold, key, tag.value, etag) for tag in tags)
 
 
-def _not_modified(hold: Hold, key: str, header: str | None, etag: str) -> bool:
-    """If-None-Match names the current etag, or the local etag this Hold gave the same
-    write before the syncer uploaded it (the bytes did not change; only the remote's
-    etag replaced the local one, which ``put(if_match=...)`` accepts too)."""
-    if _etag_matches(header, etag):
+def _names_version(hold: Hold, key: str, tag: str, etag: str) -> bool:
+    """``tag`` names the version whose etag is ``etag``: it is that etag, or both name
+    the key's current version (a local etag and the remote's for the same write: the
+    syncer may swap one for the other between two requests of a client)."""
+    if tag == etag:
         return True
-    if not header or '"L' not in header:
+    # Only a local etag (``L...``, see cargohold.local.local_etag) can name the same
+    # bytes under another tag: others are not worth two lookups.
+    return tag.startswith("L") and hold.has_etag(key, tag) and hold.has_etag(key, etag)
+
+
+def _range_still_valid(hold: Hold, key: str, if_range: str, etag: str) -> bool:
+    """If-Range holds: one strong tag naming the version served (``etag``). Dates and
+    weak tags never hold (the whole object is served)."""
+    tags = parse_tags(if_range)
+    if tags is None or len(tags) != 1 or tags[0].weak:
         return False
-    entry = hold.local.entry(key)
-    return entry is not None and not entry.deleted and _etag_matches(header, local_etag(entry))
+    return _names_version(hold, key, tags[0].value, etag)
 
 
 def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
@@ -187,10 +216,32 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
         version=__version__,
         description="Objects, generation cache entries, stats and health of a cargohold Hold.",
     )
+    public = Public(hold)
+
+    def _error_response(
+        exc: errors.CargoholdError, headers: dict[str, str] | None = None
+    ) -> JSONResponse:
+        # Messages name the remote and local files for the operator's logs: a client
+        # hears the same, without paths or endpoints.
+        return JSONResponse(public.error(exc), status_code=_status(exc), headers=headers)
 
     @app.exception_handler(errors.CargoholdError)
     async def cargohold_error(request: Request, exc: errors.CargoholdError) -> JSONResponse:
         return _error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for problem in exc.errors():
+            where = " ".join(str(part) for part in problem.get("loc", ()))
+            problems.append(f"{where}: {problem.get('msg', 'invalid')}")
+        return JSONResponse(
+            {
+                "error": "; ".join(problems) or "invalid request",
+                "hint": "the API's OpenAPI document (openapi.json) lists what each route takes",
+            },
+            status_code=422,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def framework_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -230,18 +281,36 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
             page.append(_object_out(info))
         return ObjectPage(objects=page, next_cursor=page[-1].key if more and page else None)
 
+    error = {"model": ErrorOut}
     object_responses: dict[int | str, dict[str, Any]] = {
         200: {"content": {"application/octet-stream": {}}, "description": "The object's bytes."},
         206: {"description": "The requested range."},
         304: {"description": "Not modified (If-None-Match)."},
-        400: {"model": ErrorOut},
-        404: {"model": ErrorOut},
+        400: error,
+        404: error,
         416: {"description": "Range not satisfiable."},
+        422: error,
+    }
+    write_responses: dict[int | str, dict[str, Any]] = {
+        400: error,
+        401: error,
+        403: error,
+        412: {"model": ErrorOut, "description": "If-Match or If-None-Match did not hold."},
+        422: error,
+        503: error,
+        504: error,
     }
 
     @app.get("/api/objects/{key:path}", name="get_object", responses=object_responses)
-    def get_object(key: str, request: Request) -> Response:
-        """The object's bytes: streams, honours Range, ETag and If-None-Match."""
+    def get_object(
+        key: str,
+        request: Request,
+        range_: RangeHeader = None,
+        if_range: IfRange = None,
+        if_none_match: GetIfNoneMatch = None,
+    ) -> Response:
+        """The object's bytes: streams, honours Range, If-Range, ETag and If-None-Match.
+        Headers and body always describe one version, even while the key is rewritten."""
         return _serve(hold, normalize_key(key), request, head_only=False)
 
     @app.head("/api/objects/{key:path}", responses=object_responses, include_in_schema=False)
@@ -253,43 +322,104 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
         status_code=201,
         response_model=ObjectOut,
         dependencies=[Depends(writer)],
-        responses={400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 403: {"model": ErrorOut}},
+        responses={
+            **write_responses,
+            408: {"model": ErrorOut, "description": "The body stalled (http_idle_timeout)."},
+            413: {"model": ErrorOut, "description": "The body is larger than max_upload_bytes."},
+            507: {"model": ErrorOut, "description": "No room to store it."},
+        },
+        openapi_extra={
+            "requestBody": {
+                "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+                "required": False,
+            }
+        },
     )
-    async def put_object(key: str, request: Request) -> ObjectOut:
+    async def put_object(
+        key: str,
+        request: Request,
+        if_match: IfMatch = None,
+        if_none_match: IfNoneMatch = None,
+    ) -> Response:
         """Store the request body under ``key`` (write-back: returns once the local tier has
-        it). ``x-cargohold-meta-NAME`` headers become metadata."""
+        it; with If-Match or If-None-Match: * once the remote has it, which enforces them).
+        ``x-cargohold-meta-NAME`` headers become metadata. The body streams into the
+        Hold's own file, stored once, up to ``max_upload_bytes``."""
         key = normalize_key(key)
+        cap = hold.settings.max_upload_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > cap:
+            return _too_large(cap)
         metadata = {
             name.removeprefix("x-cargohold-meta-"): value
             for name, value in request.headers.items()
             if name.startswith("x-cargohold-meta-")
         }
-        body = tempfile.SpooledTemporaryFile(max_size=1024 * 1024)  # noqa: SIM115 - closed below
+        content_type = request.headers.get("content-type")
+        body = BodyReader(request.receive, cap, hold.settings.http_idle_timeout)
+
+        def store() -> ObjectInfo:
+            mode, expected = _put_condition(hold, key, if_match, if_none_match)
+            try:
+                return hold.put(
+                    key,
+                    cast(BinaryIO, body),
+                    metadata=metadata,
+                    content_type=content_type,
+                    mode=mode,
+                    if_match=expected,
+                )
+            except errors.AlreadyExists as exc:  # If-None-Match: * is a precondition (412)
+                raise _precondition_failed(key, str(exc)) from exc
+
         try:
-            async for chunk in request.stream():
-                body.write(chunk)
-            body.seek(0)
-            content_type = request.headers.get("content-type")
-            info = await run_in_threadpool(
-                hold.put,
-                key,
-                cast(BinaryIO, body),
-                metadata=metadata,
-                content_type=content_type,
+            info = await run_in_threadpool(store)
+        except TooLarge:
+            return _too_large(cap)
+        except BodyStalled as stalled:
+            log.info("cargohold: the upload of %r stalled (%s); nothing stored", key, stalled)
+            return JSONResponse(
+                {
+                    "error": f"the request body stalled: {stalled}",
+                    "hint": "send the body without pauses (CARGOHOLD_HTTP_IDLE_TIMEOUT)",
+                },
+                status_code=408,
+                headers={"connection": "close"},
             )
-        finally:
-            body.close()
-        return _object_out(info)
+        except ClientGone:
+            log.info("cargohold: client went away during the upload of %r; nothing stored", key)
+            return Response(status_code=400)  # no one hears it
+        return JSONResponse(
+            _object_out(info).model_dump(mode="json"),
+            status_code=201,
+            headers={"etag": f'"{info.etag}"'},
+        )
 
     @app.delete(
         "/api/objects/{key:path}",
         status_code=204,
         dependencies=[Depends(writer)],
-        responses={400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 403: {"model": ErrorOut}},
+        responses=write_responses,
     )
-    def delete_object(key: str) -> Response:
-        """Delete ``key`` (idempotent)."""
-        hold.delete(normalize_key(key))
+    def delete_object(
+        key: str, if_match: IfMatch = None, if_none_match: IfNoneMatch = None
+    ) -> Response:
+        """Delete ``key`` (idempotent). With If-Match, only if it still has that ETag (a
+        check then a delete, atomic among this process's conditional writes only: the
+        remote has no conditional delete); with If-None-Match: *, only if it is missing."""
+        key = normalize_key(key)
+        if if_none_match is not None:
+            if parse_tags(if_none_match) is not None:
+                raise errors.InvalidInput(
+                    "If-None-Match on DELETE takes only *", hint="send If-None-Match: *"
+                )
+            if _exists(hold, key):
+                raise _precondition_failed(key, f"{key!r} exists")
+            return Response(status_code=204)
+        if if_match is None:
+            hold.delete(key)
+        else:
+            hold.delete(key, if_match=_current_match(hold, key, if_match))
         return Response(status_code=204)
 
     # -- the generation cache -------------------------------------------------------
@@ -360,7 +490,10 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
     def stats() -> dict[str, Any]:
         """The Hold's status, read counters, sync throughput per minute, recent errors,
         and the last `cargohold bench` results."""
-        return _stats(hold, remote_size)
+        stats = _stats(hold, remote_size)
+        # What the service shows: the remote's name, not its endpoint or local paths.
+        stats = {name: public.value(value) for name, value in stats.items() if name != "remote"}
+        return {"remote": public.remote, **stats}
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> str:
@@ -376,8 +509,8 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
     def readyz(request: Request) -> Response:
         """Ready unless the loss window passed its threshold or the remote has been
         failing for too long. Public (for the platform's probes): the problems are told
-        in words to readers only."""
-        problems = readiness_problems(hold)
+        in words to readers only, and without local paths or endpoints."""
+        problems = [str(public.text(problem)) for problem in readiness_problems(hold)]
         if problems and request_access(request) == "none":
             problems = [f"{len(problems)} problem(s), told to readers only"]
         status = hold.status()
@@ -402,8 +535,101 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
     return app
 
 
+def _too_large(cap: int) -> JSONResponse:
+    # Connection: close, as the rest of the body is not read.
+    return JSONResponse(
+        {
+            "error": f"the body is larger than this service takes ({cap} bytes)",
+            "hint": "send a smaller object, or raise CARGOHOLD_MAX_UPLOAD_BYTES",
+        },
+        status_code=413,
+        headers={"connection": "close"},
+    )
+
+
+def _precondition_failed(key: str, why: str) -> errors.PreconditionFailed:
+    return errors.PreconditionFailed(
+        f"precondition failed for {key!r}: {why}",
+        key=key,
+        hint="read the object again (GET or HEAD) for its current ETag",
+    )
+
+
+def _exists(hold: Hold, key: str) -> bool:
+    try:
+        hold.head(key)
+    except errors.NotFoundError:
+        return False
+    return True
+
+
+def _current_match(hold: Hold, key: str, header: str) -> str:
+    """The etag to pass on as ``if_match`` for an If-Match header.
+
+    One strong tag is passed on as it is (the remote, or the Hold for a local etag, then
+    compares it). ``*`` or a list: the current etag, if it is ``*`` or in the list (a
+    writer that lands in between makes the conditional write fail: 412, never a lost
+    update); else 412. Weak tags never match (If-Match compares strongly)."""
+    tags = parse_tags(header)
+    if tags is not None and len(tags) == 1 and not tags[0].weak:
+        return tags[0].value
+    try:
+        current = hold.head(key).etag
+    except errors.NotFoundError:
+        raise _precondition_failed(key, f"{key!r} does not exist") from None
+    if tags is None or any(
+        not tag.weak and _names_version(hold, key, tag.value, current) for tag in tags
+    ):
+        return current
+    raise _precondition_failed(key, f"{key!r} has none of the ETags in If-Match")
+
+
+def _put_condition(
+    hold: Hold, key: str, if_match: str | None, if_none_match: str | None
+) -> tuple[PutMode, str | None]:
+    """``(mode, if_match)`` for ``Hold.put`` from a PUT's preconditions."""
+    if if_none_match is not None:
+        if parse_tags(if_none_match) is not None:
+            raise errors.InvalidInput(
+                "If-None-Match on PUT takes only *",
+                hint="send If-None-Match: * to create only, or If-Match: ETAG to replace one version",
+            )
+        if if_match is not None:
+            raise errors.InvalidInput(
+                "If-Match and If-None-Match: * together can never both hold",
+                hint="send one of them",
+            )
+        return "create", None
+    if if_match is None:
+        return "overwrite", None
+    return "overwrite", _current_match(hold, key, if_match)
+
+
 def _serve(hold: Hold, key: str, request: Request, *, head_only: bool) -> Response:
-    info = hold.head(key)
+    """One version's headers and bytes. GET opens the version first and takes every
+    header from that open file's info (never a ``head`` then a later read, which a
+    rewrite in between would mix); HEAD reads one row's info."""
+    if head_only:
+        return _respond(hold, key, request, hold.head(key), None)
+    if request.headers.get("if-none-match"):
+        # A revalidation: answered from one row's info when it is still current, with no
+        # download of a body it does not need.
+        info = hold.head(key)
+        if _not_modified(hold, key, request.headers.get("if-none-match"), info.etag):
+            return _respond(hold, key, request, info, None)
+    fh, info = hold.open_with_info(key)
+    try:
+        return _respond(hold, key, request, info, fh)
+    except BaseException:
+        fh.close()
+        raise
+
+
+def _respond(
+    hold: Hold, key: str, request: Request, info: ObjectInfo, fh: BinaryIO | None
+) -> Response:
+    """The response for ``info``; a body from ``fh`` (taken over: closed by the response
+    or here), none without it (HEAD)."""
     etag = f'"{info.etag}"'
     headers = {
         "etag": etag,
@@ -411,15 +637,25 @@ def _serve(hold: Hold, key: str, request: Request, *, head_only: bool) -> Respon
         "last-modified": format_datetime(info.last_modified.astimezone(UTC), usegmt=True),
         "cache-control": "no-cache",
     }
-    if _not_modified(hold, key, request.headers.get("if-none-match"), info.etag):
-        return Response(status_code=304, headers=headers)
     media_type = info.content_type or "application/octet-stream"
-    wanted = _parse_range(request.headers.get("range"), info.size)
-    if wanted == "unsatisfiable":
-        return Response(
-            status_code=416, headers={**headers, "content-range": f"bytes */{info.size}"}
-        )
+    wanted = None
     status = 200
+    if _not_modified(hold, key, request.headers.get("if-none-match"), info.etag):
+        status = 304
+    else:
+        range_header = request.headers.get("range")
+        if_range = request.headers.get("if-range")
+        if range_header and (
+            if_range is None or _range_still_valid(hold, key, if_range, info.etag)
+        ):
+            wanted = parse_range(range_header, info.size)
+    if status == 304 or wanted == "unsatisfiable":
+        if fh is not None:
+            fh.close()
+        if status == 304:
+            return Response(status_code=304, headers=headers)
+        headers["content-range"] = f"bytes */{info.size}"
+        return Response(status_code=416, headers=headers)
     start, end = 0, info.size - 1
     if isinstance(wanted, tuple):
         start, end = wanted
@@ -427,39 +663,22 @@ def _serve(hold: Hold, key: str, request: Request, *, head_only: bool) -> Respon
         headers["content-range"] = f"bytes {start}-{end}/{info.size}"
     length = max(0, end - start + 1)
     headers["content-length"] = str(length)
-    if head_only:
+    if fh is None:
         return Response(status_code=status, headers=headers, media_type=media_type)
-    if length <= INLINE_BODY_MAX:
-        data = (
-            hold.get(key)[start : end + 1]
-            if info.size <= INLINE_BODY_MAX
-            else _read_range(hold, key, start, length)
+    if length > INLINE_BODY_MAX:
+        return VersionBody(
+            fh,
+            key=key,
+            start=start,
+            length=length,
+            status_code=status,
+            headers=headers,
+            media_type=media_type,
         )
-        return Response(data, status_code=status, headers=headers, media_type=media_type)
-    return StreamingResponse(
-        _stream(hold, key, start, length),
-        status_code=status,
-        headers=headers,
-        media_type=media_type,
-    )
-
-
-def _read_range(hold: Hold, key: str, start: int, length: int) -> bytes:
-    with hold.open(key) as fh:
+    with fh:
         fh.seek(start)
-        return fh.read(length)
-
-
-def _stream(hold: Hold, key: str, start: int, length: int) -> Iterator[bytes]:
-    with hold.open(key) as fh:  # one version from first byte to last, even if rewritten
-        fh.seek(start)
-        left = length
-        while left > 0:
-            chunk = fh.read(min(STREAM_CHUNK, left))
-            if not chunk:
-                return
-            left -= len(chunk)
-            yield chunk
+        data = fh.read(length)
+    return Response(data, status_code=status, headers=headers, media_type=media_type)
 
 
 def readiness_problems(hold: Hold) -> list[str]:
