@@ -51,7 +51,7 @@ from .sync import Syncer
 if TYPE_CHECKING:
     from .catalog import Catalog, Change
     from .fetch import FetchProgress
-    from .memo import Memo
+    from .memo import Memo, Strings
     from .scratch import Scratch
 
 __all__ = ["Hold", "HoldStatus", "HydrateReport", "Progress", "open"]
@@ -940,6 +940,8 @@ class Hold:
         max_bytes: int | None = None,
         seed_dir: str | Path | None = None,
         lease_ttl: float | None = None,
+        strings: Strings = "no-paths",
+        path_grace: float | None = None,
     ) -> Memo:
         """The generation cache for ``namespace`` at ``version`` (bump it to invalidate).
 
@@ -947,9 +949,12 @@ class Hold:
         read-only folder of entries committed with the app, consulted first (default: the
         ``memo_seed_dir`` setting); ``lease_ttl`` is how long a dead builder's lease keeps
         others waiting (default: the ``lease_ttl`` setting, ``CARGOHOLD_LEASE_TTL``; a
-        builder that stops gracefully gives its lease up at once). See :mod:`cargohold.memo`.
+        builder that stops gracefully gives its lease up at once). ``strings="as-text"``
+        stores a str result as text even when it names an existing file (by default that
+        is refused: return a Path); ``path_grace`` is how many seconds a returned path
+        stays valid at least (default 600). See :mod:`cargohold.memo`.
         """
-        from .memo import Memo
+        from .memo import PATH_GRACE, Memo
 
         self._check_open()
         return Memo(
@@ -964,6 +969,8 @@ class Hold:
                 if lease_ttl is None
                 else self.settings.replace(lease_ttl=lease_ttl).lease_ttl  # range-checked
             ),
+            strings=strings,
+            path_grace=PATH_GRACE if path_grace is None else path_grace,
         )
 
     def memoize(
@@ -972,7 +979,8 @@ class Hold:
         """Decorate a function so each distinct set of arguments runs it once, across
         threads, processes and instances sharing the remote; hits return the stored
         result (a file result as a local ``Path``). Options as for :meth:`memo`;
-        ``namespace`` defaults to the function's qualified name."""
+        ``namespace`` defaults to the function's qualified name. The function writes its
+        files into ``cargohold.memo.workdir()`` and returns their ``Path``."""
         from .memo import memoize
 
         self._check_open()
