@@ -460,28 +460,38 @@ class Memo:
         # Kept at least path_grace from now (plus the time the hot cache may hand the
         # path out again without coming here): see _sweep_files.
         keep_until = time.time() + self.path_grace + (HOT_SECONDS if self.path_grace else 0)
+        root = self._files_root
+        with _files_lock(root, shared=True):  # no sweep removes it meanwhile
+            linked = _linked(folder, entry.files)
+            if linked:
+                _keep(folder, keep_until)
         made = False
-        with _files_lock(self._files_root, shared=True):  # no sweep meanwhile
-            if not _linked(folder, entry.files):
-                try:
-                    made = self._link_folder(folder, entry)
-                except _UNREACHABLE:
+        if not linked:
+            try:
+                staging = self._stage_links(entry)  # may read through: outside the lock
+            except _UNREACHABLE:
+                with _files_lock(root, shared=True):
                     if not _complete(folder, entry.files):
                         raise
-                    # The remote cannot give the tier its file back: serve the bytes this
-                    # folder alone still keeps.
-            _keep(folder, keep_until)
+                    # The remote cannot give the tier its file back: serve the bytes
+                    # this folder alone still keeps.
+                    _keep(folder, keep_until)
+            else:
+                try:
+                    with _files_lock(root, shared=True):
+                        made = _install(staging, folder, entry.files)
+                        _keep(folder, keep_until)
+                finally:
+                    shutil.rmtree(staging, ignore_errors=True)
         if made:
-            _count_new_folder(self._files_root)  # may sweep: outside the shared lock
+            _count_new_folder(root)  # may sweep: outside the shared lock
         path = folder / entry.files[0].name if entry.kind == "file" else folder
         return dataclasses.replace(entry, path=path)
 
-    def _link_folder(self, folder: Path, entry: MemoEntry) -> bool:
-        """Make ``memo-files/<digest>/``: second names of the local tier's files (read
-        through if the tier has evicted them). A folder that is there already (its files
-        evicted from the tier, or some missing) has each file replaced in place, by a
-        rename: a path handed out earlier names a complete file at every moment.
-        True if this made a new folder."""
+    def _stage_links(self, entry: MemoEntry) -> Path:
+        """A staging folder (``memo-files/.<digest>.<random>/``) with second names (hard
+        links) of the local tier's files of ``entry``, read through if the tier has
+        evicted them; see :func:`_install`."""
         staging = self._files_root / f".{entry.digest}.{uuid.uuid4().hex}"
         try:
             for f in entry.files:
@@ -492,19 +502,10 @@ class Memo:
                     os.link(source, target)  # no copy: the local tier's file, a second name
                 except OSError:
                     shutil.copyfile(source, target)
-            if folder.exists():
-                for f in entry.files:
-                    parts = f.name.split("/")
-                    folder.joinpath(*parts).parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(staging.joinpath(*parts), folder.joinpath(*parts))
-                return False
-            try:
-                staging.rename(folder)
-            except OSError:
-                return False  # another thread or process got there first
-            return True
-        finally:
+        except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return staging
 
     def _from_seed(self, digest: str) -> MemoEntry | None:
         if self.seed_dir is None:
@@ -1043,6 +1044,24 @@ def _refuse_file_names(value: Any, where: str) -> None:
             _refuse_file_names(item, f"{where}[{key!r}]")
 
 
+def _install(staging: Path, folder: Path, files: tuple[MemoFile, ...]) -> bool:
+    """Make ``folder`` (``memo-files/<digest>/``) hold the staged files; True if this
+    made it. A folder that is there already (its files evicted from the tier, or some
+    missing) has each file replaced in place, by a rename: a path handed out earlier
+    names a complete file at every moment."""
+    if folder.exists():
+        for f in files:
+            parts = f.name.split("/")
+            folder.joinpath(*parts).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging.joinpath(*parts), folder.joinpath(*parts))
+        return False
+    try:
+        staging.rename(folder)
+    except OSError:
+        return False  # another thread or process got there first
+    return True
+
+
 def _linked(folder: Path, files: tuple[MemoFile, ...]) -> bool:
     """Whether ``folder`` has every file, each still a name of a local tier's file (more
     than one link: this name alone would keep evicted bytes outside the tier's bound)."""
@@ -1092,8 +1111,8 @@ def _sweep_files(root: Path) -> int:
                 continue
             if folder.stat().st_mtime >= now or not _orphaned(folder):
                 continue
-            with _files_lock(root, shared=False):  # no lookup is linking or handing it out
-                if folder.stat().st_mtime < time.time() and _orphaned(folder):
+            with _files_lock(root, shared=False) as locked:  # no lookup is handing it out
+                if locked and folder.stat().st_mtime < time.time() and _orphaned(folder):
                     shutil.rmtree(folder, ignore_errors=True)
                     removed += 1
         except FileNotFoundError:
@@ -1111,18 +1130,25 @@ def _keep(folder: Path, until: float) -> None:
 
 
 @contextlib.contextmanager
-def _files_lock(root: Path, *, shared: bool) -> Iterator[None]:
-    """``memo-files/.lock``: lookups (shared) against a sweep's removal (exclusive), across
-    threads and processes (a lock per open file: each use opens its own)."""
+def _files_lock(root: Path, *, shared: bool) -> Iterator[bool]:
+    """``memo-files/.lock``: lookups handing a folder out (shared, waiting: each holds it
+    for a few file operations) against a sweep's removal (exclusive, not waiting: a busy
+    folder is left to the next sweep, and no lookup waits behind a sweep), across
+    threads and processes (a lock per open file: each use opens its own). Yields
+    whether the lock is held."""
     try:
         root.mkdir(parents=True, exist_ok=True)
         fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     except OSError:
-        yield  # a read-only or full disk: the folder's own errors will say so
+        yield shared  # a read-only or full disk: the folder's own errors will say so
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        yield
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+        else:
+            yield True
     finally:
         os.close(fd)
 

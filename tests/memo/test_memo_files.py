@@ -5,6 +5,9 @@ returned path stays valid for ``path_grace`` while the local tier evicts its fil
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 import uuid
 from collections.abc import Iterator
@@ -18,6 +21,7 @@ from cargohold import Hold, InvalidInput, MemoResult
 from cargohold.memo import collect_garbage, workdir
 from cargohold.remotes import MemoryRemote
 from tests.conftest import s3_url
+from testsupport.children import dying_with_parent
 
 KiB = 1024
 SIZE = 80 * KiB  # over the tier's inline limit: each result is a real file
@@ -364,3 +368,82 @@ def test_a_restart_on_an_empty_data_directory_gives_real_files(
         assert (folder / "a.mp4").read_bytes() == _take(7)
         assert (folder / "sub" / "b.json").read_text() == '{"seed": 7}'
     assert calls == ["a cat", "three takes"]  # no build after the restart
+
+
+# -- other processes sharing the data directory ---------------------------------------------
+
+EVICTOR = textwrap.dedent(
+    """
+    import sys
+    import cargohold
+    from cargohold.memo import collect_garbage
+    url, data_dir, size, bound = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+
+    def build(inputs, workdir):
+        out = workdir / f"take_{inputs['i']}.mp4"
+        out.write_bytes(f"take {inputs['i']} ".encode().ljust(size, b"."))
+        return out
+
+    with cargohold.open(url, data_dir=data_dir, signal_handlers=False,
+                        local_max_bytes=bound, max_pending_bytes=bound // 2) as hold:
+        memo = hold.memo("takes", path_grace=0)  # its own paths: no grace at all
+        for i in range(1, 21):
+            memo.get_or_create({"i": i}, build)
+        hold.flush()
+        hold.local.collect_garbage()
+        collect_garbage(hold)
+    """
+)
+
+KILLED_BUILD = textwrap.dedent(
+    """
+    import sys, time
+    import cargohold
+    url, data_dir = sys.argv[1], sys.argv[2]
+    hold = cargohold.open(url, data_dir=data_dir, signal_handlers=False)
+
+    def build(inputs, workdir):
+        (workdir / "half.mp4").write_bytes(b"half a video")
+        print(workdir, flush=True)
+        time.sleep(600)  # killed here
+
+    hold.memo("sora").get_or_create({"p": 1}, build)
+    """
+)
+
+
+def test_another_process_keeps_the_promise_of_a_path_handed_out_here(tmp_path: Path) -> None:
+    """The grace lives on disk: another worker process (gunicorn's, say) evicting and
+    sweeping with no grace of its own leaves a path this process handed out whole."""
+    url = (tmp_path / "remote").as_uri()
+    data_dir = tmp_path / "data"
+    # Closed before the other process runs: one syncer per data directory, and this
+    # one's would send the other's writes only at its next poll.
+    with _open_small(url, data_dir) as hold:
+        first = hold.memo("takes").get_or_create({"i": 0}, lambda inputs, work: _write(work, 0))
+    assert first.path is not None
+    evictor = [sys.executable, "-c", EVICTOR, url, str(data_dir), str(SIZE), str(BOUND)]
+    subprocess.run(dying_with_parent(evictor), check=True, timeout=120)
+    assert first.path.stat().st_nlink == 1  # evicted by the other process, then kept
+    assert first.path.read_bytes() == _take(0)
+
+
+def test_a_build_killed_mid_way_leaves_a_workdir_the_next_sweep_removes(tmp_path: Path) -> None:
+    url = (tmp_path / "remote").as_uri()
+    data_dir = tmp_path / "data"
+    child = subprocess.Popen(
+        dying_with_parent([sys.executable, "-c", KILLED_BUILD, url, str(data_dir)]),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    leftover = Path(child.stdout.readline().strip())
+    child.kill()
+    child.wait(timeout=30)
+    child.stdout.close()
+    assert (leftover / "half.mp4").exists()  # SIGKILL: no finally ran
+    os.utime(leftover, (0, 0))  # older than a build that has just begun
+    with cargohold.open(url, data_dir=data_dir, signal_handlers=False) as hold:
+        collect_garbage(hold)
+        assert not leftover.exists()
+        assert list((hold.local.root / "memo-work").iterdir()) == []
