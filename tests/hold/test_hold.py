@@ -156,6 +156,21 @@ def test_a_moved_file_becomes_the_tiers_own(hold: Hold) -> None:
     assert hold.remote.get("videos/moved.mp4") == b"\x01" * 200_000
 
 
+def test_a_moved_file_with_fsync_on_is_the_tiers_own(remote_url: str, tmp_path: Path) -> None:
+    with cargohold.open(
+        remote_url, data_dir=tmp_path / "synced", signal_handlers=False, fsync=True
+    ) as hold:
+        work = hold.local.tmp / "work"
+        work.mkdir()
+        big = work / "take.mp4"
+        big.write_bytes(b"\x05" * 200_000)
+        inode = big.stat().st_ino
+        hold.put("videos/fsynced.mp4", big, transfer="move", durable=True)
+        assert not big.exists()
+        assert hold.path("videos/fsynced.mp4").stat().st_ino == inode
+        assert hold.remote.get("videos/fsynced.mp4") == b"\x05" * 200_000
+
+
 def test_open_streams_and_stays_valid_across_a_rewrite(hold: Hold) -> None:
     hold.put("v.bin", b"first" * 50_000)
     with hold.open("v.bin") as fh:
