@@ -1244,7 +1244,8 @@ def memoize(
     signature, defaults filled in) are the inputs; the function's result is the value."""
 
     def decorate(fn: Callable[..., _T]) -> Callable[..., _T]:
-        memo = Memo(hold, namespace or fn.__qualname__.replace("<", "").replace(">", ""), **options)
+        # Through hold.memo: its defaults (the memo_seed_dir setting, ...) apply here too.
+        memo = hold.memo(namespace or fn.__qualname__.replace("<", "").replace(">", ""), **options)
         bind = _binder(inspect.signature(fn))
 
         def wrapper(*args: Any, **kwargs: Any) -> _T:
