@@ -2,8 +2,10 @@
 
 A "video generator" that is slow and costs money (here a fake that sleeps and writes an
 mp4-like file) is called through ``memo.get_or_create``, whose build gets an empty work
-folder to write its takes into (``@hold.memoize`` is the same for a function that makes
-its own files). The first request for a prompt runs it;
+folder of cargohold's own to write its takes into: the take is moved into the Hold and
+the folder removed (a ``@hold.memoize`` function gets the same folder from
+``cargohold.memo.workdir()``, and returns a ``Path``, never a str). The first request for
+a prompt runs it;
 every later request, from any user, process or instance sharing the remote, gets the stored
 take. The demo prompts are committed with the app in ``seed/``, so the demo works with no
 API key and no remote at all.

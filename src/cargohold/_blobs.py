@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import time
 import uuid
 from collections.abc import Iterator
@@ -104,6 +105,39 @@ class Blobs:
             self.remove(relative)
             return small, None, size
         return None, relative, size
+
+    def take(self, key: str, source: Path) -> tuple[bytes | memoryview | None, str | None, int]:
+        """As :meth:`store` for a file the caller gives up (``put(..., transfer="move")``):
+        a large file with no other name on this disk becomes a blob by a hard link, no
+        copy; anything else is copied. The caller removes ``source`` once the write is
+        committed, so a failed write leaves it where it was."""
+        try:
+            info = source.lstat()
+        except OSError as exc:
+            raise from_os_error(exc, f"read {source} to write {key!r}", key=key) from exc
+        # Another name (a link the app made) could still change the bytes, and a symlink's
+        # target is not the caller's to give: copy those.
+        if info.st_size <= INLINE_MAX or info.st_nlink > 1 or not stat.S_ISREG(info.st_mode):
+            return self.store(key, source)
+        relative = self.new_name()
+        path = self.dir / relative
+        try:
+            os.link(source, path)
+        except OSError:  # another disk (EXDEV), or a file system without hard links
+            return self.store(key, source)
+        try:
+            if self.fsync:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                _fsync_dir(path.parent)
+                _fsync_dir(path.parent.parent)
+        except OSError as exc:
+            self.remove(relative)
+            raise from_os_error(exc, f"write {key!r} to the local tier at {self.root}") from exc
+        return None, relative, info.st_size
 
     def adopt(self, source: Path) -> tuple[bytes | None, str | None, int]:
         """A complete file from ``tmp/``, moved (not copied) in, or read inline if small."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, BinaryIO, Self, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Self, TypeVar
 
 from . import _fork, _shutdown
 from ._fork import on_fork
@@ -34,6 +34,7 @@ from .errors import (
     CatalogUnavailable,
     ConfigError,
     HoldClosed,
+    InvalidInput,
     NotFoundError,
     PreconditionFailed,
     RemoteError,
@@ -51,7 +52,7 @@ from .sync import Syncer
 if TYPE_CHECKING:
     from .catalog import Catalog, Change
     from .fetch import FetchProgress
-    from .memo import Memo
+    from .memo import Memo, Strings
     from .scratch import Scratch
 
 __all__ = ["Hold", "HoldStatus", "HydrateReport", "Progress", "open"]
@@ -233,6 +234,7 @@ class Hold:
         durable: bool = False,
         mode: PutMode = "overwrite",
         if_match: str | None = None,
+        transfer: Transfer = "copy",
     ) -> ObjectInfo:
         """Store ``data`` (bytes, a binary file object or a Path) under ``key``.
 
@@ -256,23 +258,37 @@ class Hold:
         ``mode="create"`` (fail with AlreadyExists if the key exists) and ``if_match=etag``
         (fail with PreconditionFailed unless the remote object still has that etag) are
         enforced by the remote itself, so they are write-through too.
+
+        ``transfer="move"`` (``data`` a Path) gives the file to the Hold: on return it is
+        gone from where it was, and if the put raises it stays there. A large file on the
+        data directory's disk with no other hard link becomes the local tier's file
+        without a copy (build outputs, downloads); any other is copied, then removed.
+        ``transfer="copy"`` (the default) leaves the file as it was.
         """
         self._check_writable()
         key = normalize_key(key)
         source = check_data(data)
+        given = _given_file(transfer, source)  # the Path a move takes, else None
         mode = check_mode(mode, if_match)
         meta = check_metadata(metadata)
         ctype = check_content_type(content_type, key)
         if mode == "create" or if_match is not None:
             with self._conditional.hold(key):
-                return self._put_conditional(key, source, mode, if_match, meta, ctype)
-        staged = self.local.stage(key, source)
+                info = self._put_conditional(
+                    key, source, mode, if_match, meta, ctype, take=given is not None
+                )
+            if given is not None:
+                _remove_given(given)
+            return info
+        staged = self.local.stage(key, source, take=given is not None)
         try:
             self._make_room(staged.size)
             entry = self.local.commit(staged, metadata=meta, content_type=ctype)
         except BaseException:
             self.local.discard(staged)
             raise
+        if given is not None:  # the tier has the bytes (the same file, if linked)
+            _remove_given(given)
         self._keep_bound(staged.size)
         self.syncer.wake()
         if not durable and not self._stopping() and not self._closing:
@@ -292,6 +308,8 @@ class Hold:
         if_match: str | None,
         metadata: dict[str, str],
         content_type: str,
+        *,
+        take: bool = False,
     ) -> ObjectInfo:
         # A local change to this key that has not reached the remote would be compared
         # against (and later overwrite) the wrong version: send it first.
@@ -307,7 +325,7 @@ class Hold:
                     remote=self.remote.url,
                 )
             if_match = before.etag
-        staged = self.local.stage(key, source)
+        staged = self.local.stage(key, source, take=take)
         try:
             info = self.remote.put(
                 key,
@@ -982,6 +1000,8 @@ class Hold:
         max_bytes: int | None = None,
         seed_dir: str | Path | None = None,
         lease_ttl: float | None = None,
+        strings: Strings = "no-paths",
+        path_grace: float | None = None,
     ) -> Memo:
         """The generation cache for ``namespace`` at ``version`` (bump it to invalidate).
 
@@ -989,9 +1009,12 @@ class Hold:
         read-only folder of entries committed with the app, consulted first (default: the
         ``memo_seed_dir`` setting); ``lease_ttl`` is how long a dead builder's lease keeps
         others waiting (default: the ``lease_ttl`` setting, ``CARGOHOLD_LEASE_TTL``; a
-        builder that stops gracefully gives its lease up at once). See :mod:`cargohold.memo`.
+        builder that stops gracefully gives its lease up at once). ``strings="as-text"``
+        stores a str result as text even when it names an existing file (by default that
+        is refused: return a Path); ``path_grace`` is how many seconds a returned path
+        stays valid at least (default 600). See :mod:`cargohold.memo`.
         """
-        from .memo import Memo
+        from .memo import PATH_GRACE, Memo
 
         self._check_open()
         return Memo(
@@ -1006,6 +1029,8 @@ class Hold:
                 if lease_ttl is None
                 else self.settings.replace(lease_ttl=lease_ttl).lease_ttl  # range-checked
             ),
+            strings=strings,
+            path_grace=PATH_GRACE if path_grace is None else path_grace,
         )
 
     def memoize(
@@ -1014,7 +1039,8 @@ class Hold:
         """Decorate a function so each distinct set of arguments runs it once, across
         threads, processes and instances sharing the remote; hits return the stored
         result (a file result as a local ``Path``). Options as for :meth:`memo`;
-        ``namespace`` defaults to the function's qualified name."""
+        ``namespace`` defaults to the function's qualified name. The function writes its
+        files into ``cargohold.memo.workdir()`` and returns their ``Path``."""
         from .memo import memoize
 
         self._check_open()
@@ -1159,6 +1185,33 @@ class Hold:
 
     def __repr__(self) -> str:
         return f"<Hold {self.local.root} -> {self.remote.url}>"
+
+
+#: How :meth:`Hold.put` takes a Path's bytes: ``copy`` leaves the file, ``move`` takes it.
+Transfer = Literal["copy", "move"]
+
+
+def _given_file(transfer: object, source: object) -> Path | None:
+    """The file a put takes (moves), None for a copy; refuses what it cannot do."""
+    if transfer == "copy":
+        return None
+    if transfer != "move":
+        raise InvalidInput(f"put's transfer must be 'copy' or 'move', not {transfer!r}")
+    if not isinstance(source, Path):
+        raise InvalidInput(
+            f"put(..., transfer='move') moves a file: pass a pathlib.Path, not "
+            f"{type(source).__name__} (or leave transfer at 'copy')"
+        )
+    return source
+
+
+def _remove_given(source: Path) -> None:
+    """Remove a file a put has taken (``transfer="move"``); the write is committed, so a
+    file that cannot be removed is only logged."""
+    try:
+        source.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("cargohold: stored %s but could not remove it: %s", source, exc)
 
 
 def _call_logged(callback: Callable[[], None]) -> None:

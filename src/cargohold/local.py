@@ -340,9 +340,16 @@ class LocalTier:
 
     # -- writes: staging, then one statement that moves the key to its next state ----------
 
-    def stage(self, key: str, data: bytes | memoryview | Path | BinaryIO) -> Staged:
+    def stage(
+        self, key: str, data: bytes | memoryview | Path | BinaryIO, *, take: bool = False
+    ) -> Staged:
         """Make the bytes ready (inline, or a complete blob file) without making them
-        reachable: ``commit``, ``commit_clean`` or ``discard`` it next."""
+        reachable: ``commit``, ``commit_clean`` or ``discard`` it next. With ``take``
+        (``data`` a Path the caller removes once committed) a large file is linked in,
+        not copied (see ``Blobs.take``)."""
+        if take and isinstance(data, Path):
+            inline, file, size = self._files.take(key, data)
+            return Staged(key, inline, file, size)
         inline, file, size = self._files.store(key, data)
         return Staged(key, inline, file, size)
 

@@ -9,6 +9,11 @@ Layout in the Hold (and so in the remote)::
     memo/<namespace>/<version>/<ab>/<digest>.json   the entry's record (JSON, see below)
     memo/blobs/<ab>/<sha256>                        result files, stored once per content
 
+and in the data directory, beside the local tier's files::
+
+    memo-files/<digest>/...                         result files handed out (hard links)
+    memo-work/<namespace>-<random>/                 a running build's work directory
+
 ``digest`` is :func:`cargohold._canonical.entry_digest` of the namespace, version and
 inputs. The record holds the inputs, created time, build duration, the kind of result,
 its files (name, sha256, size, content type), small values inline, and the build's own
@@ -28,15 +33,34 @@ Guarantees:
   (SIGTERM, SIGINT, ``close()``), give the lease up at once, even while a build still runs
   on another thread (see :mod:`cargohold._lease` for why); only a killed holder keeps the
   others waiting for ``lease_ttl`` (the ``CARGOHOLD_LEASE_TTL`` setting).
+- Results that are files: a build returns a ``Path`` (a file, or a folder of files). It
+  writes them into its work directory, :func:`workdir` (also passed to ``build`` as its
+  second argument): a folder of cargohold's own under ``memo-work/`` in the data
+  directory, on the local tier's disk. Files returned from it are moved into the tier
+  (a hard link, no copy); the folder is removed once the result is stored, and when the
+  build raises, so nothing is left behind (a killed build's folder is swept later). A
+  ``Path`` elsewhere is copied, and the original stays where the build left it.
+- A ``str`` result naming an existing file (or, with a separator in it, a folder), alone
+  or anywhere in a returned list, tuple or dict, is refused with :class:`InvalidInput`:
+  stored as text, a hit after a redeploy would name a file that is gone. Return a
+  ``Path``, or pass ``strings="as-text"`` to store such strings as the text they are.
+  A ``Path`` inside a list or dict is refused too (only a ``Path`` returned alone is
+  stored as files). The check covers the result, not a :class:`MemoResult`'s fields.
 - File and directory results are served from ``memo-files/<digest>/``: second names
   (hard links) of the local tier's own files, so they cost no disk beyond the tier's
-  ``local_max_bytes`` while the tier keeps those files. Once the tier evicts one, the
-  folder would keep its bytes alive outside that bound: a sweep removes such folders
-  after every ``SWEEP_EVERY`` new folders and in :func:`collect_garbage`, and a lookup
-  that finds its folder so orphaned links it anew (bringing the file back into the tier).
-  So ``memo-files/`` holds at most what the tier held at the last sweep plus
-  ``SWEEP_EVERY`` results, and a returned path lives like :meth:`Hold.path`'s: until
-  the entry is deleted or its files are evicted (get the entry again to bring it back).
+  ``local_max_bytes`` while the tier keeps those files. **A returned path stays valid for
+  at least ``path_grace`` seconds (600 by default) after the call returned it**, even if
+  the tier evicts its file meanwhile (the link keeps the bytes), and after that for as
+  long as the tier keeps the file; only deleting the entry (:meth:`Memo.delete`, ``ttl``,
+  ``max_bytes``) removes it sooner.
+  Each call that returns the path extends it; the path is the same for every call, in
+  every process sharing the data directory. Once the grace is over, a sweep (after every
+  ``SWEEP_EVERY`` new folders, and in :func:`collect_garbage`) removes folders whose
+  files only ``memo-files/`` still keeps, and the next call that asks for the entry
+  links it anew (reading the file back from the remote if need be), at the same path,
+  replacing each file by a rename so that no path handed out ever names a partial file.
+  So ``memo-files/`` holds beyond the tier's bound only results handed out within the
+  last ``path_grace`` seconds and at most ``SWEEP_EVERY`` others.
 - Records and files are written through to the remote (``durable=True``), so another
   instance that sees a record finds its files. With the remote down, a miss is built here
   (without single-flight across instances, which needs the remote or the catalog), the
@@ -46,7 +70,9 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
+import fcntl
 import hashlib
 import inspect
 import json
@@ -94,6 +120,8 @@ __all__ = [
     "MemoProgressCallback",
     "MemoResult",
     "MemoStats",
+    "Strings",
+    "workdir",
 ]
 
 log = logging.getLogger("cargohold.memo")
@@ -111,6 +139,36 @@ HOT_SECONDS = 1.0
 SWEEP_EVERY = 32
 #: Seconds after which a staging folder (``.<digest>.*``) is a crashed process's leftover.
 _STAGING_STALE = 3600.0
+#: Seconds a path a call returned stays valid at least, even once the local tier has
+#: evicted its file (``hold.memo(..., path_grace=)``; see the module docstring).
+PATH_GRACE = 600.0
+#: What a build's ``str`` result may be: ``no-paths`` refuses one naming an existing file
+#: (a hit after a redeploy would name a file that is gone), ``as-text`` stores any as text.
+Strings = Literal["no-paths", "as-text"]
+#: The folder of the build running in this context (see :func:`workdir`).
+_WORKDIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "cargohold_memo_workdir", default=None
+)
+
+
+def workdir() -> Path:
+    """The work directory of the memo build running in this context: an empty folder of
+    cargohold's own, in the Hold's data directory (on the local tier's disk), for a
+    ``@hold.memoize`` function (or a ``build``) to write its result files into.
+
+    Files the build returns from it are moved (not copied) into the local tier; the
+    folder is removed once the result is stored, and also when the build raises, so
+    nothing is left behind. Call it on the build's own thread (or in a context copied
+    from it, as ``asyncio`` and ``contextvars.copy_context()`` do); outside a build it
+    raises :class:`InvalidInput`."""
+    folder = _WORKDIR.get()
+    if folder is None:
+        raise InvalidInput(
+            "cargohold.memo.workdir() is only defined while a memo build runs: call it "
+            "inside the @hold.memoize function (or the build given to get_or_create), on "
+            "the thread the call runs on"
+        )
+    return folder
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +195,11 @@ class MemoEntry:
     """A cached result and its record. ``hit`` says whether this call built it.
 
     ``value`` is the result for bytes, str and JSON results; ``path`` is a local file (a
-    file result) or folder (a directory result), valid until the entry is deleted or the
-    local tier evicts its files (see the module docstring); use it soon, or copy it.
+    file result) or folder (a directory result). Treat it as read-only. It stays valid
+    for at least the memo's ``path_grace`` seconds (600 by default) after the call that
+    returned it, whatever the local tier evicts meanwhile, unless the entry is deleted;
+    after that, get the entry again for a path that is valid again (the same path). See
+    the module docstring. A seed entry's path is in the seed folder and lasts with it.
     """
 
     namespace: str
@@ -246,10 +307,28 @@ class Memo:
         max_bytes: int | None = None,
         seed_dir: str | os.PathLike[str] | None = None,
         lease_ttl: float | None = None,
+        strings: Strings = "no-paths",
+        path_grace: float = PATH_GRACE,
     ) -> None:
         self.hold = hold
         self.namespace = _check_name(namespace, "namespace")
         self.version = _check_name(str(version), "version")
+        if strings not in ("no-paths", "as-text"):
+            raise InvalidInput(
+                f"a memo's strings must be 'no-paths' (the default) or 'as-text', not {strings!r}"
+            )
+        #: Whether a ``str`` result naming an existing file is refused (see :data:`Strings`).
+        self.strings: Strings = strings
+        if (
+            isinstance(path_grace, bool)
+            or not isinstance(path_grace, int | float)
+            or not 0 <= path_grace < math.inf
+        ):
+            raise InvalidInput(
+                f"a memo's path_grace must be a number of seconds >= 0, not {path_grace!r}"
+            )
+        #: Seconds a returned path stays valid at least (see the module docstring).
+        self.path_grace = float(path_grace)
         self.ttl = ttl
         self.max_bytes = max_bytes
         self.seed_dir = Path(seed_dir) if seed_dir is not None else None
@@ -262,6 +341,7 @@ class Memo:
         self._locks = KeyedLocks()  # one build per entry in this process; kept while in use
         self._offline = threading.local()  # .active: building while the remote is down
         self._files_root = hold.local.root / "memo-files"
+        self._work_root = hold.local.root / "memo-work"  # builds' folders (see workdir())
         self._header = digest_header(self.namespace, self.version)
         # Entries found recently, kept for HOT_SECONDS: records never change once written,
         # and any delete through this Hold (or, with a catalog, another instance) empties
@@ -377,21 +457,41 @@ class Memo:
                 entry, value=self.hold.get(self._blob_key(entry.files[0].sha256), max_age=math.inf)
             )
         folder = self._files_root / entry.digest
-        if not _linked(folder, entry.files):
+        # Kept at least path_grace from now (plus the time the hot cache may hand the
+        # path out again without coming here): see _sweep_files.
+        keep_until = time.time() + self.path_grace + (HOT_SECONDS if self.path_grace else 0)
+        root = self._files_root
+        with _files_lock(root, shared=True):  # no sweep removes it meanwhile
+            linked = _linked(folder, entry.files)
+            if linked:
+                _keep(folder, keep_until)
+        made = False
+        if not linked:
             try:
-                self._link_folder(folder, entry)
+                staging = self._stage_links(entry)  # may read through: outside the lock
             except _UNREACHABLE:
-                if not _complete(folder, entry.files):
-                    raise
-                # The remote cannot give the tier its file back: serve the bytes this
-                # folder alone still keeps (a sweep may reclaim them later).
+                with _files_lock(root, shared=True):
+                    if not _complete(folder, entry.files):
+                        raise
+                    # The remote cannot give the tier its file back: serve the bytes
+                    # this folder alone still keeps.
+                    _keep(folder, keep_until)
+            else:
+                try:
+                    with _files_lock(root, shared=True):
+                        made = _install(staging, folder, entry.files)
+                        _keep(folder, keep_until)
+                finally:
+                    shutil.rmtree(staging, ignore_errors=True)
+        if made:
+            _count_new_folder(root)  # may sweep: outside the shared lock
         path = folder / entry.files[0].name if entry.kind == "file" else folder
         return dataclasses.replace(entry, path=path)
 
-    def _link_folder(self, folder: Path, entry: MemoEntry) -> None:
-        """Make ``memo-files/<digest>/``: second names of the local tier's files (read
-        through if the tier has evicted them), replacing a folder whose files the tier
-        no longer holds."""
+    def _stage_links(self, entry: MemoEntry) -> Path:
+        """A staging folder (``memo-files/.<digest>.<random>/``) with second names (hard
+        links) of the local tier's files of ``entry``, read through if the tier has
+        evicted them; see :func:`_install`."""
         staging = self._files_root / f".{entry.digest}.{uuid.uuid4().hex}"
         try:
             for f in entry.files:
@@ -405,18 +505,7 @@ class Memo:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        old = None
-        if folder.exists():  # orphaned (see _linked): set aside, then replaced
-            old = self._files_root / f".{entry.digest}.old.{uuid.uuid4().hex}"
-            with contextlib.suppress(OSError):
-                folder.rename(old)
-        try:
-            staging.rename(folder)
-        except OSError:
-            shutil.rmtree(staging, ignore_errors=True)  # another thread got there first
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        _count_new_folder(self._files_root)
+        return staging
 
     def _from_seed(self, digest: str) -> MemoEntry | None:
         if self.seed_dir is None:
@@ -454,9 +543,12 @@ class Memo:
         progress: MemoProgressCallback | None = None,
     ) -> MemoEntry:
         """The entry for ``inputs``, building it with ``build(inputs, workdir)`` only if no
-        instance has. ``workdir`` is an empty folder the build may write into; it is
-        removed afterwards. The build returns bytes, str, a JSON value, a file or folder
-        ``Path``, or a :class:`MemoResult`. See the module docstring for the guarantees.
+        instance has. ``workdir`` (also :func:`workdir` during the build) is an empty
+        folder of cargohold's own for the build's files: files returned from it are moved
+        into the local tier, and it is removed once the result is stored or the build
+        raised. The build returns bytes, str, a JSON value, a file or folder ``Path``, or
+        a :class:`MemoResult`; a str naming an existing file is refused unless the memo
+        has ``strings="as-text"``. See the module docstring for the guarantees.
 
         ``progress`` is called with a :class:`MemoProgress` while this call waits for
         another instance's build, before its own build, and when the entry is here.
@@ -584,26 +676,19 @@ class Memo:
     def _build(
         self, digest: str, inputs: dict[str, Any], build: Callable[[dict[str, Any], Path], Any]
     ) -> MemoEntry:
-        try:
-            workdir = Path(
-                tempfile.mkdtemp(prefix=f"memo-{self.namespace}-", dir=self.hold.local.tmp)
-            )
-        except OSError as exc:
-            raise from_os_error(
-                exc,
-                f"make a build folder in {self.hold.local.tmp}",
-                fix="free space in the data directory, or set CARGOHOLD_DATA_DIR to a "
-                "writable directory on a disk with room",
-            ) from exc
-        try:
-            started = time.monotonic()
-            result = build(dict(inputs), workdir)
-            seconds = time.monotonic() - started
+        with _work_folder(self._work_root, self.namespace) as work:
+            token = _WORKDIR.set(work)
+            try:
+                started = time.monotonic()
+                result = build(dict(inputs), work)
+                seconds = time.monotonic() - started
+            finally:
+                _WORKDIR.reset(token)
             fields: dict[str, Any] = {}
             if isinstance(result, MemoResult):
                 fields = json.loads(canonical(dict(result.fields)))
                 result = result.value
-            kind, value, files = self._store_result(result)
+            kind, value, files = self._store_result(result, work)
             entry = MemoEntry(
                 namespace=self.namespace,
                 version=self.version,
@@ -623,29 +708,29 @@ class Memo:
                 json.dumps(entry.record(), ensure_ascii=False).encode(),
                 metadata={"namespace": self.namespace, "version": self.version},
             )
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
         if self.max_bytes is not None:
             self._keep_bound()
         materialized = self._materialize(entry)
         self._hot_put(dataclasses.replace(materialized, hit=True, source="hold"))
         return dataclasses.replace(materialized, hit=False, source="built")
 
-    def _store_result(self, result: Any) -> tuple[Kind, Any, list[MemoFile]]:
+    def _store_result(self, result: Any, work: Path) -> tuple[Kind, Any, list[MemoFile]]:
         if isinstance(result, bytes | bytearray | memoryview):
             return "bytes", None, [self._store_blob("value", bytes(result))]
         if isinstance(result, os.PathLike):
             path = Path(result)
             if path.is_dir():
                 files = [
-                    self._store_blob(p.relative_to(path).as_posix(), p)
+                    self._store_blob(p.relative_to(path).as_posix(), p, move=_inside(p, work))
                     for p in sorted(path.rglob("*"))
                     if p.is_file()
                 ]
                 return "dir", None, files
             if path.is_file():
-                return "file", None, [self._store_blob(path.name, path)]
+                return "file", None, [self._store_blob(path.name, path, move=_inside(path, work))]
             raise InvalidInput(f"the build returned the path {str(path)!r}, which does not exist")
+        if self.strings == "no-paths":
+            _refuse_file_names(result, "the result")
         if isinstance(result, str):
             encoded_text = result.encode()
             if len(encoded_text) <= _INLINE_VALUE_MAX:
@@ -660,12 +745,14 @@ class Memo:
             ) from None
         if len(encoded) > _INLINE_VALUE_MAX:
             raise InvalidInput(
-                "the build returned a value over 64 KiB as JSON: write it to a file in the "
-                "workdir and return its Path"
+                "the build returned a value over 64 KiB as JSON: write it to a file in "
+                "cargohold.memo.workdir() and return its Path"
             )
         return ("str" if isinstance(result, str) else "json"), result, []
 
-    def _store_blob(self, name: str, data: bytes | Path) -> MemoFile:
+    def _store_blob(self, name: str, data: bytes | Path, *, move: bool = False) -> MemoFile:
+        """Store one file of a result once per content; ``move``: ``data`` is a file in
+        the build's work directory, given to the Hold rather than copied."""
         digest = hashlib.sha256()
         if isinstance(data, bytes):
             digest.update(data)
@@ -679,14 +766,16 @@ class Memo:
         sha = digest.hexdigest()
         content_type = mimetypes.guess_type(name, strict=False)[0] or "application/octet-stream"
         key = self._blob_key(sha)
+        transfer: Literal["copy", "move"] = "move" if move else "copy"
         if getattr(self._offline, "active", False):
-            self._durable_put(key, data, content_type=content_type)  # same bytes: harmless
+            # Same bytes: harmless.
+            self._durable_put(key, data, content_type=content_type, transfer=transfer)
             return MemoFile(name=name, sha256=sha, size=size, content_type=content_type)
         try:
             self.hold.head(key, max_age=math.inf)  # same bytes stored once
         except (NotFoundError, *_UNREACHABLE):
             # Unreachable: the remote went down during the build; keep the result anyway.
-            self._durable_put(key, data, content_type=content_type)
+            self._durable_put(key, data, content_type=content_type, transfer=transfer)
         return MemoFile(name=name, sha256=sha, size=size, content_type=content_type)
 
     def _durable_put(self, key: str, data: bytes | Path, **kwargs: Any) -> None:
@@ -853,6 +942,126 @@ class _Teller:
         return entry
 
 
+@contextlib.contextmanager
+def _work_folder(root: Path, namespace: str) -> Iterator[Path]:
+    """A build's work directory under ``root`` (``memo-work/`` in the data directory, on
+    the local tier's disk so its files move in by a link), removed on exit whatever
+    happened. The build holds a lock on it, so a sweep tells a dead process's leftover
+    from a live build however long it runs (see :func:`_sweep_workdirs`)."""
+    try:
+        root.mkdir(exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=f"{namespace[:40]}-", dir=root))
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as exc:
+        raise from_os_error(
+            exc,
+            f"make a build folder in {root}",
+            fix="free space in the data directory, or set CARGOHOLD_DATA_DIR to a "
+            "writable directory on a disk with room",
+        ) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.close(fd)
+
+
+def _sweep_workdirs(root: Path) -> None:
+    """Remove the work directories under ``root`` that no live build holds (left by a
+    process that was killed mid-build)."""
+    try:
+        folders = list(root.iterdir())
+    except FileNotFoundError:
+        return
+    recent = time.time() - 60  # made, but maybe not locked yet
+    for folder in folders:
+        try:
+            if folder.stat().st_mtime > recent:
+                continue
+            fd = os.open(folder, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a build holds it
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            os.close(fd)
+
+
+def _inside(path: Path, work: Path) -> bool:
+    """Whether ``path`` is a regular file of the build's work directory (moved in, not
+    copied). A symlink is copied: its target may be the app's own file."""
+    try:
+        return not path.is_symlink() and path.resolve().is_relative_to(work.resolve())
+    except OSError:
+        return False
+
+
+def _names_a_file(text: str) -> bool:
+    """Whether ``text`` is the name (absolute, or relative to the working directory) of an
+    existing file or folder."""
+    if not text or len(text) > 4096 or "\0" in text or "\n" in text:
+        return False
+    try:
+        # A folder only with a separator in its name: "." or a word naming a folder of
+        # the working directory is much more likely text.
+        path = Path(text)
+        return path.is_file() or (os.sep in text and path.is_dir())
+    except (OSError, ValueError):
+        return False
+
+
+def _refuse_file_names(value: Any, where: str) -> None:
+    """Refuse a result (or a str, list or dict in it) that is, or holds, the name of an
+    existing file as a str, or a Path inside a list or dict: stored as text, a hit after
+    a redeploy would name a file that is gone (see :data:`Strings`)."""
+    if isinstance(value, str):
+        if _names_a_file(value):
+            raise InvalidInput(
+                f"the build returned {value!r} as {where}: a str is stored as text, and "
+                f"this one names a file here, which a hit after a restart or on another "
+                f"instance would not find. Return pathlib.Path({value!r}) to store the "
+                f"file itself (write it into cargohold.memo.workdir() and it is moved, "
+                f"not copied), or pass strings='as-text' to hold.memo() or "
+                f"hold.memoize() to store such strings as text"
+            )
+    elif isinstance(value, os.PathLike) and where != "the result":
+        raise InvalidInput(
+            f"the build returned a Path as {where}: files are stored only for a Path "
+            f"returned alone (a file or a folder). Return one folder Path holding the "
+            f"files (written into cargohold.memo.workdir()), and put the other values in "
+            f"MemoResult(path, fields={{...}})"
+        )
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _refuse_file_names(item, f"{where}[{i}]")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _refuse_file_names(item, f"{where}[{key!r}]")
+
+
+def _install(staging: Path, folder: Path, files: tuple[MemoFile, ...]) -> bool:
+    """Make ``folder`` (``memo-files/<digest>/``) hold the staged files; True if this
+    made it. A folder that is there already (its files evicted from the tier, or some
+    missing) has each file replaced in place, by a rename: a path handed out earlier
+    names a complete file at every moment."""
+    if folder.exists():
+        for f in files:
+            parts = f.name.split("/")
+            folder.joinpath(*parts).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging.joinpath(*parts), folder.joinpath(*parts))
+        return False
+    try:
+        staging.rename(folder)
+    except OSError:
+        return False  # another thread or process got there first
+    return True
+
+
 def _linked(folder: Path, files: tuple[MemoFile, ...]) -> bool:
     """Whether ``folder`` has every file, each still a name of a local tier's file (more
     than one link: this name alone would keep evicted bytes outside the tier's bound)."""
@@ -881,27 +1090,67 @@ def _count_new_folder(root: Path) -> None:
 
 def _sweep_files(root: Path) -> int:
     """Remove the folders under ``root`` (a ``memo-files/``) holding a file that the local
-    tier no longer has (its only name is here), and staging folders a crashed process
-    left. Returns how many result folders were removed; a later lookup links them again."""
+    tier no longer has (its only name is here) once no call's ``path_grace`` covers them
+    (their mtime, set by ``_keep``, is past), staging folders a crashed process left, and
+    dead builds' work directories. Returns how many result folders were removed; a later
+    lookup links them again, at the same path."""
+    _sweep_workdirs(root.parent / "memo-work")
     try:
         folders = list(root.iterdir())
     except FileNotFoundError:
         return 0
     removed = 0
-    stale = time.time() - _STAGING_STALE
+    now = time.time()
+    stale = now - _STAGING_STALE
     for folder in folders:
         name = folder.name
         try:
             if name.startswith("."):
-                if folder.stat().st_mtime < stale:
+                if folder.is_dir() and folder.stat().st_mtime < stale:
                     shutil.rmtree(folder, ignore_errors=True)
                 continue
-            if _orphaned(folder):
-                shutil.rmtree(folder, ignore_errors=True)
-                removed += 1
+            if folder.stat().st_mtime >= now or not _orphaned(folder):
+                continue
+            with _files_lock(root, shared=False) as locked:  # no lookup is handing it out
+                if locked and folder.stat().st_mtime < time.time() and _orphaned(folder):
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed += 1
         except FileNotFoundError:
             continue  # removed meanwhile (by another thread or process)
     return removed
+
+
+def _keep(folder: Path, until: float) -> None:
+    """Mark ``folder`` as handed out: no sweep removes it before ``until``. Its mtime
+    holds that moment (in the future), so every process sharing the data directory sees
+    it, and a later call's shorter ``path_grace`` never shortens an earlier promise."""
+    with contextlib.suppress(OSError):
+        if os.stat(folder).st_mtime < until:
+            os.utime(folder, (until, until))
+
+
+@contextlib.contextmanager
+def _files_lock(root: Path, *, shared: bool) -> Iterator[bool]:
+    """``memo-files/.lock``: lookups handing a folder out (shared, waiting: each holds it
+    for a few file operations) against a sweep's removal (exclusive, not waiting: a busy
+    folder is left to the next sweep, and no lookup waits behind a sweep), across
+    threads and processes (a lock per open file: each use opens its own). Yields
+    whether the lock is held."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        yield shared  # a read-only or full disk: the folder's own errors will say so
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+        else:
+            yield True
+    finally:
+        os.close(fd)
 
 
 def _orphaned(folder: Path) -> bool:
@@ -995,7 +1244,8 @@ def memoize(
     signature, defaults filled in) are the inputs; the function's result is the value."""
 
     def decorate(fn: Callable[..., _T]) -> Callable[..., _T]:
-        memo = Memo(hold, namespace or fn.__qualname__.replace("<", "").replace(">", ""), **options)
+        # Through hold.memo: its defaults (the memo_seed_dir setting, ...) apply here too.
+        memo = hold.memo(namespace or fn.__qualname__.replace("<", "").replace(">", ""), **options)
         bind = _binder(inspect.signature(fn))
 
         def wrapper(*args: Any, **kwargs: Any) -> _T:

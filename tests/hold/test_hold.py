@@ -111,6 +111,66 @@ def test_sources_bytes_files_paths(hold: Hold, tmp_path: Path) -> None:
     assert hold.get("small/bytearray") == b"ba"
 
 
+def test_a_moved_file_becomes_the_tiers_own(hold: Hold) -> None:
+    """transfer="move": a large file in the data directory's disk is linked in (no copy)
+    and gone from where it was; a small one, one with another name, or a conditional put
+    are copied and removed. The source stays when the put is refused."""
+    work = hold.local.tmp / "work"  # a build folder on the tier's disk, as memo's is
+    work.mkdir()
+    big = work / "take.mp4"
+    big.write_bytes(b"\x01" * 200_000)
+    inode = big.stat().st_ino
+    hold.put("videos/moved.mp4", big, transfer="move")
+    assert not big.exists()
+    path = hold.path("videos/moved.mp4")
+    assert path.stat().st_ino == inode  # the same file, not a copy
+    assert path.read_bytes() == b"\x01" * 200_000
+    small = work / "small.txt"
+    small.write_bytes(b"tiny")
+    hold.put("small/moved", small, transfer="move")
+    assert not small.exists()
+    assert hold.get("small/moved") == b"tiny"
+    shared = work / "shared.bin"
+    shared.write_bytes(b"\x02" * 100_000)
+    (work / "other-name.bin").hardlink_to(shared)
+    hold.put("shared/moved", shared, transfer="move")  # copied: the other name could change it
+    assert not shared.exists()
+    (work / "other-name.bin").write_bytes(b"changed")
+    assert hold.get("shared/moved") == b"\x02" * 100_000
+    created = work / "created.bin"
+    created.write_bytes(b"\x03" * 100_000)
+    hold.put("created/once", created, mode="create", transfer="move")
+    assert not created.exists()
+    assert hold.remote.get("created/once") == b"\x03" * 100_000
+    again = work / "again.bin"
+    again.write_bytes(b"\x04" * 100_000)
+    with pytest.raises(AlreadyExists):
+        hold.put("created/once", again, mode="create", transfer="move")
+    assert again.read_bytes() == b"\x04" * 100_000  # refused: the file is where it was
+    with pytest.raises(InvalidInput, match=r"pass a pathlib\.Path"):
+        hold.put("bytes/moved", b"data", transfer="move")
+    with pytest.raises(InvalidInput, match="'copy' or 'move'"):
+        hold.put("bytes/moved", again, transfer="rename")  # type: ignore[arg-type]
+    assert again.exists()
+    hold.flush()
+    assert hold.remote.get("videos/moved.mp4") == b"\x01" * 200_000
+
+
+def test_a_moved_file_with_fsync_on_is_the_tiers_own(remote_url: str, tmp_path: Path) -> None:
+    with cargohold.open(
+        remote_url, data_dir=tmp_path / "synced", signal_handlers=False, fsync=True
+    ) as hold:
+        work = hold.local.tmp / "work"
+        work.mkdir()
+        big = work / "take.mp4"
+        big.write_bytes(b"\x05" * 200_000)
+        inode = big.stat().st_ino
+        hold.put("videos/fsynced.mp4", big, transfer="move", durable=True)
+        assert not big.exists()
+        assert hold.path("videos/fsynced.mp4").stat().st_ino == inode
+        assert hold.remote.get("videos/fsynced.mp4") == b"\x05" * 200_000
+
+
 def test_open_streams_and_stays_valid_across_a_rewrite(hold: Hold) -> None:
     hold.put("v.bin", b"first" * 50_000)
     with hold.open("v.bin") as fh:

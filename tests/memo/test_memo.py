@@ -345,6 +345,12 @@ def test_seed_layer_export_and_reimport(tmp_path: Path) -> None:
     with Hold(remote=unreachable, local_dir=tmp_path / "c", settings=settings) as c:
         entry = c.memo("sora", version="v2").get_or_create({"prompt": "demo 1"}, Counter())
         assert (entry.hit, entry.source) == (True, "seed")
+
+        @c.memoize(namespace="sora", version="v2")  # the setting applies here too
+        def generate(prompt: str) -> Path:
+            raise AssertionError("a seeded prompt is never built")
+
+        assert generate("demo 1").read_bytes() == b"demo 1" * 100
         c.close(timeout=0)
 
 

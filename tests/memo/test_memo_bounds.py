@@ -81,7 +81,9 @@ def test_memo_files_do_not_keep_what_the_tier_evicted(remote_url: str, tmp_path:
         local_max_bytes=bound,
         max_pending_bytes=bound // 2,
     ) as hold:
-        memo = hold.memo("takes")
+        # No grace: the sweep may take a handed-out path at once (test_memo_files.py
+        # checks that the default grace keeps each path valid through this).
+        memo = hold.memo("takes", path_grace=0)
         for i in range(150):  # 2.4 MiB of results through a 256 KiB tier
             entry = memo.get_or_create({"i": i}, _file_result(size))
             assert entry.path is not None
@@ -114,7 +116,7 @@ def test_a_directory_result_is_swept_whole(remote_url: str, tmp_path: Path) -> N
         local_max_bytes=bound,
         max_pending_bytes=bound // 2,
     ) as hold:
-        memo = hold.memo("dirs")
+        memo = hold.memo("dirs", path_grace=0)
 
         def build(inputs: dict[str, Any], workdir: Path) -> Path:
             for name in ("a.bin", "sub/b.bin"):
