@@ -209,8 +209,29 @@ def _add_routes_to_launch(demo: gr.Blocks, routes: list[BaseRoute]) -> None:
 # -- the examples cache --------------------------------------------------------------------
 
 
+#: The examples folders kept in this process: (Hold, folder) -> (version, its PersistedDir).
+#: Two Blocks of one app share Gradio's folder, so they share its keeping too.
+_kept: dict[tuple[int, Path], tuple[str, PersistedDir]] = {}
+_kept_lock = threading.Lock()
+
+
 def _keep_examples(hold: Hold, folder: Path, version: str) -> PersistedDir:
     folder = folder.absolute()
+    with _kept_lock:
+        kept = _kept.get((id(hold), folder))
+        if kept is not None and kept[1].hold is hold:
+            if kept[0] != version:
+                raise ConfigError(
+                    f"the examples cache {folder} is already kept for version {kept[0]!r}",
+                    hint="pass the same version= to every mount() of this process",
+                )
+            return kept[1]
+        persisted = _restore_examples(hold, folder, version)
+        _kept[(id(hold), folder)] = (version, persisted)
+        return persisted
+
+
+def _restore_examples(hold: Hold, folder: Path, version: str) -> PersistedDir:
     folder.mkdir(parents=True, exist_ok=True)
     marker = folder / VERSION_MARKER
     try:

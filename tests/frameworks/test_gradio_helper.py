@@ -198,3 +198,27 @@ def test_a_missing_extra_names_the_install(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.delitem(sys.modules, "cargohold.gradio")
     with pytest.raises(ConfigError, match=r"cargohold\[gradio\]"):
         importlib.import_module("cargohold.gradio")
+
+
+def test_one_folder_is_kept_for_one_version_per_hold(tmp_path: Path) -> None:
+    folder = tmp_path / "cached_examples"
+    with cargohold.open("memory://gr-twice", data_dir=tmp_path / "d", **SETTINGS) as hold:
+        first = _keep_examples(hold, folder, "v1")
+        assert _keep_examples(hold, folder, "v1") is first  # a second Blocks of the app
+        with pytest.raises(ConfigError, match="same version="):
+            _keep_examples(hold, folder, "v2")
+
+
+@pytest.mark.parametrize(
+    ("version", "segment"),
+    [("v1", "v1"), ("file-0123abcd", "file-0123abcd"), ("1.2.3_rc", "1.2.3_rc")],
+)
+def test_plain_versions_name_their_folder(version: str, segment: str) -> None:
+    assert cargohold.gradio._key_segment(version) == segment
+
+
+@pytest.mark.parametrize("version", ["feature/x", "..", "a b", "é", "x" * 65])
+def test_other_versions_are_digested_into_one_key_segment(version: str) -> None:
+    segment = cargohold.gradio._key_segment(version)
+    assert segment.startswith("v-")
+    assert len(segment) == 18
