@@ -82,10 +82,20 @@ def _calls(tmp_path: Path) -> list[str]:
 
 def _generate(url: str, prompt: str, downloads: Path) -> tuple[str, bytes]:
     """Call the app's handler through Gradio's own client (its queue and file routes)."""
+    return _call(url, downloads, prompt, api_name="/generate")
+
+
+def _example(url: str, index: int, downloads: Path) -> tuple[str, bytes]:
+    """What a click on example ``index`` shows: Gradio's cached outputs (computed now if
+    the example is not cached yet: lazy caching)."""
+    return _call(url, downloads, index, api_name="/load_example")
+
+
+def _call(url: str, downloads: Path, *args: object, api_name: str) -> tuple[str, bytes]:
     from gradio_client import Client
 
     client = Client(url, verbose=False, download_files=str(downloads))
-    caption, image = client.predict(prompt, api_name="/generate")
+    caption, image = client.predict(*args, api_name=api_name)
     return caption, Path(image).read_bytes()
 
 
@@ -98,6 +108,8 @@ def test_examples_are_not_recomputed_after_a_restart_on_an_empty_disk(
 
     with _launch(env, log) as url:
         assert sorted(_calls(tmp_path)) == ["a blue whale", "a red fox"]  # cached at startup
+        fox = _example(url, 0, tmp_path)
+        assert fox[0] == "a sticker of a red fox"
         caption, owl = _generate(url, "a green owl", tmp_path)
         assert caption == "a sticker of a green owl"
         assert owl.startswith(b"\x89PNG")
@@ -116,7 +128,7 @@ def test_examples_are_not_recomputed_after_a_restart_on_an_empty_disk(
     env["PORT"] = str(free_port())
     with _uvicorn(env, log) as url:  # the same app, served another way
         assert len(_calls(tmp_path)) == 3, "the examples were computed again"
-        assert (tmp_path / "disk" / "examples").is_dir()
+        assert _example(url, 0, tmp_path) == fox  # the restored results are what is shown
         caption, owl_again = _generate(url, "a green owl", tmp_path)  # the handler runs; memo hits
         assert owl_again == owl
         auth = httpx.get(url + "storage/api/auth", headers={"authorization": f"Bearer {TOKEN}"})
@@ -141,3 +153,26 @@ def test_a_new_app_version_computes_its_examples_again(
     env.update(APP_VERSION="v1", PORT=str(free_port()))  # back to v1, on an empty disk
     with _launch(env, log):
         assert len(_calls(tmp_path)) == 4, "v1's examples were not restored"
+
+
+def test_lazily_cached_examples_are_kept_too(
+    seaweedfs: SeaweedFS, seaweedfs_bucket: str, tmp_path: Path
+) -> None:
+    remote = s3_url(seaweedfs, seaweedfs_bucket)
+    env = _env(tmp_path, remote, free_port(), GRADIO_CACHE_MODE="lazy")
+    log = tmp_path / "app.log"
+    with _launch(env, log) as url:
+        assert _calls(tmp_path) == []  # lazy: nothing computed at startup
+        whale = _example(url, 1, tmp_path)  # the first click computes and caches it
+        assert _calls(tmp_path) == ["a blue whale"]
+        assert _example(url, 1, tmp_path) == whale
+        assert _calls(tmp_path) == ["a blue whale"]
+    # (pushed by the scan of the shutdown flush at the latest)
+
+    shutil.rmtree(tmp_path / "disk")
+    env["PORT"] = str(free_port())
+    with _launch(env, log) as url:
+        assert _example(url, 1, tmp_path) == whale
+        assert _calls(tmp_path) == ["a blue whale"], "the cached example was computed again"
+        _example(url, 0, tmp_path)  # never cached: computed now
+        assert _calls(tmp_path) == ["a blue whale", "a red fox"]
