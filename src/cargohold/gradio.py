@@ -29,7 +29,8 @@ What :func:`mount` promises:
   emptied first (what Gradio's own message asks you to do by hand), so a new version
   never shows the old one's results. A restored cache that was pushed half-written
   (the process died while Gradio wrote it) is cut back to the examples whose rows and
-  files are all there; Gradio computes the rest again.
+  files are all there; Gradio computes the others when they are clicked (or, if none
+  was whole, all of them at startup again).
 - **The version** is ``version=`` when given (a git commit, a model name: anything the
   results depend on), else a digest of the file that called :func:`mount`: editing that
   file invalidates the cache, a change elsewhere (a model module) does not, so pass
@@ -248,7 +249,7 @@ def _restore_examples(hold: Hold, folder: Path, version: str) -> PersistedDir:
     if repaired:
         log.warning(
             "cargohold: examples cache %s was stored half-written; kept the complete "
-            "examples, Gradio computes the others again",
+            "examples, Gradio computes the others when they are asked for",
             ", ".join(repaired),
         )
     if persisted.restored:
