@@ -31,6 +31,9 @@ What :func:`mount` promises:
   (the process died while Gradio wrote it) is cut back to the examples whose rows and
   files are all there; Gradio computes the others when they are clicked (or, if none
   was whole, all of them at startup again).
+- Only an app with a ``gr.Examples`` that caches (``cache_examples=True`` or lazy) gets
+  this: an app without one needs no version and touches no folder (its working
+  directory may be read-only).
 - **The version** is ``version=`` when given (a git commit, a model name: anything the
   results depend on), else a digest of the file that called :func:`mount`: editing that
   file invalidates the cache, a change elsewhere (a model module) does not, so pass
@@ -78,6 +81,7 @@ from .errors import ConfigError, InvalidInput, NotFoundError
 try:
     import gradio as gr
     from gradio import utils as gradio_utils
+    from gradio.helpers import Examples  # the class gr.Examples(...) builds
     from starlette.routing import BaseRoute
 except ImportError as exc:  # pragma: no cover - exercised without the extra installed
     raise ConfigError(
@@ -149,13 +153,13 @@ def mount(
     app starts. Returns the ASGI app to serve with uvicorn; ``demo.launch()`` serves the
     same routes. ``mount_kwargs`` go to ``gr.mount_gradio_app`` (``auth=``,
     ``allowed_paths=``, ...) when the returned app is served."""
-    if version is None and cache_examples:
+    if version is None and cache_examples and _caches_examples(demo):
         caller = sys._getframe(1).f_globals.get("__file__")
         version = app_version(caller)
     routes = service_routes(hold, path) if path is not None else []
     if routes:
         _add_routes_to_launch(demo, routes)
-    if cache_examples:
+    if cache_examples and _caches_examples(demo):
         assert version is not None
         examples = _keep_examples(hold, Path(gradio_utils.get_cache_folder()), version)
         demo.extra_startup_events.append(_scan_after_startup(examples))
@@ -189,6 +193,17 @@ class GradioApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.app(scope, receive, send)
+
+
+def _caches_examples(demo: gr.Blocks) -> bool:
+    """Whether any gr.Examples of ``demo`` caches its outputs. Each gr.Examples adds its
+    caching to the root Blocks' startup events when it is built; an app with none has no
+    cache folder to keep (and its folder may not even be writable: a read-only app dir)."""
+    for event in demo.extra_startup_events:
+        owner = getattr(event, "__self__", None)
+        if isinstance(owner, Examples) and owner.cache_examples:
+            return True
+    return False
 
 
 def _add_routes_to_launch(demo: gr.Blocks, routes: list[BaseRoute]) -> None:

@@ -146,7 +146,7 @@ hold = cargohold.open("memory://gr-launch", data_dir="data", token="t0ken", sign
 hold.put("public/readme.txt", b"hello")
 with gr.Blocks() as demo:
     gr.Textbox()
-cargohold.gradio.mount(demo, hold, version="t", outputs=True)
+cargohold.gradio.mount(demo, hold, outputs=True)  # no cached examples: no version needed
 
 async def own(request):
     return PlainTextResponse("mine")
@@ -159,6 +159,7 @@ seen = {
     "anonymous": httpx.get(f"{base}/{key}").status_code,
     "token": httpx.get(f"{base}/{key}", headers={"authorization": "Bearer t0ken"}).text,
     "gradio": httpx.get(f"{base}/").status_code,
+    "examples folder": os.path.exists(os.environ["GRADIO_EXAMPLES_CACHE"]),
 }
 demo.close()
 with open(os.path.join(temp, "upload.txt"), "wb") as fh:
@@ -189,6 +190,7 @@ def test_launch_serves_the_service_beside_the_callers_app_kwargs(tmp_path: Path)
         "anonymous": 401,  # token mode: the mounted service is private
         "token": "hello",
         "gradio": 200,  # Gradio's page is still there
+        "examples folder": False,  # nothing to cache: nothing kept (the folder may be read-only)
         "outputs": "kept",  # outputs=True: the temp folder goes to the remote
     }
 
