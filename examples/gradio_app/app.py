@@ -5,7 +5,8 @@ A "sticker generator" (a slow, paid model in real life; here a coloured PNG draw
 Pillow, which Gradio already depends on). ``cargohold.gradio.mount`` makes the
 ``cache_examples=True`` results durable: after a redeploy on an empty disk they come back
 from the remote instead of being generated again. The handler's own results go through
-the generation cache (``hold.memo``), and ``servable`` hands their files to ``gr.Image``::
+the generation cache (``hold.memo``), and ``servable`` hands their files to ``gr.Image``;
+with ``outputs=True`` the files Gradio handed out are kept too::
 
     export CARGOHOLD_REMOTE=s3://bucket/app CARGOHOLD_TOKEN=...   # or nothing: embedded default
     python examples/gradio_app/app.py                 # demo.launch() on $PORT (7860)
@@ -70,7 +71,9 @@ def make_demo(hold: cargohold.Hold) -> gr.Blocks:
 
 hold = cargohold.open()
 demo = make_demo(hold)
-app = cargohold.gradio.mount(demo, hold, version=os.environ.get("APP_VERSION"))
+# outputs=True: files handed to the browser (Gradio's temp folder) come back after a restart,
+# so a link given out before a redeploy still opens after it.
+app = cargohold.gradio.mount(demo, hold, version=os.environ.get("APP_VERSION"), outputs=True)
 
 if __name__ == "__main__":
     demo.launch(server_name="127.0.0.1", server_port=int(os.environ.get("PORT", "7860")))

@@ -114,6 +114,8 @@ def test_examples_are_not_recomputed_after_a_restart_on_an_empty_disk(
         assert caption == "a sticker of a green owl"
         assert owl.startswith(b"\x89PNG")
         assert len(_calls(tmp_path)) == 3
+        handed_out = {p: p.read_bytes() for p in (tmp_path / "disk" / "gradio-tmp").rglob("*.png")}
+        assert owl in handed_out.values()
 
         # The service is mounted, and private: no token, no objects.
         redirect = httpx.get(url + "storage", headers={"x-forwarded-for": "203.0.113.9"})
@@ -133,6 +135,8 @@ def test_examples_are_not_recomputed_after_a_restart_on_an_empty_disk(
         assert owl_again == owl
         auth = httpx.get(url + "storage/api/auth", headers={"authorization": f"Bearer {TOKEN}"})
         assert auth.json()["access"] == "write"
+        for path, data in handed_out.items():  # outputs=True: links given out still open
+            assert httpx.get(f"{url}gradio_api/file={path}").content == data
     assert len(_calls(tmp_path)) == 4
 
 
