@@ -24,8 +24,9 @@ from testsupport.children import dying_with_parent
 from testsupport.faultproxy import Fault, FaultProxy
 from testsupport.servers import SeaweedFS
 
-# SIGTERM ignored; SIGINT either Python's default or (mode "count-sigint") a handler that
-# prints and returns, until the third, which raises KeyboardInterrupt. Commands on stdin:
+# SIGTERM ignored; SIGINT either Python's default, or (mode "count-sigint") a handler that
+# prints and returns, until the third, which raises KeyboardInterrupt, or (mode
+# "dfl-sigint") the default action itself, which ends the process without exit hooks. Commands on stdin:
 # "put KEY" (answers "ACK KEY" once put returned), "outlive" (runs on past the grace of
 # the stop that came, answers "OUTLIVED"); end of input: the main thread returns.
 CHILD = textwrap.dedent(
@@ -35,6 +36,8 @@ CHILD = textwrap.dedent(
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     url, data_dir, mode, grace = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if mode == "dfl-sigint":
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
     if mode == "count-sigint":
         seen = 0
         def on_sigint(signum, frame):
@@ -226,3 +229,25 @@ def test_an_exit_during_the_stops_flush_waits_for_it_within_the_grace(
     assert child.end_input() == 0, child.stderr[-3000:]  # the main thread returns meanwhile
     assert "Traceback" not in child.stderr, child.stderr[-3000:]
     assert _remote_keys(url) == {f"s/{i}" for i in range(20)}
+
+
+def test_a_signal_after_an_outlived_stop_begins_a_stop_of_its_own(
+    proxy: FaultProxy,
+    seaweedfs: SeaweedFS,
+    seaweedfs_bucket: str,
+    tmp_path: Path,
+    child_of: list[Child],
+) -> None:
+    down = Fault(status=503, times=10**6, match=lambda m, p: m == "PUT")
+    proxy.add(down)
+    url = _url(proxy, seaweedfs, seaweedfs_bucket)
+    child = Child(url, tmp_path, "dfl-sigint", grace=3)
+    child_of.append(child)
+    child.proc.send_signal(signal.SIGTERM)
+    child.wait_stderr("did not reach")
+    assert child.ask("outlive") == "OUTLIVED"
+    down.times = 0
+    child.proc.send_signal(signal.SIGINT)  # its default action: no exit hook runs after it
+    assert child.wait() == -signal.SIGINT, child.stderr[-3000:]
+    assert child.stderr.count("flushing before shutdown") == 2, child.stderr[-3000:]
+    assert _remote_keys(url) == {f"s/{i}" for i in range(20)}, child.stderr[-3000:]
