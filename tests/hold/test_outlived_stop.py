@@ -202,7 +202,7 @@ def test_the_exit_after_an_outlived_stop_flushes_with_a_grace_of_its_own(
     down = Fault(status=503, times=10**6, match=lambda m, p: m == "PUT")
     proxy.add(down)
     url = _url(proxy, seaweedfs, seaweedfs_bucket)
-    child = Child(url, tmp_path, "default", grace=3)
+    child = Child(url, tmp_path, "default", grace=5)
     child_of.append(child)
     child.proc.send_signal(signal.SIGTERM)
     child.wait_stderr("did not reach")  # the stop's flush ran out of grace: the remote is down
@@ -241,7 +241,7 @@ def test_a_signal_after_an_outlived_stop_begins_a_stop_of_its_own(
     down = Fault(status=503, times=10**6, match=lambda m, p: m == "PUT")
     proxy.add(down)
     url = _url(proxy, seaweedfs, seaweedfs_bucket)
-    child = Child(url, tmp_path, "dfl-sigint", grace=3)
+    child = Child(url, tmp_path, "dfl-sigint", grace=5)
     child_of.append(child)
     child.proc.send_signal(signal.SIGTERM)
     child.wait_stderr("did not reach")
