@@ -44,18 +44,21 @@ on after the flush, and later comes another signal, or an ordinary exit. The rul
 - A *stop* begins with a signal and lasts until its flush has ended *and* its grace (the
   longest of the open Holds', from that signal) has passed. Every put and delete made
   after the first stop signal stays write-through for the rest of the process: the host
-  asked this process to stop once, and may kill it at any moment.
+  asked this process to stop once, and may kill it at any moment; so nothing acknowledged
+  after a stop is left for a later flush to ship.
 - A signal during a stop is handed on at once if its flush has ended, or if the same
   signal already came during that stop (an impatient Ctrl-C); otherwise (say SIGINT after
   SIGTERM) once the flush has ended, within the grace. Never later, never not at all.
-- A signal after a stop this process outlived begins a new stop, with a whole grace.
-- The exit hook during a stop first waits for the stop's flush (within its grace) rather
-  than flush beside it, then closes each Hold with what is left of that grace: an exit
-  during a stop never takes longer than the stop's grace. After a stop the process
-  outlived, the exit is an ordinary one: each Hold is closed with a whole grace, so what
-  the stop's flush could not ship (the remote was down) is flushed then. A flush still
-  running past its grace (a remote that does not answer) keeps the stop from being over:
-  the exit then closes at once, leaving what remains in the journal.
+- A signal after a stop this process outlived begins a new stop, with a whole grace of
+  its own: it is the host (or the user) asking again, and its flush ships what the first
+  one could not (a remote that was down then).
+- The exit hook (and ``close()`` without a timeout) after a stop signal has what is left
+  of that stop's grace, and none once it has passed: the host's SIGKILL counts from the
+  signal, and an exit without a new signal is the app finishing that stop, late (a pool
+  terminating its workers, a server draining long requests). So an exit never flushes
+  past the grace of the latest stop; what the remote still misses stays in the journal,
+  logged. The exit hook during a stop first waits for the stop's flush (within its grace)
+  rather than flush beside it and close the Holds under it.
 
 After ``fork()`` the child has no flusher thread and shares the parent's pipe:
 :func:`_after_fork` gives it a new pipe and a new flusher, and forgets the parent's stop.
@@ -160,15 +163,12 @@ def shutting_down() -> float | None:
 
 
 def remaining(grace: float) -> float:
-    """Seconds left of ``grace`` counted from the latest stop signal: all of it if none
-    came, or if this process outlived that stop (see the module docstring)."""
+    """Seconds left of ``grace`` counted from the signal that began the latest stop (all
+    of it if none came; see the module docstring)."""
     began = _stop_from
     if began is None:
         return grace
-    elapsed = time.monotonic() - began
-    if _flushed == _stops and elapsed >= _stop_grace:
-        return grace  # the stop is over: what comes now is an ordinary exit
-    return max(0.0, grace - elapsed)
+    return max(0.0, grace - (time.monotonic() - began))
 
 
 def in_flusher() -> bool:
@@ -340,8 +340,8 @@ def _at_exit() -> None:
         # A stop's flush is under way: wait for it within that stop's grace, rather than
         # flush beside it and close the Holds under it.
         worker.join(max(0.0, began + _stop_grace - time.monotonic()))
-    # Each Hold's timeout is taken before any closes: what is left of a stop's grace, or a
-    # whole grace when none is under way.
+    # Each Hold's timeout is taken before any closes: what is left of the latest stop's
+    # grace, or a whole grace when no stop signal came.
     timeouts = [(hold, remaining(hold.shutdown_grace)) for hold in list(_holds)]
     _each(
         timeouts, lambda pair: pair[0].close(timeout=pair[1]), "closing at exit", "cargohold-exit"
