@@ -19,6 +19,14 @@ locked"; tests/hold/test_fork_local.py shows it). What remains is SQLite's own: 
 inside an SQLite call at the instant of the fork (a read: reads take no lock of ours) may
 leave one of SQLite's mutexes held in the child, as with any C library that locks; the
 window is that one call.
+
+Close: each connection belongs to one thread, and only that thread may close it while it
+lives. ``close()`` closes its own thread's connection and those of threads that have
+ended; another thread may be inside an SQLite call on its connection that very moment (a
+scan, a commit), and closing a connection under a call in progress crashes the process.
+A live thread closes its own at its next ``conn()``, which then raises HoldClosed, or when
+it ends (its ``_Owner`` is dropped with the thread). Until then that connection may keep
+the ``-wal`` file.
 """
 
 from __future__ import annotations
@@ -26,8 +34,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -130,6 +140,29 @@ def _abandon(connections: list[sqlite3.Connection]) -> None:
         _ABANDONED.append(conn)
 
 
+class _Owner:
+    """A thread's connection as that thread's ``threading.local`` holds it. CPython drops
+    it when the thread ends: then the connection is closed if the index is (see
+    ``Index.close``), or left for ``close()`` to close."""
+
+    __slots__ = ("conn", "index", "pid")
+    _getpid = staticmethod(os.getpid)  # the module's globals may be gone when this runs
+
+    def __init__(self, conn: sqlite3.Connection, index: Index) -> None:
+        self.conn = conn
+        self.index = weakref.ref(index)
+        self.pid = os.getpid()
+
+    def __del__(self) -> None:
+        # In a child after fork() CPython drops the parent's other threads (and their
+        # locals) before any fork hook runs: their connections are abandoned, never closed.
+        if self._getpid() != self.pid:
+            return
+        index = self.index()
+        if index is not None:
+            index._thread_ended(self.conn)
+
+
 class Index:
     """The SQLite index at ``path`` (WAL mode), shared by every thread of this process
     (one connection each) and by other processes."""
@@ -138,9 +171,12 @@ class Index:
         self.path = path
         self.fsync = fsync
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        # _connections. Re-entrant: close() from a signal handler that interrupted this
-        # thread while it added its connection must not wait for itself.
+        #: Every connection of this process not closed yet, each with whether its thread
+        #: has ended. Referenced here, not only by the threads' locals: in a fork child
+        #: CPython drops the other threads' locals, and these must be abandoned, not closed.
+        self._connections: dict[sqlite3.Connection, bool] = {}
+        # _connections and _closed. Re-entrant: close() from a signal handler that
+        # interrupted this thread while it added its connection must not wait for itself.
         self._lock = threading.RLock()
         self._write_lock = threading.Lock()
         self._fork_held = False  # _write_lock taken by before_fork
@@ -162,16 +198,19 @@ class Index:
             # Mapped once a connection has put the index in WAL mode; see _hot_rows.
             self.hot = HotRows(path)
         except BaseException:
-            self._closed = True
             self._close_connections()
             raise
 
     def conn(self) -> sqlite3.Connection:
-        """This thread's connection (made at its first use)."""
+        """This thread's connection (made at its first use). Once the index is closed,
+        HoldClosed, and this thread's connection is closed (see the module docstring)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
+        if conn is not None and not self._closed:
             return conn
         if self._closed:
+            if conn is not None:
+                self._forget(conn)
+                del self._local.conn, self._local.owner
             raise HoldClosed(f"the local tier at {self.path.parent} is closed")
         try:
             conn = sqlite3.connect(
@@ -193,9 +232,12 @@ class Index:
             conn.execute("PRAGMA cache_size=-32768")
         except sqlite3.Error as exc:
             raise CargoholdError(f"cannot open the local index {self.path}: {exc}") from exc
-        self._local.conn = conn
         with self._lock:
-            self._connections.append(conn)
+            self._connections[conn] = False
+        self._local.conn = conn
+        self._local.owner = _Owner(conn, self)
+        if self._closed:  # close() ran meanwhile, and did not see this one
+            return self.conn()  # raises
         return conn
 
     @contextlib.contextmanager
@@ -274,7 +316,7 @@ class Index:
         self._fork_held = False
         self._lock = threading.RLock()
         self._write_lock = threading.Lock()
-        inherited, self._connections = self._connections, []
+        inherited, self._connections = list(self._connections), {}
         _abandon(inherited)
         self._local = threading.local()
         self.hot.after_fork_in_child()
@@ -282,19 +324,42 @@ class Index:
     # -- lifetime ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close every connection of this process. Safe to call twice."""
+        """Close this thread's connection and those of threads that have ended; every other
+        thread's is closed by that thread (see the module docstring). Safe to call twice."""
         if self._closed:
             return
-        self._closed = True
         self.hot.close()  # before the connections: the map is valid while they are open
         self._close_connections()
 
     def _close_connections(self) -> None:
+        mine = getattr(self._local, "conn", None)
         with self._lock:
-            connections, self._connections = self._connections, []
-        for conn in connections:
+            self._closed = True  # under the lock: see _thread_ended
+            closing = [conn for conn, ended in self._connections.items() if ended or conn is mine]
+            for conn in closing:
+                del self._connections[conn]
+        for conn in closing:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
+
+    def _thread_ended(self, conn: sqlite3.Connection) -> None:
+        """``conn``'s thread has ended: close it now if the index is closed, else mark it
+        for close(). Both under the lock, so a close() racing the end of a thread either
+        sees the mark or has set _closed before this looks."""
+        with self._lock:
+            if conn not in self._connections:
+                return
+            if not self._closed:
+                self._connections[conn] = True
+                return
+        self._forget(conn)
+
+    def _forget(self, conn: sqlite3.Connection) -> None:
+        """Close ``conn``, called by its own thread or once that thread has ended."""
+        with self._lock:
+            self._connections.pop(conn, None)
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
 
 
 def _statements(script: str) -> list[str]:

@@ -15,13 +15,15 @@ thread was doing: possibly inside a ``put`` that holds the local tier's write lo
 A handler that waits for anything another frame may hold waits forever. So the handler
 waits for nothing and takes no lock:
 
-1. On the first SIGTERM/SIGINT it records the moment (a float assignment) and writes one
-   byte, the signal's number, to a pipe (``os.write``: a system call, no lock) and returns.
-   The interrupted frame goes on and releases whatever it holds.
+1. On a stop signal it records the moment (float assignments) and writes one byte, the
+   signal's number, to a pipe (``os.write``: a system call, no lock) and returns. The
+   interrupted frame goes on and releases whatever it holds.
 2. The *flusher*, a daemon thread started when the handlers were installed and blocked in
-   ``os.read`` on that pipe, wakes, logs, and runs the flush of every open Hold on a thread
-   of its own, waiting for it at most until the grace budget (from the signal's moment) is
-   spent. The flusher itself never waits longer, whatever the flush does.
+   ``os.read`` on that pipe, wakes, logs, and runs the flush of every open Hold on threads
+   of its own, one per Hold, all at once: each has the whole of what is left of the grace,
+   so a Hold whose remote is down does not use up the time of the others. The flusher
+   waits for them at most until the grace (from the signal's moment) is spent, whatever
+   the flushes do.
 3. It then hands the signal back to the main thread (``signal.pthread_kill``): the handler
    runs again, sees the hand-back, and calls the previous handler, or restores the default
    action and re-raises, or (SIG_IGN) does nothing. So the app's own handler runs every
@@ -33,10 +35,33 @@ that a stop has begun: from then on each ``put`` returns only once the remote ha
 (see ``Hold.put``), so a write acknowledged after the signal is not lost when the process
 dies by the default action moments later, without another flush.
 
-A second signal of the same kind while the flush runs (an impatient Ctrl-C) is handed to
-the previous handler at once. After ``fork()`` the child has no flusher thread and shares
-the parent's pipe: :func:`_after_fork` gives it a new pipe and a new flusher, and forgets
-the parent's stop.
+A stop the process outlives
+---------------------------
+
+An app may ignore SIGTERM (SIG_IGN), or its handler may not exit; then the process runs
+on after the flush, and later comes another signal, or an ordinary exit. The rule:
+
+- A *stop* begins with a signal and lasts until its flush has ended *and* its grace (the
+  longest of the open Holds', from that signal) has passed. Every put and delete made
+  after the first stop signal stays write-through for the rest of the process: the host
+  asked this process to stop once, and may kill it at any moment; so nothing acknowledged
+  after a stop is left for a later flush to ship.
+- A signal during a stop is handed on at once if its flush has ended, or if the same
+  signal already came during that stop (an impatient Ctrl-C); otherwise (say SIGINT after
+  SIGTERM) once the flush has ended, within the grace. Never later, never not at all.
+- A signal after a stop this process outlived begins a new stop, with a whole grace of
+  its own: it is the host (or the user) asking again, and its flush ships what the first
+  one could not (a remote that was down then).
+- The exit hook (and ``close()`` without a timeout) after a stop signal has what is left
+  of that stop's grace, and none once it has passed: the host's SIGKILL counts from the
+  signal, and an exit without a new signal is the app finishing that stop, late (a pool
+  terminating its workers, a server draining long requests). So an exit never flushes
+  past the grace of the latest stop; what the remote still misses stays in the journal,
+  logged. The exit hook during a stop first waits for the stop's flush (within its grace)
+  rather than flush beside it and close the Holds under it.
+
+After ``fork()`` the child has no flusher thread and shares the parent's pipe:
+:func:`_after_fork` gives it a new pipe and a new flusher, and forgets the parent's stop.
 
 Handlers are installed only when the first Hold is opened on the main thread; elsewhere (a
 worker thread, a notebook's kernel thread) only ``atexit`` applies, logged at debug level.
@@ -47,6 +72,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import math
 import os
 import signal
 import threading
@@ -80,9 +106,18 @@ _lock = threading.Lock()  # install/register only: never taken by the signal han
 
 # Written by the signal handler (plain assignments, no lock) and read by everyone else.
 _began: float | None = None  # time.monotonic() of the first stop signal
+_stop_from: float | None = None  # time.monotonic() of the signal that began the latest stop
+_stops = 0  # stops begun
+_seen: set[int] = set()  # signals that came during the latest stop
 _handing_back: set[int] = set()  # signals the flusher has handed back to the main thread
 _pipe: tuple[int, int] | None = None  # (read, write): handler -> flusher
 _flusher: threading.Thread | None = None
+
+# Written by the flusher's threads.
+_flushed = 0  # stops whose flush has ended
+_stop_grace = math.inf  # the latest stop's grace: unknown (never over) until its flush starts
+_worker: threading.Thread | None = None  # the flush of stop number _worker_stop
+_worker_stop = 0
 
 
 def register(hold: Flushable, *, handlers: bool) -> None:
@@ -128,16 +163,17 @@ def shutting_down() -> float | None:
 
 
 def remaining(grace: float) -> float:
-    """Seconds left of ``grace`` counted from the stop signal (all of it if none came)."""
-    began = _began
+    """Seconds left of ``grace`` counted from the signal that began the latest stop (all
+    of it if none came; see the module docstring)."""
+    began = _stop_from
     if began is None:
         return grace
     return max(0.0, grace - (time.monotonic() - began))
 
 
 def in_flusher() -> bool:
-    """True on the thread that runs the shutdown flush (its writes are not write-through:
-    it flushes them itself)."""
+    """True on the threads that run the shutdown flush (their writes are not
+    write-through: they flush them themselves)."""
     return threading.current_thread().name == _FLUSH_THREAD
 
 
@@ -160,12 +196,13 @@ def _start_flusher() -> None:
 
 def _handle(signum: int, frame: FrameType | None) -> None:
     """The signal handler: no lock, no wait, no logging (see the module docstring)."""
-    global _began
+    global _began, _stop_from, _stops, _stop_grace
     if signum in _handing_back:
         _handing_back.discard(signum)
         _chain(signum, frame)
         return
-    if _began is not None and signum in _seen:
+    flushing = _flushed < _stops
+    if flushing and signum in _seen:
         _chain(signum, frame)  # asked twice: do not make the user wait again
         return
     pipe, flusher = _pipe, _flusher
@@ -174,16 +211,20 @@ def _handle(signum: int, frame: FrameType | None) -> None:
         # to flush, and nothing may wait here. Hand on at once; atexit still closes.
         _chain(signum, frame)
         return
-    _seen.add(signum)
+    now = time.monotonic()
     if _began is None:
-        _began = time.monotonic()
+        _began = now
+    if _stop_from is None or (not flushing and now - _stop_from >= _stop_grace):
+        # The first stop, or a new one after a stop this process outlived.
+        _seen.clear()
+        _stop_grace = math.inf  # set by the flusher when this stop's flush starts
+        _stop_from = now
+        _stops += 1
+    _seen.add(signum)
     try:
         os.write(pipe[1], bytes([signum]))
     except OSError:  # pragma: no cover - a pipe of 64 KiB full of signals
         _chain(signum, frame)
-
-
-_seen: set[int] = set()
 
 
 def _chain(signum: int, frame: FrameType | None) -> None:
@@ -212,28 +253,27 @@ def _flusher_loop(read_fd: int) -> None:
 
 
 def _flush_then_hand_back(signum: int) -> None:
-    name = signal.Signals(signum).name
-    if not _flushed.is_set() and not _flushing.is_set():
-        _flushing.set()
+    """Start the latest stop's flush unless it has started, wait for it within the stop's
+    grace, then hand ``signum`` back."""
+    global _worker, _worker_stop, _stop_grace
+    stop, began = _stops, _stop_from
+    assert began is not None  # the handler set it before writing to the pipe
+    started = _worker_stop != stop
+    if started:
+        _stop_grace = max((hold.shutdown_grace for hold in list(_holds)), default=0.0)
+        name = signal.Signals(signum).name
         log.info("cargohold: %s received: flushing before shutdown", name)
-        worker = threading.Thread(target=_flush_all, args=(name,), name=_FLUSH_THREAD, daemon=True)
-        worker.start()
-        worker.join(_budget())  # never longer, whatever the flush does
-        if worker.is_alive():
-            log.warning("cargohold: the shutdown flush is still running at the end of the grace")
-    else:
-        _flushed.wait(_budget())
+        _worker_stop = stop
+        _worker = threading.Thread(
+            target=_flush_all, args=(name, stop), name=_FLUSH_THREAD, daemon=True
+        )
+        _worker.start()
+    worker = _worker
+    assert worker is not None
+    worker.join(max(0.0, began + _stop_grace - time.monotonic()))  # never longer
+    if started and worker.is_alive():
+        log.warning("cargohold: the shutdown flush is still running at the end of the grace")
     _hand_back(signum)
-
-
-_flushing = threading.Event()
-_flushed = threading.Event()
-
-
-def _budget() -> float:
-    """The longest grace of the open Holds, left since the signal."""
-    graces = [getattr(hold, "shutdown_grace", 0.0) for hold in list(_holds)]
-    return remaining(max(graces, default=0.0))
 
 
 def _hand_back(signum: int) -> None:
@@ -251,37 +291,76 @@ def _hand_back(signum: int) -> None:
     log.warning("cargohold: %s came after the main thread ended: it is not handed on", signum)
 
 
-def _flush_all(reason: str) -> None:
+def _flush_all(reason: str, stop: int) -> None:
+    """Flush every open Hold, each on a thread of its own, all within the stop's grace;
+    the stop's flush has ended once every one has returned."""
+    global _flushed
+
+    def flush(hold: Any) -> None:
+        # A moment less than the flusher waits, to log what remains before then.
+        left = remaining(hold.shutdown_grace)
+        hold._shutdown_flush(max(0.0, left - min(0.25, 0.1 * left)))
+
     try:
-        for hold in list(_holds):
-            try:
-                # A moment less than the flusher waits, to log what remains before then.
-                left = remaining(hold.shutdown_grace)
-                hold._shutdown_flush(max(0.0, left - min(0.25, 0.1 * left)))
-            except Exception:
-                log.exception("cargohold: flushing on %s failed", reason)
+        _each(list(_holds), flush, f"flushing on {reason}", _FLUSH_THREAD)
     finally:
-        _flushed.set()
+        _flushed = stop
+
+
+def _each(items: list[Any], action: Callable[[Any], None], doing: str, name: str) -> None:
+    """``action`` on every item (a Hold each) at once, one thread each (on this thread when
+    there is only one): each has the whole budget, whatever the others' remotes do.
+    Returns once every one has; each is bounded by the budget it was given."""
+
+    def run(item: Any) -> None:
+        try:
+            action(item)
+        except Exception:
+            log.exception("cargohold: %s failed", doing)
+
+    if len(items) == 1:
+        run(items[0])
+        return
+    threads = []
+    for item in items:
+        thread = threading.Thread(target=run, args=(item,), name=name, daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # no new threads (an interpreter that is finalizing): one by one
+            run(item)
+            continue
+        threads.append(thread)
+    for thread in threads:
+        thread.join()
 
 
 def _at_exit() -> None:
-    for hold in list(_holds):
-        try:
-            hold.close(timeout=remaining(hold.shutdown_grace))
-        except Exception:
-            log.exception("cargohold: closing at exit failed")
+    worker, began = _worker, _stop_from
+    if worker is not None and began is not None and worker.is_alive():
+        # A stop's flush is under way: wait for it within that stop's grace, rather than
+        # flush beside it and close the Holds under it.
+        worker.join(max(0.0, began + _stop_grace - time.monotonic()))
+    # Each Hold's timeout is taken before any closes: what is left of the latest stop's
+    # grace, or a whole grace when no stop signal came.
+    timeouts = [(hold, remaining(hold.shutdown_grace)) for hold in list(_holds)]
+    _each(
+        timeouts, lambda pair: pair[0].close(timeout=pair[1]), "closing at exit", "cargohold-exit"
+    )
 
 
 def _after_fork() -> None:
     """In a child after fork(): a pipe and flusher of its own, and no stop begun (the
     parent's signal was the parent's). Handlers stay installed (signal dispositions are
     inherited), so a forked worker that keeps them is flushed on its own SIGTERM."""
-    global _pipe, _flusher, _began, _lock, _flushing, _flushed
+    global _pipe, _flusher, _began, _lock, _stop_from, _stops, _flushed, _stop_grace
+    global _worker, _worker_stop
     _lock = threading.Lock()  # another parent thread may have held it at the fork
-    _began = None
+    _began = _stop_from = None
+    _stops = _flushed = _worker_stop = 0
+    _stop_grace = math.inf
+    _worker = None
     _seen.clear()
     _handing_back.clear()
-    _flushing, _flushed = threading.Event(), threading.Event()
     old = _pipe
     _pipe, _flusher = None, None
     if old is not None:

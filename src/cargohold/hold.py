@@ -1138,8 +1138,13 @@ class Hold:
                 persisted.scan()
             self.syncer.flush(budget)
             log.info("cargohold: flushed to %s before shutdown", self.remote.url)
+        except HoldClosed:
+            return  # close() took over meanwhile (the app's, or the exit's): it logs what remains
         except (TimedOut, CargoholdError) as exc:
-            status = self.status()
+            try:
+                status = self.status()
+            except HoldClosed:
+                return
             log.warning(
                 "cargohold: %d write(s) (%d bytes) did not reach %s within %.1fs: %s. They "
                 "are in the local journal at %s and sync when it is opened again.",
