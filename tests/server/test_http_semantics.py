@@ -55,6 +55,26 @@ def test_a_range_is_digits_only(client: Client, hold: Hold) -> None:
     assert client.get("/api/objects/r.bin", headers={"range": "bytes=-0"}).status_code == 416
 
 
+def test_a_range_with_more_digits_than_python_converts_is_not_a_500(
+    client: Client, hold: Hold
+) -> None:
+    # int() refuses strings of over 4300 digits (ValueError): a header of 5000 nines
+    # fits in any server's header limit, so a client could make every GET a 500.
+    body = bytes(range(256)) * 4
+    hold.put("r.bin", body)
+    huge = "9" * 5000
+    padded = "0" * 5000 + "3"
+    for header, status, content in (
+        (f"bytes=0-{huge}", 206, body),  # a last byte past the end: up to the end
+        (f"bytes=-{huge}", 206, body),  # a suffix longer than the object: all of it
+        (f"bytes={huge}-", 416, b""),  # a first byte past the end
+        (f"bytes={huge}-{huge}", 416, b""),
+        (f"bytes={padded}-{padded}", 206, body[3:4]),  # leading zeros are still 3
+    ):
+        r = client.get("/api/objects/r.bin", headers={"range": header})
+        assert (r.status_code, r.content) == (status, content), header[:20]
+
+
 def test_if_range_serves_the_range_only_for_the_current_strong_etag(
     client: Client, hold: Hold
 ) -> None:
