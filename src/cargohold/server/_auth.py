@@ -150,6 +150,11 @@ def is_passive_type(content_type: str | None) -> bool:
     """Whether a browser only displays this type (an image, a video, plain text, JSON)."""
     if not content_type:
         return True  # no type + nosniff: the browser neither guesses nor renders
+    if "," in content_type:
+        # A list of types: a browser takes the last one it can parse (Fetch's "extract a
+        # MIME type"), so "image/png, text/html" is HTML to it. Hold.put refuses such a
+        # type, but another tool may have written the remote.
+        return False
     essence = content_type.split(";", 1)[0].strip().lower()
     if essence.endswith("+xml") or essence.endswith("/xml"):
         return False  # SVG and other XML documents run scripts
