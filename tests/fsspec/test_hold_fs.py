@@ -191,6 +191,26 @@ def test_append_keeps_metadata_and_never_drops_a_concurrent_write(memory_hold: H
     )
 
 
+def test_appends_from_two_instances_build_on_each_other(remote_url: str, tmp_path: Path) -> None:
+    # Each instance keeps a copy of what it read (fresh for max_age): an append must start
+    # from the remote's current version, or it fails with PreconditionFailed on every try
+    # until that copy ages out.
+    with (
+        cargohold.open(remote_url, data_dir=tmp_path / "a", signal_handlers=False) as a,
+        cargohold.open(remote_url, data_dir=tmp_path / "b", signal_handlers=False) as b,
+    ):
+        fs_a, fs_b = filesystem(a), filesystem(b)
+        with fs_a.open("log.txt", "ab") as f:
+            f.write(b"a1\n")
+        with fs_b.open("log.txt", "ab") as f:
+            f.write(b"b1\n")
+        with fs_a.open("log.txt", "ab") as f:
+            f.write(b"a2\n")
+        with fs_b.open("log.txt", "ab") as f:
+            f.write(b"b2\n")
+        assert a.remote.get("log.txt") == b"a1\nb1\na2\nb2\n"
+
+
 # -- transactions --------------------------------------------------------------------------
 
 
