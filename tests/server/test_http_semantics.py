@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -276,3 +277,22 @@ def test_a_local_etag_in_an_if_match_list_holds_once_synced(client: Client, hold
     )
     assert stale.status_code == 412
     assert hold.get("l.txt") == b"v2"
+
+
+def test_head_and_get_agree_on_an_object_another_instance_wrote(hold: Hold, tmp_path: Path) -> None:
+    # The first GET downloads the object into this Hold's local tier: its Last-Modified
+    # must stay the remote's (what HEAD said before), not the time of the download.
+    with cargohold.open(
+        hold.remote.url, data_dir=tmp_path / "other", signal_handlers=False
+    ) as other:
+        other.put("theirs.txt", b"from another instance", durable=True)
+    client = Client(create_app(hold), headers=AUTH)
+    remote = hold.remote.head("theirs.txt")
+    before = client.request("HEAD", "/api/objects/theirs.txt")
+    got = client.get("/api/objects/theirs.txt")
+    after = client.request("HEAD", "/api/objects/theirs.txt")
+    assert got.content == b"from another instance"
+    assert dict(before.headers) == dict(got.headers) == dict(after.headers)
+    assert hold.head("theirs.txt").last_modified == remote.last_modified
+    listed = client.get("/api/objects", params={"prefix": "theirs"}).json()["objects"]
+    assert [datetime.fromisoformat(o["last_modified"]) for o in listed] == [remote.last_modified]
