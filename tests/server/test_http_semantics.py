@@ -296,3 +296,24 @@ def test_head_and_get_agree_on_an_object_another_instance_wrote(hold: Hold, tmp_
     assert hold.head("theirs.txt").last_modified == remote.last_modified
     listed = client.get("/api/objects", params={"prefix": "theirs"}).json()["objects"]
     assert [datetime.fromisoformat(o["last_modified"]) for o in listed] == [remote.last_modified]
+
+
+def test_if_none_match_and_if_range_together(client: Client, hold: Hold) -> None:
+    body = bytes(range(256)) * 4
+    hold.put("both.bin", body)
+    etag = client.get("/api/objects/both.bin").headers["etag"]
+    ranged = {"range": "bytes=2-5", "if-range": etag}
+    # If-None-Match names this version (strongly, weakly or as *): 304, no range, no body.
+    for tag in (etag, f"W/{etag}", '"other", ' + etag, "*"):
+        r = client.get("/api/objects/both.bin", headers={**ranged, "if-none-match": tag})
+        assert (r.status_code, r.content) == (304, b""), tag
+        assert "content-range" not in r.headers
+    # It names another: If-Range decides, as if it were not there.
+    r = client.get("/api/objects/both.bin", headers={**ranged, "if-none-match": '"other"'})
+    assert (r.status_code, r.content) == (206, body[2:6])
+    stale = {**ranged, "if-range": '"other"', "if-none-match": '"other"'}
+    r = client.get("/api/objects/both.bin", headers=stale)
+    assert (r.status_code, r.content) == (200, body)
+    # Several ranges are not served as multipart: the whole object.
+    r = client.get("/api/objects/both.bin", headers={"range": "bytes=0-1,4-5"})
+    assert (r.status_code, r.content) == (200, body)
