@@ -162,7 +162,9 @@ def is_passive_type(content_type: str | None) -> bool:
 
 
 def _is_private_key(key: str) -> bool:
-    """Debug bundles and memo records (anything under ``memo/`` but a result file)."""
+    """Debug bundles and memo records (anything under ``memo/`` but a result file), in
+    any case (a file remote on a case-insensitive disk finds ``debug/x`` for ``DEBUG/x``)."""
+    key = key.casefold()
     if key.startswith(PUBLIC_MEMO_PREFIX):
         return not _MEMO_BLOB.fullmatch(key)
     return key.startswith(PRIVATE_PREFIXES)
@@ -220,7 +222,9 @@ class Gate:
         return key.startswith(self.public_prefixes) and not _is_private_key(key)
 
     def public_listing(self, prefix: str) -> bool:
-        return prefix.startswith(self.public_prefixes) and not prefix.startswith(PRIVATE_PREFIXES)
+        return prefix.startswith(self.public_prefixes) and not prefix.casefold().startswith(
+            PRIVATE_PREFIXES
+        )
 
     def allows(self, request: Request, path: str, access: Access) -> bool:
         """Whether ``access`` is enough for this request (writes are judged apart)."""
