@@ -254,6 +254,11 @@ def test_local_mode_lets_only_this_machine_read_and_nobody_write(opened: Any) ->
         {"headers": {"x-forwarded-for": "203.0.113.5"}},  # a proxy on this machine
         {"headers": {"forwarded": "for=203.0.113.5"}},
         {"headers": {"x-real-ip": "203.0.113.5"}},
+        # Proxies that name no client: Via is the one header RFC 9110 makes every proxy
+        # send (Squid, Apache, Varnish); a TLS terminator may add only X-Forwarded-Proto.
+        {"headers": {"via": "1.1 squid"}},
+        {"headers": {"x-forwarded-proto": "https"}},
+        {"headers": {"x-original-forwarded-for": "203.0.113.5"}},
         {"host": "attacker.example"},  # DNS rebinding: a page whose name points at 127.0.0.1
     ]
     for how in not_local:
