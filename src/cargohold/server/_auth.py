@@ -74,10 +74,17 @@ DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
 OBJECTS = "/api/objects"
 
 #: A request carrying one of these came through a proxy: its peer address is the proxy's.
+#: Via too, the one header RFC 9110 makes every proxy send, and X-Forwarded-Proto/-Port,
+#: which a TLS terminator may add alone: they name no client, but say there is a proxy.
 FORWARDING_HEADERS = (
     "forwarded",
+    "via",
     "x-forwarded-for",
     "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-original-forwarded-for",
     "x-real-ip",
     "x-client-ip",
     "true-client-ip",
