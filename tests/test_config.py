@@ -345,7 +345,12 @@ def test_public_prefixes_from_the_variable_or_an_argument() -> None:
 
 @pytest.mark.parametrize(
     "prefix",
-    ["debug/", "debug/2026-01-01/", "debug", "d", "de", "memo/", "memo", "m", "memo/sora/"],
+    [
+        *("debug/", "debug/2026-01-01/", "debug", "d", "de", "memo/", "memo", "m", "memo/sora/"),
+        # A file remote on a case-insensitive disk (macOS, Windows) finds debug/... for
+        # Debug/...: the private areas are matched in any case.
+        *("Debug/", "DEBUG/2026-01-01/", "D", "Memo/", "MEMO/sora/"),
+    ],
 )
 def test_no_public_prefix_covers_debug_bundles_or_memo_records(prefix: str) -> None:
     import cargohold

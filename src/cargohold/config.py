@@ -137,7 +137,11 @@ def _parse_token(text: str) -> str | None:
 
 
 def covers_private(prefix: str) -> bool:
-    """Whether keys under ``prefix`` may include a debug bundle or a memo record."""
+    """Whether keys under ``prefix`` may include a debug bundle or a memo record.
+
+    In any case: a file remote on a case-insensitive disk (macOS, Windows) finds
+    ``debug/...`` when asked for ``Debug/...``."""
+    prefix = prefix.casefold()
     if prefix.startswith(PUBLIC_MEMO_PREFIX):
         return False
     return any(area.startswith(prefix) or prefix.startswith(area) for area in PRIVATE_PREFIXES)

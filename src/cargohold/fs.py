@@ -114,12 +114,16 @@ class _HoldWriteFile(AbstractBufferedFile):  # type: ignore[misc] # fsspec is un
         """Copy the current bytes into the spool and remember their version: the put at
         close is conditional on it (create-only when there was nothing)."""
         assert self._spool is not None
+        # max_age=0: the remote's current version, not a copy this Hold kept (fresh for
+        # max_age), which another instance may have replaced: an append to it would fail
+        # its if_match on every try until the copy aged out. One file and its info: the
+        # bytes copied are the version the put is conditional on.
         try:
-            info = self._hold.head(self._key)
+            current, info = self._hold.open_with_info(self._key, max_age=0)
         except NotFoundError:
             self._put_mode = "create"
             return
-        with self._hold.open(self._key) as current:
+        with current:
             shutil.copyfileobj(current, self._spool)
         self._if_match = info.etag
         self._metadata = info.metadata if self._metadata is None else self._metadata

@@ -130,12 +130,13 @@ RETURNING version, dirty_since
 """
 
 # clean: a copy of what the remote holds (read-through, hydrate, write-through). It never
-# replaces a dirty row or a tombstone.
+# replaces a dirty row or a tombstone. Its time is the remote's (:modified), so a copy says
+# what a HEAD of the remote said before it was downloaded.
 _UPSERT_CLEAN = """
 INSERT INTO objects (key, version, size, inline, file, metadata, content_type,
                      etag, modified, validated, accessed, dirty_since, deleted)
 VALUES (:key, 1, :size, :inline, :file, :metadata, :content_type,
-        :etag, :now, :now, :now, NULL, 0)
+        :etag, :modified, :now, :now, NULL, 0)
 ON CONFLICT (key) DO UPDATE SET
     version = version + 1, size = excluded.size, inline = excluded.inline,
     file = excluded.file, metadata = excluded.metadata,
@@ -408,6 +409,7 @@ class LocalTier:
             info.content_type or "application/octet-stream",
             etag=info.etag,
             only_version=only_version,
+            modified=info.last_modified.timestamp(),
         )
         if entry is None:
             self.discard(staged)
@@ -435,6 +437,7 @@ class LocalTier:
                         "content_type": info.content_type or "application/octet-stream",
                         "etag": info.etag,
                         "now": now,
+                        "modified": info.last_modified.timestamp(),
                     },
                 ).fetchall()
                 if rows:
@@ -454,11 +457,14 @@ class LocalTier:
         *,
         etag: str | None = None,
         only_version: int | None = None,
+        modified: float | None = None,
     ) -> Entry | None:
         """Every single-key write: one statement, chosen by ``kind`` from ``_WRITES``.
         Returns the row written, or None when a clean copy was refused (the row is dirty,
-        a tombstone, or changed since ``only_version``)."""
+        a tombstone, or changed since ``only_version``). ``modified``: a clean copy's
+        time on the remote (a local write's is now)."""
         now = time.time()
+        stamp = now if modified is None else modified
         clean = kind in ("clean", "clean_if_version")
         deleted = kind == "tombstone"
         params = {
@@ -469,6 +475,7 @@ class LocalTier:
             "metadata": _json(metadata),
             "content_type": content_type,
             "now": now,
+            "modified": stamp,
             "deleted": int(deleted),
             "etag": etag,
             "only_version": only_version,
@@ -497,7 +504,7 @@ class LocalTier:
             metadata=dict(metadata),
             content_type=content_type,
             etag=etag if clean else None,
-            modified=now,
+            modified=stamp,
             validated=now if clean else None,
             accessed=now,
             dirty_since=rows[0][1],

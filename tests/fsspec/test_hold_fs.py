@@ -5,9 +5,9 @@ support raises what fsspec expects (the table in the README's hold:// section)."
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from threading import Lock
+from threading import Barrier, Lock, Thread
 
 import fsspec
 import pytest
@@ -147,6 +147,44 @@ def test_create_only_is_enforced_against_another_instance(remote_url: str, tmp_p
         assert a.remote.get("claim.txt") == b"from a"
 
 
+def _race(writers: list[Callable[[], None]]) -> list[str]:
+    """Run ``writers`` released together; what each ended with, sorted."""
+    start = Barrier(len(writers))
+    outcomes: list[str] = []
+
+    def run(write: Callable[[], None]) -> None:
+        start.wait()
+        try:
+            write()
+            outcomes.append("stored")
+        except FileExistsError:
+            outcomes.append("exists")
+
+    threads = [Thread(target=run, args=(w,)) for w in writers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sorted(outcomes)
+
+
+def test_xb_racing_between_two_instances_has_one_winner(remote_url: str, tmp_path: Path) -> None:
+    with (
+        cargohold.open(remote_url, data_dir=tmp_path / "a", signal_handlers=False) as a,
+        cargohold.open(remote_url, data_dir=tmp_path / "b", signal_handlers=False) as b,
+    ):
+        fs_a, fs_b = filesystem(a), filesystem(b)
+        for n in range(5):
+
+            def write_xb(fs: HoldFileSystem, name: bytes, n: int = n) -> None:
+                with fs.open(f"claims/{n}", "xb") as f:
+                    f.write(name)
+
+            racers = [lambda: write_xb(fs_a, b"a"), lambda: write_xb(fs_b, b"b")]
+            assert _race(racers) == ["exists", "stored"]
+            assert a.remote.get(f"claims/{n}") in (b"a", b"b")
+
+
 def test_xb_creates_a_new_key_and_refuses_an_unsynced_local_one(memory_hold: Hold) -> None:
     fs = filesystem(memory_hold)
     with fs.open("fresh.txt", "xb") as f:
@@ -189,6 +227,26 @@ def test_append_keeps_metadata_and_never_drops_a_concurrent_write(memory_hold: H
         {"owner": "ana"},
         "text/plain",
     )
+
+
+def test_appends_from_two_instances_build_on_each_other(remote_url: str, tmp_path: Path) -> None:
+    # Each instance keeps a copy of what it read (fresh for max_age): an append must start
+    # from the remote's current version, or it fails with PreconditionFailed on every try
+    # until that copy ages out.
+    with (
+        cargohold.open(remote_url, data_dir=tmp_path / "a", signal_handlers=False) as a,
+        cargohold.open(remote_url, data_dir=tmp_path / "b", signal_handlers=False) as b,
+    ):
+        fs_a, fs_b = filesystem(a), filesystem(b)
+        with fs_a.open("log.txt", "ab") as f:
+            f.write(b"a1\n")
+        with fs_b.open("log.txt", "ab") as f:
+            f.write(b"b1\n")
+        with fs_a.open("log.txt", "ab") as f:
+            f.write(b"a2\n")
+        with fs_b.open("log.txt", "ab") as f:
+            f.write(b"b2\n")
+        assert a.remote.get("log.txt") == b"a1\nb1\na2\nb2\n"
 
 
 # -- transactions --------------------------------------------------------------------------
@@ -322,6 +380,11 @@ def test_cat_file_range_asks_the_remote_for_that_range_only(
     assert fs.cat_file("big.bin", start=1000, end=1010) == data[1000:1010]
     assert fs.cat_file("big.bin", start=-5) == data[-5:]
     assert remote.reads == [("big.bin", (1000, 1010)), ("big.bin", (BIG - 5, BIG))]
+    # Python's slice rules, without asking for bytes outside the object.
+    for start, end in ((None, -3), (-3, -1), (-BIG * 2, 2), (5, 2), (-1, -5), (BIG * 2, None)):
+        assert fs.cat_file("big.bin", start=start, end=end) == data[start:end], (start, end)
+    with fs.open("big.bin", "rb", block_size=0) as f:  # no read-ahead: still the bytes
+        assert (f.read(3), f.seek(-2, 2), f.read()) == (data[:3], BIG - 2, data[-2:])
     assert hold.local.entry("big.bin") is None  # nothing downloaded
 
 

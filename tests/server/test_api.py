@@ -278,6 +278,25 @@ def test_memo_routes_link_to_files(client: Client, hold: Hold) -> None:
     assert client.get("/api/memo/bad%2Fname").status_code in (400, 404)
 
 
+def test_memo_file_links_are_paths_not_the_requests_scheme_and_host(hold: Hold) -> None:
+    # Behind a TLS-terminating proxy (Spaces, Fly, Render...) the service hears plain http
+    # for whatever Host the client sent: a link built from them is http:// on an https
+    # dashboard (blocked by its own CSP, connect-src 'self') and echoes the Host header.
+    from fastapi import FastAPI
+
+    memo = hold.memo("sora", version="v1")
+    memo.get_or_create({"prompt": "a cat"}, lambda inputs, workdir: b"cat bytes")
+    outer = FastAPI()
+    outer.mount("/storage", create_app(hold))
+    client = Client(outer, headers=AUTH)
+    entries = client.get(
+        "/storage/api/memo/sora", params={"version": "v1"}, headers={"host": "proxy.internal:8080"}
+    ).json()
+    link = entries[0]["files"][0]["url"]
+    assert link.startswith("/storage/api/objects/memo/blobs/"), link
+    assert client.get(link).content == b"cat bytes"
+
+
 def test_stats_metrics_health(client: Client, hold: Hold) -> None:
     hold.put("k", b"v")
     hold.get("k")

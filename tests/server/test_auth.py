@@ -18,6 +18,8 @@ from cargohold import Hold
 from cargohold.remotes import MemoryRemote
 from cargohold.server import create_app
 from cargohold.server._auth import exposure_warning, is_passive_type, parse_bearer
+from tests.conftest import s3_url
+from testsupport.servers import SeaweedFS
 
 TOKEN = "wr1te-token"
 READ = "r3ad-token"
@@ -252,6 +254,11 @@ def test_local_mode_lets_only_this_machine_read_and_nobody_write(opened: Any) ->
         {"headers": {"x-forwarded-for": "203.0.113.5"}},  # a proxy on this machine
         {"headers": {"forwarded": "for=203.0.113.5"}},
         {"headers": {"x-real-ip": "203.0.113.5"}},
+        # Proxies that name no client: Via is the one header RFC 9110 makes every proxy
+        # send (Squid, Apache, Varnish); a TLS terminator may add only X-Forwarded-Proto.
+        {"headers": {"via": "1.1 squid"}},
+        {"headers": {"x-forwarded-proto": "https"}},
+        {"headers": {"x-original-forwarded-for": "203.0.113.5"}},
         {"host": "attacker.example"},  # DNS rebinding: a page whose name points at 127.0.0.1
     ]
     for how in not_local:
@@ -352,6 +359,8 @@ def test_every_route_of_the_schema_refuses_an_anonymous_caller(opened: Any) -> N
         ("application/pdf", False),
         ("text/x-anything-new", False),
         ("multipart/x-mixed-replace", False),
+        ("image/png, text/html", False),  # a browser takes the last type of a list
+        ("text/plain,text/html", False),
     ],
 )
 def test_passive_types(content_type: str | None, passive: bool) -> None:
@@ -390,6 +399,30 @@ def test_uploaded_html_and_svg_never_render_on_the_service_origin(opened: Any) -
     image = call(app, "GET", "/api/objects/pic.png", headers=auth)
     assert "content-disposition" not in image.headers  # shown inline (previews, <img>)
     assert image.headers["content-security-policy"] == "sandbox"
+
+
+def test_a_content_type_list_from_another_s3_writer_is_an_attachment(
+    tmp_path: Path, seaweedfs: SeaweedFS, seaweedfs_bucket: str
+) -> None:
+    # Hold.put refuses such a type, but another tool may write the bucket. A browser takes
+    # the last type of a list (Fetch's "extract a MIME type"): "image/png, text/html" is
+    # HTML to it, though it starts like an image.
+    url = s3_url(seaweedfs, seaweedfs_bucket)
+    prefix = url.split("?", 1)[0].split("/", 3)[3]
+    s3: Any = seaweedfs.client()
+    with cargohold.open(url, data_dir=tmp_path, signal_handlers=False, token=TOKEN) as hold:
+        app = create_app(hold)
+        for n, content_type in enumerate(("image/png, text/html", "image/png,text/html")):
+            s3.put_object(
+                Bucket=seaweedfs_bucket,
+                Key=f"{prefix}/probe-{n}",
+                Body=XSS,
+                ContentType=content_type,
+            )
+            for method in ("GET", "HEAD"):
+                r = call(app, method, f"/api/objects/probe-{n}", headers=bearer(TOKEN))
+                assert r.status_code == 200
+                assert r.headers["content-disposition"] == "attachment", (content_type, method)
 
 
 def test_every_response_says_nosniff_and_the_dashboard_has_a_strict_csp(opened: Any) -> None:

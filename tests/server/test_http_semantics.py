@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,26 @@ def test_a_range_is_digits_only(client: Client, hold: Hold) -> None:
     r = client.get("/api/objects/r.bin", headers={"range": "bytes=10-12"})
     assert (r.status_code, r.content) == (206, body[10:13])
     assert client.get("/api/objects/r.bin", headers={"range": "bytes=-0"}).status_code == 416
+
+
+def test_a_range_with_more_digits_than_python_converts_is_not_a_500(
+    client: Client, hold: Hold
+) -> None:
+    # int() refuses strings of over 4300 digits (ValueError): a header of 5000 nines
+    # fits in any server's header limit, so a client could make every GET a 500.
+    body = bytes(range(256)) * 4
+    hold.put("r.bin", body)
+    huge = "9" * 5000
+    padded = "0" * 5000 + "3"
+    for header, status, content in (
+        (f"bytes=0-{huge}", 206, body),  # a last byte past the end: up to the end
+        (f"bytes=-{huge}", 206, body),  # a suffix longer than the object: all of it
+        (f"bytes={huge}-", 416, b""),  # a first byte past the end
+        (f"bytes={huge}-{huge}", 416, b""),
+        (f"bytes={padded}-{padded}", 206, body[3:4]),  # leading zeros are still 3
+    ):
+        r = client.get("/api/objects/r.bin", headers={"range": header})
+        assert (r.status_code, r.content) == (status, content), header[:20]
 
 
 def test_if_range_serves_the_range_only_for_the_current_strong_etag(
@@ -256,3 +277,43 @@ def test_a_local_etag_in_an_if_match_list_holds_once_synced(client: Client, hold
     )
     assert stale.status_code == 412
     assert hold.get("l.txt") == b"v2"
+
+
+def test_head_and_get_agree_on_an_object_another_instance_wrote(hold: Hold, tmp_path: Path) -> None:
+    # The first GET downloads the object into this Hold's local tier: its Last-Modified
+    # must stay the remote's (what HEAD said before), not the time of the download.
+    with cargohold.open(
+        hold.remote.url, data_dir=tmp_path / "other", signal_handlers=False
+    ) as other:
+        other.put("theirs.txt", b"from another instance", durable=True)
+    client = Client(create_app(hold), headers=AUTH)
+    remote = hold.remote.head("theirs.txt")
+    before = client.request("HEAD", "/api/objects/theirs.txt")
+    got = client.get("/api/objects/theirs.txt")
+    after = client.request("HEAD", "/api/objects/theirs.txt")
+    assert got.content == b"from another instance"
+    assert dict(before.headers) == dict(got.headers) == dict(after.headers)
+    assert hold.head("theirs.txt").last_modified == remote.last_modified
+    listed = client.get("/api/objects", params={"prefix": "theirs"}).json()["objects"]
+    assert [datetime.fromisoformat(o["last_modified"]) for o in listed] == [remote.last_modified]
+
+
+def test_if_none_match_and_if_range_together(client: Client, hold: Hold) -> None:
+    body = bytes(range(256)) * 4
+    hold.put("both.bin", body)
+    etag = client.get("/api/objects/both.bin").headers["etag"]
+    ranged = {"range": "bytes=2-5", "if-range": etag}
+    # If-None-Match names this version (strongly, weakly or as *): 304, no range, no body.
+    for tag in (etag, f"W/{etag}", '"other", ' + etag, "*"):
+        r = client.get("/api/objects/both.bin", headers={**ranged, "if-none-match": tag})
+        assert (r.status_code, r.content) == (304, b""), tag
+        assert "content-range" not in r.headers
+    # It names another: If-Range decides, as if it were not there.
+    r = client.get("/api/objects/both.bin", headers={**ranged, "if-none-match": '"other"'})
+    assert (r.status_code, r.content) == (206, body[2:6])
+    stale = {**ranged, "if-range": '"other"', "if-none-match": '"other"'}
+    r = client.get("/api/objects/both.bin", headers=stale)
+    assert (r.status_code, r.content) == (200, body)
+    # Several ranges are not served as multipart: the whole object.
+    r = client.get("/api/objects/both.bin", headers={"range": "bytes=0-1,4-5"})
+    assert (r.status_code, r.content) == (200, body)

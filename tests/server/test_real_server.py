@@ -241,6 +241,47 @@ def test_racing_conditional_writes_have_one_winner(tmp_path: Path) -> None:
         assert client.get(url).status_code == 404
 
 
+def _put_and_delete_at_once(server: Server, url: str, etag: str) -> dict[str, int]:
+    """PUT If-Match and DELETE If-Match ``etag`` released together: their statuses."""
+    start = threading.Barrier(2)
+    statuses: dict[str, int] = {}
+
+    def put() -> None:
+        with server.client() as own:
+            start.wait()
+            statuses["put"] = own.put(
+                url, content=b"replaced", headers={"if-match": etag}
+            ).status_code
+
+    def delete() -> None:
+        with server.client() as own:
+            start.wait()
+            statuses["delete"] = own.delete(url, headers={"if-match": etag}).status_code
+
+    threads = [threading.Thread(target=put), threading.Thread(target=delete)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return statuses
+
+
+def test_a_put_racing_a_delete_on_one_etag_has_one_winner(tmp_path: Path) -> None:
+    """One of them gets its 2xx, the other 412, and the key then is what the winner left."""
+    with serve(tmp_path) as server, server.client() as client:
+        url = "/api/objects/contested.txt"
+        outcomes = []
+        for n in range(12):
+            etag = client.put(url, content=b"before").headers["etag"]
+            statuses = _put_and_delete_at_once(server, url, etag)
+            after = client.get(url)
+            outcomes.append((statuses["put"], statuses["delete"], after.status_code))
+            if statuses["put"] == 201:
+                assert after.content == b"replaced", n
+        assert set(outcomes) <= {(201, 412, 200), (412, 204, 404)}, outcomes
+    assert "Traceback" not in server.log.read_text()
+
+
 def _read_until_closed(sock: socket.socket) -> bytes:
     data = b""
     while chunk := sock.recv(65536):

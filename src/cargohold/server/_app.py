@@ -470,11 +470,13 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
                             size=f.size,
                             content_type=f.content_type,
                             sha256=f.sha256,
-                            url=str(
-                                request.url_for(
-                                    "get_object", key=f"memo/blobs/{f.sha256[:2]}/{f.sha256}"
-                                )
-                            ),
+                            # A path, not url_for's absolute URL: behind a TLS proxy the
+                            # service hears http and the client's Host, so that URL would
+                            # be http:// on an https dashboard (blocked by its CSP) and
+                            # echo whatever Host was sent.
+                            url=request.url_for(
+                                "get_object", key=f"memo/blobs/{f.sha256[:2]}/{f.sha256}"
+                            ).path,
                         )
                         for f in entry.files
                     ],

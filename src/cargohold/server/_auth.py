@@ -74,10 +74,17 @@ DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
 OBJECTS = "/api/objects"
 
 #: A request carrying one of these came through a proxy: its peer address is the proxy's.
+#: Via too, the one header RFC 9110 makes every proxy send, and X-Forwarded-Proto/-Port,
+#: which a TLS terminator may add alone: they name no client, but say there is a proxy.
 FORWARDING_HEADERS = (
     "forwarded",
+    "via",
     "x-forwarded-for",
     "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-original-forwarded-for",
     "x-real-ip",
     "x-client-ip",
     "true-client-ip",
@@ -150,6 +157,11 @@ def is_passive_type(content_type: str | None) -> bool:
     """Whether a browser only displays this type (an image, a video, plain text, JSON)."""
     if not content_type:
         return True  # no type + nosniff: the browser neither guesses nor renders
+    if "," in content_type:
+        # A list of types: a browser takes the last one it can parse (Fetch's "extract a
+        # MIME type"), so "image/png, text/html" is HTML to it. Hold.put refuses such a
+        # type, but another tool may have written the remote.
+        return False
     essence = content_type.split(";", 1)[0].strip().lower()
     if essence.endswith("+xml") or essence.endswith("/xml"):
         return False  # SVG and other XML documents run scripts
@@ -157,7 +169,9 @@ def is_passive_type(content_type: str | None) -> bool:
 
 
 def _is_private_key(key: str) -> bool:
-    """Debug bundles and memo records (anything under ``memo/`` but a result file)."""
+    """Debug bundles and memo records (anything under ``memo/`` but a result file), in
+    any case (a file remote on a case-insensitive disk finds ``debug/x`` for ``DEBUG/x``)."""
+    key = key.casefold()
     if key.startswith(PUBLIC_MEMO_PREFIX):
         return not _MEMO_BLOB.fullmatch(key)
     return key.startswith(PRIVATE_PREFIXES)
@@ -215,7 +229,9 @@ class Gate:
         return key.startswith(self.public_prefixes) and not _is_private_key(key)
 
     def public_listing(self, prefix: str) -> bool:
-        return prefix.startswith(self.public_prefixes) and not prefix.startswith(PRIVATE_PREFIXES)
+        return prefix.startswith(self.public_prefixes) and not prefix.casefold().startswith(
+            PRIVATE_PREFIXES
+        )
 
     def allows(self, request: Request, path: str, access: Access) -> bool:
         """Whether ``access`` is enough for this request (writes are judged apart)."""

@@ -64,17 +64,30 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     if first == "" and last == "":
         return None
     if first == "":
-        length = int(last)
+        length = _position(last)
         if length <= 0 or size == 0:
             return "unsatisfiable"
         return max(0, size - length), size - 1
-    start = int(first)
-    end = int(last) if last else size - 1
+    start = _position(first)
+    end = _position(last) if last else size - 1
     if last and end < start:
         return None  # invalid: ignored, like any malformed range
     if start >= size:
         return "unsatisfiable"
     return start, min(end, size - 1)
+
+
+#: Past any object's size: a byte position with more digits than this is taken as this.
+_FAR = 10**20
+
+
+def _position(digits: str) -> int:
+    """A byte position of a Range. int() refuses more than 4300 digits (ValueError), and a
+    header of 5000 nines fits in any server's header limit: a position longer than any
+    object could be is taken as ``_FAR``, so such a range is clamped or unsatisfiable,
+    never a 500."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 20 else _FAR
 
 
 @dataclass(frozen=True, slots=True)
