@@ -28,7 +28,12 @@ _SLOWDOWN = (
 @dataclass
 class Fault:
     """Answer the next ``times`` requests that ``match`` with ``status`` instead of
-    forwarding them; or, with ``status=None``, forward them after ``delay`` seconds."""
+    forwarding them; or, with ``status=None``, forward them after ``delay`` seconds, and
+    only once ``release`` is set when one is given (a request held back until the test
+    says, not for a time it hopes is long enough). ``taken`` is set once a request (read
+    whole) has taken this fault: from then on it is in the proxy's hands, whatever
+    becomes of its client; ``landed`` once the real server has answered such a request
+    forwarded late."""
 
     status: int | None
     times: int
@@ -36,6 +41,9 @@ class Fault:
     body: bytes = _SLOWDOWN
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    release: threading.Event | None = None
+    taken: threading.Event = field(default_factory=threading.Event)
+    landed: threading.Event = field(default_factory=threading.Event)
 
 
 class FaultProxy:
@@ -65,6 +73,7 @@ class FaultProxy:
             for fault in self.faults:
                 if fault.times > 0 and fault.match(method, path):
                     fault.times -= 1
+                    fault.taken.set()
                     return fault
         return None
 
@@ -83,9 +92,12 @@ class FaultProxy:
                 with proxy._lock:
                     proxy.request_headers.append({k.lower(): v for k, v in self.headers.items()})
                 fault = proxy._take_fault(self.command, self.path)
+                late = None
                 if fault is not None and fault.status is None:
+                    if fault.release is not None:
+                        fault.release.wait()
                     time.sleep(fault.delay)  # a slow remote: forward, but late
-                    fault = None
+                    late, fault = fault, None
                 if fault is not None:
                     with proxy._lock:
                         proxy.requests.append((self.command, self.path, int(fault.status)))
@@ -108,6 +120,8 @@ class FaultProxy:
                     conn.close()
                 with proxy._lock:
                     proxy.requests.append((self.command, self.path, response.status))
+                if late is not None:
+                    late.landed.set()
                 self.send_response(response.status)
                 for name, value in response.getheaders():
                     if name.lower() not in ("connection", "transfer-encoding", "content-length"):

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
+import threading
 import uuid
 from pathlib import Path
 
@@ -85,17 +85,13 @@ def test_a_standby_takes_over_when_the_syncing_process_dies(tmp_path: Path) -> N
     assert remote.get("after-the-leader-died") == b"still synced"
 
 
-KILLED_WHILE_SENDING = textwrap.dedent(
+SENDING = textwrap.dedent(
     """
-    import json, os, signal, sys, time
+    import signal, sys
     import cargohold
     hold = cargohold.open(sys.argv[1], data_dir=sys.argv[2], signal_handlers=False)
     hold.put("k", b"version 1")
-    # Killed once the syncer has written down that it is sending "k" (the proxy holds
-    # that request back, so it is in flight at the kill).
-    while "k" not in json.loads(hold.local.info_value("sync_session") or "{}").get("sending", {}):
-        time.sleep(0.01)
-    os.kill(os.getpid(), signal.SIGKILL)
+    signal.pause()  # the syncer sends "k"; the test kills this process meanwhile
     """
 )
 
@@ -107,39 +103,27 @@ def test_a_send_in_flight_at_a_kill_holds_back_only_newer_versions(
     version again at once (the same bytes), but a newer version of that key waits for
     ``resend_after``, also across a short clean session, so the late request cannot land
     after it."""
+    # The proxy holds the first PUT of "k" until the test releases it: the request is
+    # surely in flight at the kill (not merely written down as being sent: the record is
+    # made before the request leaves, so a kill then would leave nothing in flight), and
+    # it gets no answer before the kill however slowly the test runs.
+    release = threading.Event()
+    late = Fault(
+        status=None, times=1, release=release, match=lambda m, p: m == "PUT" and p.endswith("/k")
+    )
     with FaultProxy(seaweedfs.endpoint) as proxy:
-        late = Fault(
-            status=None, times=1, delay=3, match=lambda m, p: m == "PUT" and p.endswith("/k")
-        )
         proxy.add(late)
         url = (
             f"s3://{seaweedfs_bucket}/held-{uuid.uuid4().hex[:8]}?endpoint={proxy.endpoint}"
             f"&access_key_id={seaweedfs.access_key}&secret_access_key={seaweedfs.secret_key}"
         )
         data_dir = tmp_path / "data"
-        killed = subprocess.run(
-            dying_with_parent([sys.executable, "-c", KILLED_WHILE_SENDING, url, str(data_dir)]),
-            timeout=60,
-        )
-        assert killed.returncode == -signal.SIGKILL
-        with cargohold.open(
-            url, data_dir=data_dir, signal_handlers=False, resend_after=600
-        ) as next_:
-            next_.flush(30)  # the same version goes at once
-            next_.put("k", b"version 2")
-            with pytest.raises(cargohold.TimedOut):
-                next_.flush(timeout=1)  # held back: the killed process's send may still land
-            next_.put("other", b"not held back", durable=True)  # other keys go at once
-            next_.close(flush=False)
-        with cargohold.open(
-            url, data_dir=data_dir, signal_handlers=False, resend_after=600
-        ) as quick:
-            with pytest.raises(cargohold.TimedOut):
-                quick.flush(timeout=1)  # a clean session in between did not end the wait
-            quick.close(flush=False)
-        # The late request of version 1 lands (the proxy forwards it after its delay).
-        while sum(1 for m, path, _ in proxy.requests if m == "PUT" and path.endswith("/k")) < 2:
-            time.sleep(0.05)
+        try:
+            _kill_while_sending(url, data_dir, late)
+            _hold_back_newer_versions(url, data_dir)
+        finally:
+            release.set()  # the late request of version 1 lands
+        late.landed.wait()  # on the remote: nothing of version 1 is in flight any more
         # Once the window is over, version 2 goes, and stays the last.
         with cargohold.open(
             url, data_dir=data_dir, signal_handlers=False, resend_after=0.5
@@ -148,3 +132,40 @@ def test_a_send_in_flight_at_a_kill_holds_back_only_newer_versions(
         check = S3Remote.from_url(url)
         assert check.get("k") == b"version 2"
         assert check.get("other") == b"not held back"
+
+
+def _kill_while_sending(url: str, data_dir: Path, late: Fault) -> None:
+    """Start a process that writes "k", and SIGKILL it (by its PID) once the proxy has
+    its PUT of "k" in hand."""
+    child = subprocess.Popen(dying_with_parent([sys.executable, "-c", SENDING, url, str(data_dir)]))
+    try:
+        while not late.taken.wait(0.05):
+            assert child.poll() is None, "the writer ended before its PUT reached the remote"
+        child.send_signal(signal.SIGKILL)
+        assert child.wait(60) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def _hold_back_newer_versions(url: str, data_dir: Path) -> None:
+    """While the killed process's send is in flight: its version goes again at once, a
+    newer one waits, in the session after the kill and in a clean one after that."""
+    # drain_fraction off: version 2 stays pending (held back) for the whole 600 s window,
+    # so with the drain limit the put of "other" would wait or not depending on the speed
+    # the resend happened to measure on this machine (with the default resend_after of
+    # 15 s, such a wait ends once the window does).
+    with cargohold.open(
+        url, data_dir=data_dir, signal_handlers=False, resend_after=600, drain_fraction=None
+    ) as next_:
+        next_.flush(30)  # the same version goes at once
+        next_.put("k", b"version 2")
+        with pytest.raises(cargohold.TimedOut):
+            next_.flush(timeout=1)  # held back: the killed process's send may still land
+        next_.put("other", b"not held back", durable=True)  # other keys go at once
+        next_.close(flush=False)
+    with cargohold.open(url, data_dir=data_dir, signal_handlers=False, resend_after=600) as quick:
+        with pytest.raises(cargohold.TimedOut):
+            quick.flush(timeout=1)  # a clean session in between did not end the wait
+        quick.close(flush=False)
