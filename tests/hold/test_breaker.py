@@ -204,7 +204,11 @@ def test_a_remote_that_turns_slow_still_drains_every_acknowledged_write_at_sigte
             # Fast for a while (thousands of writes measured), then each PUT 0.1 s late (a
             # remote that turns 10x slower or more just before the signal loses the backlog
             # allowed at the old rate: no estimate can see that coming).
-            for _ in range(600):
+            # The writer goes at the remote's drain rate (the backlog limit holds it there),
+            # which on a loaded two-core machine may be 150 writes/s or less: wait for the
+            # count, not for a time that assumes a speed (30 s here failed under load).
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
                 if len(_acked(acked)) > 5000 or proc.poll() is not None:
                     break
                 time.sleep(0.05)
