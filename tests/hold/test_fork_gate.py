@@ -1,0 +1,117 @@
+"""The fork gate: no thread of this process is inside an SQLite call at the instant of
+fork(), so a child never inherits one of SQLite's process-global mutexes held (issue 14:
+a Pool worker blocked for good on a lock its parent's reader thread held at the fork).
+
+Real os.fork(), children stopped by pid; a thread is held inside SQLite by a progress
+handler (called by SQLite from inside sqlite3_step) that waits on an Event.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import cargohold
+from cargohold import _index
+
+pytestmark = [
+    pytest.mark.skipif(sys.platform == "win32", reason="fork() is POSIX"),
+    # Python 3.12+ warns about fork() in a process with threads: the very case under test.
+    pytest.mark.filterwarnings("ignore:.*multi-threaded.*fork.*:DeprecationWarning"),
+]
+
+CHILD_DEADLINE = 60  # seconds; a child still running then is SIGKILLed and the test fails
+
+
+def _in_child(check: Callable[[], None]) -> int:
+    """Fork; the child runs ``check`` and exits 0 if it passed, 1 otherwise (traceback on
+    stderr). Returns its exit code; a child that outlives the deadline is killed by pid."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            check()
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    done = threading.Event()
+    killer = threading.Timer(CHILD_DEADLINE, lambda: done.is_set() or os.kill(pid, signal.SIGKILL))
+    killer.start()
+    try:
+        _, status = os.waitpid(pid, 0)
+    finally:
+        done.set()
+        killer.cancel()
+    assert not os.WIFSIGNALED(status), f"the child hung or crashed (signal {os.WTERMSIG(status)})"
+    return os.waitstatus_to_exitcode(status)
+
+
+def _child_works(hold: cargohold.Hold) -> None:
+    assert hold.get("parent/seed") == b"seed"
+    for i in range(20):
+        hold.put(f"child/{i}", f"c{i}".encode())
+    hold.put("child/big", b"B" * 100_000)  # a blob file
+    for i in range(20):
+        assert hold.get(f"child/{i}") == f"c{i}".encode()
+    assert hold.get("missing") is None
+    hold.flush()
+    assert hold.status().pending_count == 0
+
+
+@pytest.mark.xfail(strict=True, reason="issue 14: nothing keeps a fork from a thread inside SQLite")
+def test_a_fork_waits_for_a_thread_inside_an_sqlite_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_index, "_FORK_WAIT", 60.0)  # whatever this machine's load
+    with cargohold.open("memory://fork-gate", data_dir=tmp_path, signal_handlers=False) as hold:
+        hold.put("parent/seed", b"seed")
+        hold.flush()
+        inside, release = threading.Event(), threading.Event()
+        state = {"armed": False, "released": False}
+
+        def hold_inside_sqlite() -> int:
+            # SQLite calls this from inside sqlite3_step: this thread is inside SQLite.
+            if state["armed"]:
+                state["armed"] = False
+                inside.set()
+                assert release.wait(60)
+                state["released"] = True  # still inside the call that sqlite3_step made
+            return 0
+
+        def reader() -> None:
+            tier = hold.local
+            tier._index.conn().set_progress_handler(hold_inside_sqlite, 1)
+            state["armed"] = True
+            assert tier.entry("parent/seed") is not None  # a read, past the hot-row table
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        assert inside.wait(30)
+        # The reader is let go once the fork has begun (never by the test itself).
+        original = _index.Index.before_fork
+
+        def before_fork(index: _index.Index) -> None:
+            release.set()
+            original(index)
+
+        monkeypatch.setattr(_index.Index, "before_fork", before_fork)
+
+        def child() -> None:
+            # The fork happened once the reader was out of SQLite, not while inside.
+            assert state["released"]
+            _child_works(hold)
+
+        assert _in_child(child) == 0
+        thread.join()
+        assert hold.get("parent/seed") == b"seed"
+        hold.put("parent/after", b"after")
+        assert hold.get("parent/after") == b"after"
