@@ -62,12 +62,12 @@ def _child_works(hold: cargohold.Hold) -> None:
     hold.put("child/big", b"B" * 100_000)  # a blob file
     for i in range(20):
         assert hold.get(f"child/{i}") == f"c{i}".encode()
-    assert hold.get("missing") is None
+    with pytest.raises(FileNotFoundError):  # a miss: the index, then the remote
+        hold.get("missing")
     hold.flush()
     assert hold.status().pending_count == 0
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: nothing keeps a fork from a thread inside SQLite")
 def test_a_fork_waits_for_a_thread_inside_an_sqlite_call(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -96,14 +96,17 @@ def test_a_fork_waits_for_a_thread_inside_an_sqlite_call(
         thread = threading.Thread(target=reader)
         thread.start()
         assert inside.wait(30)
-        # The reader is let go once the fork has begun (never by the test itself).
-        original = _index.Index.before_fork
+        # The reader is let go once the fork waits for it at the gate (never by the test).
+        gate = _index._GATE
+        original = gate._wait_for_leavers
+        waited_for: list[set[int]] = []  # the threads inside, each time the fork waits
 
-        def before_fork(index: _index.Index) -> None:
+        def wait_for_leavers(timeout: float) -> None:
+            waited_for.append(set(gate._inside))
             release.set()
-            original(index)
+            original(timeout)
 
-        monkeypatch.setattr(_index.Index, "before_fork", before_fork)
+        monkeypatch.setattr(gate, "_wait_for_leavers", wait_for_leavers)
 
         def child() -> None:
             # The fork happened once the reader was out of SQLite, not while inside.
@@ -111,7 +114,57 @@ def test_a_fork_waits_for_a_thread_inside_an_sqlite_call(
             _child_works(hold)
 
         assert _in_child(child) == 0
+        assert thread.ident in waited_for[0]  # the fork did wait, for the reader
         thread.join()
         assert hold.get("parent/seed") == b"seed"
         hold.put("parent/after", b"after")
         assert hold.get("parent/after") == b"after"
+
+
+def test_a_fork_from_inside_a_section_does_not_wait_for_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The forking thread inside a section (a fork from inside one, or a signal handler that
+    forks there): the gate waits for other threads only, and the child can leave it."""
+    monkeypatch.setattr(_index, "_FORK_WAIT", 60.0)
+    gate = _index._GATE
+    with cargohold.open(
+        "memory://fork-gate-self", data_dir=tmp_path, signal_handlers=False
+    ) as hold:
+        hold.put("parent/seed", b"seed")
+        with hold.local._index.reading() as conn:
+            assert conn.execute("SELECT count(*) FROM objects").fetchone() is not None
+
+            def child() -> None:
+                _child_works(hold)
+
+            code = _in_child(child)
+        assert code == 0
+        # Had it waited for itself, it would have given up after _FORK_WAIT and said so.
+        assert "inside an SQLite call" not in caplog.text
+        assert threading.get_ident() not in gate._inside  # and it left its section
+        hold.put("parent/after", b"after")
+        assert hold.get("parent/after") == b"after"
+
+
+def test_a_get_from_the_hot_row_table_does_not_touch_the_gate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = _index._GATE
+    entered: list[int] = []
+    enter = gate.enter
+
+    def counting_enter() -> int:
+        entered.append(1)
+        return enter()
+
+    with cargohold.open("memory://fork-gate-hot", data_dir=tmp_path, signal_handlers=False) as hold:
+        tier = hold.local
+        hold.put("hot", b"value")
+        assert tier.lookup("hot") is not None  # now in the table, if it can be mapped
+        assert tier._hot.generation() is not None  # this platform maps the WAL header
+        monkeypatch.setattr(gate, "enter", counting_enter)
+        assert tier.lookup("hot") is not None
+        assert entered == []  # answered from memory: SQLite was not asked
+        assert tier.lookup("missing") is None
+        assert entered == [1]  # a miss asks SQLite, inside the gate
