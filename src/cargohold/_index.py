@@ -182,8 +182,7 @@ class _Gate:
         self._inside: dict[int, int] = {}
         self._closed = False
         self._door = threading.Lock()
-        self._door_held = False
-        self._forker: int | None = None
+        self._forker: int | None = None  # the thread whose fork holds the door
         self._left = queue.SimpleQueue[None]()
 
     def enter(self) -> int:
@@ -217,11 +216,12 @@ class _Gate:
 
     def before_fork(self) -> None:
         """Close the gate and wait (up to ``_FORK_WAIT``) until no other thread is inside."""
+        # Held for an instant by a thread passing through (see enter()), or for a whole
+        # fork by another thread forking at the same time: wait for that one to be done.
+        if not self._door.acquire(timeout=2 * _FORK_WAIT):
+            log.warning("cargohold: fork() while another thread's fork held the gate")
+            return
         deadline = time.monotonic() + _FORK_WAIT
-        # Held only for an instant by a thread passing through: see enter().
-        self._door_held = self._door.acquire(timeout=_FORK_WAIT)
-        if not self._door_held:
-            return  # cannot happen; never wait for long
         self._left = queue.SimpleQueue()
         self._forker = _get_ident()
         self._closed = True
@@ -243,10 +243,9 @@ class _Gate:
             self._left.get(timeout=timeout)
 
     def after_fork_in_parent(self) -> None:
-        if self._door_held:
+        if self._forker == _get_ident():  # else this fork could not close the gate
             self._closed = False
             self._forker = None
-            self._door_held = False
             self._door.release()
 
     def after_fork_in_child(self) -> None:
@@ -256,7 +255,6 @@ class _Gate:
         self._inside = {me: self._inside[me]} if me in self._inside else {}
         self._closed = False
         self._door = threading.Lock()
-        self._door_held = False
         self._forker = None
         self._left = queue.SimpleQueue()
 
@@ -311,6 +309,7 @@ class Index:
         self._lock = threading.RLock()
         self._write_lock = threading.Lock()
         self._fork_held = False  # _write_lock taken by before_fork
+        self._gate = _GATE
         self._closed = False
         try:
             with self._write_lock, self.reading() as conn:
@@ -537,12 +536,13 @@ class Index:
         """Close ``conn``, called by its own thread or once that thread has ended."""
         with self._lock:
             self._connections.pop(conn, None)
-        ident = _GATE.enter()  # closing is an SQLite call too
+        gate = self._gate  # not the global: this may run at exit, from _Owner.__del__
+        ident = gate.enter()  # closing is an SQLite call too
         try:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
         finally:
-            _GATE.leave(ident)
+            gate.leave(ident)
 
 
 def _statements(script: str) -> list[str]:

@@ -20,6 +20,7 @@ import pytest
 
 import cargohold
 from cargohold import _index
+from cargohold.local import LocalTier
 
 pytestmark = [
     pytest.mark.skipif(sys.platform == "win32", reason="fork() is POSIX"),
@@ -168,3 +169,44 @@ def test_a_get_from_the_hot_row_table_does_not_touch_the_gate(
         assert entered == []  # answered from memory: SQLite was not asked
         assert tier.lookup("missing") is None
         assert entered == [1]  # a miss asks SQLite, inside the gate
+
+
+def test_forks_while_threads_read_and_write_never_leave_a_child_stuck(tmp_path: Path) -> None:
+    """Issue 14 as it happened: threads reading (and one writing) without pause while the
+    process forks again and again. Before the gate, a few children in a hundred hung here on
+    a loaded machine, on a mutex of SQLite's held by a parent thread at the fork; a child
+    still running at the deadline is killed by pid and fails the test."""
+    tier = LocalTier(tmp_path / "data")
+    try:
+        for i in range(100):
+            tier.write(f"k{i}", b"v" * 50, metadata={}, content_type="application/octet-stream")
+        stop = threading.Event()
+
+        def use_the_tier(n: int) -> None:
+            i = 0
+            while not stop.is_set():
+                assert tier.lookup(f"missing/{i % 50}") is None  # always asks SQLite
+                assert tier.entry(f"k{i % 100}") is not None
+                if n == 0 and i % 10 == 0:
+                    tier.write(f"w{i % 50}", b"w", metadata={}, content_type="text/plain")
+                i += 1
+
+        threads = [threading.Thread(target=use_the_tier, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        try:
+            for k in range(60):
+
+                def child(k: int = k) -> None:
+                    assert tier.entry("k1") is not None
+                    tier.write(f"child/{k}", b"c", metadata={}, content_type="text/plain")
+                    assert tier.lookup(f"child/{k}") is not None
+
+                assert _in_child(child) == 0
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+        assert len(list(tier.entries("child/"))) == 60
+    finally:
+        tier.close()
