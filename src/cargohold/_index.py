@@ -5,7 +5,8 @@ One thing owned here: every statement that commits goes through :meth:`Index.wri
 :meth:`Index.write_one` or :meth:`Index.transaction`, which hold this process's write lock, so writers queue on a
 Python lock instead of in SQLite's busy handler (which sleeps a millisecond or more each
 time it finds the database locked) and the hot-row table learns what this process changed.
-Reads take no Python lock at all.
+Reads take no Python lock at all; only the fork gate (below), which holds a thread back
+only while a fork waits for the others to be out of SQLite.
 
 Fork: SQLite forbids using a connection in a child process after ``fork()``. A child gets
 fresh connections and fresh locks (``after_fork_in_child``); the inherited connections are
@@ -28,14 +29,16 @@ for the child's lifetime. Before a fork, two waits, both by the forking thread:
   after the fork (a fresh one in the child).
 
 Why this cannot hang: the gate is the only thing a section waits for on the way in, and
-nothing inside a section waits for a Python lock (a writer takes the write lock *before*
-entering, and the fork takes every write lock before it closes the gate), so every thread
-inside gets out by finishing its SQLite call. The forking thread never waits for itself
-(a fork from inside a section, a signal handler that reads while it waits), nor does a
-thread already inside wait to enter again (nested sections, a signal handler on a thread
-inside). If a call outlasts ``_FORK_WAIT`` (a huge scan, a busy wait on another process's
-write lock) the fork goes ahead with a warning rather than wait on: then, as before the
-gate, the child may inherit a mutex held.
+nothing inside a section waits for a lock the forking thread holds: a writer takes the
+write lock *before* entering, the fork takes every write lock before it closes the gate,
+and fork hooks registered before this module's (logging's lock among them) run after the
+gate's wait. So every thread inside gets out by finishing its SQLite call, and the child
+(the forking thread alone) cannot inherit an SQLite mutex held by another. The forking
+thread never waits for itself (a fork from inside a section, a signal handler that reads
+while it waits), nor does a thread already inside wait to enter again (nested sections, a
+signal handler on a thread inside). If a call outlasts ``_FORK_WAIT`` (a huge scan, a busy
+wait on another process's write lock) the fork goes ahead with a warning rather than wait
+on: then, as before the gate, the child may inherit a mutex held.
 
 Close: each connection belongs to one thread, and only that thread may close it while it
 lives. ``close()`` closes its own thread's connection and those of threads that have
