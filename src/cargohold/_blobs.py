@@ -195,7 +195,7 @@ class Blobs:
     def collect(self, index: Index) -> int:
         """Remove files of replaced and removed objects (queued in ``garbage`` by the
         index's triggers). Returns how many were removed."""
-        rows = index.conn().execute("SELECT rowid, file FROM garbage LIMIT 10000").fetchall()
+        rows = index.all("SELECT rowid, file FROM garbage LIMIT 10000")
         # A commit after every few removals: readers that trust an unchanged index to
         # mean "no file went" (see change_stamp) are wrong for one chunk at most.
         for start in range(0, len(rows), _GARBAGE_CHUNK):
@@ -211,8 +211,7 @@ class Blobs:
         their row was written or after it was replaced), once older than ``older_than``
         seconds, and stale temp files. Safe while other threads and processes write."""
         referenced = {
-            row[0]
-            for row in index.conn().execute("SELECT file FROM objects WHERE file IS NOT NULL")
+            row[0] for row in index.all("SELECT file FROM objects WHERE file IS NOT NULL")
         }
         cutoff = time.time() - older_than
         removed = 0

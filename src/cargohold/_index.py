@@ -5,20 +5,40 @@ One thing owned here: every statement that commits goes through :meth:`Index.wri
 :meth:`Index.write_one` or :meth:`Index.transaction`, which hold this process's write lock, so writers queue on a
 Python lock instead of in SQLite's busy handler (which sleeps a millisecond or more each
 time it finds the database locked) and the hot-row table learns what this process changed.
-Reads take no Python lock at all.
+Reads take no Python lock at all; only the fork gate (below), which holds a thread back
+only while a fork waits for the others to be out of SQLite.
 
 Fork: SQLite forbids using a connection in a child process after ``fork()``. A child gets
 fresh connections and fresh locks (``after_fork_in_child``); the inherited connections are
 abandoned: never used, never closed, never finalized (closing one could checkpoint or
 remove the WAL under the parent, and finalizing closes it), so a reference to each is kept
-for the child's lifetime. Before a fork the forking thread waits (up to ``_FORK_WAIT``) for a
-transaction of another thread to end (``before_fork``), so that at the fork no connection
-of this process holds SQLite's WAL write lock: SQLite keeps who holds it in process memory,
-and the child's connections would find it held by a sibling for good ("database is
-locked"; tests/hold/test_fork_local.py shows it). What remains is SQLite's own: a thread that is
-inside an SQLite call at the instant of the fork (a read: reads take no lock of ours) may
-leave one of SQLite's mutexes held in the child, as with any C library that locks; the
-window is that one call.
+for the child's lifetime. Before a fork, two waits, both by the forking thread:
+
+- for another thread's transaction to end (``Index.before_fork``, up to ``_FORK_WAIT``),
+  so that at the fork no connection of this process holds SQLite's WAL write lock: SQLite
+  keeps who holds it in process memory, and the child's connections would find it held by
+  a sibling for good ("database is locked"; tests/hold/test_fork_local.py shows it);
+- for every other thread to be out of SQLite (the fork gate, :class:`_Gate`). SQLite takes
+  process-global mutexes inside its calls (the unix VFS's big lock around file locks at
+  every read transaction, the shared-memory node's mutex): a thread inside a call at the
+  instant of the fork would leave one held in the child, whose first SQLite call then waits
+  forever (issue 14: a Pool worker hung so). So every SQLite call of the local tier runs
+  inside a section of the gate (``one``, ``all``, ``reading``, ``writing``,
+  ``write_one``, ``transaction``; ``conn()`` only inside one of them), the fork closes the
+  gate to new entries and waits until no other thread is inside, and the gate opens again
+  after the fork (a fresh one in the child).
+
+Why this cannot hang: the gate is the only thing a section waits for on the way in, and
+nothing inside a section waits for a lock the forking thread holds: a writer takes the
+write lock *before* entering, the fork takes every write lock before it closes the gate,
+and fork hooks registered before this module's (logging's lock among them) run after the
+gate's wait. So every thread inside gets out by finishing its SQLite call, and the child
+(the forking thread alone) cannot inherit an SQLite mutex held by another. The forking
+thread never waits for itself (a fork from inside a section, a signal handler that reads
+while it waits), nor does a thread already inside wait to enter again (nested sections, a
+signal handler on a thread inside). If a call outlasts ``_FORK_WAIT`` (a huge scan, a busy
+wait on another process's write lock) the fork goes ahead with a warning rather than wait
+on: then, as before the gate, the child may inherit a mutex held.
 
 Close: each connection belongs to one thread, and only that thread may close it while it
 lives. ``close()`` closes its own thread's connection and those of threads that have
@@ -35,13 +55,16 @@ import contextlib
 import ctypes
 import logging
 import os
+import queue
 import sqlite3
 import threading
+import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._fork import at_fork
 from ._hot_rows import HotRows
 from .errors import CargoholdError, HoldClosed, PermissionDenied, StorageFull
 
@@ -49,9 +72,12 @@ __all__ = ["SCHEMA", "SCHEMA_VERSION", "Index", "sqlite_error"]
 
 log = logging.getLogger("cargohold.local")
 
+_Params = Sequence[Any] | Mapping[str, Any]
+
 SCHEMA_VERSION = 1
 _BUSY_TIMEOUT_MS = 60_000
-#: Seconds a fork waits for another thread's transaction to end (see ``before_fork``).
+#: Seconds a fork waits for another thread's transaction to end (see ``before_fork``), and
+#: then for the other threads to be out of SQLite (see ``_Gate``).
 _FORK_WAIT = 2.0
 
 SCHEMA = """
@@ -140,6 +166,112 @@ def _abandon(connections: list[sqlite3.Connection]) -> None:
         _ABANDONED.append(conn)
 
 
+class _Gate:
+    """Counts the threads inside an SQLite call, so that a fork happens only when no other
+    thread is (see the module docstring). One for the process: SQLite's mutexes are global,
+    whichever index a call is on.
+
+    Entering and leaving take no lock: each thread changes only its own entry of
+    ``_inside`` (thread id -> depth), each change one dict operation under the GIL, so a
+    signal handler that enters and leaves on a thread it interrupted, even in the middle of
+    its enter or leave, leaves the entry as it found it. The fork sets ``_closed`` and then
+    reads ``_inside``; an entrant writes ``_inside`` and then reads ``_closed``: so either the
+    fork sees the entrant inside and waits for it, or the entrant sees the gate closed, steps
+    back out and waits at ``_door``, a lock the fork holds while the gate is closed. Whoever
+    leaves last while the gate is closed wakes the fork through a ``SimpleQueue``, whose
+    ``put`` never blocks and may interrupt itself (a signal handler can run there)."""
+
+    def __init__(self) -> None:
+        self._inside: dict[int, int] = {}
+        self._closed = False
+        self._door = threading.Lock()
+        self._forker: int | None = None  # the thread whose fork holds the door
+        self._left = queue.SimpleQueue[None]()
+
+    def enter(self) -> int:
+        """Enter a section (pass the result to ``leave``): waits while a fork is waiting
+        for threads to leave, unless this thread is inside already or is the one forking."""
+        ident = _get_ident()
+        inside = self._inside
+        while True:
+            depth = inside.get(ident, 0)
+            inside[ident] = depth + 1
+            if not self._closed or depth or ident == self._forker:
+                return ident
+            self.leave(ident)
+            with self._door:  # held by the fork until it is done
+                pass
+
+    def leave(self, ident: int) -> None:
+        inside = self._inside
+        depth = inside[ident] - 1
+        if depth:
+            inside[ident] = depth
+            return
+        del inside[ident]
+        if self._closed:
+            self._left.put(None)
+
+    def others_inside(self) -> int:
+        """How many threads other than this one are inside a section."""
+        me = _get_ident()
+        return sum(1 for ident in list(self._inside) if ident != me)
+
+    def before_fork(self) -> None:
+        """Close the gate and wait (up to ``_FORK_WAIT``) until no other thread is inside."""
+        # Held for an instant by a thread passing through (see enter()), or for a whole
+        # fork by another thread forking at the same time: wait for that one to be done.
+        if not self._door.acquire(timeout=2 * _FORK_WAIT):
+            log.warning("cargohold: fork() while another thread's fork held the gate")
+            return
+        deadline = time.monotonic() + _FORK_WAIT
+        self._left = queue.SimpleQueue()
+        self._forker = _get_ident()
+        self._closed = True
+        while self.others_inside():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                log.warning(
+                    "cargohold: fork() while %d other thread(s) have been inside an SQLite call "
+                    "for %.0f s: the child may inherit one of SQLite's locks held and wait on it",
+                    self.others_inside(),
+                    _FORK_WAIT,
+                )
+                return
+            self._wait_for_leavers(remaining)
+
+    def _wait_for_leavers(self, timeout: float) -> None:
+        """Until a thread leaves its outermost section (or ``timeout``)."""
+        with contextlib.suppress(queue.Empty):
+            self._left.get(timeout=timeout)
+
+    def after_fork_in_parent(self) -> None:
+        if self._forker == _get_ident():  # else this fork could not close the gate
+            self._closed = False
+            self._forker = None
+            self._door.release()
+
+    def after_fork_in_child(self) -> None:
+        """A fresh gate. The forking thread is the only thread left, and may be inside a
+        section still (a fork from inside one): its entry is kept, so that it can leave."""
+        me = _get_ident()
+        self._inside = {me: self._inside[me]} if me in self._inside else {}
+        self._closed = False
+        self._door = threading.Lock()
+        self._forker = None
+        self._left = queue.SimpleQueue()
+
+
+_get_ident = threading.get_ident
+#: The process's fork gate (see the module docstring).
+_GATE = _Gate()
+# Registered once this module is imported, that is before local.py registers its own hooks:
+# so this "before" runs after local's (the interpreter runs those in reverse order), once
+# every write lock is held, and the gate opens again before they are released.
+os.register_at_fork(before=_GATE.before_fork, after_in_parent=_GATE.after_fork_in_parent)
+at_fork(_GATE.after_fork_in_child)
+
+
 class _Owner:
     """A thread's connection as that thread's ``threading.local`` holds it. CPython drops
     it when the thread ends: then the connection is closed if the index is (see
@@ -180,30 +312,64 @@ class Index:
         self._lock = threading.RLock()
         self._write_lock = threading.Lock()
         self._fork_held = False  # _write_lock taken by before_fork
+        self._gate = _GATE
         self._closed = False
         try:
-            conn = self.conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _statements(SCHEMA):
-                    conn.execute(statement)
-                conn.execute(
-                    "INSERT OR IGNORE INTO info VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+            with self._write_lock, self.reading() as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in _statements(SCHEMA):
+                        conn.execute(statement)
+                    conn.execute(
+                        "INSERT OR IGNORE INTO info VALUES ('schema_version', ?)",
+                        (str(SCHEMA_VERSION),),
+                    )
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
             # Mapped once a connection has put the index in WAL mode; see _hot_rows.
             self.hot = HotRows(path)
         except BaseException:
             self._close_connections()
             raise
 
+    # -- SQLite calls, each inside a section of the fork gate --------------------------------
+
+    def one(self, sql: str, params: _Params = ()) -> Any:
+        """The first row of one read statement, or None. Inside a gate section, statement
+        and cursor included (a cursor dropped with rows left resets its statement: an
+        SQLite call)."""
+        ident = _GATE.enter()
+        try:
+            return self.conn().execute(sql, params).fetchone()
+        finally:
+            _GATE.leave(ident)
+
+    def all(self, sql: str, params: _Params = ()) -> list[Any]:
+        """Every row of one read statement (read to its end inside a gate section)."""
+        ident = _GATE.enter()
+        try:
+            return self.conn().execute(sql, params).fetchall()
+        finally:
+            _GATE.leave(ident)
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection for several statements that read, inside one gate
+        section: every cursor must be read to its end (``fetchall``) or dropped inside the
+        block. Never wait for a lock inside it (see the module docstring); writes go
+        through ``writing``."""
+        ident = _GATE.enter()
+        try:
+            yield self.conn()
+        finally:
+            _GATE.leave(ident)
+
     def conn(self) -> sqlite3.Connection:
-        """This thread's connection (made at its first use). Once the index is closed,
-        HoldClosed, and this thread's connection is closed (see the module docstring)."""
+        """This thread's connection (made at its first use), for use inside a gate section
+        only (``reading`` and the others above). Once the index is closed, HoldClosed, and
+        this thread's connection is closed (see the module docstring)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None and not self._closed:
             return conn
@@ -253,14 +419,21 @@ class Index:
         already holds as a change but commits nothing, and then a commit by another
         process in the same moment would pass for this one. A single statement that
         always changes a value (a version bumped, a row deleted) qualifies; transactions
-        make sure of it with ``_BUMP``."""
-        conn = self.conn()
+        make sure of it with ``_BUMP``.
+
+        The block is one gate section, entered once the write lock is held: never the
+        other way round (see the module docstring)."""
         with self._write_lock:
-            before = self.hot.snapshot() if changed is not None else None
-            writes = conn.total_changes
-            yield conn
-            if changed is not None and conn.total_changes != writes:
-                self.hot.carry(before, self.hot.snapshot(), changed)
+            ident = _GATE.enter()
+            try:
+                conn = self.conn()
+                before = self.hot.snapshot() if changed is not None else None
+                writes = conn.total_changes
+                yield conn
+                if changed is not None and conn.total_changes != writes:
+                    self.hot.carry(before, self.hot.snapshot(), changed)
+            finally:
+                _GATE.leave(ident)
 
     def write_one(
         self, sql: str, params: Mapping[str, Any], key: str, row_of: Callable[[list[Any]], Any]
@@ -268,14 +441,18 @@ class Index:
         """``writing({key: row_of(rows)})`` around one statement, run to its end (so it
         has committed on return); returns its rows. The same as that block, without a
         generator's cost: a put is this and little else."""
-        conn = self.conn()
         hot = self.hot
         with self._write_lock:
-            before = hot.snapshot()
-            writes = conn.total_changes
-            rows = conn.execute(sql, params).fetchall()
-            if conn.total_changes != writes:
-                hot.carry(before, hot.snapshot(), {key: row_of(rows)})
+            ident = _GATE.enter()
+            try:
+                conn = self.conn()
+                before = hot.snapshot()
+                writes = conn.total_changes
+                rows = conn.execute(sql, params).fetchall()
+                if conn.total_changes != writes:
+                    hot.carry(before, hot.snapshot(), {key: row_of(rows)})
+            finally:
+                _GATE.leave(ident)
         return rows
 
     @contextlib.contextmanager
@@ -338,9 +515,13 @@ class Index:
             closing = [conn for conn, ended in self._connections.items() if ended or conn is mine]
             for conn in closing:
                 del self._connections[conn]
-        for conn in closing:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
+        ident = _GATE.enter()  # closing is an SQLite call too
+        try:
+            for conn in closing:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+        finally:
+            _GATE.leave(ident)
 
     def _thread_ended(self, conn: sqlite3.Connection) -> None:
         """``conn``'s thread has ended: close it now if the index is closed, else mark it
@@ -358,8 +539,13 @@ class Index:
         """Close ``conn``, called by its own thread or once that thread has ended."""
         with self._lock:
             self._connections.pop(conn, None)
-        with contextlib.suppress(sqlite3.Error):
-            conn.close()
+        gate = self._gate  # not the global: this may run at exit, from _Owner.__del__
+        ident = gate.enter()  # closing is an SQLite call too
+        try:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        finally:
+            gate.leave(ident)
 
 
 def _statements(script: str) -> list[str]:

@@ -71,8 +71,9 @@ Guarantees:
   tier, nor wait for another thread's write, on the thread it interrupted: the interrupted
   frame may hold the write lock, and inside a statement with ``RETURNING`` or a
   transaction SQLite's write lock too, until the handler returns.
-- fork(): a child gets fresh connections and locks and an empty hot-row table (see
-  :mod:`cargohold._index`); the parent is unaffected.
+- fork(): a child gets fresh connections and locks and an empty hot-row table, and no
+  thread is inside an SQLite call at the fork (the fork gate; see :mod:`cargohold._index`);
+  the parent is unaffected.
 """
 
 from __future__ import annotations
@@ -84,7 +85,6 @@ import logging
 import math
 import os
 import sqlite3
-import sys
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
@@ -294,7 +294,8 @@ class LocalTier:
         self._index = Index(self.root / "index.sqlite3", fsync=fsync)
         self._hot = self._index.hot
         try:
-            recover_putlog(self._index.conn(), self.root)
+            with self._index.writing() as conn:
+                recover_putlog(conn, self.root)
         except BaseException:
             self._index.close()
             raise
@@ -527,11 +528,7 @@ class LocalTier:
 
     def entry(self, key: str) -> Entry | None:
         """The row for ``key`` (a tombstone included), or None."""
-        row = (
-            self._index.conn()
-            .execute(f"SELECT {_COLUMNS} FROM objects WHERE key = ?", (key,))
-            .fetchone()
-        )
+        row = self._index.one(f"SELECT {_COLUMNS} FROM objects WHERE key = ?", (key,))
         return _entry(row) if row else None
 
     def lookup(
@@ -544,10 +541,10 @@ class LocalTier:
         hot = self._hot
         generation = hot.generation()
         if generation is None:
-            return self._index.conn().execute(_LOOKUP, (key,)).fetchone()  # type: ignore[no-any-return]
+            return self._index.one(_LOOKUP, (key,))  # type: ignore[no-any-return]
         row = hot.get(key)
         if row is None:
-            row = self._index.conn().execute(_LOOKUP, (key,)).fetchone()
+            row = self._index.one(_LOOKUP, (key,))
             if row is not None:
                 hot.put(key, generation, row)
         return row  # type: ignore[no-any-return]
@@ -607,11 +604,12 @@ class LocalTier:
             _, file, _ = self._files.store(key, entry.inline or b"", as_file=True)
             assert file is not None
             with self._index.writing({key: None}) as conn:  # the state does not change
-                cursor = conn.execute(
+                # .rowcount at once: the cursor goes inside the gate section (see _index)
+                changed = conn.execute(
                     "UPDATE objects SET inline = NULL, file = ? WHERE key = ? AND version = ?",
                     (file, key, entry.version),
-                )
-            if cursor.rowcount == 1:
+                ).rowcount
+            if changed == 1:
                 named = self._files.named_link(key, file)
                 if named is not None:
                     self.touch(key)
@@ -655,14 +653,13 @@ class LocalTier:
             params.append(prefix + "\U0010ffff")
         if pending_only:
             conditions.append("dirty_since IS NOT NULL")
-        conn = self._index.conn()
         after: list[str] = []  # the last key read, once a page has been read
         while True:
             where = " AND ".join(conditions + ["key > ?"] * len(after))
-            rows = conn.execute(
+            rows = self._index.all(
                 f"SELECT {_COLUMNS} FROM objects WHERE {where} ORDER BY key LIMIT ?",
                 (*params, *after, _ENTRIES_PAGE),
-            ).fetchall()
+            )
             for row in rows:
                 if row[0].startswith(prefix):
                     yield _entry(row)
@@ -677,16 +674,15 @@ class LocalTier:
         return totals
 
     def _index_totals(self) -> Totals:
-        conn = self._index.conn()
-        local_bytes, pending_bytes, pending_count = conn.execute(
+        local_bytes, pending_bytes, pending_count = self._index.one(
             "SELECT local_bytes, pending_bytes, pending_count FROM totals"
-        ).fetchone()
+        )
         # The loss window leaves out changes set aside as refused: no wait ends it, and
         # status().refused shows them with their reason.
-        oldest = conn.execute(
+        oldest = self._index.one(
             "SELECT min(dirty_since) FROM objects o WHERE dirty_since IS NOT NULL AND NOT "
             "EXISTS (SELECT 1 FROM refused r WHERE r.key = o.key AND r.version = o.version)"
-        ).fetchone()[0]
+        )[0]
         return Totals(local_bytes, pending_bytes, pending_count, oldest)
 
     def estimate(self) -> Totals:
@@ -725,10 +721,8 @@ class LocalTier:
         if newer_than is not None:
             sql += " AND dirty_since >= ?"
             params.append(newer_than)
-        rows = (
-            self._index.conn()
-            .execute(sql + " ORDER BY dirty_since LIMIT ?", (*params, limit + len(exclude)))
-            .fetchall()
+        rows = self._index.all(
+            sql + " ORDER BY dirty_since LIMIT ?", (*params, limit + len(exclude))
         )
         out = []
         for row in rows:
@@ -743,14 +737,13 @@ class LocalTier:
     ) -> list[tuple[str, int]]:
         """(key, version) of changes made at or before ``before`` that have not reached
         the remote (only of ``keys``, if given), oldest first, at most ``limit``."""
-        conn = self._index.conn()
         sql = "SELECT key, version FROM objects WHERE dirty_since IS NOT NULL AND dirty_since <= ?"
         if keys is None:
-            rows = conn.execute(sql + " ORDER BY dirty_since LIMIT ?", (before, limit))
+            rows = self._index.all(sql + " ORDER BY dirty_since LIMIT ?", (before, limit))
             return [(row[0], row[1]) for row in rows]
         found = []
         for key in keys:
-            row = conn.execute(sql + " AND key = ?", (before, key)).fetchone()
+            row = self._index.one(sql + " AND key = ?", (before, key))
             if row:
                 found.append((row[0], row[1]))
         return found[:limit]
@@ -768,18 +761,19 @@ class LocalTier:
             chunk = {entry.key: None for entry, _ in done[start : start + 32]}
             with self._index.transaction(chunk) as conn:
                 for entry, info in done[start : start + 32]:
+                    # .rowcount at once: the cursor goes inside the gate section (see _index)
                     if info is None:
-                        cursor = conn.execute(
+                        changed = conn.execute(
                             "DELETE FROM objects WHERE key = ? AND version = ? AND deleted = 1",
                             (entry.key, entry.version),
-                        )
+                        ).rowcount
                     else:
-                        cursor = conn.execute(
+                        changed = conn.execute(
                             "UPDATE objects SET dirty_since = NULL, etag = ?, validated = ? "
                             "WHERE key = ? AND version = ?",
                             (info.etag, now, entry.key, entry.version),
-                        )
-                    if cursor.rowcount == 0:
+                        ).rowcount
+                    if changed == 0:
                         # Written again meanwhile: the loss window now starts after the
                         # write that landed.
                         conn.execute(
@@ -803,21 +797,22 @@ class LocalTier:
         """Make every clean copy ask the remote again (a HEAD) before it is next served
         with a finite ``max_age``: for when change notices may have been missed."""
         with self._index.writing() as conn:
-            cursor = conn.execute(
+            return conn.execute(
                 "UPDATE objects SET validated = NULL "
                 "WHERE dirty_since IS NULL AND validated IS NOT NULL"
-            )
-        return cursor.rowcount
+            ).rowcount
 
     def forget(self, key: str, version: int) -> bool:
         """Drop a clean copy (the remote no longer has it; clean -> absent). False if the
         row changed."""
         with self._index.writing({key: None}) as conn:
-            cursor = conn.execute(
-                "DELETE FROM objects WHERE key = ? AND version = ? AND dirty_since IS NULL",
-                (key, version),
+            return (
+                conn.execute(
+                    "DELETE FROM objects WHERE key = ? AND version = ? AND dirty_since IS NULL",
+                    (key, version),
+                ).rowcount
+                == 1
             )
-        return cursor.rowcount == 1
 
     def evict(self, max_bytes: int) -> int:
         """Drop least recently used clean rows until at most ``max_bytes`` are held.
@@ -827,25 +822,26 @@ class LocalTier:
         under an upload).
         """
         self.flush_access_times()
-        conn = self._index.conn()
         freed = 0
         while True:
-            local_bytes = conn.execute("SELECT local_bytes FROM totals").fetchone()[0]
+            local_bytes = self._index.one("SELECT local_bytes FROM totals")[0]
             if local_bytes <= max_bytes:
                 break
-            victims = conn.execute(
+            victims = self._index.all(
                 "SELECT key, version, size FROM objects WHERE dirty_since IS NULL "
                 "ORDER BY accessed LIMIT 256"
-            ).fetchall()
+            )
             if not victims:
                 break  # everything left is pending: back-pressure holds the rest
             with self._index.transaction({key: None for key, _, _ in victims}) as conn:
                 for key, version, size in victims:
-                    cursor = conn.execute(
-                        "DELETE FROM objects WHERE key = ? AND version = ? AND dirty_since IS NULL",
-                        (key, version),
+                    freed += (
+                        size
+                        * conn.execute(
+                            "DELETE FROM objects WHERE key = ? AND version = ? AND dirty_since IS NULL",
+                            (key, version),
+                        ).rowcount
                     )
-                    freed += size * cursor.rowcount
                     if local_bytes - freed <= max_bytes:
                         break
         self._estimated_at = -math.inf  # the estimate knows nothing of this
@@ -861,7 +857,7 @@ class LocalTier:
             "ON o.key = r.key AND o.version = r.version WHERE o.dirty_since IS NOT NULL"
         )
         # One query, filtered here: refusals are few, the keys asked about may be many.
-        rows = self._index.conn().execute(sql + " ORDER BY r.at").fetchall()
+        rows = self._index.all(sql + " ORDER BY r.at")
         wanted = None if keys is None else set(keys)
         return {row[0]: Refusal(*row) for row in rows if wanted is None or row[0] in wanted}
 
@@ -899,11 +895,10 @@ class LocalTier:
         dropped = []
         with self._index.transaction({key: None for key in refused}) as conn:
             for refusal in refused.values():
-                cursor = conn.execute(
+                if conn.execute(
                     "DELETE FROM objects WHERE key = ? AND version = ? AND dirty_since IS NOT NULL",
                     (refusal.key, refusal.version),
-                )
-                if cursor.rowcount:
+                ).rowcount:
                     dropped.append(refusal.key)
                 conn.execute("DELETE FROM refused WHERE key = ?", (refusal.key,))
         return dropped
@@ -911,9 +906,7 @@ class LocalTier:
     # -- bookkeeping --------------------------------------------------------------------
 
     def info_value(self, name: str) -> str | None:
-        row = (
-            self._index.conn().execute("SELECT value FROM info WHERE name = ?", (name,)).fetchone()
-        )
+        row = self._index.one("SELECT value FROM info WHERE name = ?", (name,))
         return None if row is None else str(row[0])
 
     def set_info(self, name: str, value: str) -> None:
@@ -928,7 +921,7 @@ class LocalTier:
             )
 
     def catalog_backlog(self, limit: int) -> list[str]:
-        rows = self._index.conn().execute("SELECT key FROM catalog_backlog LIMIT ?", (limit,))
+        rows = self._index.all("SELECT key FROM catalog_backlog LIMIT ?", (limit,))
         return [row[0] for row in rows]
 
     def clear_catalog_backlog(self, keys: Iterable[str]) -> None:
@@ -938,7 +931,7 @@ class LocalTier:
     def checkpoint(self) -> None:
         """Copy the WAL into the database file (the syncer calls this between batches)."""
         with contextlib.suppress(sqlite3.Error):
-            self._index.conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self._index.one("PRAGMA wal_checkpoint(PASSIVE)")
 
     def collect_garbage(self) -> int:
         """Remove files of replaced and removed objects. Returns how many were removed."""
@@ -955,46 +948,23 @@ class LocalTier:
 _TIERS: weakref.WeakSet[LocalTier] = weakref.WeakSet()
 
 
-#: Seconds the forking thread keeps the GIL before fork() (see _before_fork).
-_FORK_QUIESCE = 0.003
-_switch_interval: float | None = None
-
-
 def _before_fork() -> None:
-    global _switch_interval
-    tiers = [tier for tier in list(_TIERS) if not tier._closed]
-    for tier in tiers:
-        tier._index.before_fork()
-    if not tiers:
-        return
-    # Another thread may be inside SQLite at this instant (the GIL is released there),
-    # holding one of SQLite's own mutexes: a child forked now inherits it held, and its
-    # first SQLite call waits forever. So the forking thread keeps the GIL for a moment
-    # (no switch to another thread meanwhile): a call under way ends, and its thread then
-    # waits for the GIL, outside SQLite, until the fork is done. A call longer than this
-    # is rare (the index's statements take microseconds); it is not waited for.
-    _switch_interval = sys.getswitchinterval()
-    sys.setswitchinterval(1.0)
-    until = time.perf_counter() + _FORK_QUIESCE
-    while time.perf_counter() < until:
-        pass
-
-
-def _restore_switch_interval() -> None:
-    global _switch_interval
-    if _switch_interval is not None:
-        sys.setswitchinterval(_switch_interval)
-        _switch_interval = None
+    """Take every open tier's write lock (see ``Index.before_fork``). No thread can be inside
+    SQLite at the fork: the fork gate of :mod:`cargohold._index`, whose hook runs after this
+    one, waits for every other thread to be out (the module docstring there says why that
+    cannot hang). A thread inside a statement is waited for, however long the OS keeps it
+    off the CPU, rather than given a few milliseconds of the GIL and hoped done (issue 14)."""
+    for tier in list(_TIERS):
+        if not tier._closed:
+            tier._index.before_fork()
 
 
 def _after_fork_in_parent() -> None:
-    _restore_switch_interval()
     for tier in list(_TIERS):
         tier._index.after_fork_in_parent()
 
 
 def _after_fork_in_child() -> None:
-    _restore_switch_interval()
     for tier in list(_TIERS):
         tier._forked()
 
