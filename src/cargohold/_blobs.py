@@ -125,6 +125,14 @@ class Blobs:
             os.link(source, path)
         except OSError:  # another disk (EXDEV), or a file system without hard links
             return self.store(key, source)
+        # A link keeps the file's old mtime, and remove_orphans (any process's syncer)
+        # removes an unreferenced blob older than its cutoff: until the row commits, this
+        # one is unreferenced. The caller gave the file up, so touching it is ours to do.
+        try:
+            os.utime(path)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            raise from_os_error(exc, f"write {key!r}", key=key) from exc
         try:
             if self.fsync:
                 fd = os.open(path, os.O_RDONLY)

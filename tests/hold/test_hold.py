@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import threading
 import time
 import uuid
@@ -154,6 +155,22 @@ def test_a_moved_file_becomes_the_tiers_own(hold: Hold) -> None:
     assert again.exists()
     hold.flush()
     assert hold.remote.get("videos/moved.mp4") == b"\x01" * 200_000
+
+
+def test_a_moved_old_file_is_not_an_orphan_before_its_row_commits(hold: Hold) -> None:
+    """A hard link keeps the file's mtime: a build output written two hours before its put
+    must not be taken for an orphan blob (older than the cutoff, no row yet) by a sweep
+    that runs between the stage and the commit (another process's syncer may)."""
+    work = hold.local.tmp / "old-work"
+    work.mkdir()
+    old = work / "take.mp4"
+    old.write_bytes(b"\x07" * 200_000)
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    staged = hold.local.stage("videos/old.mp4", old, take=True)
+    hold.local.remove_orphans(older_than=3600)  # the sweep lands in the window
+    hold.local.commit(staged, metadata={}, content_type="video/mp4")
+    assert hold.get("videos/old.mp4") == b"\x07" * 200_000
 
 
 def test_a_moved_file_with_fsync_on_is_the_tiers_own(remote_url: str, tmp_path: Path) -> None:
