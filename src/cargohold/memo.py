@@ -291,6 +291,12 @@ def _check_name(name: str, what: str) -> str:
     if not isinstance(name, str) or not name or "/" in name:
         raise InvalidInput(f"a memo {what} must be a non-empty str without '/', not {name!r}")
     normalize_key(name)  # the key rules: no control characters, no '..', ...
+    if what == "namespace" and name == "blobs":
+        # memo/blobs/ holds every namespace's result files: a namespace of that name would
+        # have its records taken for blobs (garbage collection deletes them, listings hide it).
+        raise InvalidInput(
+            "'blobs' is reserved: memo/blobs/ holds the result files; choose another namespace"
+        )
     return name
 
 

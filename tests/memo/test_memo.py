@@ -180,6 +180,8 @@ def test_bad_inputs_and_results_say_what_to_fix(hold: Hold) -> None:
         memo.get_or_create({"a": 2}, Counter(Path("/nonexistent/file.mp4")))
     with pytest.raises(InvalidInput, match="namespace"):
         hold.memo("bad/namespace")
+    with pytest.raises(InvalidInput, match="reserved"):  # memo/blobs/ holds the result files
+        hold.memo("blobs")
     assert list(hold.list("memo/")) == []
 
 
