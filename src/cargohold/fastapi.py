@@ -86,16 +86,18 @@ def lifespan(
             opened, owned = cargohold.open(**settings), True
         else:
             opened, owned = hold(), True
-        routes = service_routes(opened, mount) if mount is not None else []
-        app.router.routes[0:0] = routes  # ahead of the app's own
-        setattr(app.state, STATE_KEY, opened)
+        routes: list[Any] = []
         try:
+            # Inside the try: a mount that fails (a bad path) must not leave an owned Hold open.
+            routes = service_routes(opened, mount) if mount is not None else []
+            app.router.routes[0:0] = routes  # ahead of the app's own
+            setattr(app.state, STATE_KEY, opened)
             yield {STATE_KEY: opened}
         finally:
             for route in routes:
                 with contextlib.suppress(ValueError):
                     app.router.routes.remove(route)
-            with contextlib.suppress(AttributeError):
+            with contextlib.suppress(AttributeError, KeyError):  # Starlette's State: KeyError
                 delattr(app.state, STATE_KEY)
             if owned:
                 opened.close()  # the final flush, within shutdown_grace

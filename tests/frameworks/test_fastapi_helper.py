@@ -76,6 +76,20 @@ def test_a_factory_is_called_at_startup_and_closed(tmp_path: Path) -> None:
         opened[0].get("c")
 
 
+def test_a_mount_that_fails_closes_the_hold_the_lifespan_opened(tmp_path: Path) -> None:
+    opened: list[cargohold.Hold] = []
+
+    def factory() -> cargohold.Hold:
+        opened.append(cargohold.open("memory://fastapi-badmount", data_dir=tmp_path, **SETTINGS))
+        return opened[-1]
+
+    app = _app(cargohold.fastapi.lifespan(factory, mount="/"))
+    with pytest.raises(InvalidInput), TestClient(app):
+        pass
+    with pytest.raises(HoldClosed):  # not left open with its syncer and signal hooks
+        opened[0].get("c")
+
+
 def test_without_the_lifespan_the_dependency_says_what_to_add() -> None:
     with TestClient(_app()) as client, pytest.raises(ConfigError, match="lifespan"):
         client.get("/k/a")
