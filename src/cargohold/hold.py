@@ -188,7 +188,10 @@ class Hold:
         self._fetch_state: Any = None  # the download cache's per-Hold state (cargohold.fetch)
         #: What features give up when this Hold stops gracefully (see at_stop).
         self._stop_hooks: dict[object, Callable[[], None]] = {}
-        self._stop_hooks_lock = threading.Lock()
+        # Re-entrant: the app's own signal handler (handed the signal back on the main
+        # thread, between two bytecodes) may close() the Hold while that thread is inside
+        # at_stop() or a cancel().
+        self._stop_hooks_lock = threading.RLock()
         self._stopped = False
         if syncing:
             self.syncer.start()
@@ -211,7 +214,8 @@ class Hold:
         self._flights_lock = threading.Lock()
         # The parent's leases are the parent's: the child must not give them up.
         self._stop_hooks = {}
-        self._stop_hooks_lock = threading.Lock()
+        self._stop_hooks_lock = threading.RLock()
+        self._stopped = False  # the parent's stop is not the child's (_shutdown forgets it too)
 
     def _resume_after_fork(self) -> None:
         """The first use in a forked child: start the threads the parent had (never in
