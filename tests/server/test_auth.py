@@ -188,10 +188,10 @@ def test_public_prefixes_are_read_without_a_token_and_nothing_else(opened: Any) 
     hold.put("publicity.txt", b"not under public/")
     memo = hold.memo("sora", version="1")
     entry = memo.get_or_create({"prompt": "ana's prompt"}, lambda i, w: b"result bytes")
-    # A namespace called "blobs" keeps its records under memo/blobs/ too: never public.
-    hold.memo("blobs", version="ab").get_or_create(
-        {"prompt": "ana's other prompt"}, lambda i, w: b"o"
-    )
+    # A namespace called "blobs" (refused now, but an older version made them) keeps its
+    # records under memo/blobs/ too: never public.
+    digest = "3f" + "0" * 62
+    hold.put(f"memo/blobs/ab/3f/{digest}.json", b'{"inputs": {"prompt": "ana\'s other prompt"}}')
     with hold.scratch("req-1") as work:
         work.record["email"] = "ana@example.com"
     try:
