@@ -53,7 +53,7 @@ from fsspec import AbstractFileSystem
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 from fsspec.spec import AbstractBufferedFile
 
-from .errors import AlreadyExists, InvalidInput, NotFoundError, RemoteError
+from .errors import AlreadyExists, InvalidInput, NotFoundError
 from .hold import Hold
 from .hold import open as open_hold
 from .keys import normalize_key, normalize_prefix
@@ -454,24 +454,17 @@ class HoldFileSystem(AbstractFileSystem):  # type: ignore[misc] # fsspec is unty
         callback.relative_update(size)
 
     def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
-        """Copy one object with its metadata and content type (one version of each: a
-        source rewritten during the copy is read again)."""
+        """Copy one object with its metadata and content type, all of one version of the
+        source (``Hold.open_with_info``), even if it is rewritten during the copy."""
         source, target = self._key(path1), self._key(path2)
-        for _ in range(5):
-            try:
-                before = self.hold.head(source)
-            except NotFoundError:
-                if self.isdir(path1):
-                    return  # a folder: implied by the keys copied into it
-                raise
-            with self.hold.open(source) as data:
-                if self.hold.head(source).etag != before.etag:
-                    continue
-                self.hold.put(
-                    target, data, metadata=before.metadata, content_type=before.content_type
-                )
-                return
-        raise RemoteError(f"{source!r} kept changing while it was copied", key=source)
+        try:
+            data, info = self.hold.open_with_info(source)
+        except NotFoundError:
+            if self.isdir(path1):
+                return  # a folder: implied by the keys copied into it
+            raise
+        with data:
+            self.hold.put(target, data, metadata=info.metadata, content_type=info.content_type)
 
     def rm_file(self, path: str) -> None:
         """Delete the key (idempotent, as ``Hold.delete``)."""
