@@ -32,7 +32,7 @@ from testsupport.servers import SeaweedFS
 # the stop that came, answers "OUTLIVED"); end of input: the main thread returns.
 CHILD = textwrap.dedent(
     """
-    import logging, signal, sys, time
+    import logging, os, select, signal, sys, time
     import cargohold
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     url, data_dir, mode, grace = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
@@ -55,7 +55,21 @@ CHILD = textwrap.dedent(
     for i in range(20):
         hold.put(f"s/{i}", f"value {i}".encode() * 1000)
     print("PENDING", hold.status().pending_count, flush=True)
-    for line in sys.stdin:
+    def commands():
+        # Short waits, never one blocking read: the kernel may deliver a signal to another
+        # thread, and then its Python handler runs only once this main thread runs
+        # bytecode again (a read of stdin would hold it until the next command came).
+        buffered = b""
+        while True:
+            while b"\\n" not in buffered:
+                if select.select([0], [], [], 0.05)[0]:
+                    chunk = os.read(0, 4096)
+                    if not chunk:
+                        return
+                    buffered += chunk
+            line, buffered = buffered.split(b"\\n", 1)
+            yield line.decode()
+    for line in commands():
         command, *args = line.split()
         if command == "put":
             hold.put(args[0], b"after the stop")
@@ -107,7 +121,7 @@ class Child:
             found = self._changed.wait_for(
                 lambda: text in "".join(self._stderr) or self._stderr[-1:] == [""], timeout=120
             )
-            assert found, text
+            assert found, (text, "".join(self._stderr)[-3000:])
             assert text in "".join(self._stderr), (text, "".join(self._stderr)[-3000:])
 
     def line(self) -> str:
