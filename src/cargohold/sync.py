@@ -490,6 +490,9 @@ class Syncer:
         batch = self.local.pending(
             self.batch_size, exclude=self._set_aside() | self._waiting(now), newer_than=newer_than
         )
+        # The rule again on the rows taken: a newer version written between _waiting's
+        # look at a key (then clean) and this query would otherwise go out at once.
+        batch = [p for p in batch if not self._must_wait(p.entry, now)]
         if not batch:
             self._record_sending()  # idle: say that nothing is in flight
             return False
@@ -679,23 +682,28 @@ class Syncer:
 
     def _waiting(self, now: float) -> frozenset[str]:
         """Keys whose newer version must wait for an earlier send that may still land."""
-        if not self._sending:
-            return frozenset()
         waiting = set()
-        for key, (version, sent_at) in list(self._sending.items()):
+        for key, (_, sent_at) in list(self._sending.items()):
             if now >= sent_at + self.resend_after:
                 del self._sending[key]
                 continue
             entry = self.local.entry(key)
-            # Written after the send is newer too, whatever its version: a row removed
-            # meanwhile (its clean copy evicted) starts again at version 1.
-            if (
-                entry is not None
-                and entry.pending
-                and (entry.version != version or entry.modified > sent_at)
-            ):
+            if entry is not None and self._must_wait(entry, now):
                 waiting.add(key)
         return frozenset(waiting)
+
+    def _must_wait(self, entry: Entry, now: float) -> bool:
+        """Whether this row is a newer version of a key with an earlier send that may
+        still land (on the list, and within ``resend_after`` of it)."""
+        sending = self._sending.get(entry.key)
+        if sending is None or not entry.pending:
+            return False
+        version, sent_at = sending
+        # Written after the send is newer too, whatever its version: a row removed
+        # meanwhile (its clean copy evicted) starts again at version 1.
+        return now < sent_at + self.resend_after and (
+            entry.version != version or entry.modified > sent_at
+        )
 
     def _record_sending(self) -> None:
         """Write down what may be in flight, for a syncer that takes over if this one dies
