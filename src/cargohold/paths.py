@@ -256,9 +256,12 @@ def data_dir(
     each persistent mount the host reveals, the user data directory
     (``~/.local/share/{app}`` on Linux), ``.{app}`` in the working directory, and
     ``{app}-{uid}`` in the system temp directory. A RAM-backed candidate is used only when no
-    disk-backed one passes (or when it is the setting). Raises :class:`PermissionDenied` if
+    disk-backed one passes (or when it is the setting). A candidate on a volume where file
+    locks and fsync cannot be trusted (:attr:`Volume.lockable` False: a bucket volume, a
+    network or FUSE mount) is passed over untouched. Raises :class:`PermissionDenied` if
     none is usable (:class:`StorageFull` if all failed only for space), listing each
-    candidate and why.
+    candidate and why, and :class:`ConfigError`, naming the fix, if the setting is on a
+    bucket volume or on a network or FUSE mount that fails :func:`probe_locking`.
     """
     settings = settings or Settings.load()
     host = host if host is not None else detect(mounts=mounts)

@@ -457,7 +457,8 @@ def _persistent_mounts(
     if name == "railway" and volume:
         found.append(Path(volume))
     if name == "huggingface-spaces":
-        # Spaces' persistent storage is mounted at /data, whatever its file system.
+        # Spaces mount persistent storage at /data, whatever its file system: the former
+        # persistent disk, and now usually a bucket volume (see volume_of: not lockable).
         found += [m.point for m in table if m.point == Path("/data") and not m.ram_backed]
     # On Kubernetes a mount from the node's own disk (the one /etc/hosts comes from) is an
     # emptyDir or hostPath: a rescheduled pod loses it. Under plain Docker the same kind of
