@@ -27,7 +27,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -157,8 +156,9 @@ def main():
 print(main())
 """
 
+# Directory -> what probe_locking found. No lock guards it: a dict's get and set are atomic,
+# two threads that race only probe twice, and a lock held at a fork() would hang the child.
 _lock_probes: dict[Path, str | None] = {}
-_lock_probes_guard = threading.Lock()
 
 
 def probe_locking(path: Path) -> str | None:
@@ -175,12 +175,9 @@ def probe_locking(path: Path) -> str | None:
     a server, or that other machines mounting the same files see these locks.
     """
     key = path.resolve()
-    with _lock_probes_guard:
-        if key in _lock_probes:
-            return _lock_probes[key]
-    result = _probe_locking(key)
-    with _lock_probes_guard:
-        _lock_probes[key] = result
+    if key in _lock_probes:
+        return _lock_probes[key]
+    result = _lock_probes[key] = _probe_locking(key)
     if result is not None:
         log.info("cargohold: file locks in %s do not hold: %s", key, result)
     return result
