@@ -198,9 +198,17 @@ def test_cloud_run_disk_counts_as_ram_but_a_mounted_bucket_does_not(
     assert data_dir(settings(), mounts=box.mounts).tmpfs
     bucket = box.base / "bucket"
     box.set_mounts(f"gcsfuse {bucket} fuse.gcsfuse rw 0 0")
+    # A cache may live on the bucket: persistent, and it spends no memory.
+    cache = cache_dir(mounts=box.mounts)
+    assert cache.path == bucket / ".cache" / "cargohold"
+    assert (cache.tmpfs, cache.persistent) == (False, True)
+    # The local tier may not: a FUSE bucket keeps neither file locks nor fsync's promise.
     choice = data_dir(settings(), mounts=box.mounts)
-    assert choice.path == bucket / ".cargohold"
-    assert (choice.tmpfs, choice.persistent) == (False, True)
+    assert choice.tmpfs
+    skipped = [(p, why) for p, _, why in choice.rejected if p == bucket / ".cargohold"]
+    assert len(skipped) == 1
+    assert "FUSE" in skipped[0][1]
+    assert not (bucket / ".cargohold").exists()
 
 
 def test_too_little_free_space_is_storage_full(box: Box) -> None:

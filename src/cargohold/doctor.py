@@ -5,6 +5,9 @@
 It covers:
 
 - the host (:func:`cargohold.platform.detect`) and the evidence for it;
+- its volumes, and on each where file locks and ``fsync`` cannot be trusted (a Hugging Face
+  bucket volume, any network or FUSE mount) the SQLite databases and cargohold data
+  directories found there, each a problem with its fix;
 - each directory kind (data, cache, temp): the candidate chosen and why every other one
   tried was turned down (:mod:`cargohold.paths`);
 - the ML cache variables: where each points (its value, or the library's default when
@@ -42,12 +45,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from . import paths
+from . import _volume_scan, paths
 from ._version import __version__
 from .config import Settings
 from .errors import (
     AlreadyExists,
     CargoholdError,
+    ConfigError,
     NotFoundError,
     PermissionDenied,
     PreconditionFailed,
@@ -56,7 +60,7 @@ from .errors import (
 )
 from .keys import internal_key
 from .local import LocalTier
-from .platform import Platform, default_shutdown_grace, detect
+from .platform import Platform, Volume, default_shutdown_grace, detect
 from .remotes import Remote, open_remote
 
 __all__ = ["CacheVarReport", "DirReport", "DoctorReport", "Problem", "RemoteReport", "diagnose"]
@@ -193,6 +197,7 @@ def diagnose(
     problems: list[Problem] = []
     host = detect(mounts=mounts, root=root)
     problems += _host_problems(host)
+    problems += _volume_problems(host)
     home = _home_problem(problems)  # a root cause: found first, reported first
     directories = [
         _directory(kind, settings, mounts, host, problems) for kind in ("data", "cache", "temp")
@@ -227,6 +232,7 @@ def diagnose(
             "writable_dirs": [str(p) for p in host.writable_dirs],
             "memory_disk": host.memory_disk,
             "warnings": list(host.warnings),
+            "volumes": [{**asdict(v), "path": str(v.path)} for v in host.volumes],
         },
         directories=directories,
         ml_caches=ml_caches,
@@ -288,6 +294,72 @@ def _host_problems(host: Platform) -> list[Problem]:
     return found
 
 
+# -- volumes without file locks -------------------------------------------------------------
+
+_SQLITE_FIX = {
+    "hf-mount": (
+        "keep the database on the container's own disk and put copies in the bucket whole "
+        "(sqlite3's backup API, then one upload), or use a database server (PostgreSQL); "
+        "for cargohold, keep the local tier on the container disk and make the bucket its "
+        "remote: CARGOHOLD_REMOTE=hf-bucket://OWNER/NAME"
+    ),
+    "other": (
+        "move the database to a local disk (copy a backup to the volume if it must be "
+        "shared), or use a database server (PostgreSQL)"
+    ),
+}
+
+
+def _volume_problems(host: Platform, environ: dict[str, str] | None = None) -> list[Problem]:
+    """A SQLite database or a cargohold data directory on a volume where file locks and
+    fsync cannot be trusted: an error on a bucket volume (hf-mount), a warning elsewhere."""
+    env = dict(os.environ) if environ is None else environ
+    named = _volume_scan.database_url_path(env)
+    found: list[Problem] = []
+    for volume in host.volumes:
+        if volume.lockable:
+            continue
+        databases = _volume_scan.sqlite_files(volume.path)
+        if named is not None and _within(named, volume.path) and named not in databases:
+            databases.append(named)
+        holds = [d.parent.parent for d in databases if _is_hold_index(d)]
+        apps = [d for d in databases if not _is_hold_index(d)]
+        found += _volume_findings(volume, holds, apps)
+    return found
+
+
+def _is_hold_index(path: Path) -> bool:
+    # The local tier keeps its index at DATA_DIR/local/index.sqlite3.
+    return path.name == "index.sqlite3" and path.parent.name == "local"
+
+
+def _volume_findings(volume: Volume, holds: list[Path], apps: list[Path]) -> list[Problem]:
+    bucket = volume.kind == "hf-mount"
+    severity: Severity = "error" if bucket else "warning"
+    found = [
+        Problem(
+            severity,
+            "volumes",
+            f"a cargohold data directory, {hold}, is on {volume.path}, {volume.why}",
+            paths._BUCKET_VOLUME_FIX if bucket else paths._SHARED_FS_FIX,
+            cause=f"volume:{volume.path}",
+        )
+        for hold in holds
+    ]
+    if apps:
+        shown = ", ".join(str(p) for p in apps[:5]) + (" ..." if len(apps) > 5 else "")
+        found.append(
+            Problem(
+                severity,
+                "volumes",
+                f"{len(apps)} SQLite database(s) on {volume.path} ({shown}), {volume.why}",
+                _SQLITE_FIX["hf-mount" if bucket else "other"],
+                cause=f"volume:{volume.path}",
+            )
+        )
+    return found
+
+
 # -- directories ----------------------------------------------------------------------------
 
 _SETTING_OF = {
@@ -320,6 +392,11 @@ def _directory(
                 f"no usable {kind} directory: {exc.message}",
                 f"set {variable} to a directory this user can write, on a disk with room",
             )
+        )
+        return DirReport(kind, None, None, False, False, None, [], error=exc.message)
+    except ConfigError as exc:  # the data_dir setting names a volume without file locks
+        problems.append(
+            Problem("error", "directories", exc.message, exc.hint or f"change {variable}")
         )
         return DirReport(kind, None, None, False, False, None, [], error=exc.message)
     candidates = [{"path": str(p), "source": s, "result": why} for p, s, why in choice.rejected]

@@ -1,7 +1,11 @@
 """Writable places: probe, don't assume.
 
 A directory counts as usable only after a real write, fsync, rename and file lock in it
-succeeded and its disk has more than a floor of free space. :func:`data_dir`,
+succeeded and its disk has more than a floor of free space. The data directory (the local
+tier and its SQLite index) must also be on a file system where file locks and ``fsync``
+hold: a candidate on a network or FUSE mount (a Hugging Face bucket volume among them) is
+passed over, and an explicit ``data_dir`` there must pass :func:`probe_locking` or is
+refused with a :class:`~cargohold.errors.ConfigError`. Caches may still go there. :func:`data_dir`,
 :func:`cache_dir` and :func:`temp_dir` try candidates in order and return the first that
 passes, saying whether it is RAM-backed and whether it persists, with the reason each other
 candidate was turned down in :attr:`DirChoice.rejected`. :func:`configure_ml_caches` points
@@ -20,6 +24,7 @@ import logging
 import os
 import shutil
 import stat
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -32,8 +37,8 @@ import platformdirs
 from filelock import FileLock, Timeout
 
 from .config import Settings
-from .errors import PermissionDenied, StorageFull
-from .platform import Mount, Platform, detect, mount_for, read_mounts
+from .errors import ConfigError, PermissionDenied, StorageFull
+from .platform import Mount, Platform, Volume, detect, mount_for, read_mounts, volume_of
 
 __all__ = [
     "DEFAULT_MIN_FREE_BYTES",
@@ -43,6 +48,7 @@ __all__ = [
     "configure_ml_caches",
     "data_dir",
     "probe_dir",
+    "probe_locking",
     "temp_dir",
 ]
 
@@ -112,6 +118,127 @@ def probe_dir(path: Path, *, mode: int = _OWN_MODE) -> str | None:
     return None
 
 
+# -- file locks -----------------------------------------------------------------------------
+
+# Seconds the second process may take: a hung network mount must not hang open() for long.
+_PROBE_TIMEOUT = 10.0
+
+# Run by a second Python process while the first holds both kinds of lock on the renamed
+# file. It prints "ok" or what went wrong. -I -S keep its start cheap and independent of the
+# app's environment.
+_SECOND_PROCESS = """
+import errno, fcntl, os, sys
+folder, name, old = sys.argv[1:4]
+def main():
+    listing = os.listdir(folder)
+    if old in listing:
+        return "a renamed file still shows under its old name to another process"
+    if name not in listing:
+        return "a renamed file does not show under its new name to another process"
+    fd = os.open(os.path.join(folder, name), os.O_RDWR)
+    try:
+        if os.read(fd, 16) != b"probe":
+            return "another process reads other bytes than were written and fsynced"
+        for how, flag in (("flock", 0), ("fcntl", 1)):
+            try:
+                if flag:
+                    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                else:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    continue
+                return "another process could not test a " + how + " lock: " + str(exc)
+            return "another process took an " + how + " lock that this one held"
+    finally:
+        os.close(fd)
+    return "ok"
+print(main())
+"""
+
+# Directory -> what probe_locking found. No lock guards it: a dict's get and set are atomic,
+# two threads that race only probe twice, and a lock held at a fork() would hang the child.
+_lock_probes: dict[Path, str | None] = {}
+
+
+def probe_locking(path: Path) -> str | None:
+    """Prove that file locks and renames in the existing directory ``path`` hold between
+    processes. Returns None if they do, else what failed.
+
+    This process writes and fsyncs a file, renames it, and takes an exclusive ``flock`` and
+    an exclusive ``fcntl`` lock (SQLite's kind) on it; a second process must then see the
+    file under its new name only, read its bytes, and be refused both locks. It leaves
+    nothing behind. The answer is cached per directory for the life of the process: the
+    second process costs a Python start-up (tens of milliseconds), so it runs once.
+
+    A pass proves locking on this machine only; no probe can prove that ``fsync`` reached
+    a server, or that other machines mounting the same files see these locks.
+    """
+    key = path.resolve()
+    if key in _lock_probes:
+        return _lock_probes[key]
+    result = _lock_probes[key] = _probe_locking(key)
+    if result is not None:
+        log.info("cargohold: file locks in %s do not hold: %s", key, result)
+    return result
+
+
+def _probe_locking(folder: Path) -> str | None:
+    token = f".cargohold-lockprobe-{os.getpid()}-{uuid.uuid4().hex}"
+    old, new = folder / token, folder / f"{token}.renamed"
+    try:
+        with old.open("wb") as fh:
+            fh.write(b"probe")
+            fh.flush()
+            os.fsync(fh.fileno())
+        _rename(old, new)
+        fd = os.open(new, os.O_RDWR)
+        try:
+            try:
+                _hold_locks(fd)
+            except OSError as exc:
+                return f"a file lock could not be taken: {exc.strerror or exc}"
+            return _second_process(folder, new.name, old.name)
+        finally:
+            os.close(fd)  # which releases both locks
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc.strerror or exc}"
+    finally:
+        for leftover in (old, new):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+
+
+def _rename(source: Path, target: Path) -> None:
+    os.replace(source, target)
+
+
+def _hold_locks(fd: int) -> None:
+    import fcntl  # POSIX only; no mount table (so nothing to probe) elsewhere
+
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _second_process(folder: Path, name: str, old: str) -> str | None:
+    command = [sys.executable, "-I", "-S", "-c", _SECOND_PROCESS, str(folder), name, old]
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=_PROBE_TIMEOUT, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return f"a second process testing file locks took over {_PROBE_TIMEOUT:g} s"
+    except (OSError, ValueError) as exc:
+        return f"no second process could be started to test file locks: {exc}"
+    answer = done.stdout.strip()
+    if answer == "ok":
+        return None
+    if answer:
+        return answer
+    last = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+    return f"the second process testing file locks failed: {last[0]}"
+
+
 def data_dir(
     settings: Settings | None = None,
     *,
@@ -126,9 +253,12 @@ def data_dir(
     each persistent mount the host reveals, the user data directory
     (``~/.local/share/{app}`` on Linux), ``.{app}`` in the working directory, and
     ``{app}-{uid}`` in the system temp directory. A RAM-backed candidate is used only when no
-    disk-backed one passes (or when it is the setting). Raises :class:`PermissionDenied` if
+    disk-backed one passes (or when it is the setting). A candidate on a volume where file
+    locks and fsync cannot be trusted (:attr:`Volume.lockable` False: a bucket volume, a
+    network or FUSE mount) is passed over untouched. Raises :class:`PermissionDenied` if
     none is usable (:class:`StorageFull` if all failed only for space), listing each
-    candidate and why.
+    candidate and why, and :class:`ConfigError`, naming the fix, if the setting is on a
+    bucket volume or on a network or FUSE mount that fails :func:`probe_locking`.
     """
     settings = settings or Settings.load()
     host = host if host is not None else detect(mounts=mounts)
@@ -278,7 +408,7 @@ def _choose(
         usable, reason = None, cand.why
         if cand.path is not None:
             seen.add(cand.path)
-            usable, reason = _assess(cand, cand.path, min_free_bytes, table, host)
+            usable, reason = _assess(kind, cand, cand.path, min_free_bytes, table, host)
         if usable is None:
             _reject(kind, cand, reason, rejected)
             space_only = space_only and reason.startswith("only ")
@@ -306,8 +436,20 @@ def _reject(kind: str, cand: _Candidate, why: str, rejected: list[tuple[Path, st
 
 
 def _assess(
-    cand: _Candidate, path: Path, min_free_bytes: int, table: tuple[Mount, ...], host: Platform
+    kind: str,
+    cand: _Candidate,
+    path: Path,
+    min_free_bytes: int,
+    table: tuple[Mount, ...],
+    host: Platform,
 ) -> tuple[_Usable | None, str]:
+    # The local tier's SQLite index (WAL mode) and its file locks need a local file system.
+    # Decided before anything is written: on a bucket volume a probe file is an upload.
+    volume = _unlockable(path, table, host) if kind == "data" else None
+    if volume is not None and not cand.explicit:
+        return None, f"it is on {volume.why}; the local tier needs a local disk"
+    if volume is not None and volume.kind == "hf-mount":
+        raise _refused(path, cand, volume, None)
     reason = None
     if cand.shared and os.path.lexists(path):
         reason = _ensure_private(path)  # before writing a byte into someone else's folder
@@ -317,6 +459,16 @@ def _assess(
         reason = _ensure_private(path)  # it may have been made by someone else meanwhile
     if reason is not None:
         return None, reason
+    if volume is not None:
+        problem = probe_locking(path)
+        if problem is not None:
+            raise _refused(path, cand, volume, problem)
+        log.warning(
+            "cargohold: using %s for the local tier as you set it, on %s; file locks held "
+            "between processes here, but let no other machine use this directory",
+            path,
+            volume.why,
+        )
     try:
         free = shutil.disk_usage(path).free
     except OSError as exc:
@@ -324,6 +476,35 @@ def _assess(
     if free < min_free_bytes:
         return None, f"only {free} bytes free, below the floor of {min_free_bytes}"
     return _Usable(cand, path, _ram_backed(path, table, host), free), ""
+
+
+def _unlockable(path: Path, table: tuple[Mount, ...], host: Platform) -> Volume | None:
+    """The volume holding ``path`` if file locks and fsync cannot be trusted there."""
+    mount = mount_for(path, table)
+    if mount is None:
+        return None
+    volume = volume_of(mount, host.name)
+    return None if volume.lockable else volume
+
+
+# The fix for a local tier on a bucket volume (hf-mount): the two tiers where they belong.
+_BUCKET_VOLUME_FIX = (
+    "keep the local tier on the container's own disk (unset CARGOHOLD_DATA_DIR, or point it "
+    "at a local directory) and use the bucket as the remote: "
+    "CARGOHOLD_REMOTE=hf-bucket://OWNER/NAME"
+)
+_SHARED_FS_FIX = (
+    "point CARGOHOLD_DATA_DIR at a local disk (or unset it), and keep what must be shared "
+    "in the remote: a bucket (s3://...) or this volume as a file:// remote"
+)
+
+
+def _refused(path: Path, cand: _Candidate, volume: Volume, problem: str | None) -> ConfigError:
+    found = f"; a probe found that {problem}" if problem else ""
+    return ConfigError(
+        f"{path} ({cand.source}) cannot hold the local tier: it is on {volume.why}{found}",
+        hint=_BUCKET_VOLUME_FIX if volume.kind == "hf-mount" else _SHARED_FS_FIX,
+    )
 
 
 def _ensure_private(path: Path) -> str | None:

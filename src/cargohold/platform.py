@@ -3,8 +3,10 @@
 :func:`detect` reads the host's environment variables (and two marker files that container
 runtimes leave) and returns a :class:`Platform`: the host's name with the evidence for it,
 the signal it stops a container with and how long it waits before ``SIGKILL``, the
-persistent mounts it reveals, the directories it documents as writable, and warnings about
-what it will do to unsynced data. :func:`default_shutdown_grace` turns that into the budget
+persistent mounts it reveals, the volumes it has (with whether file locks and ``fsync`` can
+be trusted on each: not on network file systems, FUSE mounts, or the Hugging Face bucket
+volumes hf-mount attaches to Spaces), the directories it documents as writable, and
+warnings about what it will do to unsynced data. :func:`default_shutdown_grace` turns that into the budget
 the shutdown flush may spend.
 
 Nothing is read at import: every call looks at the environment as it is then. This module
@@ -14,6 +16,7 @@ imports only :mod:`cargohold.config`; :mod:`cargohold.paths` builds on it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -28,13 +31,17 @@ from typing import Literal
 from .config import parse_duration
 
 __all__ = [
+    "FsKind",
     "HostName",
     "Mount",
     "Platform",
+    "Volume",
     "default_shutdown_grace",
     "detect",
     "mount_for",
+    "parse_mounts",
     "read_mounts",
+    "volume_of",
 ]
 
 log = logging.getLogger("cargohold.platform")
@@ -52,6 +59,12 @@ HostName = Literal[
     "docker",
     "local",
 ]
+
+#: What a mount is, as a home for app data: a ``disk`` (block device, overlay), ``memory``
+#: (tmpfs, ramfs), a ``network`` file system (NFS, SMB, Ceph, ...), a ``fuse`` mount (a
+#: user-space file system: gcsfuse, s3fs, virtiofs, ...) or ``hf-mount`` (a Hugging Face
+#: bucket or repo mounted by hf-mount, as Spaces attach their volumes).
+FsKind = Literal["disk", "memory", "network", "fuse", "hf-mount"]
 
 # The flush may spend this share of the host's grace period; the rest is left for the app's
 # own shutdown (closing servers, its handlers) and for the process to exit before SIGKILL.
@@ -77,6 +90,27 @@ class Mount:
 
 
 @dataclass(frozen=True, slots=True)
+class Volume:
+    """A writable mount that may hold app data, and whether it can hold a database.
+
+    ``persistent``: it survives a restart or redeploy of the container.
+    ``lockable``: a file lock taken by one process holds off the others that may open the
+    same files, and ``fsync`` returning means the bytes are kept. True only on a local disk
+    or memory; False on network and FUSE file systems, where locks may hold only on this
+    machine (while other machines mount the same files) and ``fsync`` may return before the
+    bytes reach the server. ``why`` says which, for a volume that is not lockable.
+    """
+
+    path: Path
+    fstype: str
+    source: str
+    kind: FsKind
+    persistent: bool
+    lockable: bool
+    why: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Platform:
     """What :func:`detect` found. Immutable; every sequence is a tuple.
 
@@ -94,6 +128,8 @@ class Platform:
     writable_dirs: tuple[Path, ...]
     memory_disk: bool
     warnings: tuple[str, ...]
+    #: Every writable volume found (persistent or not), with what it can be trusted with.
+    volumes: tuple[Volume, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +251,21 @@ _SYSTEM_PREFIXES = tuple(
 # Files the runtime bind-mounts from the node's own disk into each container.
 _RUNTIME_FILES = frozenset(Path(p) for p in ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf"))
 
+# File systems whose files live on a server other machines reach too: a lock may hold only
+# on this machine, and fsync's promise is the server's.
+_NETWORK_FSTYPES = frozenset(
+    {
+        "nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "lustre", "gpfs", "9p",
+        "afs", "beegfs", "wekafs", "orangefs",
+    }
+)  # fmt: skip
+# hf-mount names its FUSE mounts "hf-mount" (fuser's FSName; fstype "fuse", no subtype) and
+# mounts its NFS server from loopback with "nolock" (the kernel then keeps locks local and
+# shows local_lock=all): see docs/huggingface.md, "Bucket volumes on Spaces".
+_HF_MOUNT_SOURCE = "hf-mount"
+_LOOPBACK_SOURCES = ("127.0.0.1:", "localhost:", "[::1]:")
+_LOCAL_LOCKS = frozenset({"nolock", "local_lock=all"})
+
 
 def detect(
     env: Mapping[str, str] | None = None,
@@ -236,7 +287,9 @@ def detect(
     table = read_mounts(mounts)
     persistent = _persistent_mounts(host.name, environ, table)
     memory_disk = host.name == "cloud-run"
+    volumes = _volumes(host.name, table, persistent)
     warnings += _host_warnings(host.name, grace, persistent)
+    warnings += _volume_warnings(volumes)
     found = Platform(
         name=host.name,
         evidence=evidence,
@@ -246,6 +299,7 @@ def detect(
         writable_dirs=_writable_dirs(host.name, persistent),
         memory_disk=memory_disk,
         warnings=tuple(warnings),
+        volumes=volumes,
     )
     log.debug("cargohold: host %s (%s)", found.name, "; ".join(found.evidence))
     return found
@@ -266,11 +320,18 @@ def default_shutdown_grace(host: Platform | None = None) -> float:
 
 
 def read_mounts(path: str | os.PathLike[str] = "/proc/mounts") -> tuple[Mount, ...]:
-    """The mount table at ``path`` in order; empty where there is none (macOS, Windows)."""
+    """The mount table in the file at ``path`` (:func:`parse_mounts`); empty where there is
+    none (macOS, Windows)."""
     try:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return ()
+    return parse_mounts(text)
+
+
+def parse_mounts(text: str) -> tuple[Mount, ...]:
+    """The mounts in ``text``, in ``/proc/mounts`` format, in order; malformed lines are
+    skipped. Paths are unescaped (the kernel writes a space as ``\\040``)."""
     table: list[Mount] = []
     for line in text.splitlines():
         fields = line.split()
@@ -279,6 +340,25 @@ def read_mounts(path: str | os.PathLike[str] = "/proc/mounts") -> tuple[Mount, .
         device, point, fstype, options = (_unescape(f) for f in fields[:4])
         table.append(Mount(device, Path(point), fstype, frozenset(options.split(","))))
     return tuple(table)
+
+
+def volume_of(mount: Mount, host: HostName = "local", *, persistent: bool = False) -> Volume:
+    """What ``mount`` is as a home for app data on ``host``, and whether a database can live
+    there (:attr:`Volume.lockable`). Decided from the mount line alone: nothing is touched.
+
+    On a Hugging Face Space every FUSE or NFS mount is taken for a bucket volume, since
+    Spaces attach volumes through hf-mount and reveal them by no variable.
+    """
+    kind, why = _kind(mount, host)
+    return Volume(
+        path=mount.point,
+        fstype=mount.fstype,
+        source=mount.device,
+        kind=kind,
+        persistent=persistent,
+        lockable=kind in ("disk", "memory"),
+        why=why,
+    )
 
 
 def mount_for(path: str | os.PathLike[str], mounts: tuple[Mount, ...]) -> Mount | None:
@@ -292,6 +372,39 @@ def mount_for(path: str | os.PathLike[str], mounts: tuple[Mount, ...]) -> Mount 
         ):
             best = mount
     return best
+
+
+def _kind(mount: Mount, host: HostName) -> tuple[FsKind, str]:
+    fstype, source = mount.fstype, mount.device
+    fuse = fstype in ("fuse", "fuseblk", "virtiofs") or fstype.startswith("fuse.")
+    loopback_nfs = (
+        fstype in ("nfs", "nfs4")
+        and source.startswith(_LOOPBACK_SOURCES)
+        and bool(mount.options & _LOCAL_LOCKS)
+    )
+    hf_fuse = fuse and (source == _HF_MOUNT_SOURCE or fstype == "fuse.hf-mount")
+    on_space = host == "huggingface-spaces" and (fuse or fstype in ("nfs", "nfs4"))
+    if hf_fuse or loopback_nfs or on_space:
+        how = "FUSE" if fuse else "NFS"
+        return "hf-mount", (
+            f"a Hugging Face bucket mounted by hf-mount ({how}): it has no file locking "
+            "beyond this container, fsync returns before the Hub has the bytes (they upload "
+            "on close or after a debounce), reads can be seconds stale, and the last writer "
+            "wins; SQLite there fails with 'database is locked' or corrupts"
+        )
+    if mount.ram_backed:
+        return "memory", ""
+    if fstype in _NETWORK_FSTYPES or fstype.startswith("nfs"):
+        return "network", (
+            f"a network file system ({fstype}): file locks and fsync are only as good as "
+            "its server and mount options, and other machines may open the same files"
+        )
+    if fuse:
+        return "fuse", (
+            f"a FUSE file system ({fstype}): a user-space program decides what file locks "
+            "and fsync mean, and object-store mounts keep neither promise"
+        )
+    return "disk", ""
 
 
 def _unescape(field: str) -> str:
@@ -344,7 +457,8 @@ def _persistent_mounts(
     if name == "railway" and volume:
         found.append(Path(volume))
     if name == "huggingface-spaces":
-        # Spaces' persistent storage is mounted at /data, whatever its file system.
+        # Spaces mount persistent storage at /data, whatever its file system: the former
+        # persistent disk, and now usually a bucket volume (see volume_of: not lockable).
         found += [m.point for m in table if m.point == Path("/data") and not m.ram_backed]
     # On Kubernetes a mount from the node's own disk (the one /etc/hosts comes from) is an
     # emptyDir or hostPath: a rescheduled pod loses it. Under plain Docker the same kind of
@@ -356,6 +470,36 @@ def _persistent_mounts(
     )
     found += [m.point for m in table if _is_volume(m) and m.device not in node_disks]
     return tuple(dict.fromkeys(found))
+
+
+def _volumes(
+    name: HostName, table: tuple[Mount, ...], persistent: tuple[Path, ...]
+) -> tuple[Volume, ...]:
+    """Each writable volume in the table (the last mount at a point hides the others), then
+    each persistent path the environment names that the table does not show."""
+    by_point = {m.point: m for m in table if _is_volume(m)}
+    found = [
+        volume_of(m, name, persistent=m.point in persistent or name == "local")
+        for m in by_point.values()
+    ]
+    for path in persistent:
+        if path not in by_point:
+            below = mount_for(path, table)  # what holds it decides what it can be trusted with
+            found.append(
+                Volume(path, "", "", "disk", True, True)
+                if below is None
+                else dataclasses.replace(volume_of(below, name, persistent=True), path=path)
+            )
+    return tuple(found)
+
+
+def _volume_warnings(volumes: tuple[Volume, ...]) -> list[str]:
+    return [
+        f"{v.path} is {v.why}: keep SQLite databases and cargohold's local tier on the "
+        "container's own disk, and use the bucket as the remote (hf-bucket://OWNER/NAME)"
+        for v in volumes
+        if v.kind == "hf-mount"
+    ]
 
 
 def _is_volume(mount: Mount) -> bool:
