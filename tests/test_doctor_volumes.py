@@ -19,6 +19,7 @@ import pytest
 
 from cargohold import Settings
 from cargohold._volume_scan import database_url_path, sqlite_files
+from cargohold.cli import doctor_text
 from cargohold.doctor import DoctorReport, Problem, diagnose
 from testsupport.hosts import clear_host
 
@@ -91,6 +92,8 @@ def test_a_sqlite_database_on_a_spaces_bucket_is_an_error_with_the_fix(box: Box)
     assert "container's own disk" in problem.fix
     assert "hf-bucket://OWNER/NAME" in problem.fix
     assert not report.ok
+    text = doctor_text(report)  # what `cargohold doctor` prints
+    assert f"volume {box.bucket} (fuse, hf-mount; persistent, NO LOCKS:" in text
 
 
 def test_a_hold_data_directory_on_the_bucket_is_named_once(box: Box) -> None:

@@ -431,9 +431,12 @@ def doctor_text(report: DoctorReport) -> str:
         f"  stops with {host['shutdown_signal']}, {host['grace_seconds']:g} s before SIGKILL; "
         f"persistent mounts: {', '.join(host['persistent_mounts']) or 'none'}; "
         f"disk in memory: {'yes' if host['memory_disk'] else 'no'}",
-        "",
-        "directories:",
     ]
+    for v in host.get("volumes", []):
+        traits = ["persistent" if v["persistent"] else "not persistent"]
+        traits.append("locks hold" if v["lockable"] else f"NO LOCKS: {v['why']}")
+        lines.append(f"  volume {v['path']} ({v['fstype']}, {v['kind']}; {', '.join(traits)})")
+    lines += ["", "directories:"]
     for d in report.directories:
         if d.chosen is None:
             lines.append(f"  {d.kind:<6} NONE USABLE: {d.error}")
