@@ -122,6 +122,37 @@ def test_memo_commands(tmp_path: Path) -> None:
     assert json.loads(removed.stdout) == {"removed": 1}
 
 
+def test_memo_rm_and_export_take_the_only_version_and_never_guess(tmp_path: Path) -> None:
+    """Without --version, rm and export act on the namespace's only version (not on a
+    fixed "1" the app may never have used); with several they refuse and name them."""
+    env = {
+        "CARGOHOLD_DATA_DIR": str(tmp_path / "data"),
+        "CARGOHOLD_REMOTE": (tmp_path / "remote").as_uri(),
+    }
+    code = (
+        "import sys, cargohold\n"
+        "with cargohold.open(signal_handlers=False) as h:\n"
+        "    for v in sys.argv[1:]:\n"
+        "        h.memo('sora', version=v).get_or_create({'p': 'cat'}, lambda i, w: b'x')\n"
+    )
+    subprocess.run([sys.executable, "-c", code, "v2"], env={**os.environ, **env}, check=True)
+    out = run("memo", "export", "sora", "--to", str(tmp_path / "seed"), "--json", env=env)
+    assert json.loads(out.stdout)["exported"] == 1
+    assert [p.name for p in (tmp_path / "seed" / "sora").iterdir()] == ["v2"]
+    subprocess.run([sys.executable, "-c", code, "v3"], env={**os.environ, **env}, check=True)
+    refused = run("memo", "rm", "sora", "--all", env=env)
+    assert refused.returncode != 0
+    assert "versions v2, v3" in refused.stderr
+    assert "--version" in refused.stderr
+    stats = json.loads(run("memo", "stats", "--json", env=env).stdout)
+    assert [(s["version"], s["entries"]) for s in stats] == [("v2", 1), ("v3", 1)]
+    missing = run("memo", "rm", "nope", "--all", env=env)
+    assert missing.returncode != 0
+    assert "'nope' has no entries" in missing.stderr
+    removed = run("memo", "rm", "sora", "-v", "v3", "--all", "--json", env=env)
+    assert json.loads(removed.stdout) == {"removed": 1}
+
+
 def _simulated_host(tmp_path: Path, **extra: str) -> dict[str, str]:
     """A clean environment: no host's variables, no CARGOHOLD_* but ``extra``."""
     env = {

@@ -273,7 +273,33 @@ def _memo_hold() -> Hold:
     return cargohold_open(signal_handlers=False)
 
 
-_VersionOption = Annotated[str, typer.Option("--version", "-v", help="The namespace's version.")]
+_VersionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--version", "-v", help="The namespace's version (default: its only one, if it has one)."
+    ),
+]
+
+
+def _one_version(hold: Hold, namespace: str, version: str | None) -> str:
+    """The version a command that changes or exports entries acts on: the one given, else
+    the namespace's only version. Never a guess: with several, the user says which."""
+    if version is not None:
+        return version
+    versions = [ver for ns, ver in memo_namespaces(hold) if ns == namespace]
+    if len(versions) == 1:
+        return versions[0]
+    if not versions:
+        raise errors.NotFoundError(
+            f"memo namespace {namespace!r} has no entries",
+            hint="`cargohold memo stats` lists the namespaces and their versions",
+        )
+    raise errors.InvalidInput(
+        f"memo namespace {namespace!r} has versions {', '.join(versions)}",
+        hint="say which with --version",
+    )
+
+
 _WhereOption = Annotated[
     list[str], typer.Option("--where", "-w", help="NAME=VALUE an input or field must equal.")
 ]
@@ -363,13 +389,14 @@ def _stats_json(stats: MemoStats) -> dict[str, object]:
 def memo_export(
     namespace: str,
     to: Annotated[Path, typer.Option("--to", help="The seed folder, e.g. data/seed.")],
-    version: _VersionOption = "1",
+    version: _VersionOption = None,
     where: _WhereOption = [],  # noqa: B006
     as_json: _JsonOption = False,
 ) -> None:
     """Write chosen entries into a seed folder, ready to commit with the app."""
     with _memo_hold() as hold:
-        count = hold.memo(namespace, version=version).export(to, _where(where))
+        chosen = _one_version(hold, namespace, version)
+        count = hold.memo(namespace, version=chosen).export(to, _where(where))
     if as_json:
         typer.echo(json.dumps({"exported": count, "to": str(to)}))
     else:
@@ -379,7 +406,7 @@ def memo_export(
 @memo_app.command("rm")
 def memo_rm(
     namespace: str,
-    version: _VersionOption = "1",
+    version: _VersionOption = None,
     where: _WhereOption = [],  # noqa: B006
     every: Annotated[
         bool, typer.Option("--all", help="Remove every entry of the version.")
@@ -390,7 +417,7 @@ def memo_rm(
     if not where and not every:
         raise errors.InvalidInput("say which entries: --where NAME=VALUE, or --all")
     with _memo_hold() as hold:
-        memo = hold.memo(namespace, version=version)
+        memo = hold.memo(namespace, version=_one_version(hold, namespace, version))
         entries = memo.entries(_where(where))
         for entry in entries:
             memo.delete(entry.inputs)
