@@ -226,8 +226,7 @@ def sync(
                         break
                     if deadline is not None and time.monotonic() > deadline:
                         hold.flush(0)  # raises TimedOut with what is left
-                    hold.syncer.wake()
-                    hold.syncer.wait_progress(0.5)
+                    hold.wait_for_sync(0.5)
             hold.flush(timeout)
         seconds = time.monotonic() - started
     if as_json:
