@@ -24,7 +24,7 @@ from .errors import (
     TimedOut,
 )
 from .fetch import FetchProgress
-from .hold import Hold, HoldStatus, HydrateReport, Progress, open
+from .hold import Hold, HoldStatus, HydrateReport, Progress, SyncActivity, open
 from .local import Refusal
 from .memo import Memo, MemoEntry, MemoFile, MemoProgress, MemoResult, MemoStats
 from .persist import PersistedDir
@@ -65,6 +65,7 @@ __all__ = [
     "Scratch",
     "Settings",
     "StorageFull",
+    "SyncActivity",
     "TimedOut",
     "__version__",
     "diagnose",

@@ -1,5 +1,6 @@
 """The `cargohold` commands that work on a Hold: stats, ls, get, put, rm, sync, restore,
-bench, serve, catalog rebuild. Registered on the app in :mod:`cargohold.cli`."""
+bench, serve, catalog rebuild. Registered on the app of :mod:`cargohold._cli_app` when
+:mod:`cargohold.cli` imports this module."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from . import errors
-from .cli import app, console, err_console
+from ._cli_app import app, console, err_console
 from .hold import Hold
 from .hold import open as open_hold
 
@@ -225,8 +226,7 @@ def sync(
                         break
                     if deadline is not None and time.monotonic() > deadline:
                         hold.flush(0)  # raises TimedOut with what is left
-                    hold.syncer.wake()
-                    hold.syncer.wait_progress(0.5)
+                    hold.wait_for_sync(0.5)
             hold.flush(timeout)
         seconds = time.monotonic() - started
     if as_json:

@@ -8,22 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
 from . import errors
-from ._version import __version__
+from ._cli_app import app, console, err_console, options
 from .config import Settings, parse_duration
 from .doctor import DoctorReport, diagnose
 from .fetch import FetchProgress
@@ -57,38 +55,6 @@ EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (PermissionError, 6),
     (OSError, 1),
 ]
-
-app = typer.Typer(
-    name="cargohold",
-    help="Storage for apps on ephemeral hosts: fast like a local disk, durable like a bucket.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-_state: dict[str, Any] = {"debug": False}
-console = Console()
-err_console = Console(stderr=True)
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"cargohold {__version__}")
-        raise typer.Exit
-
-
-@app.callback()
-def _root(
-    version: Annotated[
-        bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
-    ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
-) -> None:
-    _state["debug"] = debug
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
 
 
 def default_remote_url(settings: Settings) -> tuple[str, bool]:
@@ -643,7 +609,7 @@ def main() -> None:
         app()  # usage errors and --help are handled (and exit) inside
     except (errors.CargoholdError, OSError) as exc:
         # OSError too: a path the user gave that cannot be written is their input, not a bug.
-        if _state["debug"]:
+        if options["debug"]:
             raise
         err_console.print(f"[red]error:[/] {_one_line(exc)}", highlight=False, soft_wrap=True)
         sys.exit(exit_code(exc))
@@ -664,5 +630,5 @@ def exit_code(exc: BaseException) -> int:
 
 
 # The Hold commands live in their own module to keep this one readable; importing it
-# registers them on `app`.
+# registers them on `app` (last, so `--help` lists this module's commands first).
 from . import _cli_hold  # noqa: E402,F401

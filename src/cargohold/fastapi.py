@@ -48,6 +48,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
     ) from exc
 
 from .hold import Hold
+from .hold import open as open_hold_from_settings
 
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
@@ -81,9 +82,7 @@ def lifespan(
         if isinstance(hold, Hold):
             opened, owned = hold, False
         elif hold is None:
-            import cargohold
-
-            opened, owned = cargohold.open(**settings), True
+            opened, owned = open_hold_from_settings(**settings), True
         else:
             opened, owned = hold(), True
         routes: list[Any] = []

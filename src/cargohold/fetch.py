@@ -54,7 +54,6 @@ import urllib.parse
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -77,6 +76,7 @@ from .errors import (
     TimedOut,
     from_os_error,
 )
+from .hold import provide
 from .keys import normalize_key
 from .remotes import ObjectInfo
 from .remotes._base import MAX_METADATA_BYTES, check_content_type
@@ -214,6 +214,7 @@ class _State:
         self._client_pid = 0
         self._client_lock = threading.Lock()
         self._closed = False
+        _all_states.add(self)  # reset in a forked child
 
     def client(self, hold: Hold) -> httpx.Client:
         """The Hold's HTTP client (a keep-alive connection pool), made on first use.
@@ -278,21 +279,10 @@ def _reset_in_child() -> None:
 at_fork(_reset_in_child)
 
 
-_states_guard = threading.Lock()
-
-
 def _state(hold: Hold) -> _State:
-    # Kept on the Hold itself: a dictionary keyed by Hold (weakly) cost a repeated fetch
-    # a sixth of its time.
-    state: _State | None = hold._fetch_state
-    if state is not None:
-        return state
-    with _states_guard:
-        if hold._fetch_state is None:
-            hold._fetch_state = _State()
-            _all_states.add(hold._fetch_state)
-            hold._closers.append(hold._fetch_state.close)
-        return hold._fetch_state  # type: ignore[no-any-return]
+    # Kept on the Hold itself (closed with it): a dictionary keyed by Hold (weakly) cost
+    # a repeated fetch a sixth of its time.
+    return hold.extension(_State)
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,7 +329,7 @@ def fetch(
     except OSError as exc:  # the local disk: read-only, full, not ours
         raise from_os_error(
             exc,
-            f"keep the download of {redact_url(str(url))} in {hold.local.root}",
+            f"keep the download of {redact_url(str(url))} in {hold.local_dir}",
             fix="free space in the data directory, or set CARGOHOLD_DATA_DIR to a writable "
             "directory on a disk with room",
         ) from exc
@@ -463,7 +453,7 @@ def _still_hot(
     hot = state.hot.get(url)
     if hot is None:
         return None
-    stamp = hold.local.change_stamp()  # read before the check it stands for
+    stamp = hold.local_only.change_stamp()  # read before the check it stands for
     if stamp is None or stamp != hot.stamp or time.monotonic() > hot.until:
         # The index changed (or the copy is old): look at the file itself. No lock is
         # needed otherwise, as the descriptor is not touched.
@@ -500,7 +490,7 @@ def _unlinked(fd: int) -> bool:
 
 
 def _remember(hold: Hold, state: _State, url: str, copy: _Copy) -> None:
-    stamp = hold.local.change_stamp()  # before the open that shows the file is there
+    stamp = hold.local_only.change_stamp()  # before the open that shows the file is there
     try:
         fd = os.open(copy.path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -521,7 +511,7 @@ def _remember(hold: Hold, state: _State, url: str, copy: _Copy) -> None:
 def _local_copy(hold: Hold, request: _Request) -> _Copy | None:
     """The copy this data directory holds, if its record and its bytes agree. Only the
     local tier is read: a miss costs no remote request."""
-    local = hold.local
+    local = hold.local_only
     entry = local.entry(request.record_key)
     if entry is None or entry.deleted:
         return None
@@ -558,7 +548,7 @@ def _file_lock(hold: Hold, request: _Request) -> Iterator[None]:
     after taking the lock it checks that the path still names the file it locked, and
     starts over if not, so two processes never both hold the lock of one URL.
     """
-    folder = hold.local.root / "fetch-locks"
+    folder = hold.local_dir / "fetch-locks"
     folder.mkdir(exist_ok=True)
     path = folder / f"{request.id}.lock"
     started = last_log = time.monotonic()
@@ -616,7 +606,7 @@ class _Fetch:
         self.found = found
         self.settings = hold.settings
         self.share = hold.settings.fetch_to_remote
-        self.partial = hold.local.root / "fetch-partial" / f"{request.id}.part"
+        self.partial = hold.local_dir / "fetch-partial" / f"{request.id}.part"
         self.partial_meta = self.partial.with_name(f"{request.id}.part.json")
 
     def run(self) -> _Copy:
@@ -783,7 +773,7 @@ class _Fetch:
             with contextlib.suppress(FileNotFoundError):
                 self.partial_meta.unlink()
         self._store_record(record)
-        path = self.hold.local.path(request.blob_key)
+        path = self.hold.local_only.path(request.blob_key)
         if path is None:
             raise StorageFull(
                 f"{request.shown} ({record.size} bytes) was evicted from the local tier as "
@@ -816,28 +806,20 @@ class _Fetch:
     ) -> None:
         """Store a copy in the local tier only (``fetch_to_remote`` off): a clean entry the
         syncer never sends, evicted like any other when the tier is full."""
-        local = self.hold.local
+        local = self.hold.local_only
         current = local.entry(key)
         if current is not None and current.pending:
             # A write of this key made with fetch_to_remote on, not yet synced: replace it
             # the ordinary way, or it would reach the remote stale.
             self.hold.put(key, data, metadata=metadata, content_type=content_type)
             return
-        staged = local.stage_file(key, data) if isinstance(data, Path) else local.stage(key, data)
-        size = staged.size
-        info = ObjectInfo(
-            key=key,
-            size=size,
+        local.keep(
+            key,
+            data,
             etag=f"fetched-{hashlib.sha256(key.encode()).hexdigest()[:16]}-{time.time_ns()}",
-            last_modified=datetime.now(UTC),
             metadata=metadata,
             content_type=content_type,
         )
-        local.commit_clean(staged, info)
-        # The same bound as the Hold's own writes: evict to 90% once past local_max_bytes.
-        limit = self.settings.local_max_bytes
-        if local.estimate().local_bytes > limit:
-            local.evict(int(limit * 0.9))
 
 
 def _blob_metadata(record: _Record) -> dict[str, str]:
@@ -1090,8 +1072,8 @@ def remove_stale_partials(hold: Hold, *, older_than: float = 24 * 3600.0) -> int
     """Remove partial downloads untouched for ``older_than`` seconds (left by downloads that
     were cut off and never asked for again), with their notes. Returns how many. Also
     removes the lock files of fetches whose process was killed (no one holds them)."""
-    _remove_idle_locks(hold.local.root / "fetch-locks")
-    folder = hold.local.root / "fetch-partial"
+    _remove_idle_locks(hold.local_dir / "fetch-locks")
+    folder = hold.local_dir / "fetch-partial"
     cutoff = time.time() - older_than
     removed = 0
     for partial in folder.glob("*.part") if folder.is_dir() else ():
@@ -1121,3 +1103,6 @@ def _remove_idle_locks(folder: Path) -> None:
             pass  # a fetch under way
         finally:
             os.close(fd)
+
+
+provide("fetch", fetch)  # what Hold.fetch calls

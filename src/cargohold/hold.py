@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import functools
 import logging
 import math
 import queue
@@ -21,11 +20,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol, Self, TypeVar, cast
 
 from . import _fork, _shutdown
 from ._fork import on_fork
 from ._keylocks import KeyedLocks
+from ._local_only import LocalOnly
 from ._logging import apply_log_level
 from ._ranged import RangedRemoteFile
 from .config import Settings
@@ -53,16 +53,67 @@ if TYPE_CHECKING:
     from .catalog import Catalog, Change
     from .fetch import FetchProgress
     from .memo import Memo, Strings
+    from .persist import PersistedDir
     from .scratch import Scratch
 
 __all__ = ["Hold", "HoldStatus", "HydrateReport", "Progress", "open"]
 
 _T = TypeVar("_T")
+_E = TypeVar("_E")
 
 log = logging.getLogger("cargohold")
 _embedded_warned = False
 #: Most keys whose "served unchecked" warning a Hold remembers (see Hold._warn_stale).
 STALE_WARNED_MAX = 256
+
+#: The conveniences of :class:`Hold` that a feature module provides (see :func:`provide`).
+Feature = Literal["fetch", "memo", "memoize", "persist_dir", "scratch"]
+#: Filled by the feature modules as they are imported (``cargohold/__init__.py`` imports
+#: them all): the features are built on the Hold, so this module never imports them.
+_features: dict[str, Callable[..., Any]] = {}
+
+
+def provide(feature: Feature, entry: Callable[..., Any]) -> None:
+    """Make ``entry`` what the Hold's ``feature`` convenience calls, as ``entry(hold,
+    *args, **options)`` once the Hold is checked open (``hold.memo(...)`` calls the
+    ``memo`` entry). Called by each feature module when it is imported; the last call
+    for a feature wins."""
+    _features[feature] = entry
+
+
+def _feature(feature: Feature) -> Callable[..., Any]:
+    entry = _features.get(feature)
+    if entry is None:  # only when this module was loaded without the cargohold package
+        raise ConfigError(
+            f"Hold.{feature}() is provided by a cargohold module that was not imported",
+            hint="import cargohold (it imports every feature)",
+        )
+    return entry
+
+
+class FlushSource(Protocol):
+    """Something whose writes every flush of a Hold includes (see
+    :meth:`Hold.include_in_flush`): ``persist_dir``'s folders."""
+
+    def scan(self) -> object:
+        """Write what changed since the last scan into the Hold."""
+
+    def stop(self) -> object:
+        """Stop for good, with a last scan."""
+
+
+@dataclass(frozen=True, slots=True)
+class SyncActivity:
+    """What this process's syncer has done since the Hold opened (a snapshot; see
+    :meth:`Hold.sync_activity`). Times are Unix seconds."""
+
+    synced_objects: int
+    synced_bytes: int
+    #: Failed sync attempts in all, and the latest of them as (time, message), oldest first.
+    error_count: int
+    errors: tuple[tuple[float, str], ...]
+    #: The latest batches sent, as (time, objects, bytes), oldest first.
+    history: tuple[tuple[float, int, int], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,11 +232,12 @@ class Hold:
         #: notice one without a lookup per read.
         self.deletions = 0
         self.read_throughs = 0  # of which the local tier did not have the object
-        self._persisted: list[Any] = []
-        #: Called by close(), after the syncer stops: features release what they hold
-        #: (the download cache's open files).
-        self._closers: list[Callable[[], None]] = []
-        self._fetch_state: Any = None  # the download cache's per-Hold state (cargohold.fetch)
+        self._persisted: list[FlushSource] = []  # see include_in_flush
+        #: The features' per-Hold state, by its class (see extension).
+        self._extensions: dict[type, object] = {}
+        self._extensions_lock = threading.Lock()
+        #: The local tier seen alone, for features that keep a cache of their own in it.
+        self.local_only = LocalOnly(self.local, max_bytes=settings.local_max_bytes)
         #: What features give up when this Hold stops gracefully (see at_stop).
         self._stop_hooks: dict[object, Callable[[], None]] = {}
         # Re-entrant: the app's own signal handler (handed the signal back on the main
@@ -212,6 +264,7 @@ class Hold:
         """In a child after fork(): locks another parent thread may have held."""
         self._flights = {}
         self._flights_lock = threading.Lock()
+        self._extensions_lock = threading.Lock()
         # The parent's leases are the parent's: the child must not give them up.
         self._stop_hooks = {}
         self._stop_hooks_lock = threading.RLock()
@@ -930,28 +983,23 @@ class Hold:
             drain_bytes_per_s=state.drain_bytes_per_s,
         )
 
+    # -- the features' conveniences (each provided by its module, see provide) --------
+
     def persist_dir(
         self, folder: str | Path, *, prefix: str | None = None, interval: float | None = None
-    ) -> Any:
+    ) -> PersistedDir:
         """Keep ``folder`` in the remote under ``prefix`` (default: the folder's name).
 
         Restores it now (files the remote has and the folder lacks or has older), then
         scans every ``interval`` seconds (the ``persist_interval`` setting) and on
         ``flush()``/``close()``/shutdown, pushing added and changed files (compared by
         content digest) and deleting removed ones. Returns the :class:`PersistedDir`.
+        See :mod:`cargohold.persist`.
         """
-        from .persist import PersistedDir
-
         self._check_open()
-        persisted = PersistedDir(
-            self,
-            Path(folder),
-            prefix=prefix,
-            interval=self.settings.persist_interval if interval is None else interval,
+        return cast(
+            "PersistedDir", _feature("persist_dir")(self, folder, prefix=prefix, interval=interval)
         )
-        self._persisted.append(persisted)
-        persisted.start()
-        return persisted
 
     def fetch(
         self,
@@ -974,8 +1022,11 @@ class Hold:
         origin (credentials, say). See :mod:`cargohold.fetch`.
         """
         self._check_open()
-        return _fetch()(
-            self, url, sha256=sha256, max_age=max_age, progress=progress, headers=headers
+        return cast(
+            Path,
+            _feature("fetch")(
+                self, url, sha256=sha256, max_age=max_age, progress=progress, headers=headers
+            ),
         )
 
     def scratch(self, request_id: str | None = None, *, quota: int | str | None = None) -> Scratch:
@@ -988,12 +1039,8 @@ class Hold:
         ``debug/<date>/<request id>/`` and named on the exception. One structured log
         record per request. See :mod:`cargohold.scratch`.
         """
-        from .scratch import Scratch
-
         self._check_open()
-        return Scratch(self, request_id, quota=quota)
-
-    # -- the generation cache ----------------------------------------------------------
+        return cast("Scratch", _feature("scratch")(self, request_id, quota=quota))
 
     def memo(
         self,
@@ -1018,23 +1065,20 @@ class Hold:
         is refused: return a Path); ``path_grace`` is how many seconds a returned path
         stays valid at least (default 600). See :mod:`cargohold.memo`.
         """
-        from .memo import PATH_GRACE, Memo
-
         self._check_open()
-        return Memo(
-            self,
-            namespace,
-            version=version,
-            ttl=ttl,
-            max_bytes=max_bytes,
-            seed_dir=seed_dir if seed_dir is not None else self.settings.memo_seed_dir,
-            lease_ttl=(
-                self.settings.lease_ttl
-                if lease_ttl is None
-                else self.settings.replace(lease_ttl=lease_ttl).lease_ttl  # range-checked
+        return cast(
+            "Memo",
+            _feature("memo")(
+                self,
+                namespace,
+                version=version,
+                ttl=ttl,
+                max_bytes=max_bytes,
+                seed_dir=seed_dir,
+                lease_ttl=lease_ttl,
+                strings=strings,
+                path_grace=path_grace,
             ),
-            strings=strings,
-            path_grace=PATH_GRACE if path_grace is None else path_grace,
         )
 
     def memoize(
@@ -1045,10 +1089,74 @@ class Hold:
         result (a file result as a local ``Path``). Options as for :meth:`memo`;
         ``namespace`` defaults to the function's qualified name. The function writes its
         files into ``cargohold.memo.workdir()`` and returns their ``Path``."""
-        from .memo import memoize
-
         self._check_open()
-        return memoize(self, namespace, version=version, **options)
+        return cast(
+            "Callable[[Callable[..., _T]], Callable[..., _T]]",
+            _feature("memoize")(self, namespace, version=version, **options),
+        )
+
+    # -- the extension point: what features keep on a Hold ----------------------------
+
+    def extension(self, kind: type[_E]) -> _E:
+        """The one instance of ``kind`` this Hold keeps for a feature (its per-Hold
+        state), made as ``kind()`` on the first call: once, even when threads race.
+
+        When the Hold closes, after its syncer has stopped, each instance that has a
+        ``close()`` method has it called (an exception there is suppressed). A forked
+        child keeps its parent's instances: a feature resets what a child must not share
+        in its own fork hook (see :mod:`cargohold._fork`).
+        """
+        found = self._extensions.get(kind)
+        if found is None:
+            with self._extensions_lock:
+                found = self._extensions.get(kind)
+                if found is None:
+                    found = self._extensions[kind] = kind()
+        return cast(_E, found)
+
+    def include_in_flush(self, source: FlushSource) -> None:
+        """Make ``source``'s writes part of every flush of this Hold: :meth:`flush` and
+        the shutdown flush call ``source.scan()`` first (on the flushing thread, so what
+        it writes is in that flush), and :meth:`close` calls ``source.stop()`` (its last
+        scan) before its own flush. For as long as the Hold is open."""
+        self._check_open()
+        self._persisted.append(source)
+
+    @property
+    def local_dir(self) -> Path:
+        """The local tier's folder (inside the data directory). A feature may keep a
+        folder of its own in it, named for the feature (``memo-files``, ``fetch-partial``):
+        the local tier leaves other names alone, and a file there is on the local tier's
+        file system (see :meth:`LocalOnly.keep <cargohold._local_only.LocalOnly.keep>`)."""
+        return self.local.root
+
+    def sync_activity(self) -> SyncActivity:
+        """What this process's syncer has sent and which errors it met since the Hold
+        opened (all zero in a process that does not sync): a snapshot, for dashboards
+        and metrics. :meth:`status` has the rest."""
+        state = self.syncer.state
+        return SyncActivity(
+            synced_objects=state.synced_objects,
+            synced_bytes=state.synced_bytes,
+            error_count=state.error_count,
+            errors=tuple(state.errors),  # one C call: no thread runs in between
+            history=tuple(state.history),
+        )
+
+    def wait_for_sync(self, timeout: float) -> None:
+        """Wake the syncer and return once it has finished a batch, or after ``timeout``
+        seconds: to show a flush's progress (poll :meth:`status` between calls). Promises
+        nothing about what was sent; :meth:`flush` does."""
+        self._check_open()
+        self.syncer.wake()
+        self.syncer.wait_progress(timeout)
+
+    def sync_paused(self) -> contextlib.AbstractContextManager[None]:
+        """``with hold.sync_paused():`` sends nothing to the remote inside the block: writes
+        are journaled as usual and sent after it. For measuring the local tier alone
+        (``cargohold bench``)."""
+        self._check_open()
+        return self.syncer.paused()
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -1123,9 +1231,11 @@ class Hold:
             if hooks.is_alive():
                 log.warning("cargohold: giving up leases at close did not finish in time")
         self._closed = True
-        for closer in self._closers:
-            with contextlib.suppress(Exception):
-                closer()
+        for extension in builtins.list(self._extensions.values()):
+            closer = getattr(extension, "close", None)
+            if callable(closer):
+                with contextlib.suppress(Exception):
+                    closer()
         if self.catalog is not None:
             self.catalog.close()  # first: its listener thread reads the local tier
         self.local.close()
@@ -1238,15 +1348,6 @@ _EMPTY = object()
 #: Batches' worth of changes that may be pending before any batch to this remote has been
 #: measured (see Hold._over).
 _UNMEASURED_CHANGES = 2
-
-
-@functools.cache
-def _fetch() -> Callable[..., Path]:
-    """:func:`cargohold.fetch.fetch`, imported once on first use (that module imports
-    this one); an import statement per call costs a repeated fetch a third of its time."""
-    from .fetch import fetch
-
-    return fetch
 
 
 def _next_or_none(q: queue.Queue[Any]) -> Any:

@@ -107,6 +107,7 @@ from .errors import (
     TimedOut,
     from_os_error,
 )
+from .hold import provide
 from .keys import normalize_key
 
 if TYPE_CHECKING:
@@ -314,8 +315,14 @@ class Memo:
         seed_dir: str | os.PathLike[str] | None = None,
         lease_ttl: float | None = None,
         strings: Strings = "no-paths",
-        path_grace: float = PATH_GRACE,
+        path_grace: float | None = None,
     ) -> None:
+        """The defaults are resolved here, once: ``lease_ttl`` the Hold's ``lease_ttl``
+        setting (a given one is range-checked as that setting), ``path_grace``
+        :data:`PATH_GRACE`. ``seed_dir`` None means none (:meth:`Hold.memo` passes the
+        ``memo_seed_dir`` setting)."""
+        if path_grace is None:
+            path_grace = PATH_GRACE
         self.hold = hold
         self.namespace = _check_name(namespace, "namespace")
         self.version = _check_name(str(version), "version")
@@ -342,12 +349,12 @@ class Memo:
         self.lease_ttl = (
             hold.settings.lease_ttl
             if lease_ttl is None
-            else hold.settings.replace(lease_ttl=lease_ttl).lease_ttl
+            else hold.settings.replace(lease_ttl=lease_ttl).lease_ttl  # range-checked
         )
         self._locks = KeyedLocks()  # one build per entry in this process; kept while in use
         self._offline = threading.local()  # .active: building while the remote is down
-        self._files_root = hold.local.root / "memo-files"
-        self._work_root = hold.local.root / "memo-work"  # builds' folders (see workdir())
+        self._files_root = hold.local_dir / "memo-files"
+        self._work_root = hold.local_dir / "memo-work"  # builds' folders (see workdir())
         self._header = digest_header(self.namespace, self.version)
         # Entries found recently, kept for HOT_SECONDS: records never change once written,
         # and any delete through this Hold (or, with a catalog, another instance) empties
@@ -1183,7 +1190,7 @@ def collect_garbage(hold: Hold, *, older_than: float = 3600.0) -> int:
     try:
         return _collect_garbage(hold, older_than)
     finally:
-        _sweep_files(hold.local.root / "memo-files")
+        _sweep_files(hold.local_dir / "memo-files")
 
 
 def _collect_garbage(hold: Hold, older_than: float) -> int:
@@ -1347,3 +1354,20 @@ def namespaces(hold: Hold) -> list[tuple[str, str]]:
         if len(parts) == 5 and parts[1] != "blobs" and info.key.endswith(".json"):
             found.add((parts[1], parts[2]))
     return sorted(found)
+
+
+def _hold_memo(
+    hold: Hold, namespace: str, *, seed_dir: str | os.PathLike[str] | None = None, **options: Any
+) -> Memo:
+    """The behaviour behind :meth:`Hold.memo`: a :class:`Memo` whose seed folder defaults
+    to the ``memo_seed_dir`` setting (one made directly, to list entries, has none)."""
+    return Memo(
+        hold,
+        namespace,
+        seed_dir=seed_dir if seed_dir is not None else hold.settings.memo_seed_dir,
+        **options,
+    )
+
+
+provide("memo", _hold_memo)
+provide("memoize", memoize)

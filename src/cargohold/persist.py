@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import CargoholdError, InvalidKey, from_os_error
+from .hold import provide
 from .keys import normalize_key, normalize_prefix
 
 if TYPE_CHECKING:
     from .hold import Hold
 
-__all__ = ["PersistedDir", "ScanReport"]
+__all__ = ["PersistedDir", "ScanReport", "persist_dir"]
 
 log = logging.getLogger("cargohold.persist")
 
@@ -225,3 +226,22 @@ class PersistedDir:
                 if not any(fnmatch.fnmatch(name, pattern) for pattern in self.ignore):
                     found.append(Path(root) / name)
         return found
+
+
+def persist_dir(
+    hold: Hold, folder: str | Path, *, prefix: str | None = None, interval: float | None = None
+) -> PersistedDir:
+    """The behaviour behind :meth:`Hold.persist_dir`: restore ``folder`` now, then keep it
+    in the remote, with its scans part of every flush of ``hold``."""
+    persisted = PersistedDir(
+        hold,
+        Path(folder),
+        prefix=prefix,
+        interval=hold.settings.persist_interval if interval is None else interval,
+    )
+    hold.include_in_flush(persisted)
+    persisted.start()
+    return persisted
+
+
+provide("persist_dir", persist_dir)

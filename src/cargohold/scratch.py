@@ -71,6 +71,7 @@ from .errors import (
     TimedOut,
     from_os_error,
 )
+from .hold import provide
 from .keys import normalize_key
 from .paths import temp_dir
 
@@ -617,3 +618,6 @@ def collect_bundles(hold: Hold, *, older_than: float | None = None) -> int:
             hold.delete(info.key)
             removed.add("/".join(parts[:3]))
     return len(removed)
+
+
+provide("scratch", Scratch)  # what Hold.scratch calls

@@ -100,7 +100,7 @@ def run_bench(
         data = os.urandom(size)
         keys = [internal_key(f"bench/{run}/{size}/{i}") for i in range(rounds)]
         timings: dict[tuple[str, str], list[float]] = {}
-        with hold.syncer.paused():
+        with hold.sync_paused():
             for key in keys:
                 start = time.perf_counter()
                 hold.put(key, data)
@@ -140,7 +140,7 @@ def run_bench(
         grace_seconds=grace,
     )
     if save:
-        (hold.local.root / "bench.json").write_text(json.dumps(report.to_json(), indent=2))
+        (hold.local_dir / "bench.json").write_text(json.dumps(report.to_json(), indent=2))
     return report
 
 

@@ -56,7 +56,7 @@ log = logging.getLogger("cargohold")
 
 def bench_path(hold: Hold) -> Path:
     """Where ``cargohold bench`` leaves its last results: they describe this machine."""
-    return hold.local.root / "bench.json"
+    return hold.local_dir / "bench.json"
 
 
 #: HTTP status for each kind of error, most specific first.
@@ -720,7 +720,9 @@ def readiness_problems(hold: Hold) -> list[str]:
 
 
 def _first_failure_since(hold: Hold, last_ok: float | None) -> float | None:
-    failures = [when for when, _ in hold.syncer.state.errors if last_ok is None or when > last_ok]
+    failures = [
+        when for when, _ in hold.sync_activity().errors if last_ok is None or when > last_ok
+    ]
     return min(failures) if failures else None
 
 
@@ -750,7 +752,7 @@ class _RemoteSize:
 
 def _stats(hold: Hold, remote_size: _RemoteSize) -> dict[str, Any]:
     status = hold.status()
-    state = hold.syncer.state
+    state = hold.sync_activity()
     now = time.time()
     per_minute: dict[int, list[int]] = {}
     for when, count, size in state.history:

@@ -13,7 +13,7 @@ __all__ = ["metrics_text"]
 def metrics_text(hold: Hold) -> str:
     """The Hold's state in the Prometheus exposition format (version 0.0.4)."""
     status = hold.status()
-    state = hold.syncer.state
+    state = hold.sync_activity()
     reads = max(1, hold.reads)
     samples = [
         (

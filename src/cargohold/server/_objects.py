@@ -269,8 +269,8 @@ class Public:
         self._known = sorted(
             {
                 (hold.remote.url, self.remote),
-                (str(hold.local.root), "<data dir>"),
-                (str(hold.local.root.parent), "<data dir>"),
+                (str(hold.local_dir), "<data dir>"),
+                (str(hold.local_dir.parent), "<data dir>"),
             },
             key=lambda pair: -len(pair[0]),
         )
