@@ -44,6 +44,7 @@ LAYERS: dict[int, set[str]] = {
         "scratch",
         "_redact",
         "doctor",
+        "_volume_scan",
         "fastapi",
         "gradio",
         "speed",
