@@ -323,6 +323,8 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
         response_model=ObjectOut,
         dependencies=[Depends(writer)],
         responses={
+            200: {"model": ObjectOut, "description": "Replaced an existing object."},
+            201: {"model": ObjectOut, "description": "Created the object."},
             **write_responses,
             408: {"model": ErrorOut, "description": "The body stalled (http_idle_timeout)."},
             413: {"model": ErrorOut, "description": "The body is larger than max_upload_bytes."},
@@ -344,7 +346,10 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
         """Store the request body under ``key`` (write-back: returns once the local tier has
         it; with If-Match or If-None-Match: * once the remote has it, which enforces them).
         ``x-cargohold-meta-NAME`` headers become metadata. The body streams into the
-        Hold's own file, stored once, up to ``max_upload_bytes``."""
+        Hold's own file, stored once, up to ``max_upload_bytes``.
+
+        201 when the key did not exist, 200 when an object was replaced (RFC 9110,
+        section 9.3.4); see ``_put_status`` for how that is known."""
         key = normalize_key(key)
         cap = hold.settings.max_upload_bytes
         declared = request.headers.get("content-length", "")
@@ -358,10 +363,11 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
         content_type = request.headers.get("content-type")
         body = BodyReader(request.receive, cap, hold.settings.http_idle_timeout)
 
-        def store() -> ObjectInfo:
+        def store() -> tuple[int, ObjectInfo]:
             mode, expected = _put_condition(hold, key, if_match, if_none_match)
+            status = _put_status(hold, key, mode, expected)
             try:
-                return hold.put(
+                return status, hold.put(
                     key,
                     cast(BinaryIO, body),
                     metadata=metadata,
@@ -373,7 +379,7 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
                 raise _precondition_failed(key, str(exc)) from exc
 
         try:
-            info = await run_in_threadpool(store)
+            status, info = await run_in_threadpool(store)
         except TooLarge:
             return _too_large(cap)
         except BodyStalled as stalled:
@@ -391,7 +397,7 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
             return Response(status_code=400)  # no one hears it
         return JSONResponse(
             _object_out(info).model_dump(mode="json"),
-            status_code=201,
+            status_code=status,
             headers={"etag": f'"{info.etag}"'},
         )
 
@@ -605,6 +611,30 @@ def _put_condition(
     if if_match is None:
         return "overwrite", None
     return "overwrite", _current_match(hold, key, if_match)
+
+
+def _put_status(hold: Hold, key: str, mode: PutMode, if_match: str | None) -> int:
+    """What a PUT that succeeds answers: 201 if it creates ``key``, 200 if it replaces it.
+
+    A conditional PUT knows: create-only succeeds only on a missing key, If-Match only on
+    an existing one (the remote enforces both). An unconditional one asks before it
+    writes (the local tier, else one HEAD to the remote), so a key that existed when the
+    request came answers 200. Two unconditional PUTs racing to create one key may both
+    answer 201 (each found it missing); a delete racing a PUT may turn a 200 into a 201
+    the other way round. When the remote cannot say (unreachable), the answer is 200:
+    a created object called replaced misleads less than the opposite, and the write is
+    stored all the same."""
+    if mode == "create":
+        return 201
+    if if_match is not None:
+        return 200
+    try:
+        hold.head(key, max_age=math.inf)  # a local copy answers without the remote
+    except errors.NotFoundError:
+        return 201
+    except errors.CargoholdError as exc:
+        log.info("cargohold: could not tell whether %r exists (%s): answering 200", key, exc)
+    return 200
 
 
 def _serve(hold: Hold, key: str, request: Request, *, head_only: bool) -> Response:
