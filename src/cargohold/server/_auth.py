@@ -36,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Literal
 
@@ -47,8 +46,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
 
 from .. import errors
-from ..config import PRIVATE_PREFIXES, PUBLIC_MEMO_PREFIX, TOKEN68, Settings
-from ..keys import normalize_key, normalize_prefix
+from ..config import TOKEN68, Settings
+from ..keys import never_public, normalize_key, normalize_prefix
 
 __all__ = [
     "AccessMiddleware",
@@ -120,10 +119,6 @@ _PASSIVE_EXACT = frozenset(
 )
 _PASSIVE_FAMILIES = ("image/", "audio/", "video/", "font/")
 
-#: The memo result files the ``memo/blobs/`` prefix may make public (a namespace named
-#: ``blobs`` keeps its records under that prefix too: those never are).
-_MEMO_BLOB = re.compile(r"memo/blobs/[0-9a-f]{2}/[0-9a-f]{64}")
-
 
 class AuthOut(BaseModel):
     """What ``GET /api/auth`` says: the mode, and what the caller may do."""
@@ -166,15 +161,6 @@ def is_passive_type(content_type: str | None) -> bool:
     if essence.endswith("+xml") or essence.endswith("/xml"):
         return False  # SVG and other XML documents run scripts
     return essence in _PASSIVE_EXACT or essence.startswith(_PASSIVE_FAMILIES)
-
-
-def _is_private_key(key: str) -> bool:
-    """Debug bundles and memo records (anything under ``memo/`` but a result file), in
-    any case (a file remote on a case-insensitive disk finds ``debug/x`` for ``DEBUG/x``)."""
-    key = key.casefold()
-    if key.startswith(PUBLIC_MEMO_PREFIX):
-        return not _MEMO_BLOB.fullmatch(key)
-    return key.startswith(PRIVATE_PREFIXES)
 
 
 def _loopback(host: str) -> bool:
@@ -226,12 +212,12 @@ class Gate:
         return "none", None
 
     def public_key(self, key: str) -> bool:
-        return key.startswith(self.public_prefixes) and not _is_private_key(key)
+        return key.startswith(self.public_prefixes) and not never_public(key)
 
     def public_listing(self, prefix: str) -> bool:
-        return prefix.startswith(self.public_prefixes) and not prefix.casefold().startswith(
-            PRIVATE_PREFIXES
-        )
+        """Listings under ``memo/`` never are public (records of a ``blobs`` namespace
+        live beside the result files)."""
+        return prefix.startswith(self.public_prefixes) and not never_public(prefix, prefix=True)
 
     def allows(self, request: Request, path: str, access: Access) -> bool:
         """Whether ``access`` is enough for this request (writes are judged apart)."""
