@@ -33,7 +33,7 @@ from ..hold import Hold
 from ..keys import normalize_key, normalize_prefix
 from ..memo import list_entries, namespaces
 from ..remotes import ObjectInfo, PutMode
-from ._auth import install_access, request_access
+from ._auth import install_access, request_access, route_path
 from ._auth import require_write as writer
 from ._metrics import metrics_text
 from ._objects import (
@@ -248,7 +248,7 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
         # The router's own errors get the same body as ours. A key with a newline never
         # matches the ``{key:path}`` pattern, so it arrives here as a 404: judge it by the
         # key rules instead, so the client hears what is wrong with it (400).
-        path = str(request.scope["path"]).removeprefix(request.scope.get("root_path", ""))
+        path = route_path(request.scope)  # the gate's own reading of the path
         if exc.status_code == 404 and path.startswith("/api/objects/"):
             try:
                 normalize_key(path.removeprefix("/api/objects/"))

@@ -59,6 +59,7 @@ __all__ = [
     "parse_bearer",
     "request_access",
     "require_write",
+    "route_path",
 ]
 
 Mode = Literal["token", "local"]
@@ -311,8 +312,9 @@ def _unauthorized(problem: str | None, hint: str) -> JSONResponse:
     return _refuse(401, error, hint, challenge)
 
 
-def _route_path(scope: MutableMapping[str, Any]) -> str:
-    """The path below where the app is mounted (as the router sees it)."""
+def route_path(scope: MutableMapping[str, Any]) -> str:
+    """The path below where the app is mounted (as the router sees it): ``root_path`` is
+    cut off only when the path is inside it (``/storagex`` is not under ``/storage``)."""
     path = str(scope["path"])
     root = str(scope.get("root_path", ""))
     if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
@@ -343,7 +345,7 @@ class AccessMiddleware:
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        path = _route_path(scope)
+        path = route_path(scope)
         write = request.method not in ("GET", "HEAD", "OPTIONS")
         access, problem = self.gate.access(request)
         scope.setdefault("state", {})["cargohold_access"] = access
