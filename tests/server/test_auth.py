@@ -521,6 +521,40 @@ def test_every_response_says_nosniff_and_the_dashboard_has_a_strict_csp(opened: 
     assert api.headers["content-security-policy"].startswith("sandbox")
 
 
+def test_no_response_refers_to_another_origin(opened: Any) -> None:
+    """No page of the service loads anything from elsewhere: there is no /docs or /redoc
+    (FastAPI's load their scripts from a CDN), and neither the dashboard, its static
+    files, the OpenAPI document nor any GET route names an outside origin."""
+    import re
+    from importlib.resources import files
+
+    hold = opened(token=TOKEN)
+    hold.put("notes/n.txt", b"n", content_type="text/plain")
+    hold.memo("sora", version="1").get_or_create({"prompt": "a cat"}, lambda i, w: b"x")
+    app = create_app(hold)
+    for gone in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        r = call(app, "GET", gone, headers=bearer(TOKEN))
+        assert r.status_code == 404, gone
+        assert r.headers["content-security-policy"].startswith("sandbox"), gone
+    static = files("cargohold.server").joinpath("static")
+    urls = ["/", *(f"/static/{f.name}" for f in static.iterdir() if f.is_file())]
+    schema = call(app, "GET", "/openapi.json").json()
+    for path, operations in schema["paths"].items():
+        if "get" in operations:
+            urls.append(path.replace("{key}", "notes/n.txt").replace("{namespace}", "sora"))
+    outside = re.compile(
+        rb"""(?:https?:)?//[A-Za-z0-9.-]+\.[A-Za-z]{2,}|(?:src|href|url)\s*[=(]\s*["']?//""",
+        re.IGNORECASE,
+    )
+    svg_namespace = b"http://www.w3.org/2000/svg"  # a name in createElementNS, never fetched
+    assert len(urls) > 10
+    for url in ["/openapi.json", *urls]:
+        r = call(app, "GET", url, headers=bearer(TOKEN))
+        assert r.status_code == 200, (url, r.status_code)
+        found = outside.findall(r.content.replace(svg_namespace, b""))
+        assert found == [], (url, found)
+
+
 def test_mounted_under_a_prefix_the_gate_still_holds(opened: Any) -> None:
     from fastapi import FastAPI
 

@@ -210,11 +210,18 @@ def _range_still_valid(hold: Hold, key: str, if_range: str, etag: str) -> bool:
 
 
 def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
-    """The service for ``hold``. Mount it anywhere; its links are relative to its root."""
+    """The service for ``hold``. Mount it anywhere; its links are relative to its root.
+
+    It serves its OpenAPI document (``/openapi.json``) but no ``/docs`` or ``/redoc``
+    page: FastAPI builds those from scripts on a CDN (jsDelivr), and a script loaded
+    from another origin would run with the service's origin, next to its API and the
+    dashboard's token. No response of the service refers to another origin."""
     app = FastAPI(
         title=title,
         version=__version__,
         description="Objects, generation cache entries, stats and health of a cargohold Hold.",
+        docs_url=None,
+        redoc_url=None,
     )
     public = Public(hold)
 

@@ -4,8 +4,10 @@ One gate, an ASGI middleware in front of every route, so a route added later is 
 unless it is listed here as public:
 
 - **Public**: the dashboard page and its static files (no data: they call the API),
-  ``/healthz``, ``/readyz`` (problems in words only to readers), ``/openapi.json``,
-  ``/docs``, ``/redoc`` and ``/api/auth`` (which mode, and what this caller may do).
+  ``/healthz``, ``/readyz`` (problems in words only to readers), ``/openapi.json`` and
+  ``/api/auth`` (which mode, and what this caller may do). There is no ``/docs`` or
+  ``/redoc``: FastAPI's pages load their scripts from a CDN, which would run on the
+  service's origin (see create_app).
 - **Read** (every other GET or HEAD: objects, listings, memo entries, stats, metrics): the
   write token (``CARGOHOLD_TOKEN``) or the read token (``CARGOHOLD_READ_TOKEN``). Objects
   and listings under ``public_prefixes`` need none; debug bundles and memo records never
@@ -66,11 +68,8 @@ Mode = Literal["token", "local"]
 Access = Literal["none", "read", "write"]
 
 #: Routes anyone may GET: they hold no data (or, for /readyz, only what a probe needs).
-PUBLIC_PATHS = frozenset(
-    {"/", "/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
-)
+PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/openapi.json"})
 AUTH_PATH = "/api/auth"
-DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
 OBJECTS = "/api/objects"
 
 #: A request carrying one of these came through a proxy: its peer address is the proxy's.
@@ -375,7 +374,7 @@ def _with_headers(send: Send, path: str) -> Send:
                 headers["content-security-policy"] = OBJECT_CSP
                 if not is_passive_type(headers.get("content-type")):
                     headers["content-disposition"] = "attachment"
-            elif path not in DOCS_PATHS:  # FastAPI's docs pages load their own scripts
+            else:
                 headers["content-security-policy"] = API_CSP
         await send(message)
 
