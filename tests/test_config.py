@@ -363,10 +363,10 @@ def test_no_public_prefix_covers_debug_bundles_or_memo_records(prefix: str) -> N
 
 
 def test_the_private_prefixes_are_where_bundles_and_memo_records_live(tmp_path: Path) -> None:
-    """config names them without importing the features (it is the first layer): check
+    """keys names them without importing the features (it is the first layer): check
     them against where the features really write."""
     import cargohold
-    from cargohold.config import PRIVATE_PREFIXES, PUBLIC_MEMO_PREFIX, covers_private
+    from cargohold.keys import PRIVATE_PREFIXES, PUBLIC_MEMO_PREFIX, never_public
     from cargohold.scratch import DEBUG_PREFIX
 
     assert DEBUG_PREFIX in PRIVATE_PREFIXES
@@ -376,8 +376,9 @@ def test_the_private_prefixes_are_where_bundles_and_memo_records_live(tmp_path: 
     records = [k for k in keys if k.endswith(".json")]
     blobs = [k for k in keys if not k.endswith(".json")]
     assert records
-    assert all(covers_private(k) for k in records)
+    assert all(never_public(k) for k in records)
+    assert all(never_public(k, prefix=True) for k in records)
     assert blobs
     assert all(k.startswith(PUBLIC_MEMO_PREFIX) for k in blobs)
-    assert not covers_private(PUBLIC_MEMO_PREFIX)
+    assert not any(never_public(k) for k in blobs)
     assert Settings.load({}, public_prefixes=["memo/blobs/"]).public_prefixes == ("memo/blobs/",)

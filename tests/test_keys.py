@@ -15,6 +15,7 @@ from cargohold.keys import (
     InternalKey,
     internal_key,
     key_to_path,
+    never_public,
     normalize_key,
     normalize_prefix,
 )
@@ -129,3 +130,48 @@ def test_segments_join_into_a_path_under_the_root(segments: list[str]) -> None:
         return
     assert root in path.parents
     assert len(path.relative_to(root).parts) == len(text.split("/"))
+
+
+BLOB = "memo/blobs/ab/" + "ab" * 32
+
+
+@pytest.mark.parametrize(
+    ("key", "private"),
+    [
+        ("debug/2026-01-01/req-1/record.json", True),
+        ("debug/2026-01-01/req-1/files/upload.wav", True),
+        ("DEBUG/2026-01-01/req-1/record.json", True),  # a case-insensitive disk finds it
+        ("Memo/sora/1/ab/" + "ab" * 32 + ".json", True),
+        ("memo/sora/1/ab/" + "ab" * 32 + ".json", True),
+        ("memo/blobs/1/ab/" + "ab" * 32 + ".json", True),  # a namespace called "blobs"
+        (BLOB + ".json", True),
+        ("memo/blobs/ab", True),
+        (BLOB, False),  # a result file, named by its digest
+        (BLOB.upper().replace("MEMO/BLOBS/", "memo/blobs/"), False),
+        ("debugger/x", False),
+        ("memories/x", False),
+        ("public/debug/x", False),
+    ],
+)
+def test_never_public_keys(key: str, private: bool) -> None:
+    assert never_public(key) is private
+
+
+@pytest.mark.parametrize(
+    ("prefix", "covers"),
+    [
+        ("", True),
+        ("d", True),
+        ("DeB", True),
+        ("debug/", True),
+        ("memo/", True),
+        ("memo/blobs/", True),  # a "blobs" namespace's records are listed there too
+        ("memo/blobs/ab/", True),
+        ("Memo/Blobs/", True),
+        ("public/", False),
+        ("debugger/", False),
+        ("x", False),
+    ],
+)
+def test_never_public_prefixes(prefix: str, covers: bool) -> None:
+    assert never_public(prefix, prefix=True) is covers

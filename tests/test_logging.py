@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 APP = textwrap.dedent(
     """
@@ -88,3 +89,28 @@ def test_an_app_handler_on_the_cargohold_logger_gets_each_line_once(tmp_path: Pa
     _, err = _run(tmp_path, "own-handler", level="info")
     assert err.count("an info line") == 1
     assert "OWN cargohold.memo an info line" in err
+
+
+def test_open_applies_the_log_level_once(tmp_path: Path, monkeypatch: Any) -> None:
+    """cargohold.open() applies log_level once, before anything that may log; a Hold
+    built directly applies it itself, also once. (Recorded, not applied: the logger is
+    the process's, and this test runs in the suite's.)"""
+    import uuid
+
+    import cargohold
+    import cargohold.hold
+    from cargohold.remotes import MemoryRemote
+
+    applied: list[cargohold.Settings] = []
+    monkeypatch.setattr(cargohold.hold, "apply_log_level", applied.append)
+    name = f"log-once-{uuid.uuid4().hex}"
+    with cargohold.open(
+        f"memory://{name}", data_dir=tmp_path / "a", signal_handlers=False, log_level="info"
+    ):
+        pass
+    assert [s.log_level for s in applied] == ["info"]
+    settings = cargohold.Settings.load({}, signal_handlers=False, log_level="info")
+    with cargohold.Hold(remote=MemoryRemote(name), local_dir=tmp_path / "b", settings=settings):
+        pass
+    assert applied[1:] == [settings]
+    MemoryRemote.forget(name)

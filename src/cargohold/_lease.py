@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, Self
 
+from ._heartbeat import Heartbeat
 from ._holder import describe_holder, holder_name
 from .errors import CargoholdError, CatalogUnavailable, ConflictError, NotFoundError
 from .keys import InternalKey, internal_key
@@ -156,15 +156,15 @@ class Lease:
         self.purpose = purpose
         self.holder = holder_name()
         self.etag: str | None = None
-        self.lost = False
         self._beats = 0
         self._since = 0.0
-        self._stop = threading.Event()
-        # Held for each renewal and for the release: a release waits for at most the one
-        # renewal in flight, and no renewal starts after it.
-        self._turn = threading.Lock()
-        self._heart: threading.Thread | None = None
+        self._heartbeat = Heartbeat(ttl=ttl, purpose=purpose, thread_name="cargohold-lease")
         self._seen: tuple[str, float] | None = None  # (etag, monotonic time first seen)
+
+    @property
+    def lost(self) -> bool:
+        """Another instance took the lease over while this one held it."""
+        return self._heartbeat.lost
 
     def _content(self) -> bytes:
         self._beats += 1
@@ -219,45 +219,33 @@ class Lease:
         return now - self._seen[1] > self.ttl
 
     def _started(self) -> bool:
-        self._stop.clear()
-        self._heart = threading.Thread(target=self._beat, name="cargohold-lease", daemon=True)
-        self._heart.start()
+        self._heartbeat.start(self._renew)
         return True
 
-    def _beat(self) -> None:
-        while not self._stop.wait(self.ttl / 3):
-            try:
-                with self._turn:
-                    if self._stop.is_set():
-                        return
-                    self.etag = self.remote.put(self.key, self._content(), if_match=self.etag).etag
-            except ConflictError:
-                self.lost = True
-                log.error(
-                    "cargohold: lost the lease on %s (another instance took it over): "
-                    "the work may now be done twice",
-                    self.purpose,
-                )
-                return
-            except CargoholdError as exc:
-                log.warning("cargohold: could not renew the lease on %s: %s", self.purpose, exc)
+    def _renew(self) -> bool:
+        """Rewrite the object if it is still the one this holder last wrote (True)."""
+        try:
+            self.etag = self.remote.put(self.key, self._content(), if_match=self.etag).etag
+        except (ConflictError, NotFoundError):
+            # Changed by another (a waiter took it over), or gone (taken over and released:
+            # a remote such as AWS answers If-Match on a missing key with 404).
+            return False
+        return True
 
     def release(self) -> None:
         """Stop renewing and delete the lease if it is still ours. Idempotent; waits for
         at most the one renewal in flight (never for the renewing thread's sleep)."""
-        self._stop.set()
-        with self._turn:
-            self._heart = None
-            etag, self.etag = self.etag, None
-            if self.lost or etag is None:
-                return
-            try:
-                if self.remote.head(self.key).etag == etag:
-                    self.remote.delete(self.key)
-            except NotFoundError:
-                pass  # taken over and released by another: nothing of ours is left
-            except CargoholdError as exc:
-                log.warning("cargohold: could not release the lease on %s: %s", self.purpose, exc)
+        self._heartbeat.end(self._delete_if_ours)
+
+    def _delete_if_ours(self) -> None:
+        etag, self.etag = self.etag, None
+        if etag is None:
+            return
+        try:
+            if self.remote.head(self.key).etag == etag:
+                self.remote.delete(self.key)
+        except NotFoundError:
+            pass  # taken over and released by another: nothing of ours is left
 
     def __enter__(self) -> Self:
         return self

@@ -39,6 +39,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from ._fork import abandon, on_fork
+from ._heartbeat import Heartbeat
 from ._holder import describe_holder, holder_name
 from .errors import CatalogUnavailable, ConfigError
 from .remotes import ObjectInfo, Remote
@@ -620,34 +621,18 @@ class PgLease:
         self.ttl = ttl
         self.purpose = purpose
         self.holder = holder_name()
-        self.lost = False
-        self._released = False
-        self._stop = threading.Event()
-        self._heart: threading.Thread | None = None
+        self._heartbeat = Heartbeat(ttl=ttl, purpose=purpose, thread_name="cargohold-pg-lease")
+
+    @property
+    def lost(self) -> bool:
+        """Another instance took the lease over (its row expired) while this one held it."""
+        return self._heartbeat.lost
 
     def try_acquire(self) -> bool:
         if not self.catalog.try_lease(self.name, self.holder, self.ttl):
             return False
-        self._released = False
-        self._stop.clear()
-        self._heart = threading.Thread(target=self._beat, name="cargohold-pg-lease", daemon=True)
-        self._heart.start()
+        self._heartbeat.start(lambda: self.catalog.renew_lease(self.name, self.holder, self.ttl))
         return True
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.ttl / 3):
-            try:
-                if not self.catalog.renew_lease(self.name, self.holder, self.ttl):
-                    if self._stop.is_set():
-                        return  # released while this renewal was in flight
-                    self.lost = True
-                    log.error(
-                        "cargohold: lost the lease on %s: the work may now be done twice",
-                        self.purpose,
-                    )
-                    return
-            except CatalogUnavailable as exc:
-                log.warning("cargohold: could not renew the lease on %s: %s", self.purpose, exc)
 
     def holder_info(self) -> str:
         """Who holds it and since when (``?`` if the catalog cannot say)."""
@@ -658,16 +643,8 @@ class PgLease:
         return "?" if found is None else describe_holder(*found)
 
     def release(self) -> None:
-        """Stop renewing and delete the row if it is still ours. Idempotent; does not
-        wait for the renewing thread (a renewal after the delete finds no row, so it
-        cannot bring the lease back)."""
-        self._stop.set()
-        self._heart = None
-        if self._released:
-            return
-        self._released = True
-        if not self.lost:
-            try:
-                self.catalog.release_lease(self.name, self.holder)
-            except CatalogUnavailable as exc:
-                log.warning("cargohold: could not release the lease on %s: %s", self.purpose, exc)
+        """Stop renewing and delete the row if it is still ours. Idempotent, and safe from
+        several threads at once (the user's release and the Hold's stop hook): the row is
+        deleted once, and no renewal runs after it (see :class:`cargohold._heartbeat.Heartbeat`);
+        waits for at most the one renewal in flight."""
+        self._heartbeat.end(lambda: self.catalog.release_lease(self.name, self.holder))

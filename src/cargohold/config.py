@@ -30,15 +30,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ConfigError, InvalidKey
-from .keys import normalize_prefix
+from .keys import PUBLIC_MEMO_PREFIX, never_public, normalize_prefix
 
 __all__ = [
-    "PRIVATE_PREFIXES",
-    "PUBLIC_MEMO_PREFIX",
     "TOKEN68",
     "Bounds",
     "Settings",
-    "covers_private",
     "parse_bool",
     "parse_duration",
     "parse_int",
@@ -114,14 +111,6 @@ def _parse_optional_str(text: str) -> str | None:
 #: ``Authorization: Bearer <token>``. A token outside it could never be matched.
 TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
-#: Keys no public prefix may cover: debug bundles (``cargohold.scratch.DEBUG_PREFIX``: a
-#: failed request's files and record) and generation-cache records (``memo/NS/VERSION/``:
-#: their inputs). ``memo/blobs/`` holds result files only, named by their digest, and may
-#: be public; the server still serves nothing but blob files under it (a namespace may be
-#: called ``blobs``). Written here, not imported: config is the first layer.
-PRIVATE_PREFIXES = ("debug/", "memo/")
-PUBLIC_MEMO_PREFIX = "memo/blobs/"
-
 
 def _parse_token(text: str) -> str | None:
     value = text.strip()
@@ -136,15 +125,14 @@ def _parse_token(text: str) -> str | None:
     return value
 
 
-def covers_private(prefix: str) -> bool:
-    """Whether keys under ``prefix`` may include a debug bundle or a memo record.
-
-    In any case: a file remote on a case-insensitive disk (macOS, Windows) finds
-    ``debug/...`` when asked for ``Debug/...``."""
-    prefix = prefix.casefold()
-    if prefix.startswith(PUBLIC_MEMO_PREFIX):
-        return False
-    return any(area.startswith(prefix) or prefix.startswith(area) for area in PRIVATE_PREFIXES)
+def _refused_public(prefix: str) -> bool:
+    """Whether ``prefix`` may not be made public: it covers debug bundles or memo records
+    (:func:`cargohold.keys.never_public`). ``memo/blobs/`` and prefixes under it may be:
+    result files live there, and the service still checks each key it serves (a namespace
+    called ``blobs`` keeps its records there too) and lists none of them anonymously."""
+    return never_public(prefix, prefix=True) and not prefix.casefold().startswith(
+        PUBLIC_MEMO_PREFIX
+    )
 
 
 def _parse_public_prefixes(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -163,7 +151,7 @@ def _parse_public_prefixes(text: str | list[str] | tuple[str, ...]) -> tuple[str
             prefix = normalize_prefix(item)
         except InvalidKey as exc:
             raise ValueError(f"{item!r} is not a key prefix: {exc.message}") from None
-        if covers_private(prefix):
+        if _refused_public(prefix):
             raise ValueError(
                 f"{item!r} covers debug bundles (debug/) or memo records (memo/), which are "
                 "never public; memo result files may be, under memo/blobs/"

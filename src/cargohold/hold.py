@@ -182,8 +182,10 @@ class Hold:
         embedded_default: bool = False,
         catalog: Catalog | None = None,
         syncing: bool = True,
+        _log_level_applied: bool = False,
     ) -> None:
-        apply_log_level(settings)
+        if not _log_level_applied:  # open() applies it before anything that may log
+            apply_log_level(settings)
         self.settings = settings
         self.catalog = catalog
         self.remote = remote
@@ -1421,6 +1423,7 @@ def open(
             embedded_default=embedded,
             catalog=catalog,
             syncing=syncing,
+            _log_level_applied=True,
         )
     except BaseException:
         # The Hold would have owned both (its close() closes them): a failed set-up

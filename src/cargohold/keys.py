@@ -34,6 +34,7 @@ __all__ = [
     "internal_prefix",
     "join_key",
     "key_to_path",
+    "never_public",
     "normalize_key",
     "normalize_prefix",
 ]
@@ -41,6 +42,31 @@ __all__ = [
 MAX_KEY_BYTES = 1024
 MAX_SEGMENT_BYTES = 255
 RESERVED_PREFIX = ".cargohold/"
+
+#: Where keys that are never public live: debug bundles (``cargohold.scratch.DEBUG_PREFIX``:
+#: a failed request's files and record) and generation-cache records (``memo/NS/VERSION/``:
+#: their inputs). Written here, not imported: keys is the first layer.
+PRIVATE_PREFIXES = ("debug/", "memo/")
+#: Memo result files, named by their digest: the only keys under ``memo/`` that may be
+#: public. A namespace may be called ``blobs``: its records live under this prefix too.
+PUBLIC_MEMO_PREFIX = "memo/blobs/"
+_MEMO_BLOB = re.compile(r"memo/blobs/[0-9a-f]{2}/[0-9a-f]{64}")
+
+
+def never_public(name: str, *, prefix: bool = False) -> bool:
+    """Whether the key ``name`` is a debug bundle's or a memo record's (or, with
+    ``prefix=True``, whether any key under the prefix ``name`` may be one): such keys are
+    never public, whatever ``public_prefixes`` says. The one statement of that rule: config
+    refuses a public prefix by it and the HTTP service checks each key and listing by it.
+
+    A memo result file (``memo/blobs/XX/<sha256>``) is not private; every other key under
+    ``memo/`` is, so every prefix under ``memo/`` covers private keys. Compared case-folded:
+    a file remote on a case-insensitive disk (macOS, Windows) finds ``debug/x`` when
+    asked for ``DEBUG/x``."""
+    name = name.casefold()
+    if prefix:
+        return any(area.startswith(name) or name.startswith(area) for area in PRIVATE_PREFIXES)
+    return name.startswith(PRIVATE_PREFIXES) and not _MEMO_BLOB.fullmatch(name)
 
 
 def _is_control(ch: str) -> bool:

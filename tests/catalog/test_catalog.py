@@ -163,9 +163,7 @@ def test_leases_are_exclusive_and_expire(catalog_url: str, remote: CountingRemot
     assert not second.try_acquire()
     time.sleep(1.5)  # the holder keeps renewing (every ttl/3), so it is still held
     assert not second.try_acquire()
-    first._stop.set()  # the holder dies: no more renewals, and no release
-    assert first._heart is not None
-    first._heart.join()
+    first._heartbeat.end(lambda: None)  # the holder dies: no more renewals, and no release
     deadline = time.monotonic() + 10
     while not second.try_acquire():
         assert time.monotonic() < deadline, "the dead holder's lease never expired"

@@ -1,5 +1,6 @@
 """Catalog leases end with their holder too: close() gives up a PgLease at once (real
-PostgreSQL), and the row says who holds it and since when."""
+PostgreSQL), and the row says who holds it and since when; a release racing a renewal
+neither renews a released lease nor releases twice."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import cargohold
 from cargohold import Hold
-from cargohold.catalog import Catalog
+from cargohold.catalog import Catalog, PgLease
 from cargohold.remotes import MemoryRemote
+from tests.test_lease import TTL, release_during_renewal
 
 LONG = 600.0  # lease seconds: a caller waiting for the expiry would hit the test's timeout
 
@@ -61,4 +65,28 @@ def test_close_gives_up_a_catalog_lease_at_once(catalog_url: str, tmp_path: Path
         worker.join(60)
         a.close()
         b.close()
+        MemoryRemote.forget(name)
+
+
+def test_a_release_during_a_renewal_waits_for_it_and_gives_up_once(
+    catalog_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, PgLease.release checked its released flag without a lock and did not wait
+    for the renewal in flight: two releases at once could both delete, and a renewal
+    could land after the release."""
+    name = f"catalog-leases-{uuid.uuid4().hex}"
+    remote = MemoryRemote(name)
+    catalog = Catalog(catalog_url, remote)
+    try:
+        lease = PgLease(catalog, f"leases/{name}", ttl=TTL, purpose="a test")
+        renew, release = catalog.renew_lease, catalog.release_lease
+        events = release_during_renewal(
+            lease,
+            lambda wrap: monkeypatch.setattr(catalog, "renew_lease", wrap(renew)),
+            lambda wrap: monkeypatch.setattr(catalog, "release_lease", wrap(release)),
+        )
+        assert events == ["waited", "renew", "give up"], events
+        assert catalog.lease_holder(f"leases/{name}") is None
+    finally:
+        catalog.close()
         MemoryRemote.forget(name)

@@ -186,6 +186,33 @@ def test_framework_errors_have_the_documented_body(client: Client) -> None:
     assert r.json()["error"] == "Method Not Allowed"
 
 
+def test_framework_errors_judge_keys_below_the_root_path_only(hold: Hold) -> None:
+    """Served under a root path (uvicorn --root-path, a proxy's prefix), a key the router
+    cannot match is judged by the key rules (400) when the request is inside the root
+    path; a path that merely starts with the same letters is not inside it."""
+
+    def ask(root_path: str, path: str) -> httpx.Response:
+        async def go() -> httpx.Response:
+            transport = httpx.ASGITransport(app=create_app(hold), root_path=root_path)
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://127.0.0.1", headers=AUTH
+            ) as client:
+                return await client.get(path)
+
+        return asyncio.run(go())
+
+    inside = ask("/storage", "/storage/api/objects/a%0Ab")
+    assert inside.status_code == 400, inside.text
+    assert "control character" in inside.json()["error"]
+    # "/a" is not a folder of "/api/...": the router sees /api/objects/a\nb, so does the
+    # handler (before, it cut "/a" off and answered a plain 404).
+    beside = ask("/a", "/api/objects/a%0Ab")
+    assert beside.status_code == 400, beside.text
+    assert "control character" in beside.json()["error"]
+    outside = ask("/storage", "/storagex/api/objects/a%0Ab")
+    assert (outside.status_code, outside.json()) == (404, {"error": "Not Found", "hint": None})
+
+
 def test_listing_pages(client: Client, hold: Hold) -> None:
     for i in range(25):
         hold.put(f"p/{i:02d}", b"x")

@@ -234,6 +234,85 @@ def test_public_prefixes_are_read_without_a_token_and_nothing_else(opened: Any) 
     assert call(app, "PUT", "/api/objects/public/x", content=b"x").status_code == 401
 
 
+@pytest.mark.parametrize("mode", ["token", "local"])
+def test_debug_bundles_and_memo_records_are_never_public_through_any_route(
+    opened: Any, mode: str
+) -> None:
+    """Every GET and HEAD operation of the OpenAPI document, asked anonymously from
+    another machine for each debug bundle and memo record key (in any case) and each
+    prefix over them, with the widest public prefixes config allows: none serves them,
+    mounted or not. Only the result file under memo/blobs/ is public."""
+    from fastapi import FastAPI
+
+    tokens = {"token": TOKEN} if mode == "token" else {}
+    hold = opened(**tokens, public_prefixes=["public/", "memo/blobs/"])
+    entry = hold.memo("sora", version="1").get_or_create(
+        {"prompt": "ana's prompt"}, lambda i, w: b"result bytes"
+    )
+    # A namespace called "blobs" (refused now; an older version made them) keeps its
+    # records under memo/blobs/ too.
+    hold.put(f"memo/blobs/ab/3f/{'3f' * 32}.json", b'{"inputs": {"prompt": "ana\'s secret"}}')
+    try:
+        with hold.scratch("req-9") as work:
+            work.record["email"] = "ana@example.com"
+            work.save("upload.wav", b"ana's voice")
+            raise ValueError("boom")
+    except ValueError:
+        pass
+    private = [i.key for i in hold.list("debug/")] + [
+        i.key for i in hold.list("memo/") if i.key.endswith(".json")
+    ]
+    assert any(k.startswith("memo/blobs/ab/") for k in private)  # the "blobs" namespace
+    assert any(k.endswith("files/upload.wav") for k in private)
+    keys = private + [k.upper() for k in private] + [k.title() for k in private]
+    prefixes = ["", "debug/", "Debug/", "memo/", "MEMO/", "memo/blobs/", "memo/blobs/ab/"]
+    sha = entry.files[0].sha256
+    inner = create_app(hold)
+    outer = FastAPI()
+    outer.mount("/storage", create_app(hold))
+    schema = call(inner, "GET", "/openapi.json").json()
+    asked = 0
+    for app, root in ((inner, ""), (outer, "/storage")):
+        assert (
+            call(
+                app,
+                "GET",
+                f"{root}/api/objects/memo/blobs/{sha[:2]}/{sha}",
+                peer="203.0.113.9",
+                host="example.com",
+            ).content
+            == b"result bytes"
+        )
+        for path, operations in schema["paths"].items():
+            if "get" not in operations:
+                continue
+            urls = [path]
+            if "{key}" in path:
+                urls = [path.replace("{key}", key) for key in keys]
+            elif "{namespace}" in path:
+                urls = [path.replace("{namespace}", ns) for ns in ("sora", "blobs", "Blobs")]
+            for url in urls:
+                params = (
+                    [{"prefix": prefix} for prefix in prefixes] if path == "/api/objects" else [{}]
+                )
+                for query in params:
+                    for method in ("GET", "HEAD"):
+                        r = call(
+                            app,
+                            method,
+                            root + url,
+                            params=query,
+                            peer="203.0.113.9",
+                            host="example.com",
+                        )
+                        asked += 1
+                        if operations["get"]["security"] == []:
+                            continue  # health, auth: no object in them
+                        assert r.status_code in (401, 403), (method, url, query, r.status_code)
+                        assert b"ana" not in r.content, (method, url, query)
+    assert asked > 100
+
+
 # -- local mode: no token configured -----------------------------------------------------
 
 
@@ -440,6 +519,40 @@ def test_every_response_says_nosniff_and_the_dashboard_has_a_strict_csp(opened: 
     assert "unsafe-eval" not in csp
     api = call(app, "GET", "/api/stats", headers=bearer(TOKEN))
     assert api.headers["content-security-policy"].startswith("sandbox")
+
+
+def test_no_response_refers_to_another_origin(opened: Any) -> None:
+    """No page of the service loads anything from elsewhere: there is no /docs or /redoc
+    (FastAPI's load their scripts from a CDN), and neither the dashboard, its static
+    files, the OpenAPI document nor any GET route names an outside origin."""
+    import re
+    from importlib.resources import files
+
+    hold = opened(token=TOKEN)
+    hold.put("notes/n.txt", b"n", content_type="text/plain")
+    hold.memo("sora", version="1").get_or_create({"prompt": "a cat"}, lambda i, w: b"x")
+    app = create_app(hold)
+    for gone in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        r = call(app, "GET", gone, headers=bearer(TOKEN))
+        assert r.status_code == 404, gone
+        assert r.headers["content-security-policy"].startswith("sandbox"), gone
+    static = files("cargohold.server").joinpath("static")
+    urls = ["/", *(f"/static/{f.name}" for f in static.iterdir() if f.is_file())]
+    schema = call(app, "GET", "/openapi.json").json()
+    for path, operations in schema["paths"].items():
+        if "get" in operations:
+            urls.append(path.replace("{key}", "notes/n.txt").replace("{namespace}", "sora"))
+    outside = re.compile(
+        rb"""(?:https?:)?//[A-Za-z0-9.-]+\.[A-Za-z]{2,}|(?:src|href|url)\s*[=(]\s*["']?//""",
+        re.IGNORECASE,
+    )
+    svg_namespace = b"http://www.w3.org/2000/svg"  # a name in createElementNS, never fetched
+    assert len(urls) > 10
+    for url in ["/openapi.json", *urls]:
+        r = call(app, "GET", url, headers=bearer(TOKEN))
+        assert r.status_code == 200, (url, r.status_code)
+        found = outside.findall(r.content.replace(svg_namespace, b""))
+        assert found == [], (url, found)
 
 
 def test_mounted_under_a_prefix_the_gate_still_holds(opened: Any) -> None:

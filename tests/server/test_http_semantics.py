@@ -97,6 +97,30 @@ def test_if_range_serves_the_range_only_for_the_current_strong_etag(
         assert (r.status_code, r.content) == (200, body), stale
 
 
+def test_put_answers_201_when_it_creates_and_200_when_it_replaces(
+    client: Client, hold: Hold, tmp_path: Path
+) -> None:
+    """RFC 9110, section 9.3.4: 201 Created only for a key that did not exist; a replace
+    answers 200 with the new object's description."""
+    url = "/api/objects/status/a.txt"
+    created = client.request("PUT", url, content=b"one")
+    assert created.status_code == 201, created.text
+    replaced = client.request("PUT", url, content=b"two")
+    assert replaced.status_code == 200, replaced.text
+    assert replaced.json()["size"] == 3
+    assert replaced.headers["etag"] == f'"{replaced.json()["etag"]}"'
+    assert client.request("DELETE", url).status_code == 204
+    assert client.request("PUT", url, content=b"three").status_code == 201, "deleted: created"
+    # A key only the remote has (another instance wrote it; this one never saw it).
+    remote_url = hold.remote.url
+    with cargohold.open(remote_url, data_dir=tmp_path / "other", signal_handlers=False) as other:
+        other.put("status/theirs.txt", b"theirs", durable=True)
+    assert hold.local.entry("status/theirs.txt") is None
+    theirs = client.request("PUT", "/api/objects/status/theirs.txt", content=b"mine")
+    assert theirs.status_code == 200, theirs.text
+    assert hold.get("status/theirs.txt") == b"mine"
+
+
 def test_put_if_match_and_if_none_match(client: Client, hold: Hold) -> None:
     url = "/api/objects/p.json"
     created = client.request("PUT", url, content=b"v1", headers={**AUTH, "if-none-match": "*"})
@@ -114,7 +138,7 @@ def test_put_if_match_and_if_none_match(client: Client, hold: Hold) -> None:
     assert hold.get("p.json") == b"v1"
     etag = client.get(url).headers["etag"]
     replaced = client.request("PUT", url, content=b"v2", headers={**AUTH, "if-match": etag})
-    assert replaced.status_code == 201, replaced.text
+    assert replaced.status_code == 200, replaced.text  # replaced, not created (RFC 9110)
     assert hold.get("p.json") == b"v2"
     # The old etag no longer holds; '*' and a list holding the current one do.
     assert (
@@ -125,9 +149,9 @@ def test_put_if_match_and_if_none_match(client: Client, hold: Hold) -> None:
     listed = client.request(
         "PUT", url, content=b"v3", headers={**AUTH, "if-match": f'"nope", {current}'}
     )
-    assert listed.status_code == 201
+    assert listed.status_code == 200
     anything = client.request("PUT", url, content=b"v4", headers={**AUTH, "if-match": "*"})
-    assert anything.status_code == 201
+    assert anything.status_code == 200
     missing = client.request(
         "PUT", "/api/objects/none.json", content=b"x", headers={**AUTH, "if-match": "*"}
     )
@@ -271,7 +295,7 @@ def test_a_local_etag_in_an_if_match_list_holds_once_synced(client: Client, hold
     listed = client.request(
         "PUT", "/api/objects/l.txt", content=b"v2", headers={**AUTH, "if-match": f'"x", {local}'}
     )
-    assert listed.status_code == 201, listed.text
+    assert listed.status_code == 200, listed.text
     stale = client.request(
         "DELETE", "/api/objects/l.txt", headers={**AUTH, "if-match": f'"x", {local}'}
     )

@@ -33,7 +33,7 @@ from ..hold import Hold
 from ..keys import normalize_key, normalize_prefix
 from ..memo import list_entries, namespaces
 from ..remotes import ObjectInfo, PutMode
-from ._auth import install_access, request_access
+from ._auth import install_access, request_access, route_path
 from ._auth import require_write as writer
 from ._metrics import metrics_text
 from ._objects import (
@@ -210,11 +210,18 @@ def _range_still_valid(hold: Hold, key: str, if_range: str, etag: str) -> bool:
 
 
 def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
-    """The service for ``hold``. Mount it anywhere; its links are relative to its root."""
+    """The service for ``hold``. Mount it anywhere; its links are relative to its root.
+
+    It serves its OpenAPI document (``/openapi.json``) but no ``/docs`` or ``/redoc``
+    page: FastAPI builds those from scripts on a CDN (jsDelivr), and a script loaded
+    from another origin would run with the service's origin, next to its API and the
+    dashboard's token. No response of the service refers to another origin."""
     app = FastAPI(
         title=title,
         version=__version__,
         description="Objects, generation cache entries, stats and health of a cargohold Hold.",
+        docs_url=None,
+        redoc_url=None,
     )
     public = Public(hold)
 
@@ -248,7 +255,7 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
         # The router's own errors get the same body as ours. A key with a newline never
         # matches the ``{key:path}`` pattern, so it arrives here as a 404: judge it by the
         # key rules instead, so the client hears what is wrong with it (400).
-        path = str(request.scope["path"]).removeprefix(request.scope.get("root_path", ""))
+        path = route_path(request.scope)  # the gate's own reading of the path
         if exc.status_code == 404 and path.startswith("/api/objects/"):
             try:
                 normalize_key(path.removeprefix("/api/objects/"))
@@ -323,6 +330,8 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
         response_model=ObjectOut,
         dependencies=[Depends(writer)],
         responses={
+            200: {"model": ObjectOut, "description": "Replaced an existing object."},
+            201: {"model": ObjectOut, "description": "Created the object."},
             **write_responses,
             408: {"model": ErrorOut, "description": "The body stalled (http_idle_timeout)."},
             413: {"model": ErrorOut, "description": "The body is larger than max_upload_bytes."},
@@ -344,7 +353,10 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
         """Store the request body under ``key`` (write-back: returns once the local tier has
         it; with If-Match or If-None-Match: * once the remote has it, which enforces them).
         ``x-cargohold-meta-NAME`` headers become metadata. The body streams into the
-        Hold's own file, stored once, up to ``max_upload_bytes``."""
+        Hold's own file, stored once, up to ``max_upload_bytes``.
+
+        201 when the key did not exist, 200 when an object was replaced (RFC 9110,
+        section 9.3.4); see ``_put_status`` for how that is known."""
         key = normalize_key(key)
         cap = hold.settings.max_upload_bytes
         declared = request.headers.get("content-length", "")
@@ -358,10 +370,11 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
         content_type = request.headers.get("content-type")
         body = BodyReader(request.receive, cap, hold.settings.http_idle_timeout)
 
-        def store() -> ObjectInfo:
+        def store() -> tuple[int, ObjectInfo]:
             mode, expected = _put_condition(hold, key, if_match, if_none_match)
+            status = _put_status(hold, key, mode, expected)
             try:
-                return hold.put(
+                return status, hold.put(
                     key,
                     cast(BinaryIO, body),
                     metadata=metadata,
@@ -373,7 +386,7 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
                 raise _precondition_failed(key, str(exc)) from exc
 
         try:
-            info = await run_in_threadpool(store)
+            status, info = await run_in_threadpool(store)
         except TooLarge:
             return _too_large(cap)
         except BodyStalled as stalled:
@@ -391,7 +404,7 @@ def create_app(hold: Hold, *, title: str = "cargohold") -> FastAPI:
             return Response(status_code=400)  # no one hears it
         return JSONResponse(
             _object_out(info).model_dump(mode="json"),
-            status_code=201,
+            status_code=status,
             headers={"etag": f'"{info.etag}"'},
         )
 
@@ -605,6 +618,30 @@ def _put_condition(
     if if_match is None:
         return "overwrite", None
     return "overwrite", _current_match(hold, key, if_match)
+
+
+def _put_status(hold: Hold, key: str, mode: PutMode, if_match: str | None) -> int:
+    """What a PUT that succeeds answers: 201 if it creates ``key``, 200 if it replaces it.
+
+    A conditional PUT knows: create-only succeeds only on a missing key, If-Match only on
+    an existing one (the remote enforces both). An unconditional one asks before it
+    writes (the local tier, else one HEAD to the remote), so a key that existed when the
+    request came answers 200. Two unconditional PUTs racing to create one key may both
+    answer 201 (each found it missing); a delete racing a PUT may turn a 200 into a 201
+    the other way round. When the remote cannot say (unreachable), the answer is 200:
+    a created object called replaced misleads less than the opposite, and the write is
+    stored all the same."""
+    if mode == "create":
+        return 201
+    if if_match is not None:
+        return 200
+    try:
+        hold.head(key, max_age=math.inf)  # a local copy answers without the remote
+    except errors.NotFoundError:
+        return 201
+    except errors.CargoholdError as exc:
+        log.info("cargohold: could not tell whether %r exists (%s): answering 200", key, exc)
+    return 200
 
 
 def _serve(hold: Hold, key: str, request: Request, *, head_only: bool) -> Response:

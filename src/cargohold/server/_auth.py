@@ -4,8 +4,10 @@ One gate, an ASGI middleware in front of every route, so a route added later is 
 unless it is listed here as public:
 
 - **Public**: the dashboard page and its static files (no data: they call the API),
-  ``/healthz``, ``/readyz`` (problems in words only to readers), ``/openapi.json``,
-  ``/docs``, ``/redoc`` and ``/api/auth`` (which mode, and what this caller may do).
+  ``/healthz``, ``/readyz`` (problems in words only to readers), ``/openapi.json`` and
+  ``/api/auth`` (which mode, and what this caller may do). There is no ``/docs`` or
+  ``/redoc``: FastAPI's pages load their scripts from a CDN, which would run on the
+  service's origin (see create_app).
 - **Read** (every other GET or HEAD: objects, listings, memo entries, stats, metrics): the
   write token (``CARGOHOLD_TOKEN``) or the read token (``CARGOHOLD_READ_TOKEN``). Objects
   and listings under ``public_prefixes`` need none; debug bundles and memo records never
@@ -36,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Literal
 
@@ -47,8 +48,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
 
 from .. import errors
-from ..config import PRIVATE_PREFIXES, PUBLIC_MEMO_PREFIX, TOKEN68, Settings
-from ..keys import normalize_key, normalize_prefix
+from ..config import TOKEN68, Settings
+from ..keys import never_public, normalize_key, normalize_prefix
 
 __all__ = [
     "AccessMiddleware",
@@ -60,17 +61,15 @@ __all__ = [
     "parse_bearer",
     "request_access",
     "require_write",
+    "route_path",
 ]
 
 Mode = Literal["token", "local"]
 Access = Literal["none", "read", "write"]
 
 #: Routes anyone may GET: they hold no data (or, for /readyz, only what a probe needs).
-PUBLIC_PATHS = frozenset(
-    {"/", "/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
-)
+PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/openapi.json"})
 AUTH_PATH = "/api/auth"
-DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
 OBJECTS = "/api/objects"
 
 #: A request carrying one of these came through a proxy: its peer address is the proxy's.
@@ -120,10 +119,6 @@ _PASSIVE_EXACT = frozenset(
 )
 _PASSIVE_FAMILIES = ("image/", "audio/", "video/", "font/")
 
-#: The memo result files the ``memo/blobs/`` prefix may make public (a namespace named
-#: ``blobs`` keeps its records under that prefix too: those never are).
-_MEMO_BLOB = re.compile(r"memo/blobs/[0-9a-f]{2}/[0-9a-f]{64}")
-
 
 class AuthOut(BaseModel):
     """What ``GET /api/auth`` says: the mode, and what the caller may do."""
@@ -166,15 +161,6 @@ def is_passive_type(content_type: str | None) -> bool:
     if essence.endswith("+xml") or essence.endswith("/xml"):
         return False  # SVG and other XML documents run scripts
     return essence in _PASSIVE_EXACT or essence.startswith(_PASSIVE_FAMILIES)
-
-
-def _is_private_key(key: str) -> bool:
-    """Debug bundles and memo records (anything under ``memo/`` but a result file), in
-    any case (a file remote on a case-insensitive disk finds ``debug/x`` for ``DEBUG/x``)."""
-    key = key.casefold()
-    if key.startswith(PUBLIC_MEMO_PREFIX):
-        return not _MEMO_BLOB.fullmatch(key)
-    return key.startswith(PRIVATE_PREFIXES)
 
 
 def _loopback(host: str) -> bool:
@@ -226,12 +212,12 @@ class Gate:
         return "none", None
 
     def public_key(self, key: str) -> bool:
-        return key.startswith(self.public_prefixes) and not _is_private_key(key)
+        return key.startswith(self.public_prefixes) and not never_public(key)
 
     def public_listing(self, prefix: str) -> bool:
-        return prefix.startswith(self.public_prefixes) and not prefix.casefold().startswith(
-            PRIVATE_PREFIXES
-        )
+        """Listings under ``memo/`` never are public (records of a ``blobs`` namespace
+        live beside the result files)."""
+        return prefix.startswith(self.public_prefixes) and not never_public(prefix, prefix=True)
 
     def allows(self, request: Request, path: str, access: Access) -> bool:
         """Whether ``access`` is enough for this request (writes are judged apart)."""
@@ -325,8 +311,9 @@ def _unauthorized(problem: str | None, hint: str) -> JSONResponse:
     return _refuse(401, error, hint, challenge)
 
 
-def _route_path(scope: MutableMapping[str, Any]) -> str:
-    """The path below where the app is mounted (as the router sees it)."""
+def route_path(scope: MutableMapping[str, Any]) -> str:
+    """The path below where the app is mounted (as the router sees it): ``root_path`` is
+    cut off only when the path is inside it (``/storagex`` is not under ``/storage``)."""
     path = str(scope["path"])
     root = str(scope.get("root_path", ""))
     if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
@@ -357,7 +344,7 @@ class AccessMiddleware:
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        path = _route_path(scope)
+        path = route_path(scope)
         write = request.method not in ("GET", "HEAD", "OPTIONS")
         access, problem = self.gate.access(request)
         scope.setdefault("state", {})["cargohold_access"] = access
@@ -387,7 +374,7 @@ def _with_headers(send: Send, path: str) -> Send:
                 headers["content-security-policy"] = OBJECT_CSP
                 if not is_passive_type(headers.get("content-type")):
                     headers["content-disposition"] = "attachment"
-            elif path not in DOCS_PATHS:  # FastAPI's docs pages load their own scripts
+            else:
                 headers["content-security-policy"] = API_CSP
         await send(message)
 
