@@ -30,6 +30,7 @@ LAYERS: dict[int, set[str]] = {
         "_version",
         "_io",
         "_keylocks",
+        "_heartbeat",
     },
     2: {"remotes", "catalog"},
     3: {"local", "_index", "_blobs", "_hot_rows", "_putlog_recovery"},
