@@ -1145,6 +1145,13 @@ class Hold:
             history=tuple(state.history),
         )
 
+    @property
+    def remote_failing(self) -> bool:
+        """True while this process's syncer backs off because the remote refused or missed
+        its latest sends (until a batch goes through). Always False in a process that does
+        not sync. For callers deciding whether a remote round trip is worth waiting for."""
+        return self.syncer.failing
+
     def wait_for_sync(self, timeout: float) -> None:
         """Wake the syncer and return once it has finished a batch, or after ``timeout``
         seconds: to show a flush's progress (poll :meth:`status` between calls). Promises

@@ -4,6 +4,7 @@ endpoints. (The same promises against a real ``cargohold serve``: test_real_serv
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
@@ -16,6 +17,8 @@ from cargohold import Hold
 from cargohold.remotes import MemoryRemote
 from cargohold.server import create_app
 from tests.server.test_api import AUTH, TOKEN, Client
+from testsupport.faultproxy import Fault, FaultProxy
+from testsupport.servers import SeaweedFS
 
 
 @pytest.fixture
@@ -119,6 +122,41 @@ def test_put_answers_201_when_it_creates_and_200_when_it_replaces(
     theirs = client.request("PUT", "/api/objects/status/theirs.txt", content=b"mine")
     assert theirs.status_code == 200, theirs.text
     assert hold.get("status/theirs.txt") == b"mine"
+
+
+def test_a_put_during_an_outage_answers_without_asking_the_remote(
+    seaweedfs: SeaweedFS, seaweedfs_bucket: str, tmp_path: Path
+) -> None:
+    """Whether a PUT created its key is asked of the remote (one HEAD), but not while the
+    syncer backs off from a failing remote: that HEAD would wait out the remote's retries,
+    and a write must answer at the local tier's speed during an outage (200: the write is
+    stored, and the remote cannot say whether it existed). The proxy answers 503 to
+    everything (throttling a real server cannot be made to do on demand)."""
+    with FaultProxy(seaweedfs.endpoint) as proxy:
+        proxy.add(Fault(status=503, times=10**9))
+        url = (
+            f"s3://{seaweedfs_bucket}/outage-{uuid.uuid4().hex[:8]}?endpoint={proxy.endpoint}"
+            f"&access_key_id={seaweedfs.access_key}&secret_access_key={seaweedfs.secret_key}"
+        )
+        with cargohold.open(
+            url,
+            data_dir=tmp_path / "data",
+            signal_handlers=False,
+            token=TOKEN,
+            retry_timeout=1,
+            shutdown_grace=0,
+        ) as hold:
+            hold.put("first", b"x")
+            for _ in range(600):
+                if hold.remote_failing:
+                    break
+                time.sleep(0.05)
+            assert hold.remote_failing, "the syncer never met the outage"
+            client = Client(create_app(hold), headers=AUTH)
+            put = client.request("PUT", "/api/objects/new.txt", content=b"new")
+            assert put.status_code == 200, put.text
+            assert not [r for r in proxy.requests if r[1].endswith("/new.txt")], proxy.requests
+            assert hold.get("new.txt") == b"new"
 
 
 def test_put_if_match_and_if_none_match(client: Client, hold: Hold) -> None:

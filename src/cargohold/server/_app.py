@@ -630,10 +630,12 @@ def _put_status(hold: Hold, key: str, mode: PutMode, if_match: str | None) -> in
     answer 201 (each found it missing); a delete racing a PUT may turn a 200 into a 201
     the other way round. When the remote cannot say (unreachable), the answer is 200:
     a created object called replaced misleads less than the opposite, and the write is
-    stored all the same."""
+    stored all the same. While the syncer backs off from a failing remote the HEAD is not
+    even tried: it would wait out the remote's retries (``retry_timeout``), and a write
+    must answer at the local tier's speed during an outage."""
     if mode == "create":
         return 201
-    if if_match is not None:
+    if if_match is not None or hold.remote_failing:
         return 200
     try:
         hold.head(key, max_age=math.inf)  # a local copy answers without the remote
