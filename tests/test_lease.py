@@ -143,3 +143,29 @@ def test_a_lease_whose_object_is_gone_is_lost_and_not_renewed_again(
     lease.release()
     assert remote.head(key).etag == other.etag, "the lost lease's release left the new one"
     other.release()
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_child_forked_during_a_renewal_neither_hangs_nor_gives_the_parents_lease_up(
+    tmp_path: Path,
+) -> None:
+    """fork() while the heartbeat's renewal holds its lock (forced here by holding that
+    lock across the fork: no thread schedule can be asked for): the child inherits a held
+    lock and no thread to let it go. Its release must return at once and leave the lease,
+    which is the parent's, where it is; the parent's heartbeat goes on."""
+    from tests.hold.test_fork import _in_child
+
+    remote = open_remote((tmp_path / "remote").as_uri())
+    key = internal_key(f"leases/test/{uuid.uuid4().hex}")
+    lease = Lease(remote, key, ttl=30, purpose="a test")
+    assert lease.try_acquire()
+    heartbeat = lease._heartbeat
+    with heartbeat._turn:
+        code = _in_child(lease.release)
+    assert code == 0, "the child's release failed or hung"
+    assert remote.head(key).size > 0, "the child gave the parent's lease up"
+    assert not lease.lost
+    lease.release()
+    with pytest.raises(NotFoundError):
+        remote.head(key)
+    remote.close()

@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from ._fork import on_fork
 from .errors import CargoholdError
 
 __all__ = ["Heartbeat"]
@@ -29,7 +30,10 @@ class Heartbeat:
       between two (the thread wakes on an event, not a timer);
     - the give-up runs at most once per :meth:`start`, however many threads call
       :meth:`end` at once (the user's release and a stop hook), and never once the
-      lease is known lost to another holder (it is theirs to give up now).
+      lease is known lost to another holder (it is theirs to give up now);
+    - a child forked while the lease is held does not hold it: its :meth:`end` returns at
+      once and gives nothing up (even if a renewal was in flight at the fork), and the
+      parent's heartbeat goes on.
     """
 
     def __init__(self, *, ttl: float, purpose: str, thread_name: str) -> None:
@@ -43,6 +47,15 @@ class Heartbeat:
         #: start(): a thread of an earlier hold never takes a later hold's turn.
         self._stop: threading.Event | None = None
         self._thread: threading.Thread | None = None  # the latest start()'s (tests join it)
+        on_fork(self._forget_after_fork)
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child: the lease is the parent's (its heartbeat thread goes on
+        there), so the child neither renews nor gives it up; and the lock may have been
+        held by a renewal in flight at the fork, with no thread left here to let it go."""
+        self._turn = threading.Lock()
+        self._stop = None
+        self._thread = None
 
     def start(self, renew: Callable[[], bool]) -> None:
         """The lease was just taken: call ``renew`` every ``ttl / 3`` seconds until
