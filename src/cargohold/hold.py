@@ -1090,7 +1090,10 @@ class Hold:
         threads, processes and instances sharing the remote; hits return the stored
         result (a file result as a local ``Path``). Options as for :meth:`memo`;
         ``namespace`` defaults to the function's qualified name. The function writes its
-        files into ``cargohold.memo.workdir()`` and returns their ``Path``."""
+        files into ``cargohold.memo.workdir()`` and returns their ``Path``. ``ignore=``
+        names parameters left out of the inputs; ``progress=`` names one that is told how
+        the call goes as ``arg(fraction, desc=message)`` (a Gradio ``gr.Progress``
+        default is found without naming it). See :func:`cargohold.memo.memoize`."""
         self._check_open()
         return cast(
             "Callable[[Callable[..., _T]], Callable[..., _T]]",

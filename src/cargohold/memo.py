@@ -87,7 +87,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -1251,19 +1251,47 @@ def _with(entry: MemoEntry, **changes: Any) -> MemoEntry:
 
 
 def memoize(
-    hold: Hold, namespace: str | None, **options: Any
+    hold: Hold,
+    namespace: str | None,
+    *,
+    ignore: Iterable[str] = (),
+    progress: str | None = None,
+    **options: Any,
 ) -> Callable[[Callable[..., _T]], Callable[..., _T]]:
     """The decorator behind :meth:`Hold.memoize`: arguments (bound to the function's
-    signature, defaults filled in) are the inputs; the function's result is the value."""
+    signature, defaults filled in) are the inputs; the function's result is the value.
+
+    ``ignore``: parameters left out of the inputs (as joblib.Memory's ``ignore``): a
+    logger, a verbosity flag. ``progress``: a parameter whose argument is told what the
+    call is doing, as ``arg(fraction, desc=message)`` (a :class:`MemoProgress` turned
+    into the call Gradio's ``gr.Progress`` and tqdm-like callables take; ``fraction`` is
+    None until done); it is left out of the inputs too. A parameter whose default is a
+    Gradio ``Progress`` (the way Gradio injects one) is taken as ``progress`` without
+    being named."""
 
     def decorate(fn: Callable[..., _T]) -> Callable[..., _T]:
         # Through hold.memo: its defaults (the memo_seed_dir setting, ...) apply here too.
         memo = hold.memo(namespace or fn.__qualname__.replace("<", "").replace(">", ""), **options)
-        bind = _binder(inspect.signature(fn))
+        signature = inspect.signature(fn)
+        reporter = progress or _gradio_progress_parameter(signature)
+        left_out = {*ignore, *([reporter] if reporter else [])}
+        unknown = sorted(left_out - set(signature.parameters))
+        if unknown:
+            raise InvalidInput(
+                f"memoize: {fn.__qualname__} has no parameter {', '.join(map(repr, unknown))}",
+                hint="ignore= and progress= name parameters of the decorated function",
+            )
+        bind = _binder(signature)
 
         def wrapper(*args: Any, **kwargs: Any) -> _T:
+            inputs = bind(args, kwargs)
+            told = inputs.get(reporter) if reporter else None
+            for name in left_out:
+                inputs.pop(name, None)
             entry = memo.get_or_create(
-                bind(args, kwargs), lambda _inputs, _work: fn(*args, **kwargs)
+                inputs,
+                lambda _inputs, _work: fn(*args, **kwargs),
+                progress=None if told is None else _tell_progress(told),
             )
             return entry.result  # type: ignore[no-any-return]
 
@@ -1274,6 +1302,23 @@ def memoize(
         return wrapper
 
     return decorate
+
+
+def _gradio_progress_parameter(signature: inspect.Signature) -> str | None:
+    """The parameter whose default is a ``gradio.Progress``, found without importing
+    Gradio (only ``cargohold.gradio`` does)."""
+    for name, parameter in signature.parameters.items():
+        kind = type(parameter.default)
+        if kind.__name__ == "Progress" and kind.__module__.split(".")[0] == "gradio":
+            return name
+    return None
+
+
+def _tell_progress(told: Any) -> MemoProgressCallback:
+    def tell(update: MemoProgress) -> None:
+        told(update.fraction, desc=update.message)
+
+    return tell
 
 
 def _binder(

@@ -257,6 +257,45 @@ def test_memoize_binds_arguments_with_their_defaults(hold: Hold) -> None:
     assert generate.memo.get({"prompt": "a cat", "seconds": 5}).hit  # type: ignore[attr-defined]
 
 
+def test_memoize_leaves_ignored_and_progress_parameters_out_of_the_inputs(hold: Hold) -> None:
+    """joblib's ``ignore=``, and a progress parameter told how the call goes as
+    ``arg(fraction, desc=message)``: neither is part of what identifies a result."""
+    told: list[tuple[float | None, str]] = []
+
+    def report(fraction: float | None, desc: str = "") -> None:
+        told.append((fraction, desc))
+
+    @hold.memoize(namespace="gen", ignore=["verbose"], progress="report")
+    def generate(prompt: str, verbose: bool = False, report: Any = None) -> bytes:
+        return prompt.encode()
+
+    assert generate("a cat", True, report) == b"a cat"
+    assert [f for f, _ in told] == [None, 1.0]  # building, then done
+    assert all(desc for _, desc in told)
+    told.clear()
+    assert generate("a cat", verbose=False, report=report) == b"a cat"  # a hit
+    assert told == []  # a hit found at once reports nothing
+    assert generate.memo.get({"prompt": "a cat"}).hit  # type: ignore[attr-defined]
+    with pytest.raises(InvalidInput, match="'nope'"):
+        hold.memoize(namespace="gen", ignore=["nope"])(lambda prompt: b"")
+
+
+def test_memoize_takes_a_gradio_progress_default_as_the_progress_parameter(hold: Hold) -> None:
+    """Gradio injects ``progress=gr.Progress()`` into the functions it calls; such a
+    function used to be refused (a Progress has no canonical form)."""
+    gr = pytest.importorskip("gradio")
+    calls: list[str] = []
+
+    @hold.memoize(namespace="gradio-gen")
+    def generate(prompt: str, progress: Any = gr.Progress()) -> bytes:  # noqa: B008
+        calls.append(prompt)
+        return prompt.encode()
+
+    assert generate("a dog") == b"a dog"  # outside an event, gr.Progress() does nothing
+    assert generate("a dog", progress=gr.Progress()) == b"a dog"
+    assert calls == ["a dog"]
+
+
 def test_memoize_a_function_that_returns_a_file(hold: Hold, tmp_path: Path) -> None:
     """The issue's headline: ``@hold.memoize`` on a generator that returns a Path."""
     calls: list[str] = []
