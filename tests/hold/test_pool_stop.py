@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 import uuid
 from pathlib import Path
 
@@ -23,9 +22,8 @@ import pytest
 import cargohold
 from cargohold.errors import StorageFull
 from tests.conftest import s3_url
+from tests.hold.test_fork import _wait_child
 from testsupport.servers import SeaweedFS
-
-CHILD_DEADLINE = 60  # a child that hangs is killed after this many seconds
 
 # Run as its own process: the SIGTERM it sends itself changes signal state for good.
 _AFTER_PARENTS_STOP = textwrap.dedent(
@@ -104,19 +102,6 @@ def test_a_forked_worker_acknowledges_nothing_unsent_after_the_parents_stop(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["paused", "2", "syncing", "0"], done.stderr
-
-
-def _wait_child(pid: int) -> int:
-    done = threading.Event()
-    # A hung child must not hang the suite.
-    killer = threading.Timer(CHILD_DEADLINE, lambda: done.is_set() or os.kill(pid, 9))
-    killer.start()
-    try:
-        _, status = os.waitpid(pid, 0)
-    finally:
-        done.set()
-        killer.cancel()
-    return os.waitstatus_to_exitcode(status)
 
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
