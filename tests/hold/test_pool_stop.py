@@ -3,7 +3,7 @@ SIGTERM to the parent only (issue 14: the pool trials of tests/processes lost
 acknowledged writes on a loaded machine). Real forks, a real signal, a real SeaweedFS.
 
 The trials there hit two interleavings by chance; these tests force each one. The hook
-that forces it is ``Syncer.paused()`` in the process that syncs: with no batch going out,
+that forces it is ``Hold.sync_paused()`` in the process that syncs: with no batch going out,
 "acknowledged before the remote has it" and "backlog built before the rate was measured"
 are facts, not races a fast machine wins.
 """
@@ -39,7 +39,7 @@ _AFTER_PARENTS_STOP = textwrap.dedent(
                           retry_timeout=0)
     hold.put("parent/before", b"p")
     hold.flush(30)  # so this process holds sync.lock: the children only stand by
-    assert hold.syncer.state.active
+    assert hold.status().syncing
 
     def child(key, go):
         os.read(go, 1)  # until the parent's stop was handled
@@ -68,7 +68,7 @@ _AFTER_PARENTS_STOP = textwrap.dedent(
     assert stops, "the app's SIGTERM handler never ran"
 
     (paused, go_paused), (syncing, go_syncing) = children
-    with hold.syncer.paused():  # the hook: nothing reaches the remote meanwhile
+    with hold.sync_paused():  # the hook: nothing reaches the remote meanwhile
         os.write(go_paused, b"1")
         print("paused", os.waitstatus_to_exitcode(os.waitpid(paused, 0)[1]), flush=True)
     os.write(go_syncing, b"1")
@@ -121,7 +121,7 @@ def test_before_the_rate_is_measured_workers_together_keep_one_batch(
         backpressure="raise",
     )
     try:
-        with hold.syncer.paused():  # the hook: no batch ends, so nothing is measured
+        with hold.sync_paused():  # the hook: no batch ends, so nothing is measured
             go_read, go_write = os.pipe()
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child
