@@ -397,12 +397,12 @@ def _at_exit() -> None:
 
 def _after_fork() -> None:
     """In a child after fork(): a pipe and flusher of its own, and no stop begun (the
-    parent's signal was the parent's). Handlers stay installed (signal dispositions are
+    parent's signal was the parent's: its flush and grace are not the child's), but the
+    parent's stop page kept, so the child's puts turn write-through with the parent's
+    stop (see the module docstring) and a stop page of its own. Handlers stay installed (signal dispositions are
     inherited), so a forked worker that keeps them is flushed on its own SIGTERM."""
     global _pipe, _flusher, _began, _lock, _stop_from, _stops, _flushed, _stop_grace
     global _worker, _worker_stop, _page
-    _ancestor_pages.append(_page)  # still shared with the parent: its stops reach here
-    _page = _stop_page()
     _lock = threading.Lock()  # another parent thread may have held it at the fork
     _began = _stop_from = None
     _stops = _flushed = _worker_stop = 0
@@ -416,6 +416,10 @@ def _after_fork() -> None:
         for fd in old:
             with contextlib.suppress(OSError):
                 os.close(fd)
+    # Last, so that a failure here (no memory for a page) cannot skip the resets above;
+    # the page is kept as an ancestor's before a new one replaces it.
+    _ancestor_pages.append(_page)  # still shared with the parent: its stops reach here
+    _page = _stop_page()
     # No thread here: this child may be about to exec. The flusher starts on first use of
     # a Hold (resume); until then a stop signal is handed on at once (_handle).
 
