@@ -63,6 +63,34 @@ on after the flush, and later comes another signal, or an ordinary exit. The rul
 After ``fork()`` the child has no flusher thread and shares the parent's pipe:
 :func:`_after_fork` gives it a new pipe and a new flusher, and forgets the parent's stop.
 
+A stop of an ancestor reaches forked children
+---------------------------------------------
+
+A ``multiprocessing.Pool`` (fork) or gunicorn ``--preload`` worker writes through the Hold
+its parent opened, and the platform signals only the parent (PID 1). The parent's flush
+ships what was pending when it started; its children go on writing until the parent
+terminates them after that flush, and the platform's SIGKILL counts from the parent's
+signal, not from theirs. Measured on a loaded machine (the pool trials of
+tests/processes, grace 3 s): the workers acknowledged hundreds of writes after the
+parent's signal, each a plain journaled write, which the parent's flush no longer
+covered; the workers' own flush, on the SIGTERM of ``Pool.terminate()``, ran past the
+grace, and what the parent's exit then had no time for was lost. So each process has a
+*stop page*: one byte of anonymous shared memory (``mmap``, ``MAP_SHARED``), set by the
+signal handler when a stop begins (a store to memory: no lock, no system call). A
+forked child keeps its ancestors' pages (shared with them, so it sees their later
+stops) and gets a page of its own; :func:`ancestor_stopped` reads them. From the moment
+any ancestor's stop began, a child's puts are write-through as its own would be
+(``Hold._stopping``), so nothing a child acknowledges after the parent's signal waits for
+a flush. Only downward: a worker's own SIGTERM (gunicorn recycling one) writes the
+worker's page, which its parent never reads. The child still flushes on its own signal
+with its own grace, as before (handlers and grace are per process).
+
+Why no write is missed: a put journals first and asks ``_stopping`` after. If it sees
+no stop, its journal entry was written before the ancestor's handler set the byte, so
+before that ancestor's flush started, and the flush covers it (it sends every change
+made before it started, from every process sharing the data directory). If it sees the
+stop, it waits for the remote.
+
 Handlers are installed only when the first Hold is opened on the main thread; elsewhere (a
 worker thread, a notebook's kernel thread) only ``atexit`` applies, logged at debug level.
 """
@@ -73,6 +101,7 @@ import atexit
 import contextlib
 import logging
 import math
+import mmap
 import os
 import signal
 import threading
@@ -111,6 +140,16 @@ _stops = 0  # stops begun
 _seen: set[int] = set()  # signals that came during the latest stop
 _handing_back: set[int] = set()  # signals the flusher has handed back to the main thread
 _pipe: tuple[int, int] | None = None  # (read, write): handler -> flusher
+
+
+def _stop_page() -> mmap.mmap:
+    """One byte of memory shared with the processes forked from here (see the module
+    docstring): 1 once a stop began in the process that made it."""
+    return mmap.mmap(-1, 1, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+
+
+_page = _stop_page()  # this process's; set by the handler
+_ancestor_pages: list[mmap.mmap] = []  # those of the processes this one was forked from
 _flusher: threading.Thread | None = None
 
 # Written by the flusher's threads.
@@ -160,6 +199,13 @@ def install() -> None:
 def shutting_down() -> float | None:
     """The ``time.monotonic()`` at which a stop signal arrived in this process, or None."""
     return _began
+
+
+def ancestor_stopped() -> bool:
+    """True once a process this one was forked from (at any depth) began a stop: the
+    platform may kill this one with it (see the module docstring). Reads shared memory:
+    no lock, no system call."""
+    return any(page[0] for page in _ancestor_pages)
 
 
 def remaining(grace: float) -> float:
@@ -214,6 +260,7 @@ def _handle(signum: int, frame: FrameType | None) -> None:
     now = time.monotonic()
     if _began is None:
         _began = now
+        _page[0] = 1  # the children's puts are write-through from now on
     if _stop_from is None or (not flushing and now - _stop_from >= _stop_grace):
         # The first stop, or a new one after a stop this process outlived.
         _seen.clear()
@@ -350,10 +397,12 @@ def _at_exit() -> None:
 
 def _after_fork() -> None:
     """In a child after fork(): a pipe and flusher of its own, and no stop begun (the
-    parent's signal was the parent's). Handlers stay installed (signal dispositions are
+    parent's signal was the parent's: its flush and grace are not the child's), but the
+    parent's stop page kept, so the child's puts turn write-through with the parent's
+    stop (see the module docstring) and a stop page of its own. Handlers stay installed (signal dispositions are
     inherited), so a forked worker that keeps them is flushed on its own SIGTERM."""
     global _pipe, _flusher, _began, _lock, _stop_from, _stops, _flushed, _stop_grace
-    global _worker, _worker_stop
+    global _worker, _worker_stop, _page
     _lock = threading.Lock()  # another parent thread may have held it at the fork
     _began = _stop_from = None
     _stops = _flushed = _worker_stop = 0
@@ -367,6 +416,10 @@ def _after_fork() -> None:
         for fd in old:
             with contextlib.suppress(OSError):
                 os.close(fd)
+    # Last, so that a failure here (no memory for a page) cannot skip the resets above;
+    # the page is kept as an ancestor's before a new one replaces it.
+    _ancestor_pages.append(_page)  # still shared with the parent: its stops reach here
+    _page = _stop_page()
     # No thread here: this child may be about to exec. The flusher starts on first use of
     # a Hold (resume); until then a stop signal is handed on at once (_handle).
 

@@ -306,8 +306,9 @@ class Hold:
 
         Once ``close()`` has begun, puts are refused (HoldClosed), and one that was
         already under way returns only once the remote has it: close's flush may be over.
-        Once a stop signal (SIGTERM, SIGINT) has come, every put is durable: the process
-        may die by the default action right after its shutdown flush. A put waits, holding
+        Once a stop signal (SIGTERM, SIGINT) has come, to this process or to one it was
+        forked from, every put is durable: the process may die by the default action
+        right after its shutdown flush. A put waits, holding
         no lock, while what is pending would take longer than ``drain_fraction`` of
         ``shutdown_grace`` to send at the measured rate (see ``_make_room``).
 
@@ -425,7 +426,7 @@ class Hold:
             if seconds is None and count + 1 > _UNMEASURED_CHANGES * self.settings.sync_batch:
                 # The remote's speed is not known yet (a new data directory): a writer at
                 # full speed must not build a backlog before the first batch measures it.
-                return "must wait for the first batches to measure the remote's speed"
+                return "must wait for the first batch to measure the remote's speed"
             if seconds is not None and seconds > limit:
                 return (
                     f"would take about {seconds:.1f}s to send at the measured rate, past "
@@ -438,16 +439,30 @@ class Hold:
         after its shutdown flush (a server still draining), so writes are acknowledged only
         once the remote has them. Asked *after* a write is journaled: a write journaled
         before the signal's handler ran is covered by the shutdown flush, which starts
-        later; one journaled after it sees the flag."""
-        return _shutdown.shutting_down() is not None and not _shutdown.in_flusher()
+        later; one journaled after it sees the flag. A stop of a process this one was
+        forked from counts too (a pool's workers: the platform signals only the parent,
+        whose flush covers the children's writes journaled before it began; see
+        ``_shutdown``)."""
+        stopping = _shutdown.shutting_down() is not None or _shutdown.ancestor_stopped()
+        return stopping and not _shutdown.in_flusher()
 
     def _make_room(self, size: int) -> None:
         """Back-pressure: keep unsynced bytes under ``max_pending_bytes``, and what is
         pending sendable within ``drain_fraction`` of the shutdown grace at the drain rate
         measured to this remote, so a graceful stop can ship all of it. Waits holding no
         lock (a signal handler never waits for this frame; see ``_shutdown``)."""
+        # Before the remote's speed is measured (or learned from the syncing process),
+        # decide on the exact totals: the estimate leaves out what other processes wrote
+        # in the last second, and writers in several processes (a pool's workers) each
+        # passing the allowance on it built N times that backlog (measured: 1,024
+        # changes from two workers before the first batch of a loaded machine ended,
+        # more than a 3 s grace drained). It lasts until the first batch ends.
+        unmeasured = self._drain_limit() is not None and self.syncer.drain_seconds(1, 0) is None
         estimate = self.local.estimate()
-        if self._over(estimate.pending_count, estimate.pending_bytes, size) is None:
+        if (
+            not unmeasured
+            and self._over(estimate.pending_count, estimate.pending_bytes, size) is None
+        ):
             return  # the common case, decided without a query
         deadline = time.monotonic() + self.settings.backpressure_timeout
         while True:
@@ -1358,8 +1373,10 @@ def _nothing() -> None:
 
 _EMPTY = object()
 #: Batches' worth of changes that may be pending before any batch to this remote has been
-#: measured (see Hold._over).
-_UNMEASURED_CHANGES = 2
+#: measured (see Hold._over): one, which the first batch sends whole, so a stop signal
+#: before any batch ended leaves one batch to send. (Two, counted per process, let two
+#: pool workers pile up four batches, which a loaded machine did not send in a 3 s grace.)
+_UNMEASURED_CHANGES = 1
 
 
 def _next_or_none(q: queue.Queue[Any]) -> Any:

@@ -326,9 +326,15 @@ class Syncer:
         )
 
     def wait_progress(self, timeout: float) -> None:
-        """Block until the syncer finishes a batch, or ``timeout`` seconds pass."""
+        """Block until the syncer finishes a batch, or ``timeout`` seconds pass. In a
+        process that stands by, the syncing one's batches cannot notify this one: it waits
+        a short poll, then reads the drain rate that process measured, so a put held back
+        until the rate is known goes as soon as it is (not a standby poll later)."""
+        active = self.state.active
         with self._progress:
-            self._progress.wait(timeout)
+            self._progress.wait(timeout if active else min(timeout, _FOREIGN_POLL))
+        if not active:
+            self._learn_rate()
 
     def close(self, timeout: float | None, *, flush: bool = True) -> None:
         """Flush for up to ``timeout`` seconds (unless ``flush`` is false), then stop the
