@@ -169,3 +169,23 @@ def test_a_child_forked_during_a_renewal_neither_hangs_nor_gives_the_parents_lea
     with pytest.raises(NotFoundError):
         remote.head(key)
     remote.close()
+
+
+def test_leases_that_are_done_leave_nothing_registered_for_fork(tmp_path: Path) -> None:
+    """Each lease's heartbeat registers a reset for fork(); a long-lived server that
+    builds thousands of entries and never forks must not keep one per lease it made."""
+    import gc
+
+    from cargohold import _fork
+
+    remote = open_remote((tmp_path / "remote").as_uri())
+    gc.collect()
+    before = len(_fork._callbacks)
+    for i in range(200):
+        lease = Lease(remote, internal_key(f"leases/test/{i}"), ttl=30, purpose="a test")
+        assert lease.try_acquire()
+        lease.release()
+    del lease
+    gc.collect()
+    assert len(_fork._callbacks) <= before + 1
+    remote.close()

@@ -18,6 +18,7 @@ inherited ``flock`` releases the parent's lock (the lock belongs to the shared o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import weakref
@@ -48,8 +49,16 @@ def on_fork(method: Callable[[], None]) -> None:
     ones it uses runs after them. They must not start threads: a child may be about to
     exec (``subprocess`` with ``preexec_fn`` runs these hooks too), and a syncer started
     there could take the sync lock and send. Threads start again on first use instead
-    (``Hold`` checks :data:`generation`)."""
-    _callbacks.append(weakref.WeakMethod(method))
+    (``Hold`` checks :data:`generation`). The entry goes when its object does, so a
+    process that makes many short-lived objects (a lease per build) and never forks does
+    not keep one per object it ever made."""
+    _callbacks.append(weakref.WeakMethod(method, _forget))
+
+
+def _forget(ref: weakref.WeakMethod[Callable[[], None]]) -> None:
+    """A registered object died: drop its entry (it may be gone already in a child)."""
+    with contextlib.suppress(ValueError):
+        _callbacks.remove(ref)
 
 
 def abandon(*objects: Any) -> None:
