@@ -4,6 +4,7 @@ endpoints. (The same promises against a real ``cargohold serve``: test_real_serv
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -157,6 +158,50 @@ def test_a_put_during_an_outage_answers_without_asking_the_remote(
             assert put.status_code == 200, put.text
             assert not [r for r in proxy.requests if r[1].endswith("/new.txt")], proxy.requests
             assert hold.get("new.txt") == b"new"
+
+
+def test_a_put_answers_while_the_remote_has_not_said_whether_the_key_existed(
+    seaweedfs: SeaweedFS, seaweedfs_bucket: str, tmp_path: Path
+) -> None:
+    """The first PUT of an outage (the syncer idle, so nothing says the remote fails yet),
+    or one in a worker that does not sync: the HEAD that would tell 201 from 200 is held
+    by the proxy until the test lets it go, and the PUT must answer meanwhile (200: the
+    write is stored; the remote did not say in time whether the key existed)."""
+    let_go = threading.Event()
+    with FaultProxy(seaweedfs.endpoint) as proxy:
+        held = Fault(
+            status=None,
+            times=10**9,
+            release=let_go,
+            match=lambda m, p: m == "HEAD" and p.endswith("/new.txt"),
+        )
+        proxy.add(held)
+        url = (
+            f"s3://{seaweedfs_bucket}/asking-{uuid.uuid4().hex[:8]}?endpoint={proxy.endpoint}"
+            f"&access_key_id={seaweedfs.access_key}&secret_access_key={seaweedfs.secret_key}"
+        )
+        try:
+            # A HEAD attempt times out after 5 s and is tried again until 12 s have gone:
+            # a PUT that waited for the answer would have seen a second attempt held.
+            with cargohold.open(
+                url,
+                data_dir=tmp_path / "data",
+                signal_handlers=False,
+                token=TOKEN,
+                request_timeout=5,
+                retry_timeout=12,
+            ) as hold:
+                client = Client(create_app(hold), headers=AUTH)
+                put = client.request("PUT", "/api/objects/new.txt", content=b"new")
+                attempts = 10**9 - held.times  # HEADs of new.txt the proxy holds
+                assert attempts == 1, "the PUT waited for the remote's retries"
+                assert held.taken.is_set(), "the PUT did not ask the remote"
+                assert put.status_code == 200, put.text  # answered with the HEAD still held
+                assert hold.get("new.txt") == b"new"
+                let_go.set()
+                hold.flush(60)
+        finally:
+            let_go.set()
 
 
 def test_put_if_match_and_if_none_match(client: Client, hold: Hold) -> None:

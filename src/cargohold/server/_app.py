@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import errors
+from .._fork import at_fork
 from .._version import __version__
 from ..hold import Hold
 from ..keys import normalize_key, normalize_prefix
@@ -628,22 +630,58 @@ def _put_status(hold: Hold, key: str, mode: PutMode, if_match: str | None) -> in
     writes (the local tier, else one HEAD to the remote), so a key that existed when the
     request came answers 200. Two unconditional PUTs racing to create one key may both
     answer 201 (each found it missing); a delete racing a PUT may turn a 200 into a 201
-    the other way round. When the remote cannot say (unreachable), the answer is 200:
-    a created object called replaced misleads less than the opposite, and the write is
-    stored all the same. While the syncer backs off from a failing remote the HEAD is not
-    even tried: it would wait out the remote's retries (``retry_timeout``), and a write
-    must answer at the local tier's speed during an outage."""
+    the other way round. When the remote cannot say, the answer is 200: a created object
+    called replaced misleads less than the opposite, and the write is stored all the
+    same. A write must answer at the local tier's speed during an outage, so the HEAD is
+    not tried while this process's syncer backs off from a failing remote, and otherwise
+    waited for at most ``_ASK_SECONDS`` (a HEAD to a remote that went down, or that only
+    another process syncs with, would wait out the remote's retries: ``retry_timeout``)."""
     if mode == "create":
         return 201
     if if_match is not None or hold.remote_failing:
         return 200
-    try:
-        hold.head(key, max_age=math.inf)  # a local copy answers without the remote
-    except errors.NotFoundError:
-        return 201
-    except errors.CargoholdError as exc:
-        log.info("cargohold: could not tell whether %r exists (%s): answering 200", key, exc)
-    return 200
+    return 201 if _existed(hold, key) is False else 200
+
+
+#: The longest a PUT waits to learn whether its key existed; and how many such questions
+#: may be left running (each on a thread of its own, until the remote answers).
+_ASK_SECONDS = 1.0
+_ASKERS = 8
+_askers = threading.BoundedSemaphore(_ASKERS)
+
+
+def _existed(hold: Hold, key: str) -> bool | None:
+    """Whether ``key`` exists (the local tier, else one HEAD), or None when that is not
+    known within ``_ASK_SECONDS`` (the question goes on, on a daemon thread, and its answer
+    is dropped) or too many questions are still waiting for the remote."""
+    if not _askers.acquire(blocking=False):
+        return None
+    answer: list[bool | None] = [None]
+
+    def ask() -> None:
+        try:
+            hold.head(key, max_age=math.inf)  # a local copy answers without the remote
+            answer[0] = True
+        except errors.NotFoundError:
+            answer[0] = False
+        except errors.CargoholdError as exc:
+            log.info("cargohold: could not tell whether %r exists (%s): answering 200", key, exc)
+        finally:
+            _askers.release()
+
+    # A daemon: an exit never waits for a question nobody is waiting for any more.
+    asker = threading.Thread(target=ask, name="cargohold-put-status", daemon=True)
+    asker.start()
+    asker.join(_ASK_SECONDS)
+    return answer[0]
+
+
+def _reset_askers() -> None:
+    global _askers
+    _askers = threading.BoundedSemaphore(_ASKERS)  # permits held by the parent's threads
+
+
+at_fork(_reset_askers)
 
 
 def _serve(hold: Hold, key: str, request: Request, *, head_only: bool) -> Response:
