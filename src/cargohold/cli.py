@@ -32,6 +32,7 @@ from .memo import MemoEntry, MemoStats
 from .memo import collect_garbage as memo_collect_garbage
 from .memo import list_entries as memo_list_entries
 from .memo import namespaces as memo_namespaces
+from .memo import versions as memo_versions
 from .paths import data_dir
 from .remotes import Remote, open_remote
 
@@ -252,7 +253,7 @@ def _one_version(hold: Hold, namespace: str, version: str | None) -> str:
     the namespace's only version. Never a guess: with several, the user says which."""
     if version is not None:
         return version
-    versions = [ver for ns, ver in memo_namespaces(hold) if ns == namespace]
+    versions = memo_versions(hold, namespace)  # lists memo/NAMESPACE/ only
     if len(versions) == 1:
         return versions[0]
     if not versions:

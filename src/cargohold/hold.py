@@ -237,7 +237,7 @@ class Hold:
         self._persisted: list[FlushSource] = []  # see include_in_flush
         #: The features' per-Hold state, by its class (see extension).
         self._extensions: dict[type, object] = {}
-        self._extensions_lock = threading.Lock()
+        self._extensions_lock = threading.RLock()  # a kind() may ask for another kind
         #: The local tier seen alone, for features that keep a cache of their own in it.
         self.local_only = LocalOnly(self.local, max_bytes=settings.local_max_bytes)
         #: What features give up when this Hold stops gracefully (see at_stop).
@@ -266,7 +266,7 @@ class Hold:
         """In a child after fork(): locks another parent thread may have held."""
         self._flights = {}
         self._flights_lock = threading.Lock()
-        self._extensions_lock = threading.Lock()
+        self._extensions_lock = threading.RLock()  # a kind() may ask for another kind
         # The parent's leases are the parent's: the child must not give them up.
         self._stop_hooks = {}
         self._stop_hooks_lock = threading.RLock()

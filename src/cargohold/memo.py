@@ -1274,7 +1274,8 @@ def memoize(
         memo = hold.memo(namespace or fn.__qualname__.replace("<", "").replace(">", ""), **options)
         signature = inspect.signature(fn)
         reporter = progress or _gradio_progress_parameter(signature)
-        left_out = {*ignore, *([reporter] if reporter else [])}
+        ignored = [ignore] if isinstance(ignore, str) else list(ignore)  # one name, or names
+        left_out = {*ignored, *([reporter] if reporter else [])}
         unknown = sorted(left_out - set(signature.parameters))
         if unknown:
             raise InvalidInput(

@@ -279,6 +279,13 @@ def test_memoize_leaves_ignored_and_progress_parameters_out_of_the_inputs(hold: 
     with pytest.raises(InvalidInput, match="'nope'"):
         hold.memoize(namespace="gen", ignore=["nope"])(lambda prompt: b"")
 
+    @hold.memoize(namespace="gen2", ignore="verbose")  # one name, not its letters
+    def quiet(prompt: str, verbose: bool = False) -> bytes:
+        return prompt.encode()
+
+    assert quiet("a", True) == quiet("a", False) == b"a"
+    assert quiet.memo.stats().count == 1  # type: ignore[attr-defined]
+
 
 def test_memoize_takes_a_gradio_progress_default_as_the_progress_parameter(hold: Hold) -> None:
     """Gradio injects ``progress=gr.Progress()`` into the functions it calls; such a
