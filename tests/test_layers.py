@@ -192,3 +192,22 @@ def _names_a_hold(node: ast.expr) -> bool:
     """``hold``, ``self.hold``, ``self._hold``, ``opened_hold``: what names a Hold here."""
     name = node.id if isinstance(node, ast.Name) else getattr(node, "attr", "")
     return name in ("hold", "_hold", "Hold") or name.endswith("_hold")
+
+
+def test_every_feature_is_provided_whichever_module_is_imported_first() -> None:
+    """hold.py imports no feature: each registers itself when the package is imported.
+    A program that imports only ``cargohold.hold`` (or a shell module) still gets them
+    all, since importing a submodule imports the package first."""
+    import subprocess
+    import sys
+    import typing
+
+    from cargohold.hold import Feature
+
+    wanted = sorted(typing.get_args(Feature))
+    for first in ("cargohold.hold", "cargohold.server", "cargohold.fs", "cargohold.memo"):
+        code = f"import {first}, cargohold.hold as h; print(sorted(h._features))"
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+        )
+        assert out.stdout.strip() == str(wanted), (first, out.stdout, out.stderr[-2000:])
