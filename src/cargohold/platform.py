@@ -265,6 +265,9 @@ _NETWORK_FSTYPES = frozenset(
 _HF_MOUNT_SOURCE = "hf-mount"
 _LOOPBACK_SOURCES = ("127.0.0.1:", "localhost:", "[::1]:")
 _LOCAL_LOCKS = frozenset({"nolock", "local_lock=all"})
+# FUSE file systems over this machine's own disk, with the kernel's locks and a real fsync:
+# rootless Podman's container root (fuse-overlayfs) and NTFS/exFAT through ntfs-3g (fuseblk).
+_LOCAL_FUSE = frozenset({"fuse.fuse-overlayfs", "fuseblk"})
 
 
 def detect(
@@ -376,7 +379,9 @@ def mount_for(path: str | os.PathLike[str], mounts: tuple[Mount, ...]) -> Mount 
 
 def _kind(mount: Mount, host: HostName) -> tuple[FsKind, str]:
     fstype, source = mount.fstype, mount.device
-    fuse = fstype in ("fuse", "fuseblk", "virtiofs") or fstype.startswith("fuse.")
+    if fstype in _LOCAL_FUSE:
+        return "disk", ""
+    fuse = fstype in ("fuse", "virtiofs") or fstype.startswith("fuse.")
     loopback_nfs = (
         fstype in ("nfs", "nfs4")
         and source.startswith(_LOOPBACK_SOURCES)
