@@ -38,7 +38,16 @@ from filelock import FileLock, Timeout
 
 from .config import Settings
 from .errors import ConfigError, PermissionDenied, StorageFull
-from .platform import Mount, Platform, Volume, detect, mount_for, read_mounts, volume_of
+from .platform import (
+    _OBJECT_STORE_FUSE,
+    Mount,
+    Platform,
+    Volume,
+    detect,
+    mount_for,
+    read_mounts,
+    volume_of,
+)
 
 __all__ = [
     "DEFAULT_MIN_FREE_BYTES",
@@ -270,10 +279,10 @@ def data_dir(
     ``{app}-{uid}`` in the system temp directory. A RAM-backed candidate is used only when no
     disk-backed one passes (or when it is the setting). A candidate on a volume where file
     locks and fsync cannot be trusted (:attr:`Volume.lockable` False) is passed over
-    untouched when it is a bucket volume or a network share below the root, and used on
-    any other (a FUSE mount, a 9p container root) only if :func:`probe_locking` passes
-    there (cached per directory per process). Raises :class:`PermissionDenied` if
-    none is usable (:class:`StorageFull` if all failed only for space), listing each
+    untouched when it is a bucket (hf-mount, gcsfuse, s3fs, ...) or a network share below
+    the root, and used on any other (a FUSE mount, a 9p container root) only if
+    :func:`probe_locking` passes there (cached per directory per process). Raises
+    :class:`PermissionDenied` if none is usable (:class:`StorageFull` if all failed only for space), listing each
     candidate and why, and :class:`ConfigError`, naming the fix, if the setting is on a
     bucket volume or on a network or FUSE mount that fails :func:`probe_locking`.
     """
@@ -504,15 +513,18 @@ def _assess(
 def _passed_over(volume: Volume, cand: _Candidate) -> bool:
     """Whether a default candidate on ``volume`` (not lockable) is refused untouched.
 
-    A bucket volume is: a probe file there is an upload, and its locks would pass while
-    fsync does not. So is a network share mounted below the root (NFS, SMB, EFS): other
+    A bucket volume (hf-mount, gcsfuse, s3fs, ...) is: a probe file there is an upload,
+    and its locks would pass while fsync does not. So is a network share mounted below the root (NFS, SMB, EFS): other
     machines may mount it too, and a probe on this one cannot see theirs. Anything else (a
     FUSE mount, a container root on 9p as gVisor shows it) gets :func:`probe_locking`.
     The user's own setting is always probed, bar the bucket volume.
     """
     if volume.kind == "hf-mount":
         return not cand.explicit
-    return not cand.explicit and volume.kind == "network" and volume.path != Path("/")
+    if cand.explicit:
+        return False
+    bucket = volume.fstype in _OBJECT_STORE_FUSE  # gcsfuse, s3fs, ...: as hf-mount
+    return bucket or (volume.kind == "network" and volume.path != Path("/"))
 
 
 def _unlockable(path: Path, table: tuple[Mount, ...], host: Platform) -> Volume | None:

@@ -268,6 +268,14 @@ _LOCAL_LOCKS = frozenset({"nolock", "local_lock=all"})
 # FUSE file systems over this machine's own disk, with the kernel's locks and a real fsync:
 # rootless Podman's container root (fuse-overlayfs) and NTFS/exFAT through ntfs-3g (fuseblk).
 _LOCAL_FUSE = frozenset({"fuse.fuse-overlayfs", "fuseblk"})
+# FUSE mounts of an object store (a bucket): like hf-mount, locks there may pass a probe
+# (the kernel keeps them in this machine) while fsync does not reach the bucket.
+_OBJECT_STORE_FUSE = frozenset(
+    {
+        "fuse.gcsfuse", "fuse.s3fs", "fuse.goofys", "fuse.geesefs", "fuse.mountpoint-s3",
+        "fuse.rclone", "fuse.blobfuse", "fuse.blobfuse2",
+    }
+)  # fmt: skip
 
 
 def detect(
