@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from cargohold import Settings
-from cargohold._volume_scan import database_url_path, sqlite_files
+from cargohold._volume_scan import Scan, database_url_path, sqlite_files
 from cargohold.cli import doctor_text
 from cargohold.doctor import DoctorReport, Problem, diagnose
 from testsupport.hosts import clear_host
@@ -149,10 +149,43 @@ def test_the_scan_is_bounded_and_reads_headers(tmp_path: Path) -> None:
     shallow = make_sqlite(tmp_path / "a" / "shallow.sqlite")
     journaled = make_sqlite(tmp_path / "a" / "store")  # no suffix, but a journal beside it
     (tmp_path / "a" / "store-journal").write_bytes(b"")
-    assert sqlite_files(tmp_path) == [shallow, journaled]  # "deep" is 5 folders down
-    assert sqlite_files(tmp_path, max_depth=5) == [shallow, journaled, deep]
-    assert sqlite_files(tmp_path, max_entries=1) == []  # spent on the folder "a"
-    assert sqlite_files(tmp_path / "missing") == []
+    assert sqlite_files(tmp_path) == Scan([shallow, journaled])  # "deep" is 5 folders down
+    assert sqlite_files(tmp_path, max_depth=5) == Scan([shallow, journaled, deep])
+    # Spent on the folder "a": the result says it was cut short.
+    assert sqlite_files(tmp_path, max_entries=1) == Scan([], "it looked at 1 entries")
+    assert sqlite_files(tmp_path, max_listings=1) == Scan([], "it listed 1 folders")
+    assert sqlite_files(tmp_path / "missing") == Scan([])
+
+
+def test_the_scan_opens_no_fifo_and_follows_no_symlink(tmp_path: Path) -> None:
+    volume, outside = tmp_path / "vol", tmp_path / "outside"
+    (volume / "sub").mkdir(parents=True)
+    os.mkfifo(volume / "sub" / "app.db")  # opening it for reading would wait for a writer
+    os.mkfifo(tmp_path / "pipe")
+    (volume / "sub" / "pipe.db").symlink_to(tmp_path / "pipe")
+    elsewhere = make_sqlite(outside / "real.db")
+    (volume / "linked.db").symlink_to(elsewhere)  # the database is not on the volume
+    real = make_sqlite(volume / "sub" / "real.sqlite")
+    assert sqlite_files(volume) == Scan([real])
+
+
+def test_the_scan_stops_at_its_deadline_and_says_so(tmp_path: Path) -> None:
+    make_sqlite(tmp_path / "app.db")
+    # A deadline already past: nothing is listed (no sleep, no timing to race).
+    assert sqlite_files(tmp_path, deadline=0.0) == Scan([], "it took over 0 s")
+
+
+def test_doctor_says_when_the_volume_scan_was_cut_short(box: Box) -> None:
+    # More folders than the scan lists (200): real folders, cheap to make.
+    for n in range(201):
+        (box.bucket / f"d{n:03}").mkdir()
+    space()
+    report = box.diagnose(HF_FUSE)
+    (problem,) = about(report, "cut short")
+    assert problem.severity == "warning"
+    assert "was cut short" in doctor_text(report)  # what `cargohold doctor` prints
+    assert f"on {box.bucket} was cut short (it listed 200 folders)" in problem.what
+    assert f"find {box.bucket} -type f" in problem.fix
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,13 @@ HF_NFS = (
     "mountport=40123,mountproto=tcp,local_lock=all,addr=127.0.0.1 0 0"
 )
 EFS = "fs-1.efs.us-east-1.amazonaws.com:/ {} nfs4 rw,relatime,vers=4.1,hard,proto=tcp 0 0"
+# Rootless Podman's container root, as /proc/mounts shows it inside the container.
+PODMAN_ROOT = (
+    "fuse-overlayfs / fuse.fuse-overlayfs rw,nodev,relatime,user_id=0,group_id=0,"
+    "default_permissions,allow_other 0 0"
+)
+# gVisor (Cloud Run's first generation) serves the container's root over 9p.
+GVISOR_ROOT = "none / 9p rw,trans=fd,rfdno=4,wfdno=4,aname=/,dfltuid=4294967294 0 0"
 SPACE = {"SPACE_ID": "ana/labels", "SPACE_HOST": "ana-labels.hf.space"}
 
 
@@ -63,6 +70,8 @@ def test_hf_mount_lines_are_bucket_volumes_without_locks() -> None:
                 EFS.format("/mnt/efs"),
                 "gcsfuse /mnt/gcs fuse.gcsfuse rw 0 0",
                 "/dev/vdb /mnt/disk ext4 rw 0 0",
+                PODMAN_ROOT.replace(" / ", " /mnt/overlay "),
+                "/dev/sdb1 /mnt/ntfs fuseblk rw,relatime,user_id=0,group_id=0,allow_other 0 0",
             )
         )
     )
@@ -73,6 +82,8 @@ def test_hf_mount_lines_are_bucket_volumes_without_locks() -> None:
         "/mnt/efs": ("network", False),
         "/mnt/gcs": ("fuse", False),
         "/mnt/disk": ("disk", True),
+        "/mnt/overlay": ("disk", True),  # FUSE over this machine's disk, kernel locks
+        "/mnt/ntfs": ("disk", True),
     }
     assert kinds["/mnt/fuse"].source == "hf-mount"
     assert "fsync returns before the Hub has the bytes" in kinds["/mnt/fuse"].why
@@ -220,3 +231,89 @@ def test_a_network_volume_the_host_reveals_is_passed_over_for_the_local_tier(box
     choice = data_dir(Settings.load({}), mounts=table, host=host)
     assert not choice.path.is_relative_to(efs)
     assert any(p == efs / ".cargohold" and "network" in why for p, _, why in choice.rejected)
+
+
+# -- container roots and local FUSE disks are not bucket volumes -------------------------------
+
+
+def only(base: Path, *lines: str) -> Path:
+    """A mount table of exactly ``lines`` (no ext4 root)."""
+    path = base / "mounts"
+    path.write_text("".join(f"{line}\n" for line in lines))
+    return path
+
+
+def test_a_rootless_podman_root_holds_the_local_tier(box: Path) -> None:
+    choice = data_dir(Settings.load({}), mounts=only(box, PODMAN_ROOT))
+    assert choice.path == box / "home" / ".local" / "share" / "cargohold"
+
+
+def test_a_fuseblk_disk_holds_the_local_tier(box: Path) -> None:
+    ntfs = f"/dev/sdb1 {box / 'home'} fuseblk rw,relatime,user_id=0,group_id=0 0 0"
+    choice = data_dir(Settings.load({}), mounts=mounts(box, ntfs))
+    assert choice.path == box / "home" / ".local" / "share" / "cargohold"
+
+
+def test_a_9p_container_root_is_probed_and_holds_the_local_tier(box: Path) -> None:
+    (root,) = parse_mounts(GVISOR_ROOT)
+    assert volume_of(root).kind == "network"  # so it is probed, not assumed
+    home = box / "home" / ".local" / "share" / "cargohold"
+    choice = data_dir(Settings.load({}), mounts=only(box, GVISOR_ROOT))
+    assert choice.path == home
+    # The probe ran there (locks hold on this real directory) and cached its pass.
+    assert paths_module._lock_probes[home.resolve()] is None
+
+
+def test_a_default_candidate_on_an_unknown_fuse_mount_is_probed(
+    box: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="cargohold.paths")
+    home = box / "home"
+    table = mounts(box, f"ana@files:/home/ana {home} fuse.sshfs rw,nosuid,nodev 0 0")
+    local = detect({}, mounts=table, root=box)  # a local machine: no persistent mount first
+    choice = data_dir(Settings.load({}), mounts=table, host=local)
+    # sshfs here is a stand-in line over a real local directory, where the probe passes:
+    # so the candidate is accepted, with a note, instead of being refused untouched.
+    assert choice.path == home / ".local" / "share" / "cargohold"
+    assert any("file locks held between processes here" in r.getMessage() for r in caplog.records)
+
+
+def test_a_default_candidate_on_fuse_whose_locks_fail_is_passed_over(
+    box: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(paths_module, "_hold_locks", lambda fd: None)  # a stand-in, as above
+    home = box / "home"
+    table = mounts(box, f"ana@files:/home/ana {home} fuse.sshfs rw,nosuid,nodev 0 0")
+    local = detect({}, mounts=table, root=box)  # a local machine: no persistent mount first
+    choice = data_dir(Settings.load({}), mounts=table, host=local)
+    assert choice.path == box / "work" / ".cargohold"  # the next candidate, on ext4
+    (why,) = [w for p, _, w in choice.rejected if p == home / ".local" / "share" / "cargohold"]
+    assert "a probe found that another process took an flock lock" in why
+
+
+# -- the probe in a frozen or embedded app ------------------------------------------------------
+
+
+def test_a_frozen_app_does_not_run_itself_to_probe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PyInstaller sets sys.frozen, and nothing here is a frozen app: the attribute is set by
+    # hand. Spawning would start the app again, so the probe fails with the fix instead.
+    monkeypatch.setattr("sys.frozen", True, raising=False)
+    problem = probe_locking(tmp_path)
+    assert problem is not None
+    assert "is not a Python interpreter (a frozen or embedded app)" in problem
+    assert "set CARGOHOLD_DATA_DIR to a local path" in problem
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_embedded_interpreter_does_not_run_its_server_to_probe(
+    box: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Under uWSGI sys.executable is the server itself (no uWSGI here: the path is set).
+    monkeypatch.setattr("sys.executable", "/usr/local/bin/uwsgi")
+    efs = box / "efs"
+    with pytest.raises(ConfigError) as caught:
+        data_dir(Settings.load({}, data_dir=efs / "hold"), mounts=mounts(box, EFS.format(efs)))
+    assert "/usr/local/bin/uwsgi is not a Python interpreter" in str(caught.value)
+    assert "point CARGOHOLD_DATA_DIR at a local disk" in str(caught.value)

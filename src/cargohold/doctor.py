@@ -319,13 +319,29 @@ def _volume_problems(host: Platform, environ: dict[str, str] | None = None) -> l
     for volume in host.volumes:
         if volume.lockable:
             continue
-        databases = _volume_scan.sqlite_files(volume.path)
+        scan = _volume_scan.sqlite_files(volume.path)
+        databases = scan.found
         if named is not None and _within(named, volume.path) and named not in databases:
             databases.append(named)
         holds = [d.parent.parent for d in databases if _is_hold_index(d)]
         apps = [d for d in databases if not _is_hold_index(d)]
         found += _volume_findings(volume, holds, apps)
+        if scan.cut_short is not None:
+            found.append(_scan_cut_short(volume, scan.cut_short))
     return found
+
+
+def _scan_cut_short(volume: Volume, why: str) -> Problem:
+    # Not finding a database there proves nothing once the scan stopped early: say so.
+    return Problem(
+        "warning",
+        "volumes",
+        f"the search for SQLite databases on {volume.path} was cut short ({why}), so some "
+        f"may have been missed; it is {volume.why}",
+        "check by hand that no database or cargohold data directory is on this volume: "
+        f"find {volume.path} -type f \\( -name '*.db' -o -name '*.sqlite*' \\)",
+        cause=f"volume:{volume.path}",
+    )
 
 
 def _is_hold_index(path: Path) -> bool:

@@ -38,7 +38,16 @@ from filelock import FileLock, Timeout
 
 from .config import Settings
 from .errors import ConfigError, PermissionDenied, StorageFull
-from .platform import Mount, Platform, Volume, detect, mount_for, read_mounts, volume_of
+from .platform import (
+    _OBJECT_STORE_FUSE,
+    Mount,
+    Platform,
+    Volume,
+    detect,
+    mount_for,
+    read_mounts,
+    volume_of,
+)
 
 __all__ = [
     "DEFAULT_MIN_FREE_BYTES",
@@ -221,8 +230,18 @@ def _hold_locks(fd: int) -> None:
 
 
 def _second_process(folder: Path, name: str, old: str) -> str | None:
+    if not _can_spawn_python():
+        # In a frozen app (PyInstaller) or under an embedding server (uWSGI) sys.executable
+        # is the app itself: running it with "-c" would start the app again, not the probe.
+        return (
+            f"no second process can test file locks: {sys.executable or 'the executable'} "
+            "is not a Python interpreter (a frozen or embedded app); put data_dir on the "
+            "container's own disk, or set CARGOHOLD_DATA_DIR to a local path"
+        )
     command = [sys.executable, "-I", "-S", "-c", _SECOND_PROCESS, str(folder), name, old]
     try:
+        # On timeout, run() kills the child by its PID and reaps it. The child starts no
+        # process of its own, so no group of its own is needed to kill all it started.
         done = subprocess.run(
             command, capture_output=True, text=True, timeout=_PROBE_TIMEOUT, check=False
         )
@@ -237,6 +256,11 @@ def _second_process(folder: Path, name: str, old: str) -> str | None:
         return answer
     last = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
     return f"the second process testing file locks failed: {last[0]}"
+
+
+def _can_spawn_python() -> bool:
+    name = Path(sys.executable or "").name.lower()
+    return not getattr(sys, "frozen", False) and name.startswith("python")
 
 
 def data_dir(
@@ -254,9 +278,11 @@ def data_dir(
     (``~/.local/share/{app}`` on Linux), ``.{app}`` in the working directory, and
     ``{app}-{uid}`` in the system temp directory. A RAM-backed candidate is used only when no
     disk-backed one passes (or when it is the setting). A candidate on a volume where file
-    locks and fsync cannot be trusted (:attr:`Volume.lockable` False: a bucket volume, a
-    network or FUSE mount) is passed over untouched. Raises :class:`PermissionDenied` if
-    none is usable (:class:`StorageFull` if all failed only for space), listing each
+    locks and fsync cannot be trusted (:attr:`Volume.lockable` False) is passed over
+    untouched when it is a bucket (hf-mount, gcsfuse, s3fs, ...) or a network share below
+    the root, and used on any other (a FUSE mount, a 9p container root) only if
+    :func:`probe_locking` passes there (cached per directory per process). Raises
+    :class:`PermissionDenied` if none is usable (:class:`StorageFull` if all failed only for space), listing each
     candidate and why, and :class:`ConfigError`, naming the fix, if the setting is on a
     bucket volume or on a network or FUSE mount that fails :func:`probe_locking`.
     """
@@ -446,7 +472,7 @@ def _assess(
     # The local tier's SQLite index (WAL mode) and its file locks need a local file system.
     # Decided before anything is written: on a bucket volume a probe file is an upload.
     volume = _unlockable(path, table, host) if kind == "data" else None
-    if volume is not None and not cand.explicit:
+    if volume is not None and _passed_over(volume, cand):
         return None, f"it is on {volume.why}; the local tier needs a local disk"
     if volume is not None and volume.kind == "hf-mount":
         raise _refused(path, cand, volume, None)
@@ -461,12 +487,18 @@ def _assess(
         return None, reason
     if volume is not None:
         problem = probe_locking(path)
-        if problem is not None:
+        if problem is not None and cand.explicit:
             raise _refused(path, cand, volume, problem)
-        log.warning(
-            "cargohold: using %s for the local tier as you set it, on %s; file locks held "
-            "between processes here, but let no other machine use this directory",
+        if problem is not None:
+            return None, f"it is on {volume.why}, and a probe found that {problem}"
+        # The user's own choice on a shared file system deserves the reminder every time;
+        # a default that passed (a gVisor 9p root, an sshfs home) only a note.
+        log.log(
+            logging.WARNING if cand.explicit else logging.INFO,
+            "cargohold: using %s for the local tier (%s), on %s; file locks held between "
+            "processes here, but let no other machine use this directory",
             path,
+            cand.source,
             volume.why,
         )
     try:
@@ -476,6 +508,23 @@ def _assess(
     if free < min_free_bytes:
         return None, f"only {free} bytes free, below the floor of {min_free_bytes}"
     return _Usable(cand, path, _ram_backed(path, table, host), free), ""
+
+
+def _passed_over(volume: Volume, cand: _Candidate) -> bool:
+    """Whether a default candidate on ``volume`` (not lockable) is refused untouched.
+
+    A bucket volume (hf-mount, gcsfuse, s3fs, ...) is: a probe file there is an upload,
+    and its locks would pass while fsync does not. So is a network share mounted below the root (NFS, SMB, EFS): other
+    machines may mount it too, and a probe on this one cannot see theirs. Anything else (a
+    FUSE mount, a container root on 9p as gVisor shows it) gets :func:`probe_locking`.
+    The user's own setting is always probed, bar the bucket volume.
+    """
+    if volume.kind == "hf-mount":
+        return not cand.explicit
+    if cand.explicit:
+        return False
+    bucket = volume.fstype in _OBJECT_STORE_FUSE  # gcsfuse, s3fs, ...: as hf-mount
+    return bucket or (volume.kind == "network" and volume.path != Path("/"))
 
 
 def _unlockable(path: Path, table: tuple[Mount, ...], host: Platform) -> Volume | None:

@@ -265,6 +265,17 @@ _NETWORK_FSTYPES = frozenset(
 _HF_MOUNT_SOURCE = "hf-mount"
 _LOOPBACK_SOURCES = ("127.0.0.1:", "localhost:", "[::1]:")
 _LOCAL_LOCKS = frozenset({"nolock", "local_lock=all"})
+# FUSE file systems over this machine's own disk, with the kernel's locks and a real fsync:
+# rootless Podman's container root (fuse-overlayfs) and NTFS/exFAT through ntfs-3g (fuseblk).
+_LOCAL_FUSE = frozenset({"fuse.fuse-overlayfs", "fuseblk"})
+# FUSE mounts of an object store (a bucket): like hf-mount, locks there may pass a probe
+# (the kernel keeps them in this machine) while fsync does not reach the bucket.
+_OBJECT_STORE_FUSE = frozenset(
+    {
+        "fuse.gcsfuse", "fuse.s3fs", "fuse.goofys", "fuse.geesefs", "fuse.mountpoint-s3",
+        "fuse.rclone", "fuse.blobfuse", "fuse.blobfuse2",
+    }
+)  # fmt: skip
 
 
 def detect(
@@ -376,7 +387,9 @@ def mount_for(path: str | os.PathLike[str], mounts: tuple[Mount, ...]) -> Mount 
 
 def _kind(mount: Mount, host: HostName) -> tuple[FsKind, str]:
     fstype, source = mount.fstype, mount.device
-    fuse = fstype in ("fuse", "fuseblk", "virtiofs") or fstype.startswith("fuse.")
+    if fstype in _LOCAL_FUSE:
+        return "disk", ""
+    fuse = fstype in ("fuse", "virtiofs") or fstype.startswith("fuse.")
     loopback_nfs = (
         fstype in ("nfs", "nfs4")
         and source.startswith(_LOOPBACK_SOURCES)
