@@ -112,6 +112,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from ._fork import at_fork
+from ._threads import start_thread
 
 __all__ = ["Flushable", "install", "register", "shutting_down"]
 
@@ -234,10 +235,7 @@ def _start_flusher() -> None:
         read, write = os.pipe()
         os.set_blocking(write, False)  # a full pipe must never block the handler
         _pipe = (read, write)
-    _flusher = threading.Thread(
-        target=_flusher_loop, args=(_pipe[0],), name="cargohold-shutdown", daemon=True
-    )
-    _flusher.start()
+    _flusher = start_thread(_flusher_loop, args=(_pipe[0],), name="cargohold-shutdown")
 
 
 def _handle(signum: int, frame: FrameType | None) -> None:
@@ -311,10 +309,7 @@ def _flush_then_hand_back(signum: int) -> None:
         name = signal.Signals(signum).name
         log.info("cargohold: %s received: flushing before shutdown", name)
         _worker_stop = stop
-        _worker = threading.Thread(
-            target=_flush_all, args=(name, stop), name=_FLUSH_THREAD, daemon=True
-        )
-        _worker.start()
+        _worker = start_thread(_flush_all, args=(name, stop), name=_FLUSH_THREAD)
     worker = _worker
     assert worker is not None
     worker.join(max(0.0, began + _stop_grace - time.monotonic()))  # never longer
@@ -370,9 +365,8 @@ def _each(items: list[Any], action: Callable[[Any], None], doing: str, name: str
         return
     threads = []
     for item in items:
-        thread = threading.Thread(target=run, args=(item,), name=name, daemon=True)
         try:
-            thread.start()
+            thread = start_thread(run, args=(item,), name=name)
         except RuntimeError:  # no new threads (an interpreter that is finalizing): one by one
             run(item)
             continue

@@ -28,6 +28,7 @@ from ._keylocks import KeyedLocks
 from ._local_only import LocalOnly
 from ._logging import apply_log_level
 from ._ranged import RangedRemoteFile
+from ._threads import start_thread
 from .config import Settings
 from .errors import (
     CargoholdError,
@@ -887,8 +888,7 @@ class Hold:
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 listed.put(exc)
 
-        lister = threading.Thread(target=read_listing, name="cargohold-hydrate-list", daemon=True)
-        lister.start()
+        start_thread(read_listing, name="cargohold-hydrate-list")
         done = total_bytes = skipped = seen = 0
         failed: dict[str, str] = {}
         finished = False
@@ -1228,9 +1228,7 @@ class Hold:
             for hook in hooks:
                 _call_logged(hook)
 
-        thread = threading.Thread(target=run, name="cargohold-stop-hooks", daemon=True)
-        thread.start()
-        return thread
+        return start_thread(run, name="cargohold-stop-hooks")
 
     def close(self, timeout: float | None = None, *, flush: bool = True) -> None:
         """Flush for up to ``timeout`` seconds (default ``shutdown_grace``), then stop.

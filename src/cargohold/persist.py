@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ._threads import start_thread
 from .errors import CargoholdError, InvalidKey, from_os_error
 from .hold import provide
 from .keys import normalize_key, normalize_prefix
@@ -108,10 +109,7 @@ class PersistedDir:
                     "the folder (Dockerfile: COPY --chown=user or RUN chown)"
                 ),
             ) from exc
-        self._thread = threading.Thread(
-            target=self._run, name=f"cargohold-persist-{self.folder.name}", daemon=True
-        )
-        self._thread.start()
+        self._thread = start_thread(self._run, name=f"cargohold-persist-{self.folder.name}")
 
     def stop(self) -> None:
         """Scan one last time (so the final changes are journaled) and stop."""
