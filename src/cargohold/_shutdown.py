@@ -33,7 +33,10 @@ Meanwhile the app keeps running: servers keep answering, and they drain (and may
 accepting writes) after their own handler ran. :func:`shutting_down` lets the Hold see
 that a stop has begun: from then on each ``put`` returns only once the remote has it
 (see ``Hold.put``), so a write acknowledged after the signal is not lost when the process
-dies by the default action moments later, without another flush.
+dies by the default action moments later, without another flush. Writes no caller waits
+on (a persist_dir scan's, inside :func:`journaling`) are journaled as before: a scan that
+waited on a remote that is down would hold the exit past the grace, and the flush or the
+exit's close that follows sends them within its budget.
 
 A stop the process outlives
 ---------------------------
@@ -107,7 +110,7 @@ import signal
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any, Protocol
 
@@ -219,9 +222,25 @@ def remaining(grace: float) -> float:
 
 
 def in_flusher() -> bool:
-    """True on the threads that run the shutdown flush (their writes are not
-    write-through: they flush them themselves)."""
-    return threading.current_thread().name == _FLUSH_THREAD
+    """True on the threads that run the shutdown flush, and inside :func:`journaling`:
+    their writes are not write-through (a flush that follows sends them)."""
+    return threading.current_thread().name == _FLUSH_THREAD or getattr(_journaling, "depth", 0) > 0
+
+
+_journaling = threading.local()
+
+
+@contextlib.contextmanager
+def journaling() -> Iterator[None]:
+    """Writes made in this block on this thread are journaled and acknowledged at once,
+    even after a stop signal, rather than waiting for the remote: for writes no caller
+    waits on, whose sending a flush that follows bounds by its own budget (a persist_dir
+    scan, see :mod:`cargohold.persist`). No lock: a thread-local counter."""
+    _journaling.depth = getattr(_journaling, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _journaling.depth -= 1
 
 
 _FLUSH_THREAD = "cargohold-shutdown-flush"

@@ -1245,11 +1245,14 @@ class Hold:
         deadline = time.monotonic() + budget
         hooks = self._run_stop_hooks()  # leases given up at once, beside the flush
         for persisted in self._persisted:
-            persisted.stop()  # its last scan writes
+            persisted.stop(max(0.0, deadline - time.monotonic()))  # its last scan writes
         # Before the flush starts: a write journaled after this is not acknowledged until
         # the remote has it (see put), one journaled before is the flush's to send.
         self._closing = True
-        self.syncer.close(budget, flush=flush)
+        self.syncer.close(max(0.0, deadline - time.monotonic()), flush=flush)
+        if flush:
+            for persisted in self._persisted:
+                persisted.log_unsent()
         if hooks is not None:
             # They use the remote, which is closed below.
             hooks.join(max(0.0, deadline - time.monotonic()))
@@ -1294,6 +1297,8 @@ class Hold:
                 exc,
                 self.local.root,
             )
+            for persisted in self._persisted:
+                persisted.log_unsent()
         finally:
             if hooks is not None:
                 hooks.join(max(0.0, deadline - time.monotonic()))

@@ -13,6 +13,20 @@ last changes before the process goes.
   are put into the Hold (journaled, synced in the background); missing ones are deleted.
 - Files are copied into the Hold's local tier when pushed, so the app may keep writing
   to them; a file caught mid-write is pushed again once it changes no more.
+- A scan's puts and deletes are journaled and never wait for the remote, even after a
+  stop signal (when the app's own puts become write-through): no caller waits on them,
+  and a scan stuck on a remote that is down would hold the lock the last scan at stop
+  needs. The syncer sends them; a stop's flush or ``close()`` ships them within its budget.
+
+Stop within the grace
+---------------------
+
+:meth:`PersistedDir.stop` (from ``Hold.close``, the exit's included) has a budget, what is
+left of ``shutdown_grace``: it waits for the scan thread no longer than that (a scan still
+under way then ends with the process, and the last scan is skipped), and its last scan
+only hashes files and journals: it never waits on the remote.
+So with the remote down the exit still ends within the grace; what did not reach the
+remote is logged by file name (:meth:`PersistedDir.log_unsent`) and stays in the journal.
 """
 
 from __future__ import annotations
@@ -21,6 +35,7 @@ import contextlib
 import fnmatch
 import hashlib
 import logging
+import math
 import os
 import threading
 import uuid
@@ -28,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import _shutdown
 from ._threads import start_thread
 from .errors import CargoholdError, InvalidKey, from_os_error
 from .hold import provide
@@ -42,6 +58,10 @@ log = logging.getLogger("cargohold.persist")
 
 #: Names never pushed: our own temp files, editors' lock and swap files.
 DEFAULT_IGNORE = (".cargohold-*", ".~lock.*", "*.swp", "*.tmp", "*.part")
+#: At most this many pending changes are looked through, and this many names logged, by
+#: log_unsent (a folder of a million files must not make the exit slow or its log huge).
+_PENDING_MAX = 100_000
+_NAMES_LOGGED = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,13 +131,48 @@ class PersistedDir:
             ) from exc
         self._thread = start_thread(self._run, name=f"cargohold-persist-{self.folder.name}")
 
-    def stop(self) -> None:
-        """Scan one last time (so the final changes are journaled) and stop."""
+    def stop(self, timeout: float = 30.0) -> None:
+        """Scan one last time (so the final changes are journaled) and stop, within
+        ``timeout`` seconds: a scan still under way then (hashing a huge file) is left to
+        end with the process, and the last scan is skipped, with a warning."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning(
+                    "cargohold: no last scan of %s at stop: a scan was still under way when "
+                    "the time ran out, so changes made since it began are not in the journal",
+                    self.folder,
+                )
+                return
         with contextlib.suppress(CargoholdError):
             self.scan()
+
+    def log_unsent(self) -> None:
+        """Log by name this folder's files whose last change is not on the remote yet (a
+        flush ran out of time): they stay in the journal and sync when a Hold opens this
+        data directory again."""
+        try:
+            pending = [
+                key
+                for key, _ in self.hold.local.pending_keys(before=math.inf, limit=_PENDING_MAX)
+                if key.startswith(self.prefix)
+            ]
+        except CargoholdError:
+            return
+        if not pending:
+            return
+        names = [key[len(self.prefix) :] for key in pending[:_NAMES_LOGGED]]
+        more = len(pending) - len(names)
+        log.warning(
+            "cargohold: %d file(s) of %s not on %s yet: %s%s. They are in the local journal "
+            "and sync when a Hold opens this data directory again.",
+            len(pending),
+            self.folder,
+            self.hold.remote.url,
+            ", ".join(names),
+            f" and {more} more" if more else "",
+        )
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -174,7 +229,7 @@ class PersistedDir:
         """Push added and changed files, delete removed ones (into the Hold's journal)."""
         pushed = deleted = unchanged = 0
         skipped: dict[str, str] = {}
-        with self._lock:
+        with self._lock, _shutdown.journaling():  # never write-through: see the docstring
             present: set[str] = set()
             for path in self._files():
                 relative = path.relative_to(self.folder).as_posix()
