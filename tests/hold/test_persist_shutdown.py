@@ -78,7 +78,8 @@ def test_a_stop_with_the_remote_down_ends_within_the_grace_and_names_what_remain
         text=True,
     )
     try:
-        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout is not None
+        assert proc.stdin is not None
         assert proc.stdout.readline().strip() == "READY"
         proxy.add(Fault(status=503, times=10**9))  # from now on the remote is down
         proc.stdin.write("go\n")
@@ -89,11 +90,14 @@ def test_a_stop_with_the_remote_down_ends_within_the_grace_and_names_what_remain
             # Generous (the grace is 2 s): before, this took minutes.
             _, stderr = proc.communicate(timeout=25)
         except subprocess.TimeoutExpired:
-            pytest.fail("the process outlived its grace by far with persist_dir and the remote down")
+            pytest.fail(
+                "the process outlived its grace by far with persist_dir and the remote down"
+            )
         assert proc.returncode == 3, stderr[-3000:]  # the app's handler ran, and its exit
         unsent = [line for line in stderr.splitlines() if "not on" in line and "outputs" in line]
         assert unsent, stderr[-3000:]
-        assert "report.txt" in unsent[-1] and "live.log" in unsent[-1], unsent
+        assert "report.txt" in unsent[-1], unsent
+        assert "live.log" in unsent[-1], unsent
     finally:
         if proc.poll() is None:
             proc.kill()
