@@ -55,6 +55,11 @@ on after the flush, and later comes another signal, or an ordinary exit. The rul
 - A signal after a stop this process outlived begins a new stop, with a whole grace of
   its own: it is the host (or the user) asking again, and its flush ships what the first
   one could not (a remote that was down then).
+- What a Hold gives up at a stop (``Hold.at_stop``: single-flight leases) is given up at
+  its start, and a callback registered during the stop runs at once; once a stop the
+  process outlives is over, callbacks are kept again, for the next stop (or close) to
+  run. So a stop the app chose to survive does not make every later lease be given up
+  as soon as it is taken.
 - The exit hook (and ``close()`` without a timeout) after a stop signal has what is left
   of that stop's grace, and none once it has passed: the host's SIGKILL counts from the
   signal, and an exit without a new signal is the app finishing that stop, late (a pool
@@ -219,6 +224,19 @@ def remaining(grace: float) -> float:
     if began is None:
         return grace
     return max(0.0, grace - (time.monotonic() - began))
+
+
+def current_stop() -> int:
+    """The number of the latest stop begun by a signal (0: none yet)."""
+    return _stops
+
+
+def stop_under_way(stop: int) -> bool:
+    """Whether stop number ``stop`` is still under way: it is the latest, and its flush
+    has not ended or its grace has not passed (see "A stop the process outlives")."""
+    if stop != _stops:
+        return False
+    return _flushed < stop or remaining(_stop_grace) > 0
 
 
 def in_flusher() -> bool:

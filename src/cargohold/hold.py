@@ -248,6 +248,8 @@ class Hold:
         # at_stop() or a cancel().
         self._stop_hooks_lock = threading.RLock()
         self._stopped = False
+        #: The signal stop (see _shutdown.current_stop) that set _stopped; None: close().
+        self._stopped_by: int | None = None
         if syncing:
             self.syncer.start()
         if catalog is not None:
@@ -272,6 +274,7 @@ class Hold:
         self._stop_hooks = {}
         self._stop_hooks_lock = threading.RLock()
         self._stopped = False  # the parent's stop is not the child's (_shutdown forgets it too)
+        self._stopped_by = None
 
     def _resume_after_fork(self) -> None:
         """The first use in a forked child: start the threads the parent had (never in
@@ -1195,12 +1198,15 @@ class Hold:
         the callbacks run at its start, on a thread of their own beside the flush, and
         the stop waits for them at most as long as for the flush. Features give up what
         other instances may be waiting for there (single-flight leases). A callback
-        registered once the stop has begun is called at once, on the caller's thread.
+        registered once the stop has begun is called at once, on the caller's thread,
+        until the stop is over: for ``close()`` that is never; for a stop signal the
+        process outlives (the app ignored it or went on), once its flush has ended and
+        its grace has passed; from then on callbacks are kept for the next stop.
         A forked child does not inherit its parent's callbacks. Exceptions are logged.
         """
         token = object()
         with self._stop_hooks_lock:
-            if not self._stopped:
+            if not self._in_stop():
                 self._stop_hooks[token] = callback
                 token_kept = True
             else:
@@ -1215,9 +1221,21 @@ class Hold:
 
         return cancel
 
-    def _run_stop_hooks(self) -> threading.Thread | None:
-        """Start the at_stop callbacks on a thread of their own (None: there are none)."""
+    def _in_stop(self) -> bool:
+        """Whether at_stop callbacks run at once (see at_stop); under _stop_hooks_lock."""
+        stop = self._stopped_by
+        if self._stopped and stop is not None and not _shutdown.stop_under_way(stop):
+            self._stopped = False  # a stop this process outlived: keep callbacks again
+            self._stopped_by = None
+        return self._stopped
+
+    def _run_stop_hooks(self, *, signal_stop: int | None = None) -> threading.Thread | None:
+        """Start the at_stop callbacks on a thread of their own (None: there are none).
+        ``signal_stop``: the number of the signal stop this is for; None for close()."""
         with self._stop_hooks_lock:
+            if not self._stopped or self._stopped_by is not None:
+                # close() after a signal stop: stopped for good from now on.
+                self._stopped_by = signal_stop
             self._stopped = True
             hooks = list(self._stop_hooks.values())
             self._stop_hooks.clear()
@@ -1274,7 +1292,8 @@ class Hold:
         if self._closed:
             return
         deadline = time.monotonic() + budget
-        hooks = self._run_stop_hooks()  # leases given up at once, beside the flush
+        # Leases given up at once, beside the flush.
+        hooks = self._run_stop_hooks(signal_stop=_shutdown.current_stop())
         try:
             for persisted in self._persisted:
                 persisted.scan()
