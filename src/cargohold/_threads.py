@@ -31,14 +31,20 @@ from typing import Any
 
 __all__ = ["STOP_SIGNALS", "signals_blocked", "start_thread"]
 
-#: What hosts and terminals send to stop or reload a process.
-STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+#: What hosts and terminals send to stop or reload a process (SIGHUP is POSIX only).
+STOP_SIGNALS = frozenset(
+    s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)) if s is not None
+)
 
 
 @contextlib.contextmanager
 def signals_blocked() -> Iterator[None]:
     """Block :data:`STOP_SIGNALS` in this thread for the block, so that threads started
-    in it (directly, or by a thread pool's ``submit``) are born blocking them."""
+    in it (directly, or by a thread pool's ``submit``) are born blocking them. Where
+    threads have no signal mask (Windows) this does nothing."""
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - Windows
+        yield
+        return
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield

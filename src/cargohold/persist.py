@@ -140,8 +140,9 @@ class PersistedDir:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 log.warning(
-                    "cargohold: no last scan of %s at stop: a scan was still under way when "
-                    "the time ran out, so changes made since it began are not in the journal",
+                    "cargohold: no last scan of %s at stop: its scan thread had not stopped "
+                    "when the time ran out, so changes since its last scan may not be in the "
+                    "journal",
                     self.folder,
                 )
                 return

@@ -15,12 +15,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import proxied_s3_url
 from testsupport.children import dying_with_parent
 from testsupport.faultproxy import Fault, FaultProxy
 from testsupport.servers import SeaweedFS
@@ -56,19 +55,10 @@ CHILD = textwrap.dedent(
 )
 
 
-@pytest.fixture
-def proxy(seaweedfs: SeaweedFS) -> Iterator[FaultProxy]:
-    with FaultProxy(seaweedfs.endpoint) as proxy:
-        yield proxy
-
-
 def test_a_stop_with_the_remote_down_ends_within_the_grace_and_names_what_remained(
-    proxy: FaultProxy, seaweedfs: SeaweedFS, seaweedfs_bucket: str, tmp_path: Path
+    seaweedfs_proxy: FaultProxy, seaweedfs: SeaweedFS, seaweedfs_bucket: str, tmp_path: Path
 ) -> None:
-    url = (
-        f"s3://{seaweedfs_bucket}/persist-{uuid.uuid4().hex[:8]}?endpoint={proxy.endpoint}"
-        f"&access_key_id={seaweedfs.access_key}&secret_access_key={seaweedfs.secret_key}"
-    )
+    url = proxied_s3_url(seaweedfs_proxy, seaweedfs, seaweedfs_bucket)
     folder = tmp_path / "outputs"
     proc = subprocess.Popen(
         dying_with_parent([sys.executable, "-c", CHILD, url, str(tmp_path / "data"), str(folder)]),
@@ -81,7 +71,7 @@ def test_a_stop_with_the_remote_down_ends_within_the_grace_and_names_what_remain
         assert proc.stdout is not None
         assert proc.stdin is not None
         assert proc.stdout.readline().strip() == "READY"
-        proxy.add(Fault(status=503, times=10**9))  # from now on the remote is down
+        seaweedfs_proxy.add(Fault(status=503, times=10**9))  # from now on the remote is down
         proc.stdin.write("go\n")
         proc.stdin.flush()
         assert proc.stdout.readline().strip() == "WRITING"

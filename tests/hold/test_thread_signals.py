@@ -13,13 +13,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cargohold.remotes.s3 import S3Remote
+from tests.conftest import proxied_s3_url
 from testsupport.children import dying_with_parent
 from testsupport.faultproxy import Fault, FaultProxy
 from testsupport.servers import SeaweedFS
@@ -65,21 +64,12 @@ CHILD = textwrap.dedent(
 )
 
 
-@pytest.fixture
-def proxy(seaweedfs: SeaweedFS) -> Iterator[FaultProxy]:
-    with FaultProxy(seaweedfs.endpoint) as proxy:
-        yield proxy
-
-
 def test_sigterm_reaches_a_main_thread_blocked_in_a_read_while_the_syncer_sends(
-    proxy: FaultProxy, seaweedfs: SeaweedFS, seaweedfs_bucket: str, tmp_path: Path
+    seaweedfs_proxy: FaultProxy, seaweedfs: SeaweedFS, seaweedfs_bucket: str, tmp_path: Path
 ) -> None:
     # Every PUT waits a little, so the syncer is in the middle of sending at the signal.
-    proxy.add(Fault(status=None, times=10**6, delay=0.1, match=lambda m, p: m == "PUT"))
-    url = (
-        f"s3://{seaweedfs_bucket}/threads-{uuid.uuid4().hex[:8]}?endpoint={proxy.endpoint}"
-        f"&access_key_id={seaweedfs.access_key}&secret_access_key={seaweedfs.secret_key}"
-    )
+    seaweedfs_proxy.add(Fault(status=None, times=10**6, delay=0.1, match=lambda m, p: m == "PUT"))
+    url = proxied_s3_url(seaweedfs_proxy, seaweedfs, seaweedfs_bucket)
     proc = subprocess.Popen(
         dying_with_parent(
             [
