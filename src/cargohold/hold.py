@@ -99,8 +99,9 @@ class FlushSource(Protocol):
     def scan(self) -> object:
         """Write what changed since the last scan into the Hold."""
 
-    def stop(self) -> object:
-        """Stop for good, with a last scan."""
+    def stop(self, timeout: float) -> object:
+        """Stop for good, with a last scan, within ``timeout`` seconds (what is left of
+        the close's budget): it must not wait on the remote."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -1269,8 +1270,7 @@ class Hold:
         self._closing = True
         self.syncer.close(max(0.0, deadline - time.monotonic()), flush=flush)
         if flush:
-            for persisted in self._persisted:
-                persisted.log_unsent()
+            self._log_unsent()
         if hooks is not None:
             # They use the remote, which is closed below.
             hooks.join(max(0.0, deadline - time.monotonic()))
@@ -1316,11 +1316,28 @@ class Hold:
                 exc,
                 self.local.root,
             )
-            for persisted in self._persisted:
-                persisted.log_unsent()
+            self._log_unsent()
         finally:
             if hooks is not None:
                 hooks.join(max(0.0, deadline - time.monotonic()))
+
+    def _log_unsent(self) -> None:
+        """After a flush that ran out of time: log by key what is not on the remote yet
+        (the oldest first, at most _UNSENT_NAMED of them), so the operator knows which
+        writes wait in the journal, not only how many."""
+        try:
+            pending = self.local.pending_keys(before=math.inf, limit=_UNSENT_NAMED + 1)
+        except CargoholdError:
+            return  # closed meanwhile (close() took over): it logs what remains
+        if not pending:
+            return
+        names = ", ".join(key for key, _ in pending[:_UNSENT_NAMED])
+        log.warning(
+            "cargohold: not on %s yet: %s%s",
+            self.remote.url,
+            names,
+            ", ..." if len(pending) > _UNSENT_NAMED else "",
+        )
 
     def _check_writable(self) -> None:
         """Writes are refused once close() has begun (its flush covers only earlier ones)."""
@@ -1399,6 +1416,8 @@ _EMPTY = object()
 #: before any batch ended leaves one batch to send. (Two, counted per process, let two
 #: pool workers pile up four batches, which a loaded machine did not send in a 3 s grace.)
 _UNMEASURED_CHANGES = 1
+#: How many keys a flush that ran out of time names in the log (see Hold._log_unsent).
+_UNSENT_NAMED = 20
 
 
 def _next_or_none(q: queue.Queue[Any]) -> Any:

@@ -26,7 +26,7 @@ left of ``shutdown_grace``: it waits for the scan thread no longer than that (a 
 under way then ends with the process, and the last scan is skipped), and its last scan
 only hashes files and journals: it never waits on the remote.
 So with the remote down the exit still ends within the grace; what did not reach the
-remote is logged by file name (:meth:`PersistedDir.log_unsent`) and stays in the journal.
+remote stays in the journal, and the Hold logs it by key (``<prefix>/<file>``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ import contextlib
 import fnmatch
 import hashlib
 import logging
-import math
 import os
 import threading
 import uuid
@@ -58,10 +57,6 @@ log = logging.getLogger("cargohold.persist")
 
 #: Names never pushed: our own temp files, editors' lock and swap files.
 DEFAULT_IGNORE = (".cargohold-*", ".~lock.*", "*.swp", "*.tmp", "*.part")
-#: At most this many pending changes are looked through, and this many names logged, by
-#: log_unsent (a folder of a million files must not make the exit slow or its log huge).
-_PENDING_MAX = 100_000
-_NAMES_LOGGED = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,32 +143,6 @@ class PersistedDir:
                 return
         with contextlib.suppress(CargoholdError):
             self.scan()
-
-    def log_unsent(self) -> None:
-        """Log by name this folder's files whose last change is not on the remote yet (a
-        flush ran out of time): they stay in the journal and sync when a Hold opens this
-        data directory again."""
-        try:
-            pending = [
-                key
-                for key, _ in self.hold.local.pending_keys(before=math.inf, limit=_PENDING_MAX)
-                if key.startswith(self.prefix)
-            ]
-        except CargoholdError:
-            return
-        if not pending:
-            return
-        names = [key[len(self.prefix) :] for key in pending[:_NAMES_LOGGED]]
-        more = len(pending) - len(names)
-        log.warning(
-            "cargohold: %d file(s) of %s not on %s yet: %s%s. They are in the local journal "
-            "and sync when a Hold opens this data directory again.",
-            len(pending),
-            self.folder,
-            self.hold.remote.url,
-            ", ".join(names),
-            f" and {more} more" if more else "",
-        )
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
