@@ -29,6 +29,14 @@ waits for nothing and takes no lock:
    action and re-raises, or (SIG_IGN) does nothing. So the app's own handler runs every
    time, on the main thread where Python expects it, at most the grace budget late.
 
+The flusher, the flush threads and every other thread cargohold starts block SIGTERM,
+SIGINT and SIGHUP from birth (:mod:`cargohold._threads`: a system call, no lock), so the
+kernel gives a stop signal to the main thread, whose handler step 1 is, even while it sits
+in a C-level read; never to one of ours, on which Python would only set a flag and the
+handler would wait for the main thread's next bytecode. The flush itself waits on nothing
+unbounded: a ``persist_dir``'s stop waits for its scan thread at most what is left of the
+grace, and its scans journal without waiting on the remote (:func:`journaling`).
+
 Meanwhile the app keeps running: servers keep answering, and they drain (and may keep
 accepting writes) after their own handler ran. :func:`shutting_down` lets the Hold see
 that a stop has begun: from then on each ``put`` returns only once the remote has it
