@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from testsupport.faultproxy import FaultProxy
 from testsupport.servers import MotoServer, S3Server, SeaweedFS
 
 
@@ -46,6 +47,18 @@ def s3_url(server: S3Server, bucket: str, prefix: str | None = None) -> str:
         f"s3://{bucket}/{prefix}?endpoint={server.endpoint}"
         f"&access_key_id={server.access_key}&secret_access_key={server.secret_key}"
     )
+
+
+@pytest.fixture
+def seaweedfs_proxy(seaweedfs: SeaweedFS) -> Iterator[FaultProxy]:
+    """A fault proxy of the test's own in front of the shared SeaweedFS."""
+    with FaultProxy(seaweedfs.endpoint) as proxy:
+        yield proxy
+
+
+def proxied_s3_url(proxy: FaultProxy, server: S3Server, bucket: str) -> str:
+    """As :func:`s3_url`, with requests going through ``proxy``."""
+    return s3_url(server, bucket).replace(server.endpoint, proxy.endpoint, 1)
 
 
 def private_seaweedfs(bucket: str) -> Iterator[SeaweedFS]:

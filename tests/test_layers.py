@@ -31,6 +31,7 @@ LAYERS: dict[int, set[str]] = {
         "_io",
         "_keylocks",
         "_heartbeat",
+        "_threads",
     },
     2: {"remotes", "catalog"},
     3: {"local", "_index", "_blobs", "_hot_rows", "_putlog_recovery"},

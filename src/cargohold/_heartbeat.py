@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 
 from ._fork import on_fork
+from ._threads import start_thread
 from .errors import CargoholdError
 
 __all__ = ["Heartbeat"]
@@ -67,10 +68,7 @@ class Heartbeat:
         with self._turn:
             self.lost = False
             self._stop = stop
-        self._thread = threading.Thread(
-            target=self._beat, args=(stop, renew), name=self.thread_name, daemon=True
-        )
-        self._thread.start()
+        self._thread = start_thread(self._beat, args=(stop, renew), name=self.thread_name)
 
     def _beat(self, stop: threading.Event, renew: Callable[[], bool]) -> None:
         while not stop.wait(self.ttl / 3):

@@ -40,6 +40,12 @@ signal handler on a thread inside). If a call outlasts ``_FORK_WAIT`` (a huge sc
 wait on another process's write lock) the fork goes ahead with a warning rather than wait
 on: then, as before the gate, the child may inherit a mutex held.
 
+Two threads forking at once take the write lock (and then the gate's door) in turn: the
+second waits for the first's fork to be done, up to ``_FORK_WAIT``. The lock is released
+after a fork only by the thread whose ``before_fork`` took it (``Index._fork_holder``),
+so a fork that gave up waiting neither releases a lock it does not hold nor makes the
+other fork keep it held for good.
+
 Close: each connection belongs to one thread, and only that thread may close it while it
 lives. ``close()`` closes its own thread's connection and those of threads that have
 ended; another thread may be inside an SQLite call on its connection that very moment (a
@@ -311,7 +317,10 @@ class Index:
         # interrupted this thread while it added its connection must not wait for itself.
         self._lock = threading.RLock()
         self._write_lock = threading.Lock()
-        self._fork_held = False  # _write_lock taken by before_fork
+        #: The thread whose fork took _write_lock in before_fork (None: no fork holds it).
+        #: Per thread, not a flag: two threads may fork at once, and only the one whose
+        #: before_fork took the lock may release it (see before_fork).
+        self._fork_holder: int | None = None
         self._gate = _GATE
         self._closed = False
         try:
@@ -473,9 +482,14 @@ class Index:
 
     def before_fork(self) -> None:
         """Wait a moment for another thread's transaction to end (see the module
-        docstring). Never for long: a thread may hold the lock for reasons of its own."""
-        self._fork_held = self._write_lock.acquire(timeout=_FORK_WAIT)
-        if not self._fork_held:
+        docstring). Never for long: a thread may hold the lock for reasons of its own,
+        among them another thread's fork under way (whose hooks hold it until that fork
+        is done). A fork that could not take the lock leaves whoever holds it as holder:
+        a shared flag cleared here would make that other fork leave the lock held for
+        good, and every later write of this process wait on it."""
+        if self._write_lock.acquire(timeout=_FORK_WAIT):
+            self._fork_holder = _get_ident()
+        else:
             log.warning(
                 "cargohold: fork() while another thread has held the local index %s for %.0f s: "
                 "if it is inside a transaction, the child's writes there fail as locked",
@@ -484,13 +498,13 @@ class Index:
             )
 
     def after_fork_in_parent(self) -> None:
-        if self._fork_held:
-            self._fork_held = False
+        if self._fork_holder == _get_ident():  # else this fork did not take it
+            self._fork_holder = None
             self._write_lock.release()
 
     def after_fork_in_child(self) -> None:
         """Fresh locks and connections; the inherited ones are abandoned (never closed)."""
-        self._fork_held = False
+        self._fork_holder = None
         self._lock = threading.RLock()
         self._write_lock = threading.Lock()
         inherited, self._connections = list(self._connections), {}

@@ -29,11 +29,22 @@ waits for nothing and takes no lock:
    action and re-raises, or (SIG_IGN) does nothing. So the app's own handler runs every
    time, on the main thread where Python expects it, at most the grace budget late.
 
+The flusher, the flush threads and every other thread cargohold starts block SIGTERM,
+SIGINT and SIGHUP from birth (:mod:`cargohold._threads`: a system call, no lock), so the
+kernel gives a stop signal to the main thread, whose handler step 1 is, even while it sits
+in a C-level read; never to one of ours, on which Python would only set a flag and the
+handler would wait for the main thread's next bytecode. The flush itself waits on nothing
+unbounded: a ``persist_dir``'s stop waits for its scan thread at most what is left of the
+grace, and its scans journal without waiting on the remote (:func:`journaling`).
+
 Meanwhile the app keeps running: servers keep answering, and they drain (and may keep
 accepting writes) after their own handler ran. :func:`shutting_down` lets the Hold see
 that a stop has begun: from then on each ``put`` returns only once the remote has it
 (see ``Hold.put``), so a write acknowledged after the signal is not lost when the process
-dies by the default action moments later, without another flush.
+dies by the default action moments later, without another flush. Writes no caller waits
+on (a persist_dir scan's, inside :func:`journaling`) are journaled as before: a scan that
+waited on a remote that is down would hold the exit past the grace, and the flush or the
+exit's close that follows sends them within its budget.
 
 A stop the process outlives
 ---------------------------
@@ -52,6 +63,11 @@ on after the flush, and later comes another signal, or an ordinary exit. The rul
 - A signal after a stop this process outlived begins a new stop, with a whole grace of
   its own: it is the host (or the user) asking again, and its flush ships what the first
   one could not (a remote that was down then).
+- What a Hold gives up at a stop (``Hold.at_stop``: single-flight leases) is given up at
+  its start, and a callback registered during the stop runs at once; once a stop the
+  process outlives is over, callbacks are kept again, for the next stop (or close) to
+  run. So a stop the app chose to survive does not make every later lease be given up
+  as soon as it is taken.
 - The exit hook (and ``close()`` without a timeout) after a stop signal has what is left
   of that stop's grace, and none once it has passed: the host's SIGKILL counts from the
   signal, and an exit without a new signal is the app finishing that stop, late (a pool
@@ -107,11 +123,12 @@ import signal
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any, Protocol
 
 from ._fork import at_fork
+from ._threads import start_thread
 
 __all__ = ["Flushable", "install", "register", "shutting_down"]
 
@@ -217,10 +234,39 @@ def remaining(grace: float) -> float:
     return max(0.0, grace - (time.monotonic() - began))
 
 
+def current_stop() -> int:
+    """The number of the latest stop begun by a signal (0: none yet)."""
+    return _stops
+
+
+def stop_under_way(stop: int) -> bool:
+    """Whether stop number ``stop`` is still under way: it is the latest, and its flush
+    has not ended or its grace has not passed (see "A stop the process outlives")."""
+    if stop != _stops:
+        return False
+    return _flushed < stop or remaining(_stop_grace) > 0
+
+
 def in_flusher() -> bool:
-    """True on the threads that run the shutdown flush (their writes are not
-    write-through: they flush them themselves)."""
-    return threading.current_thread().name == _FLUSH_THREAD
+    """True on the threads that run the shutdown flush, and inside :func:`journaling`:
+    their writes are not write-through (a flush that follows sends them)."""
+    return threading.current_thread().name == _FLUSH_THREAD or getattr(_journaling, "depth", 0) > 0
+
+
+_journaling = threading.local()
+
+
+@contextlib.contextmanager
+def journaling() -> Iterator[None]:
+    """Writes made in this block on this thread are journaled and acknowledged at once,
+    even after a stop signal, rather than waiting for the remote: for writes no caller
+    waits on, whose sending a flush that follows bounds by its own budget (a persist_dir
+    scan, see :mod:`cargohold.persist`). No lock: a thread-local counter."""
+    _journaling.depth = getattr(_journaling, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _journaling.depth -= 1
 
 
 _FLUSH_THREAD = "cargohold-shutdown-flush"
@@ -234,10 +280,7 @@ def _start_flusher() -> None:
         read, write = os.pipe()
         os.set_blocking(write, False)  # a full pipe must never block the handler
         _pipe = (read, write)
-    _flusher = threading.Thread(
-        target=_flusher_loop, args=(_pipe[0],), name="cargohold-shutdown", daemon=True
-    )
-    _flusher.start()
+    _flusher = start_thread(_flusher_loop, args=(_pipe[0],), name="cargohold-shutdown")
 
 
 def _handle(signum: int, frame: FrameType | None) -> None:
@@ -311,10 +354,7 @@ def _flush_then_hand_back(signum: int) -> None:
         name = signal.Signals(signum).name
         log.info("cargohold: %s received: flushing before shutdown", name)
         _worker_stop = stop
-        _worker = threading.Thread(
-            target=_flush_all, args=(name, stop), name=_FLUSH_THREAD, daemon=True
-        )
-        _worker.start()
+        _worker = start_thread(_flush_all, args=(name, stop), name=_FLUSH_THREAD)
     worker = _worker
     assert worker is not None
     worker.join(max(0.0, began + _stop_grace - time.monotonic()))  # never longer
@@ -370,9 +410,8 @@ def _each(items: list[Any], action: Callable[[Any], None], doing: str, name: str
         return
     threads = []
     for item in items:
-        thread = threading.Thread(target=run, args=(item,), name=name, daemon=True)
         try:
-            thread.start()
+            thread = start_thread(run, args=(item,), name=name)
         except RuntimeError:  # no new threads (an interpreter that is finalizing): one by one
             run(item)
             continue

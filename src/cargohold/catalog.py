@@ -41,6 +41,7 @@ from psycopg_pool import ConnectionPool
 from ._fork import abandon, on_fork
 from ._heartbeat import Heartbeat
 from ._holder import describe_holder, holder_name
+from ._threads import start_thread
 from .errors import CatalogUnavailable, ConfigError
 from .remotes import ObjectInfo, Remote
 
@@ -592,8 +593,7 @@ class Catalog:
                     self._stop.wait(_RETRY_AFTER)
 
         self._listening = (on_change, on_gap)
-        self._listener = threading.Thread(target=run, name="cargohold-catalog-listen", daemon=True)
-        self._listener.start()
+        self._listener = start_thread(run, name="cargohold-catalog-listen")
 
     def _change(self, payload: str) -> Change | None:
         try:

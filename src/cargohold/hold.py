@@ -28,6 +28,7 @@ from ._keylocks import KeyedLocks
 from ._local_only import LocalOnly
 from ._logging import apply_log_level
 from ._ranged import RangedRemoteFile
+from ._threads import start_thread
 from .config import Settings
 from .errors import (
     CargoholdError,
@@ -98,8 +99,9 @@ class FlushSource(Protocol):
     def scan(self) -> object:
         """Write what changed since the last scan into the Hold."""
 
-    def stop(self) -> object:
-        """Stop for good, with a last scan."""
+    def stop(self, timeout: float) -> object:
+        """Stop for good, with a last scan, within ``timeout`` seconds (what is left of
+        the close's budget): it must not wait on the remote."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +249,8 @@ class Hold:
         # at_stop() or a cancel().
         self._stop_hooks_lock = threading.RLock()
         self._stopped = False
+        #: The signal stop (see _shutdown.current_stop) that set _stopped; None: close().
+        self._stopped_by: int | None = None
         if syncing:
             self.syncer.start()
         if catalog is not None:
@@ -271,6 +275,7 @@ class Hold:
         self._stop_hooks = {}
         self._stop_hooks_lock = threading.RLock()
         self._stopped = False  # the parent's stop is not the child's (_shutdown forgets it too)
+        self._stopped_by = None
 
     def _resume_after_fork(self) -> None:
         """The first use in a forked child: start the threads the parent had (never in
@@ -887,8 +892,7 @@ class Hold:
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 listed.put(exc)
 
-        lister = threading.Thread(target=read_listing, name="cargohold-hydrate-list", daemon=True)
-        lister.start()
+        start_thread(read_listing, name="cargohold-hydrate-list")
         done = total_bytes = skipped = seen = 0
         failed: dict[str, str] = {}
         finished = False
@@ -1195,12 +1199,15 @@ class Hold:
         the callbacks run at its start, on a thread of their own beside the flush, and
         the stop waits for them at most as long as for the flush. Features give up what
         other instances may be waiting for there (single-flight leases). A callback
-        registered once the stop has begun is called at once, on the caller's thread.
+        registered once the stop has begun is called at once, on the caller's thread,
+        until the stop is over: for ``close()`` that is never; for a stop signal the
+        process outlives (the app ignored it or went on), once its flush has ended and
+        its grace has passed; from then on callbacks are kept for the next stop.
         A forked child does not inherit its parent's callbacks. Exceptions are logged.
         """
         token = object()
         with self._stop_hooks_lock:
-            if not self._stopped:
+            if not self._in_stop():
                 self._stop_hooks[token] = callback
                 token_kept = True
             else:
@@ -1215,9 +1222,21 @@ class Hold:
 
         return cancel
 
-    def _run_stop_hooks(self) -> threading.Thread | None:
-        """Start the at_stop callbacks on a thread of their own (None: there are none)."""
+    def _in_stop(self) -> bool:
+        """Whether at_stop callbacks run at once (see at_stop); under _stop_hooks_lock."""
+        stop = self._stopped_by
+        if self._stopped and stop is not None and not _shutdown.stop_under_way(stop):
+            self._stopped = False  # a stop this process outlived: keep callbacks again
+            self._stopped_by = None
+        return self._stopped
+
+    def _run_stop_hooks(self, *, signal_stop: int | None = None) -> threading.Thread | None:
+        """Start the at_stop callbacks on a thread of their own (None: there are none).
+        ``signal_stop``: the number of the signal stop this is for; None for close()."""
         with self._stop_hooks_lock:
+            if not self._stopped or self._stopped_by is not None:
+                # close() after a signal stop: stopped for good from now on.
+                self._stopped_by = signal_stop
             self._stopped = True
             hooks = list(self._stop_hooks.values())
             self._stop_hooks.clear()
@@ -1228,9 +1247,7 @@ class Hold:
             for hook in hooks:
                 _call_logged(hook)
 
-        thread = threading.Thread(target=run, name="cargohold-stop-hooks", daemon=True)
-        thread.start()
-        return thread
+        return start_thread(run, name="cargohold-stop-hooks")
 
     def close(self, timeout: float | None = None, *, flush: bool = True) -> None:
         """Flush for up to ``timeout`` seconds (default ``shutdown_grace``), then stop.
@@ -1247,11 +1264,13 @@ class Hold:
         deadline = time.monotonic() + budget
         hooks = self._run_stop_hooks()  # leases given up at once, beside the flush
         for persisted in self._persisted:
-            persisted.stop()  # its last scan writes
+            persisted.stop(max(0.0, deadline - time.monotonic()))  # its last scan writes
         # Before the flush starts: a write journaled after this is not acknowledged until
         # the remote has it (see put), one journaled before is the flush's to send.
         self._closing = True
-        self.syncer.close(budget, flush=flush)
+        self.syncer.close(max(0.0, deadline - time.monotonic()), flush=flush)
+        if flush:
+            self._log_unsent()
         if hooks is not None:
             # They use the remote, which is closed below.
             hooks.join(max(0.0, deadline - time.monotonic()))
@@ -1273,7 +1292,8 @@ class Hold:
         if self._closed:
             return
         deadline = time.monotonic() + budget
-        hooks = self._run_stop_hooks()  # leases given up at once, beside the flush
+        # Leases given up at once, beside the flush.
+        hooks = self._run_stop_hooks(signal_stop=_shutdown.current_stop())
         try:
             for persisted in self._persisted:
                 persisted.scan()
@@ -1296,9 +1316,28 @@ class Hold:
                 exc,
                 self.local.root,
             )
+            self._log_unsent()
         finally:
             if hooks is not None:
                 hooks.join(max(0.0, deadline - time.monotonic()))
+
+    def _log_unsent(self) -> None:
+        """After a flush that ran out of time: log by key what is not on the remote yet
+        (the oldest first, at most _UNSENT_NAMED of them), so the operator knows which
+        writes wait in the journal, not only how many."""
+        try:
+            pending = self.local.pending_keys(before=math.inf, limit=_UNSENT_NAMED + 1)
+        except CargoholdError:
+            return  # closed meanwhile (close() took over): it logs what remains
+        if not pending:
+            return
+        names = ", ".join(key for key, _ in pending[:_UNSENT_NAMED])
+        log.warning(
+            "cargohold: not on %s yet: %s%s",
+            self.remote.url,
+            names,
+            ", ..." if len(pending) > _UNSENT_NAMED else "",
+        )
 
     def _check_writable(self) -> None:
         """Writes are refused once close() has begun (its flush covers only earlier ones)."""
@@ -1377,6 +1416,8 @@ _EMPTY = object()
 #: before any batch ended leaves one batch to send. (Two, counted per process, let two
 #: pool workers pile up four batches, which a loaded machine did not send in a 3 s grace.)
 _UNMEASURED_CHANGES = 1
+#: How many keys a flush that ran out of time names in the log (see Hold._log_unsent).
+_UNSENT_NAMED = 20
 
 
 def _next_or_none(q: queue.Queue[Any]) -> Any:

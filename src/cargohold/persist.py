@@ -13,6 +13,20 @@ last changes before the process goes.
   are put into the Hold (journaled, synced in the background); missing ones are deleted.
 - Files are copied into the Hold's local tier when pushed, so the app may keep writing
   to them; a file caught mid-write is pushed again once it changes no more.
+- A scan's puts and deletes are journaled and never wait for the remote, even after a
+  stop signal (when the app's own puts become write-through): no caller waits on them,
+  and a scan stuck on a remote that is down would hold the lock the last scan at stop
+  needs. The syncer sends them; a stop's flush or ``close()`` ships them within its budget.
+
+Stop within the grace
+---------------------
+
+:meth:`PersistedDir.stop` (from ``Hold.close``, the exit's included) has a budget, what is
+left of ``shutdown_grace``: it waits for the scan thread no longer than that (a scan still
+under way then ends with the process, and the last scan is skipped), and its last scan
+only hashes files and journals: it never waits on the remote.
+So with the remote down the exit still ends within the grace; what did not reach the
+remote stays in the journal, and the Hold logs it by key (``<prefix>/<file>``).
 """
 
 from __future__ import annotations
@@ -28,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import _shutdown
+from ._threads import start_thread
 from .errors import CargoholdError, InvalidKey, from_os_error
 from .hold import provide
 from .keys import normalize_key, normalize_prefix
@@ -108,16 +124,23 @@ class PersistedDir:
                     "the folder (Dockerfile: COPY --chown=user or RUN chown)"
                 ),
             ) from exc
-        self._thread = threading.Thread(
-            target=self._run, name=f"cargohold-persist-{self.folder.name}", daemon=True
-        )
-        self._thread.start()
+        self._thread = start_thread(self._run, name=f"cargohold-persist-{self.folder.name}")
 
-    def stop(self) -> None:
-        """Scan one last time (so the final changes are journaled) and stop."""
+    def stop(self, timeout: float = 30.0) -> None:
+        """Scan one last time (so the final changes are journaled) and stop, within
+        ``timeout`` seconds: a scan still under way then (hashing a huge file) is left to
+        end with the process, and the last scan is skipped, with a warning."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning(
+                    "cargohold: no last scan of %s at stop: its scan thread had not stopped "
+                    "when the time ran out, so changes since its last scan may not be in the "
+                    "journal",
+                    self.folder,
+                )
+                return
         with contextlib.suppress(CargoholdError):
             self.scan()
 
@@ -176,7 +199,7 @@ class PersistedDir:
         """Push added and changed files, delete removed ones (into the Hold's journal)."""
         pushed = deleted = unchanged = 0
         skipped: dict[str, str] = {}
-        with self._lock:
+        with self._lock, _shutdown.journaling():  # never write-through: see the docstring
             present: set[str] = set()
             for path in self._files():
                 relative = path.relative_to(self.folder).as_posix()

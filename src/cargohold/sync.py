@@ -55,6 +55,7 @@ from filelock import FileLock, Timeout
 
 from . import errors as _errors
 from ._fork import abandon, on_fork
+from ._threads import start_thread
 from .errors import (
     CargoholdError,
     CatalogUnavailable,
@@ -215,8 +216,7 @@ class Syncer:
 
     def start(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="cargohold-sync", daemon=True)
-            self._thread.start()
+            self._thread = start_thread(self._run, name="cargohold-sync")
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:

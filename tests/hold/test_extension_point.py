@@ -76,8 +76,9 @@ class _Source:
         self.calls.append("scan")
         self.hold.put(f"scanned/{len(self.calls)}", b"x")
 
-    def stop(self) -> None:
+    def stop(self, timeout: float) -> None:
         self.calls.append("stop")
+        self.stop_timeout = timeout
         self.hold.put("stopped", b"last")
 
 
@@ -90,6 +91,7 @@ def test_include_in_flush_scans_before_each_flush_and_stops_before_close(
     assert source.calls == ["scan"]
     hold.close(30)
     assert source.calls == ["scan", "stop"]
+    assert 0 < source.stop_timeout <= 30  # what was left of close()'s budget
     reader = cargohold.open((tmp_path / "remote").as_uri(), data_dir=tmp_path / "reader")
     try:
         # What the source wrote in its scan and in its stop is on the remote.

@@ -154,9 +154,11 @@ def test_a_get_from_the_hot_row_table_does_not_touch_the_gate(
     gate = _index._GATE
     entered: list[int] = []
     enter = gate.enter
+    me = threading.get_ident()
 
     def counting_enter() -> int:
-        entered.append(1)
+        if threading.get_ident() == me:  # not the syncer's own reads and writes
+            entered.append(1)
         return enter()
 
     with cargohold.open("memory://fork-gate-hot", data_dir=tmp_path, signal_handlers=False) as hold:

@@ -29,7 +29,9 @@ from testsupport.servers import SeaweedFS
 # prints and returns, until the third, which raises KeyboardInterrupt, or (mode
 # "dfl-sigint") the default action itself, which ends the process without exit hooks. Commands on stdin:
 # "put KEY" (answers "ACK KEY" once put returned), "outlive" (runs on past the grace of
-# the stop that came, answers "OUTLIVED"); end of input: the main thread returns.
+# the stop that came, answers "OUTLIVED"), "atstop NAME" (registers a Hold.at_stop callback
+# that prints "STOPHOOK NAME", answers "REGISTERED NAME" once at_stop returned); end of
+# input: the main thread returns.
 CHILD = textwrap.dedent(
     """
     import logging, os, select, signal, sys, time
@@ -74,6 +76,9 @@ CHILD = textwrap.dedent(
         if command == "put":
             hold.put(args[0], b"after the stop")
             print("ACK", args[0], flush=True)
+        elif command == "atstop":
+            hold.at_stop(lambda name=args[0]: print("STOPHOOK", name, flush=True))
+            print("REGISTERED", args[0], flush=True)
         elif command == "outlive":
             time.sleep(grace + 0.5)  # the app runs on, past the grace counted from the signal
             print("OUTLIVED", flush=True)
@@ -271,3 +276,26 @@ def test_a_signal_after_an_outlived_stop_begins_a_stop_of_its_own(
     assert child.wait() == -signal.SIGINT, child.stderr[-3000:]
     assert child.stderr.count("flushing before shutdown") == 2, child.stderr[-3000:]
     assert _remote_keys(url) == {f"s/{i}" for i in range(20)}, child.stderr[-3000:]
+
+
+def test_a_stop_the_process_outlived_gives_up_later_callbacks_only_at_the_next_stop(
+    proxy: FaultProxy,
+    seaweedfs: SeaweedFS,
+    seaweedfs_bucket: str,
+    tmp_path: Path,
+    child_of: list[Child],
+) -> None:
+    """Before, the Hold stayed stopped for good after a stop it outlived: every later
+    at_stop callback (a lease's give-up) ran as soon as it was registered."""
+    url = _url(proxy, seaweedfs, seaweedfs_bucket)
+    child = Child(url, tmp_path, "default", grace=2)
+    child_of.append(child)
+    assert child.ask("atstop before") == "REGISTERED before"
+    child.proc.send_signal(signal.SIGTERM)  # ignored by the app: a stop it outlives
+    child.wait_stderr("flushed to")
+    assert child.line() == "STOPHOOK before"  # given up at the stop, as always
+    assert child.ask("outlive") == "OUTLIVED"
+    assert child.ask("atstop after") == "REGISTERED after"  # kept, not given up at once
+    child.proc.send_signal(signal.SIGTERM)  # a new stop: it gives up what was kept
+    assert child.line() == "STOPHOOK after", child.stderr[-3000:]
+    assert child.end_input() == 0, child.stderr[-3000:]

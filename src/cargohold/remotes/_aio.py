@@ -12,6 +12,8 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+from .._threads import start_thread
+
 __all__ = ["LoopThread", "bounded_gather"]
 
 _T = TypeVar("_T")
@@ -31,8 +33,7 @@ class LoopThread:
         with self._lock:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
-                thread = threading.Thread(target=loop.run_forever, name=self._name, daemon=True)
-                thread.start()
+                thread = start_thread(loop.run_forever, name=self._name)
                 self._loop, self._thread = loop, thread
             return self._loop
 

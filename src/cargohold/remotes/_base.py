@@ -25,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, ClassVar, Literal, Self, TypeAlias, TypeVar
 
+from .._threads import signals_blocked
 from ..errors import CargoholdError, InvalidInput, InvalidMetadata
 from ..keys import RESERVED_PREFIX, InternalKey, normalize_key, normalize_prefix
 
@@ -403,7 +404,9 @@ def _in_threads(
     with ThreadPoolExecutor(
         min(concurrency, len(items)), thread_name_prefix="cargohold-batch"
     ) as pool:
-        return list(pool.map(run, items))
+        with signals_blocked():  # the pool's threads start in map (see cargohold._threads)
+            results = pool.map(run, items)
+        return list(results)
 
 
 # -- argument checks shared by every remote ---------------------------------------------

@@ -32,6 +32,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from .._threads import signals_blocked
 from ._base import STREAM_CHUNK, ByteRange, ObjectInfo, ObjectStream, PutRequest
 from .s3 import (
     _SAFE_METADATA,
@@ -295,12 +296,11 @@ class BotoS3:
                 for number, part in enumerate(parts, start=1):
                     size += len(part)
                     body = bytes(part)
-                    flying.append(
-                        (
-                            number,
-                            pool.submit(client.upload_part, PartNumber=number, Body=body, **where),
+                    with signals_blocked():  # a worker may start here (cargohold._threads)
+                        future = pool.submit(
+                            client.upload_part, PartNumber=number, Body=body, **where
                         )
-                    )
+                    flying.append((number, future))
                     if len(flying) >= PART_CONCURRENCY:
                         number, future = flying.pop(0)
                         done.append({"PartNumber": number, "ETag": future.result()["ETag"]})

@@ -106,6 +106,7 @@ from huggingface_hub.errors import (
 )
 
 from .._fork import abandon, on_fork
+from .._threads import signals_blocked
 from .._version import __version__
 from ..config import Settings
 from ..errors import (
@@ -1044,7 +1045,9 @@ class HfRemote(Remote):
         with ThreadPoolExecutor(
             min(concurrency, len(items)), thread_name_prefix="cargohold-hf"
         ) as pool:
-            return list(pool.map(fn, items))
+            with signals_blocked():  # the pool's threads start in map (see cargohold._threads)
+                results = pool.map(fn, items)
+            return list(results)
 
     # -- writes -------------------------------------------------------------------------
 

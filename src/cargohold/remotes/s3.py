@@ -71,9 +71,10 @@ from obstore.exceptions import (
     PreconditionError,
     UnauthenticatedError,
 )
-from obstore.store import S3Store
+from obstore.store import MemoryStore, S3Store
 
 from .._fork import abandon, on_fork
+from .._threads import signals_blocked
 from ..config import Settings, parse_bool
 from ..errors import (
     AlreadyExists,
@@ -133,11 +134,29 @@ class _Obstore:
     started = False  # this process made an obstore call: its tokio runtime may be running
     inherited = False  # forked from a process where it was: obstore must not be touched
     lock = threading.Lock()  # guards building an S3Remote's botocore client
+    starting = threading.Lock()  # guards start()
+
+    @classmethod
+    def start(cls) -> None:
+        """Mark obstore used in this process and start its tokio runtime with the stop
+        signals blocked. obstore starts the runtime (and its worker threads) on the first
+        call of any store, on whichever thread makes it, often the app's main thread (a
+        read-through); started here, the workers inherit the blocked mask, so the kernel
+        never gives them the host's SIGTERM (see cargohold._threads). A blocking-pool
+        thread tokio adds later, from a thread of the app that calls obstore (a DNS
+        lookup), does not: obstore has no hook for that."""
+        with cls.starting:
+            if cls.started:
+                return
+            cls.started = True  # first: a fork from here on must not use obstore
+            with signals_blocked():
+                obstore.put(MemoryStore(), "runtime", b"")
 
 
 def _after_fork_in_child() -> None:
     _Obstore.inherited = _Obstore.inherited or _Obstore.started
     _Obstore.lock = threading.Lock()  # the parent's may have been held by a thread now gone
+    _Obstore.starting = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -342,7 +361,8 @@ class S3Remote(Remote):
     @property
     def _store(self) -> S3Store:
         """The obstore store; asking for it marks obstore as used in this process."""
-        _Obstore.started = True
+        if not _Obstore.started:
+            _Obstore.start()
         return self._obstore_store
 
     @_store.setter

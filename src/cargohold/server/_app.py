@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import errors
 from .._fork import at_fork
+from .._threads import start_thread
 from .._version import __version__
 from ..hold import Hold
 from ..keys import normalize_key, normalize_prefix
@@ -670,8 +671,7 @@ def _existed(hold: Hold, key: str) -> bool | None:
             _askers.release()
 
     # A daemon: an exit never waits for a question nobody is waiting for any more.
-    asker = threading.Thread(target=ask, name="cargohold-put-status", daemon=True)
-    asker.start()
+    asker = start_thread(ask, name="cargohold-put-status")
     asker.join(_ASK_SECONDS)
     return answer[0]
 
