@@ -35,8 +35,11 @@ _AFTER_PARENTS_STOP = textwrap.dedent(
     url, data_dir = sys.argv[1], sys.argv[2]
     stops = []
     signal.signal(signal.SIGTERM, lambda signum, frame: stops.append(signum))  # survives
+    # A write-through put waits request_timeout + retry_timeout (6 s) for the remote: the
+    # paused child's times out after that; the syncing child's needs the parent's syncer,
+    # which looks for other processes' writes once a second, to send it within that.
     hold = cargohold.open(url, data_dir=data_dir, shutdown_grace=10, request_timeout=1,
-                          retry_timeout=0)
+                          retry_timeout=5)
     hold.put("parent/before", b"p")
     hold.flush(30)  # so this process holds sync.lock: the children only stand by
     assert hold.status().syncing
