@@ -56,9 +56,11 @@ def seaweedfs_proxy(seaweedfs: SeaweedFS) -> Iterator[FaultProxy]:
         yield proxy
 
 
-def proxied_s3_url(proxy: FaultProxy, server: S3Server, bucket: str) -> str:
+def proxied_s3_url(
+    proxy: FaultProxy, server: S3Server, bucket: str, prefix: str | None = None
+) -> str:
     """As :func:`s3_url`, with requests going through ``proxy``."""
-    return s3_url(server, bucket).replace(server.endpoint, proxy.endpoint, 1)
+    return s3_url(server, bucket, prefix).replace(server.endpoint, proxy.endpoint, 1)
 
 
 def private_seaweedfs(bucket: str) -> Iterator[SeaweedFS]:

@@ -19,7 +19,7 @@ from typing import Any
 import cargohold
 from cargohold.remotes.file import FileRemote
 from cargohold.remotes.s3 import S3Remote
-from tests.conftest import s3_url
+from tests.conftest import proxied_s3_url, s3_url
 from testsupport.children import dying_with_parent
 from testsupport.faultproxy import Fault, FaultProxy
 from testsupport.servers import SeaweedFS
@@ -191,10 +191,7 @@ def test_a_remote_that_turns_slow_still_drains_every_acknowledged_write_at_sigte
     prefix = f"slowing-{uuid.uuid4().hex[:8]}"
     acked = tmp_path / "acked"
     with FaultProxy(seaweedfs.endpoint) as proxy:
-        url = (
-            f"s3://{seaweedfs_bucket}/{prefix}?endpoint={proxy.endpoint}"
-            f"&access_key_id={seaweedfs.access_key}&secret_access_key={seaweedfs.secret_key}"
-        )
+        url = proxied_s3_url(proxy, seaweedfs, seaweedfs_bucket, prefix)
         proc = subprocess.Popen(
             dying_with_parent(
                 [sys.executable, "-c", SLOWING_WRITER, url, str(tmp_path / "data"), str(acked)]
@@ -243,10 +240,7 @@ def test_a_timed_out_attempt_that_lands_late_does_not_overwrite_a_newer_version(
         proxy.add(
             Fault(status=None, times=1, delay=4, match=lambda m, p: m == "PUT" and p.endswith("/k"))
         )
-        url = (
-            f"s3://{seaweedfs_bucket}/{prefix}?endpoint={proxy.endpoint}"
-            f"&access_key_id={seaweedfs.access_key}&secret_access_key={seaweedfs.secret_key}"
-        )
+        url = proxied_s3_url(proxy, seaweedfs, seaweedfs_bucket, prefix)
         with cargohold.open(
             url, data_dir=tmp_path / "data", signal_handlers=False, request_timeout=1
         ) as hold:
@@ -278,10 +272,7 @@ def test_a_newer_version_written_while_the_syncer_picks_its_batch_still_waits(
         proxy.add(
             Fault(status=None, times=1, delay=4, match=lambda m, p: m == "PUT" and p.endswith("/k"))
         )
-        url = (
-            f"s3://{seaweedfs_bucket}/{prefix}?endpoint={proxy.endpoint}"
-            f"&access_key_id={seaweedfs.access_key}&secret_access_key={seaweedfs.secret_key}"
-        )
+        url = proxied_s3_url(proxy, seaweedfs, seaweedfs_bucket, prefix)
         with cargohold.open(
             url, data_dir=tmp_path / "data", signal_handlers=False, request_timeout=1
         ) as hold:
@@ -319,10 +310,7 @@ def test_a_late_attempt_does_not_overwrite_a_key_written_again_after_its_copy_wa
         proxy.add(
             Fault(status=None, times=1, delay=4, match=lambda m, p: m == "PUT" and p.endswith("/k"))
         )
-        url = (
-            f"s3://{seaweedfs_bucket}/{prefix}?endpoint={proxy.endpoint}"
-            f"&access_key_id={seaweedfs.access_key}&secret_access_key={seaweedfs.secret_key}"
-        )
+        url = proxied_s3_url(proxy, seaweedfs, seaweedfs_bucket, prefix)
         with cargohold.open(
             url,
             data_dir=tmp_path / "data",

@@ -17,6 +17,7 @@ import cargohold
 from cargohold import Hold
 from cargohold.remotes import MemoryRemote
 from cargohold.server import create_app
+from tests.conftest import proxied_s3_url
 from tests.server.test_api import AUTH, TOKEN, Client
 from testsupport.faultproxy import Fault, FaultProxy
 from testsupport.servers import SeaweedFS
@@ -135,10 +136,7 @@ def test_a_put_during_an_outage_answers_without_asking_the_remote(
     everything (throttling a real server cannot be made to do on demand)."""
     with FaultProxy(seaweedfs.endpoint) as proxy:
         proxy.add(Fault(status=503, times=10**9))
-        url = (
-            f"s3://{seaweedfs_bucket}/outage-{uuid.uuid4().hex[:8]}?endpoint={proxy.endpoint}"
-            f"&access_key_id={seaweedfs.access_key}&secret_access_key={seaweedfs.secret_key}"
-        )
+        url = proxied_s3_url(proxy, seaweedfs, seaweedfs_bucket)
         with cargohold.open(
             url,
             data_dir=tmp_path / "data",
@@ -176,10 +174,7 @@ def test_a_put_answers_while_the_remote_has_not_said_whether_the_key_existed(
             match=lambda m, p: m == "HEAD" and p.endswith("/new.txt"),
         )
         proxy.add(held)
-        url = (
-            f"s3://{seaweedfs_bucket}/asking-{uuid.uuid4().hex[:8]}?endpoint={proxy.endpoint}"
-            f"&access_key_id={seaweedfs.access_key}&secret_access_key={seaweedfs.secret_key}"
-        )
+        url = proxied_s3_url(proxy, seaweedfs, seaweedfs_bucket)
         try:
             # A HEAD attempt times out after 5 s and is tried again until 12 s have gone:
             # a PUT that waited for the answer would have seen a second attempt held.
