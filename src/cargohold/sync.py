@@ -502,6 +502,10 @@ class Syncer:
         if not batch:
             self._record_sending()  # idle: say that nothing is in flight
             return False
+        # The send time is taken after the rows were read: a row of this batch written
+        # between ``now`` and the query would otherwise count as written after its own
+        # send (``_must_wait``) and wait ``resend_after`` behind itself.
+        sent_at = time.time()
         started = time.monotonic()
         # Written down before anything leaves (see the module docstring). An earlier send
         # of the same version that got no answer stays on the list once this one is answered.
@@ -509,7 +513,7 @@ class Syncer:
             p.entry.key: self._sending[p.entry.key] for p in batch if p.entry.key in self._sending
         }
         for p in batch:
-            self._sending[p.entry.key] = (p.entry.version, now)
+            self._sending[p.entry.key] = (p.entry.version, sent_at)
         self._record_sending()
         done: list[tuple[Entry, ObjectInfo | None]] = []
         errors: list[tuple[Entry, CargoholdError]] = []
@@ -538,7 +542,6 @@ class Syncer:
         retried = (
             self.request_timeout is not None and time.monotonic() - started >= self.request_timeout
         )
-        sent_at = now
         for pending, result in zip(puts, put_results, strict=True):
             if isinstance(result, ObjectInfo):
                 done.append((pending.entry, result))
@@ -581,7 +584,7 @@ class Syncer:
                 self._sending.pop(p.entry.key, None)
         for entry, error in errors:
             if _unanswered(error):
-                self._sending[entry.key] = (entry.version, now)
+                self._sending[entry.key] = (entry.version, sent_at)
         if retried:
             for entry, _ in done:
                 self._sending[entry.key] = (entry.version, sent_at)
