@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from testsupport.servers import SeaweedFS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,3 +92,18 @@ def test_servers_die_with_a_killed_test_run(how: signal.Signals) -> None:
                 os.kill(pid, signal.SIGKILL)
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_a_server_whose_port_another_process_took_starts_on_new_ports() -> None:
+    """Ports are picked by binding port 0 and closing it; another test worker may take one
+    before the server binds it (seen in a run with two workers): the first start tries
+    new ports instead of failing the test."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = SeaweedFS()
+        server.ports["filer.port"] = taken.getsockname()[1]
+        with server:
+            assert server.ports["filer.port"] != taken.getsockname()[1]
+            bucket = server.make_bucket()
+            assert bucket

@@ -61,6 +61,12 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
+def _port_taken(failure: str) -> bool:
+    """Whether a server's start failed because a port it was given is in use (weed says it
+    either way: its own check of a port given by flag, or the bind itself)."""
+    return "address already in use" in failure or "is not available on 127.0.0.1" in failure
+
+
 def _bin(name: str) -> str:
     """A console script of this virtualenv (next to the running interpreter), else from PATH."""
     beside = Path(sys.executable).with_name(name)
@@ -84,6 +90,7 @@ class S3Server:
         self.port = 0
         self.workdir = Path(tempfile.mkdtemp(prefix=f"cargohold-{self.name}-"))
         self.log_path = self.workdir / "server.log"
+        self._started = False
 
     @property
     def endpoint(self) -> str:
@@ -129,19 +136,43 @@ class S3Server:
         return dict(os.environ)
 
     def start(self, timeout: float = 60.0) -> Self:
-        self.port = self.port or free_port(also_free=10000)
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            dying_with_parent(self._command()),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=self._environ(),
-            cwd=self.workdir,
-            start_new_session=True,  # Ctrl-C in a terminal reaches pytest, not the server
-        )
-        log.close()
-        self._wait_ready(timeout)
-        return self
+        """Start (or, after ``kill()``, restart on the same ports) and wait until ready.
+
+        Ports are picked by binding port 0 and closing it, so another process (a second
+        test worker, its servers, any outgoing connection) may take one before the server
+        binds it. On its first start a server that exits because a port is in use is
+        started again on new ports, up to three times; a restart keeps its ports (the
+        endpoint a test holds must stay the same) and fails as it is."""
+        for attempt in range(3):
+            first_start = not self._started
+            self.port = self.port or free_port(also_free=10000)
+            log = self.log_path.open("ab")
+            self.proc = subprocess.Popen(
+                dying_with_parent(self._command()),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._environ(),
+                cwd=self.workdir,
+                start_new_session=True,  # Ctrl-C in a terminal reaches pytest, not the server
+            )
+            log.close()
+            try:
+                self._wait_ready(timeout)
+            except RuntimeError as exc:
+                if first_start and attempt < 2 and _port_taken(str(exc)):
+                    self.stop()
+                    # Nothing stored yet: a fresh data folder, no state naming the old ports.
+                    shutil.rmtree(self.workdir / "data", ignore_errors=True)
+                    self.port = 0
+                    self._pick_ports()
+                    continue
+                raise
+            self._started = True
+            return self
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _pick_ports(self) -> None:
+        """Pick new ports for the ones besides ``port`` (none here)."""
 
     def _wait_ready(self, timeout: float) -> None:
         """Ready means a real put and get round-trip, not just an open port."""
@@ -215,6 +246,10 @@ class SeaweedFS(S3Server):
     def __init__(self, *, s3_config: dict[str, object] | None = None) -> None:
         super().__init__()
         self.s3_config = s3_config
+        self.ports: dict[str, int] = {}
+        self._pick_ports()
+
+    def _pick_ports(self) -> None:
         # Every port explicit (gRPC ones included), so parallel runs never collide.
         self.ports = {
             name: free_port()
