@@ -49,6 +49,7 @@ DeleteResults: TypeAlias = list[CargoholdError | None]
 FetchResults: TypeAlias = list["tuple[ObjectInfo, bytes] | CargoholdError"]
 _Keys: TypeAlias = list[str]
 _Requests: TypeAlias = list["PutRequest"]
+_Deletes: TypeAlias = list["Delete"]
 _Downloads: TypeAlias = list[tuple[str, Path]]
 
 PutMode: TypeAlias = Literal["overwrite", "create"]
@@ -420,7 +421,7 @@ class Remote(ABC):
         return _in_threads(self._put, requests, concurrency)
 
     def _apply(
-        self, requests: _Requests, deletes: list[Delete], concurrency: int
+        self, requests: _Requests, deletes: _Deletes, concurrency: int
     ) -> tuple[PutResults, DeleteResults]:
         puts = self._put_many(requests, concurrency) if requests else []
         if all(d.if_match is None for d in deletes):
