@@ -762,6 +762,11 @@ class HfRemote(Remote):
             headers["authorization"] = f"Bearer {self._token}"
         return headers
 
+    # The one request this module still makes by hand: reading bytes. No HfApi call
+    # returns an object's bytes in memory, a byte range or a stream: hf_hub_download writes
+    # whole files into a cache folder (a second copy beside the local tier, and no range),
+    # and HfFileSystem adds its own block cache and retries to every read. The GET is the
+    # one they send (resolve/{revision}/{path}, Range, redirects followed).
     def _resolve_url(self, revision: str, path: str) -> str:
         return (
             f"{self.endpoint}/datasets/{self.repo_id}/resolve/"
