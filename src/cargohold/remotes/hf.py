@@ -123,6 +123,7 @@ from huggingface_hub import (
     HfApi,
     RepoFile,
     RepoFolder,
+    get_session,
     get_token,
     hf_raise_for_status,
 )
@@ -135,7 +136,6 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from huggingface_hub.utils import get_session
 
 from .._fork import abandon, on_fork
 from .._threads import signals_blocked
@@ -883,8 +883,8 @@ class HfRemote(Remote):
                 )
 
         for start in range(0, len(paths), step):
-            chunk = paths[start : start + step]
-            entries = self._with_repo(lambda chunk=chunk: self._retrying(lambda: read(chunk)))
+            attempt = functools.partial(read, paths[start : start + step])
+            entries = self._with_repo(functools.partial(self._retrying, attempt))
             for entry in entries:
                 if isinstance(entry, RepoFile):
                     found[entry.path] = entry
