@@ -797,6 +797,9 @@ def _handler(hub: HubStandIn) -> type[BaseHTTPRequestHandler]:
         def _send(
             self, status: int, body: bytes = b"", headers: dict[str, str] | None = None
         ) -> None:
+            # Recorded before it is sent: a client that has its answer finds it recorded.
+            with hub._lock:
+                hub.requests.append((self.command, self.path, status))
             self.send_response(status)
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
@@ -804,8 +807,6 @@ def _handler(hub: HubStandIn) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
-            with hub._lock:
-                hub.requests.append((self.command, self.path, status))
 
         def _send_json(self, value: object, headers: dict[str, str] | None = None) -> None:
             self._send(
@@ -1006,6 +1007,8 @@ def _handler(hub: HubStandIn) -> type[BaseHTTPRequestHandler]:
             if self.headers.get("Range"):
                 status = 206
                 headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+            with hub._lock:  # before it is sent, as in _send
+                hub.requests.append((self.command, self.path, status))
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
@@ -1019,8 +1022,6 @@ def _handler(hub: HubStandIn) -> type[BaseHTTPRequestHandler]:
                         chunk = fh.read(min(left, 1024 * 1024))
                         self.wfile.write(chunk)
                         left -= len(chunk)
-            with hub._lock:
-                hub.requests.append((self.command, self.path, status))
 
         def _range(self, size: int) -> tuple[int | None, int]:
             """The byte range asked for, or (None, 0) once a 416 has been sent."""
