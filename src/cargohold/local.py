@@ -134,7 +134,7 @@ ON CONFLICT (key) DO UPDATE SET
                objects.etag, NULL),
     modified = excluded.modified, validated = NULL, accessed = excluded.accessed,
     dirty_since = coalesce(dirty_since, excluded.dirty_since), deleted = excluded.deleted
-RETURNING version, dirty_since
+RETURNING version, dirty_since, etag
 """
 
 # clean: a copy of what the remote holds (read-through, hydrate, write-through). It never
@@ -151,7 +151,7 @@ ON CONFLICT (key) DO UPDATE SET
     content_type = excluded.content_type, etag = excluded.etag, modified = excluded.modified,
     validated = excluded.validated, accessed = excluded.accessed, deleted = 0
 WHERE objects.dirty_since IS NULL {extra}
-RETURNING version, dirty_since
+RETURNING version, dirty_since, etag
 """
 
 #: The one place that decides which statement a write runs (see the module docstring).
@@ -512,7 +512,7 @@ class LocalTier:
             file=staged.file,
             metadata=dict(metadata),
             content_type=content_type,
-            etag=etag if clean else None,
+            etag=rows[0][2],  # a clean copy's, a tombstone's kept one (see _UPSERT_DIRTY)
             modified=stamp,
             validated=now if clean else None,
             accessed=now,
