@@ -77,7 +77,10 @@ does not retry (``dataset_info``, ``get_paths_info``, the resolve GETs, the comm
 go through this module's one loop (:meth:`HfRemote._retrying`, and the commit loop with
 its 412 replanning and commit budget): the same causes, with jittered backoff, for at
 most ``retry_timeout`` seconds and ``max_retries`` retries; a 429 is waited out only if it
-ends within that time. Above both, the syncer retries a batch that failed, later.
+ends within that time. The commit loop retries a whole commit (``create_commit``), so a
+preupload or transfer that failed after huggingface_hub's own retries is sent again as
+part of the next attempt: the one place where its retries sit inside ours, since the
+commit's POST has no retry of its own. Above both, the syncer retries a failed batch later.
 
 How long one call can take. Each request, whoever sends it, has ``connect_timeout`` to
 connect and ``request_timeout`` for each read or write (huggingface_hub's shared client
