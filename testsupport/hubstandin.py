@@ -11,7 +11,10 @@ What it models, as huggingface_hub speaks it:
 - Repos: dataset repos, public, private or gated, created with ``POST /api/repos/create``
   (or :meth:`HubStandIn.create_repo`), each starting with an "initial commit" holding
   ``.gitattributes`` as the Hub's do. Repo info with ``expand`` (``sha``,
-  ``lastModified``, ...), ``refs``, the commit list, ``whoami-v2``.
+  ``lastModified``, ...), ``whoami-v2``. Only what huggingface_hub sends in cargohold's
+  flows is served, in the shape it sends it (paths-info as a form, booleans as httpx
+  writes them: anything else is 400), so the stand-in cannot accept a request the client
+  would never make.
 - Tokens: ``Authorization: Bearer`` tokens with a read or write role for one user.
   Anonymous callers read public repos; an unknown token gets 401 "Invalid credentials in
   Authorization header"; a private repo the caller cannot see is 404 ``RepoNotFound``
@@ -737,7 +740,19 @@ class _Server(ThreadingHTTPServer):
                 sock.close()
 
 
-_API = re.compile(r"^/api/datasets/([^/]+)/([^/]+)(?:/(revision|preupload|commit|paths-info|tree|refs|commits)(?:/([^/]+))?(/.*)?)?$")  # fmt: skip
+_API = re.compile(r"^/api/datasets/([^/]+)/([^/]+)(?:/(revision|preupload|commit|paths-info|tree)(?:/([^/]+))?(/.*)?)?$")  # fmt: skip
+_FORM = "application/x-www-form-urlencoded"
+
+
+def _flag(fields: dict[str, list[str]], name: str) -> bool:
+    """A boolean field as huggingface_hub sends it (httpx writes ``true``/``false``);
+    absent is false. Anything else is 400: the stand-in serves the client's shapes only."""
+    values = fields.get(name, ["false"])
+    if len(values) != 1 or values[0] not in ("true", "false"):
+        raise HubError(400, f"{name} must be true or false, not {values!r}")
+    return values[0] == "true"
+
+
 _RESOLVE = re.compile(r"^/datasets/([^/]+)/([^/]+)/resolve/([^/]+)/(.+)$")
 _LFS_BATCH = re.compile(r"^/datasets/([^/]+)/([^/]+?)\.git/info/lfs/objects/batch$")
 
@@ -782,6 +797,9 @@ def _handler(hub: HubStandIn) -> type[BaseHTTPRequestHandler]:
         def _send(
             self, status: int, body: bytes = b"", headers: dict[str, str] | None = None
         ) -> None:
+            # Recorded before it is sent: a client that has its answer finds it recorded.
+            with hub._lock:
+                hub.requests.append((self.command, self.path, status))
             self.send_response(status)
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
@@ -789,8 +807,6 @@ def _handler(hub: HubStandIn) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
-            with hub._lock:
-                hub.requests.append((self.command, self.path, status))
 
         def _send_json(self, value: object, headers: dict[str, str] | None = None) -> None:
             self._send(
@@ -919,29 +935,6 @@ def _handler(hub: HubStandIn) -> type[BaseHTTPRequestHandler]:
             revision = unquote(match[4]) if match[4] else "main"
             if action is None or action == "revision":
                 self._send_json(hub.repo_info(repo, revision, query.get("expand", [])))
-            elif action == "refs":
-                with repo.lock:
-                    head = repo.head
-                branch = {"name": "main", "ref": "refs/heads/main", "targetCommit": head}
-                self._send_json({"branches": [branch], "converts": [], "tags": []})
-            elif action == "commits":
-                with repo.lock:
-                    commit = hub._commit_at(repo, revision)
-                    history = []
-                    while True:
-                        history.append(
-                            {
-                                "id": commit.oid,
-                                "title": commit.title,
-                                "message": "",
-                                "authors": [],
-                                "date": _iso(commit.date),
-                            }
-                        )
-                        if commit.parent is None:
-                            break
-                        commit = repo.by_oid[commit.parent]
-                self._send_json(history)
             elif action == "preupload" and self.command == "POST":
                 if query.get("create_pr") != ["1"]:
                     hub._can_write(repo, user, role)
@@ -953,13 +946,19 @@ def _handler(hub: HubStandIn) -> type[BaseHTTPRequestHandler]:
                 lines = [json.loads(line) for line in self._body().splitlines() if line.strip()]
                 self._send_json(hub.commit(repo, revision, lines))
             elif action == "paths-info" and self.command == "POST":
+                # HfApi.get_paths_info's shape: a form with ``paths`` (repeated) and
+                # ``expand`` as httpx encodes a bool.
+                if not self.headers.get("Content-Type", "").startswith(_FORM):
+                    raise HubError(400, f"paths-info takes a form body ({_FORM})")
                 form = parse_qs(self._body().decode())
-                expand = form.get("expand", ["false"])[0].lower() == "true"
+                expand = _flag(form, "expand")
                 self._send_json(hub.paths_info(repo, revision, form.get("paths", []), expand))
             elif action == "tree" and self.command == "GET":
+                # HfApi.list_repo_tree's shape: ``recursive`` and ``expand`` on the first
+                # page, then the ``Link`` it was given.
                 folder = unquote(match[5] or "").strip("/")
-                recursive = query.get("recursive", ["false"])[0].lower() == "true"
-                expand = query.get("expand", ["false"])[0].lower() == "true"
+                recursive = _flag(query, "recursive")
+                expand = _flag(query, "expand")
                 cursor = query.get("cursor", [None])[0]
                 page, following = hub.tree(
                     repo, revision, folder, recursive=recursive, expand=expand, cursor=cursor
@@ -1008,6 +1007,8 @@ def _handler(hub: HubStandIn) -> type[BaseHTTPRequestHandler]:
             if self.headers.get("Range"):
                 status = 206
                 headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+            with hub._lock:  # before it is sent, as in _send
+                hub.requests.append((self.command, self.path, status))
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
@@ -1021,8 +1022,6 @@ def _handler(hub: HubStandIn) -> type[BaseHTTPRequestHandler]:
                         chunk = fh.read(min(left, 1024 * 1024))
                         self.wfile.write(chunk)
                         left -= len(chunk)
-            with hub._lock:
-                hub.requests.append((self.command, self.path, status))
 
         def _range(self, size: int) -> tuple[int | None, int]:
             """The byte range asked for, or (None, 0) once a 416 has been sent."""

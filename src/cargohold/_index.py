@@ -96,6 +96,7 @@ CREATE TABLE IF NOT EXISTS objects (
     metadata TEXT,                 -- JSON object, NULL when empty
     content_type TEXT NOT NULL,
     etag TEXT,                     -- the remote's etag of these bytes; NULL until synced
+                                   -- (a tombstone: of the clean copy it replaced)
     modified REAL NOT NULL,        -- when these bytes were written here
     validated REAL,                -- when the remote last confirmed etag
     accessed REAL NOT NULL,

@@ -242,10 +242,13 @@ class Lease:
         if etag is None:
             return
         try:
-            if self.remote.head(self.key).etag == etag:
+            if self.remote.conditional_deletes:
+                # One step on the remote: a lease another holder took over meanwhile stays.
+                self.remote.delete(self.key, if_match=etag)
+            elif self.remote.head(self.key).etag == etag:
                 self.remote.delete(self.key)
-        except NotFoundError:
-            pass  # taken over and released by another: nothing of ours is left
+        except (ConflictError, NotFoundError):
+            pass  # taken over (and maybe released) by another: nothing of ours is left
 
     def __enter__(self) -> Self:
         return self

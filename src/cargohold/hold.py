@@ -501,11 +501,15 @@ class Hold:
 
         ``if_match=etag`` deletes only if the key still has that etag (the remote's, or
         the local one a put returned while the key is unchanged), else raises
-        PreconditionFailed (a missing key too). The remote protocol has no conditional
-        delete, so this is a check then a delete under a lock per key that conditional
-        puts and deletes of this Hold share: of racing conditional writers *in this
-        process* exactly one wins. Between processes or instances it is not atomic: a
-        write landing elsewhere between the check and the delete can be deleted.
+        PreconditionFailed (a missing key too). This is a check then a local deletion
+        under a lock per key that conditional puts and deletes of this Hold share: of
+        racing conditional writers *in this process* exactly one wins.
+
+        Between instances: the syncer's remote delete names the etag of the version this
+        instance held (when it held a synced copy and the remote has
+        ``conditional_deletes``), so a write another instance lands after that version
+        survives, with or without ``if_match``. Otherwise the remote delete is
+        unconditional: a write landing elsewhere before it reaches the remote is deleted.
         """
         self._check_writable()
         key = normalize_key(key)

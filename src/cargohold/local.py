@@ -40,7 +40,9 @@ States of a key (a row of ``objects``, or none) and what moves it::
   Its row *is* the journal entry. Written again before it is synced, it keeps one row
   (only the latest bytes upload) and its ``dirty_since``.
 - **tombstone** (``dirty_since`` set, ``deleted`` 1): a deletion the remote does not have;
-  the key reads as missing at once.
+  the key reads as missing at once. Its ``etag`` is the remote's etag of the clean copy it
+  replaced (None if it replaced none): the version the deletion was decided on, which the
+  syncer names in a conditional delete.
 - **clean** (``dirty_since`` NULL, ``etag`` the remote's): a copy of what the remote holds,
   made by the syncer's upload (dirty -> clean), a read-through, hydrate or a write-through.
   A synced tombstone is **removed** (absent).
@@ -115,6 +117,10 @@ __all__ = [
 log = logging.getLogger("cargohold.local")
 
 # dirty or tombstone: a new row, or the row replaced. dirty_since keeps the oldest unsynced time.
+# A tombstone keeps the etag of the clean copy it replaces (or of the tombstone before it):
+# the version this instance saw on the remote, which the syncer's delete names (if_match) so
+# that it cannot remove a newer write of another instance. Over a dirty row it has none: that
+# row's put may have landed unanswered, and a delete naming the older etag would spare it.
 _UPSERT_DIRTY = """
 INSERT INTO objects (key, version, size, inline, file, metadata, content_type,
                      etag, modified, validated, accessed, dirty_since, deleted)
@@ -123,10 +129,12 @@ VALUES (:key, 1, :size, :inline, :file, :metadata, :content_type,
 ON CONFLICT (key) DO UPDATE SET
     version = version + 1, size = excluded.size, inline = excluded.inline,
     file = excluded.file, metadata = excluded.metadata,
-    content_type = excluded.content_type, etag = NULL, modified = excluded.modified,
-    validated = NULL, accessed = excluded.accessed,
+    content_type = excluded.content_type,
+    etag = IIF(excluded.deleted = 1 AND (objects.dirty_since IS NULL OR objects.deleted = 1),
+               objects.etag, NULL),
+    modified = excluded.modified, validated = NULL, accessed = excluded.accessed,
     dirty_since = coalesce(dirty_since, excluded.dirty_since), deleted = excluded.deleted
-RETURNING version, dirty_since
+RETURNING version, dirty_since, etag
 """
 
 # clean: a copy of what the remote holds (read-through, hydrate, write-through). It never
@@ -143,7 +151,7 @@ ON CONFLICT (key) DO UPDATE SET
     content_type = excluded.content_type, etag = excluded.etag, modified = excluded.modified,
     validated = excluded.validated, accessed = excluded.accessed, deleted = 0
 WHERE objects.dirty_since IS NULL {extra}
-RETURNING version, dirty_since
+RETURNING version, dirty_since, etag
 """
 
 #: The one place that decides which statement a write runs (see the module docstring).
@@ -504,7 +512,7 @@ class LocalTier:
             file=staged.file,
             metadata=dict(metadata),
             content_type=content_type,
-            etag=etag if clean else None,
+            etag=rows[0][2],  # a clean copy's, a tombstone's kept one (see _UPSERT_DIRTY)
             modified=stamp,
             validated=now if clean else None,
             accessed=now,

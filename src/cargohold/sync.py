@@ -27,6 +27,12 @@ others stand by (and take over if it dies: the lock goes with the process).
   have had an attempt time out and be retried inside the remote layer (the retry
   answered, the first attempt still on its way): its sends stay on the list too. (A session record of a version before this rule says
   only "not clean": then every change pending at the takeover waits, as before.)
+- No delete removes a newer write. A deletion is sent conditional on the etag of the
+  version this instance last saw (``delete(key, if_match=)``, where the remote enforces
+  it): if another instance wrote the key since, the remote refuses it, the deletion counts
+  as superseded (done, logged at INFO) and the newer write stays. Without a version seen
+  here, or on a remote without conditional deletes, the delete is unconditional: the last
+  writer wins.
 - Outcomes are recorded in the local tier (the last success at most every 5 s, every
   error), so ``status()`` in a process that is not syncing still says how syncing goes.
 - Batches gather: after new work wakes it, the syncer waits ``sync_delay`` seconds (a few
@@ -63,11 +69,12 @@ from .errors import (
     InvalidInput,
     NotFoundError,
     PermissionDenied,
+    PreconditionFailed,
     RemoteError,
     TimedOut,
 )
 from .local import Entry, LocalTier, Pending, Refusal
-from .remotes import ObjectInfo, Remote
+from .remotes import Delete, ObjectInfo, Remote
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -531,7 +538,7 @@ class Syncer:
         try:
             put_results, delete_results = self.remote.apply(
                 [_put(p) for p in puts],
-                [p.entry.key for p in deletes],
+                [self._delete(p.entry) for p in deletes],
                 concurrency=self.concurrency,
             )
         finally:
@@ -547,14 +554,28 @@ class Syncer:
                 done.append((pending.entry, result))
             else:
                 errors.append((pending.entry, result))
+        superseded: set[str] = set()
         for pending, error in zip(deletes, delete_results, strict=True):
             if error is None:
+                done.append((pending.entry, None))
+            elif isinstance(error, PreconditionFailed):
+                # A conditional delete (see _delete) met a version this instance never saw:
+                # another instance wrote the key since. The newer write wins; the deletion
+                # is done, and the key reads what the remote now holds.
+                log.info(
+                    "cargohold: the deletion of %r was superseded by a newer write to %s; "
+                    "that write is kept",
+                    pending.entry.key,
+                    self.remote.url,
+                )
+                superseded.add(pending.entry.key)
                 done.append((pending.entry, None))
             else:
                 errors.append((pending.entry, error))
         if done:
             # The catalog first: once mark_synced lets flush() return, queries must see it.
-            self._tell_catalog(done)
+            # A superseded deletion is not one: the catalog keeps the newer write.
+            self._tell_catalog([d for d in done if d[0].key not in superseded])
             self.local.mark_synced(done)
             self._batches += 1
             if self._batches % 16 == 0:
@@ -617,6 +638,16 @@ class Syncer:
         else:
             self._backoff = 0.0
         return True
+
+    def _delete(self, entry: Entry) -> Delete:
+        """The remote deletion of a tombstone: conditional on the etag of the version this
+        instance last saw there (the clean copy the tombstone replaced), so that it cannot
+        remove a write another instance made since (a "zombie" delete). Unconditional when
+        the instance saw no version (the key was not held here, or only as its own write
+        the remote may or may not have) or the remote cannot check a condition."""
+        if entry.etag is not None and self.remote.conditional_deletes:
+            return Delete(entry.key, entry.etag)
+        return Delete(entry.key)
 
     def _tell_catalog(self, done: list[tuple[Entry, ObjectInfo | None]]) -> None:
         """Keep the shared catalog in step. The remote is the truth: while the catalog is

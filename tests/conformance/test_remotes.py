@@ -27,7 +27,8 @@ from cargohold import (
     PreconditionFailed,
 )
 from cargohold.keys import internal_key, internal_prefix
-from cargohold.remotes import FileRemote, ObjectInfo, Put, Remote
+from cargohold.remotes import Delete, FileRemote, ObjectInfo, Put, Remote, open_remote
+from tests.hf.conftest import UNLIMITED
 
 
 def _race(n: int, attempt: Callable[[int], object]) -> list[object]:
@@ -309,6 +310,52 @@ def test_delete_is_idempotent(remote: Remote) -> None:
     with pytest.raises(FileNotFoundError):  # the builtin a caller already catches
         remote.head("gone")
     assert list(remote.list()) == []
+
+
+def _other_instance(remote: Remote) -> Remote:
+    """A second handle on ``remote``'s store, as another instance of the app opens it:
+    its own object, connections, locks and (on hf://) its own idea of the branch head."""
+    if isinstance(remote, FileRemote):
+        return FileRemote(remote.root)
+    return open_remote(remote.url, settings=UNLIMITED)
+
+
+def test_a_conditional_delete_spares_a_newer_write(remote: Remote) -> None:
+    if not remote.conditional_deletes:
+        etag = remote.put("doc", b"v1").etag
+        with pytest.raises(InvalidInput, match="conditional delete"):
+            remote.delete("doc", if_match=etag)
+        with pytest.raises(InvalidInput, match="conditional delete"):
+            remote.apply([], [Delete("doc", etag)])
+        assert remote.get("doc") == b"v1", "a refused conditional delete deletes nothing"
+        return
+    with _other_instance(remote) as other:
+        v1 = remote.put("doc", b"v1").etag
+        other.put("doc", b"v2")  # instance B writes after instance A saw v1
+        with pytest.raises(PreconditionFailed):
+            remote.delete("doc", if_match=v1)  # instance A's delete, decided on v1
+        assert other.get("doc") == b"v2"
+        assert remote.get("doc") == b"v2"
+        # The same in a batch, as the syncer sends it: the result is the error.
+        assert remote.put("keep", b"x").etag
+        _, results = remote.apply([], [Delete("doc", v1), "keep"])
+        assert isinstance(results[0], PreconditionFailed)
+        assert results[1] is None
+        assert remote.get("doc") == b"v2"
+        v2 = other.head("doc").etag
+        remote.delete("doc", if_match=v2)  # the version that is there: deleted
+        with pytest.raises(NotFoundError):
+            other.head("doc")
+        with pytest.raises(PreconditionFailed):  # a missing key has no etag to match
+            remote.delete("doc", if_match=v2)
+
+
+def test_conditional_delete_refuses_a_bad_etag(remote: Remote) -> None:
+    remote.put("doc", b"v1")
+    for bad in ("", 5):
+        with pytest.raises(InvalidInput, match="if_match"):
+            remote.delete("doc", if_match=bad)  # type: ignore[arg-type]
+    assert remote.get("doc") == b"v1"
 
 
 # -- conditional puts -----------------------------------------------------------------

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import sys
@@ -113,3 +114,35 @@ def test_sigterm_flushes_pending_commits(own_hub: HubStandIn, tmp_path: Path) ->
     assert "flushed" in stderr
     with open_remote(url, settings=UNLIMITED) as check:
         assert {info.key for info in check.list()} == {f"s/{i}" for i in range(20)}
+
+
+def test_a_delete_from_a_stale_instance_spares_a_newer_write(
+    hf_env: HubStandIn, unlimited_commits: None, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The "zombie DELETE" (docs/design/hub-remotes.md, 4.2): instance A holds version 1 of
+    # a key; instance B writes version 2; A, which never saw version 2, deletes the key.
+    # A's deletion was decided on version 1 and must not remove version 2. Before the
+    # conditional delete, A's commit deleted whatever was there: version 2 was lost.
+    url = hf_url(hf_env)
+    a = cargohold.open(url, data_dir=tmp_path / "a", signal_handlers=False)
+    b = cargohold.open(url, data_dir=tmp_path / "b", signal_handlers=False)
+    try:
+        a.put("notes/today.md", b"version 1", durable=True)
+        assert b.get("notes/today.md") == b"version 1"
+        b.put("notes/today.md", b"version 2 from B", durable=True)
+        with caplog.at_level(logging.INFO, logger="cargohold.sync"):
+            a.delete("notes/today.md")
+            a.flush(60)
+        assert a.status().pending_count == 0, "the superseded deletion is done"
+        with open_remote(url, settings=UNLIMITED) as check:
+            assert check.get("notes/today.md") == b"version 2 from B"
+        assert any("superseded" in r.getMessage() for r in caplog.records), caplog.text
+        assert a.get("notes/today.md") == b"version 2 from B"  # A now reads the newer write
+        # A deletion decided on the version that is there still deletes it.
+        a.delete("notes/today.md")
+        a.flush(60)
+        with open_remote(url, settings=UNLIMITED) as check:
+            assert [info.key for info in check.list()] == []
+    finally:
+        a.close()
+        b.close()

@@ -405,6 +405,36 @@ def test_5xx_answers_are_retried(hf_env: HubStandIn, remote: HfRemote) -> None:
     assert remote.get("k") == b"v"
 
 
+def test_a_listing_page_is_retried_by_huggingface_hub_alone(
+    hf_env: HubStandIn, remote: HfRemote
+) -> None:
+    # list_repo_tree retries its pages itself (http_backoff): the remote adds no loop of
+    # its own around it, so one 502 costs exactly one more request.
+    repo = remote.repo_id
+    remote.put_many([Put(f"l/{i}", b"x") for i in range(3)])
+    hf_env.inject(Fault(502, times=1, match=lambda m, p: "/tree/" in p and repo in p))
+    before = len(hf_env.requests)
+    assert [info.key for info in remote.list("l/")] == ["l/0", "l/1", "l/2"]
+    trees = [r for r in hf_env.requests[before:] if "/tree/" in r[1] and repo in r[1]]
+    assert [status for _, _, status in trees] == [502, 200]
+
+
+def test_requests_through_huggingface_hub_carry_the_remotes_timeouts(
+    hf_env: HubStandIn, remote: HfRemote
+) -> None:
+    # huggingface_hub's shared HTTP client has no timeout: without the remote's own, a Hub
+    # that never answers would hold head() for as long as it likes.
+    repo = remote.repo_id
+    remote.put("k", b"v")
+    impatient = UNLIMITED.replace(request_timeout=0.5, retry_timeout=0, max_retries=0)
+    slow = Fault(None, times=1, delay=5, match=lambda m, p: "paths-info" in p and repo in p)
+    with _remote(remote.url, impatient) as other:
+        hf_env.inject(slow)
+        with pytest.raises(RemoteUnavailable, match="did not answer"):
+            other.head("k")
+    assert remote.head("k").size == 1  # the fault is spent: the next request is answered
+
+
 def test_an_unreachable_hub_is_remote_unavailable(hf_env: HubStandIn) -> None:
     with HfRemote("tester/x", endpoint="http://127.0.0.1:9", settings=FAST_FAIL) as remote:
         with pytest.raises(RemoteUnavailable, match="did not answer"):

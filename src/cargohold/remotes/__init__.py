@@ -21,12 +21,13 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from ..config import Settings
 from ..errors import ConfigError
-from ._base import ByteRange, ObjectInfo, ObjectStream, Put, PutData, PutMode, Remote
+from ._base import ByteRange, Delete, ObjectInfo, ObjectStream, Put, PutData, PutMode, Remote
 from .file import FileRemote
 from .memory import MemoryRemote
 
 __all__ = [
     "ByteRange",
+    "Delete",
     "FileRemote",
     "MemoryRemote",
     "ObjectInfo",

@@ -31,6 +31,7 @@ from ..keys import RESERVED_PREFIX, InternalKey, normalize_key, normalize_prefix
 
 __all__ = [
     "ByteRange",
+    "Delete",
     "ObjectInfo",
     "ObjectStream",
     "Put",
@@ -48,6 +49,7 @@ DeleteResults: TypeAlias = list[CargoholdError | None]
 FetchResults: TypeAlias = list["tuple[ObjectInfo, bytes] | CargoholdError"]
 _Keys: TypeAlias = list[str]
 _Requests: TypeAlias = list["PutRequest"]
+_Deletes: TypeAlias = list["Delete"]
 _Downloads: TypeAlias = list[tuple[str, Path]]
 
 PutMode: TypeAlias = Literal["overwrite", "create"]
@@ -128,6 +130,14 @@ class Put:
     content_type: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """One delete of a batch for :meth:`Remote.apply`; the fields mean what ``delete``'s do."""
+
+    key: str
+    if_match: str | None = None
+
+
 @dataclass(slots=True)
 class PutRequest:
     """A validated put, as a remote module receives it."""
@@ -187,6 +197,12 @@ class Remote(ABC):
     #: for no cap. A remote whose operations are Python work on this machine caps it, as
     #: each thread more competes with the app for the GIL (see FileRemote).
     max_concurrency: ClassVar[int | None] = None
+
+    #: Whether the remote itself enforces ``delete(key, if_match=etag)``: the delete
+    #: happens only if the key's current etag is ``etag``, checked atomically by the
+    #: store. A remote that cannot (the S3 remote: obstore sends no condition on
+    #: DeleteObject, and stores differ on honouring one) refuses ``if_match`` on deletes.
+    conditional_deletes: ClassVar[bool] = False
 
     @property
     @abstractmethod
@@ -251,9 +267,20 @@ class Remote(ABC):
         """
         return self._put(_request(Put(key, data, mode, if_match, metadata, content_type)))
 
-    def delete(self, key: str) -> None:
-        """Remove the object. Idempotent: deleting a missing key is not an error."""
-        self._delete(normalize_key(key))
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        """Remove the object. Idempotent: deleting a missing key is not an error.
+
+        ``if_match=etag`` deletes only if the object still has that etag, else raises
+        PreconditionFailed (a missing key too): a delete decided on one version never
+        removes a newer one another writer put meanwhile. The remote itself enforces it
+        (only where :attr:`conditional_deletes` is True; elsewhere ``if_match`` raises
+        InvalidInput at once, and nothing is deleted).
+        """
+        key = normalize_key(key)
+        if if_match is None:
+            self._delete(key)
+        else:
+            self._delete_if_match(key, self._check_delete_condition(if_match))
 
     # -- batches ----------------------------------------------------------------------
 
@@ -270,16 +297,29 @@ class Remote(ABC):
     def apply(
         self,
         puts: Iterable[Put | PutRequest],
-        deletes: Iterable[str],
+        deletes: Iterable[str | Delete],
         *,
         concurrency: int = 32,
     ) -> tuple[PutResults, DeleteResults]:
         """Puts and deletes together, as the syncer sends a batch of the journal. A remote
         that writes in commits (a Hugging Face dataset repo) makes them one commit; others
-        run ``put_many`` and ``delete_many``. Results in order, one per operation."""
+        run ``put_many`` and ``delete_many``. Results in order, one per operation.
+
+        A :class:`Delete` with ``if_match`` is conditional, as ``delete(key, if_match=)``:
+        its result is PreconditionFailed when the key no longer has that etag. Invalid
+        input (``if_match`` on a remote without :attr:`conditional_deletes`) raises before
+        anything is sent."""
         requests = [p if isinstance(p, PutRequest) else _request(p) for p in puts]
-        keys = [normalize_key(k) for k in deletes]
-        return self._apply(requests, keys, self._concurrency(concurrency))
+        checked = [
+            Delete(normalize_key(d), None)
+            if isinstance(d, str)
+            else Delete(
+                normalize_key(d.key),
+                None if d.if_match is None else self._check_delete_condition(d.if_match),
+            )
+            for d in deletes
+        ]
+        return self._apply(requests, checked, self._concurrency(concurrency))
 
     def get_many(self, keys: Iterable[str], *, concurrency: int = 32) -> GetResults:
         """Read many objects with up to ``concurrency`` in flight; results (or errors) in order."""
@@ -350,6 +390,26 @@ class Remote(ABC):
     @abstractmethod
     def _delete(self, key: str) -> None: ...
 
+    def _delete_if_match(self, key: str, etag: str) -> None:
+        """Delete ``key`` only if its etag is ``etag`` (else PreconditionFailed), atomically.
+        Called only when :attr:`conditional_deletes` is True, which a remote sets once it
+        implements this."""
+        raise NotImplementedError(
+            f"{type(self).__name__} sets conditional_deletes but has no _delete_if_match"
+        )
+
+    def _check_delete_condition(self, if_match: object) -> str:
+        if not isinstance(if_match, str) or not if_match:
+            raise InvalidInput(f"if_match must be an etag string, not {if_match!r}")
+        if not self.conditional_deletes:
+            raise InvalidInput(
+                f"{self.url} cannot enforce a conditional delete (if_match): its store "
+                "checks no condition on deletes",
+                hint="delete without if_match (the last writer wins), or use a remote with "
+                "conditional deletes (memory, file, hf://datasets)",
+            )
+        return if_match
+
     def _concurrency(self, asked: int) -> int:
         checked = _check_concurrency(asked)
         return checked if self.max_concurrency is None else min(checked, self.max_concurrency)
@@ -361,11 +421,19 @@ class Remote(ABC):
         return _in_threads(self._put, requests, concurrency)
 
     def _apply(
-        self, requests: _Requests, keys: _Keys, concurrency: int
+        self, requests: _Requests, deletes: _Deletes, concurrency: int
     ) -> tuple[PutResults, DeleteResults]:
         puts = self._put_many(requests, concurrency) if requests else []
-        deletes = self._delete_many(keys, concurrency) if keys else []
-        return puts, deletes
+        if all(d.if_match is None for d in deletes):
+            return puts, self._delete_many([d.key for d in deletes], concurrency) if deletes else []
+
+        def delete(d: Delete) -> None:
+            if d.if_match is None:
+                self._delete(d.key)
+            else:
+                self._delete_if_match(d.key, d.if_match)
+
+        return puts, _in_threads(delete, deletes, concurrency)
 
     def _get_many(self, keys: _Keys, concurrency: int) -> GetResults:
         return _in_threads(lambda key: self._get(key, None), keys, concurrency)

@@ -21,10 +21,11 @@ How the guarantees are kept:
   whose (inode, size, mtime) no longer match the file (a writer is between its two
   renames, a crash came between them, or another tool changed the file) is not trusted:
   the etag is computed from the bytes instead, and the record repaired.
-- Conditional puts: writers of a key take one of 64 ``filelock`` stripes, check the mode
-  against the current file, and rename while holding it, so of racing writers exactly one
-  wins. Note that ``flock`` can silently succeed on some network file systems (old NFS
-  set-ups); conditional puts there are only as strong as the file system's locking.
+- Conditional puts and deletes: writers of a key take one of 64 ``filelock`` stripes, check
+  the mode (or the etag a delete names) against the current file, and rename (or unlink)
+  while holding it, so of racing writers exactly one wins. Note that ``flock`` can
+  silently succeed on some network file systems (old NFS set-ups); conditions there are
+  only as strong as the file system's locking.
 
 - Batches (the syncer's, hydrate's) run at most 4 operations at once, whatever
   ``concurrency`` asks: each is Python work on this disk, so more threads only contend for
@@ -130,6 +131,7 @@ class FileRemote(Remote):
     # 0.7x the time of 4 (fsyncs contend), and an app thread waited behind all 32 for the
     # GIL (put p99 12 ms while syncing, 1.5 ms with 4; docs/benchmarks.md).
     max_concurrency = 4
+    conditional_deletes = True
 
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True) -> None:
         self.root = Path(root).expanduser().absolute()
@@ -397,31 +399,49 @@ class FileRemote(Remote):
         if request.mode == "create" and path.exists():
             raise AlreadyExists(f"{key!r} already exists in {self.url}", key=key, remote=self.url)
         if request.if_match is not None:
-            try:
-                with path.open("rb") as fh:
-                    current = self._info(key, fh, repair=False).etag
-            except FileNotFoundError:
-                current = None
-            if current != request.if_match:
-                raise PreconditionFailed(
-                    f"{key!r} in {self.url} no longer has etag {request.if_match}",
-                    key=key,
-                    remote=self.url,
-                )
+            self._check_etag(key, path, request.if_match)
         return path
 
+    def _check_etag(self, key: str, path: Path, etag: str) -> None:
+        """PreconditionFailed unless ``key`` (at ``path``) has ``etag``; call with the key's
+        lock held."""
+        try:
+            with path.open("rb") as fh:
+                current: str | None = self._info(key, fh, repair=False).etag
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            current = None
+        if current != etag:
+            what = "does not exist" if current is None else f"no longer has etag {etag}"
+            raise PreconditionFailed(f"{key!r} in {self.url} {what}", key=key, remote=self.url)
+
     def _delete(self, key: str) -> None:
+        self._remove(key, None)
+
+    def _delete_if_match(self, key: str, etag: str) -> None:
+        self._remove(key, etag)
+
+    def _remove(self, key: str, etag: str | None) -> None:
+        """Delete ``key``, only if it has ``etag`` when one is given (checked and unlinked
+        under the key's lock, as conditional puts are)."""
         if not self._internal.exists():
+            if etag is not None:
+                raise PreconditionFailed(
+                    f"{key!r} in {self.url} does not exist", key=key, remote=self.url
+                )
             return  # nothing was ever written here
         path = self._path(key)
         try:
             with self._lock(key):
+                if etag is not None:
+                    self._check_etag(key, path, etag)
                 with contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError):
                     path.unlink()
                 with contextlib.suppress(FileNotFoundError):
                     self._meta_path(key).unlink()
                 self._drop_legacy_record(key)
                 self._prune(path.parent, self._split(key)[0])
+        except CargoholdError:
+            raise  # PreconditionFailed, ours already
         except OSError as exc:
             self._raise_os(exc, key, "delete")
 

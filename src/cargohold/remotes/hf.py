@@ -15,6 +15,10 @@ Writes. Every write is a commit, and commits are what the Hub rations, so:
   ``delete_many`` become commits of about 100 files each; single ``put`` and ``delete``
   calls made at once from many threads are gathered into shared commits too (a group
   commit: one thread commits what the others queued). Deletes are real deletions.
+- Conditional deletes (``delete(key, if_match=etag)``, ``conditional_deletes``): planned
+  only if the key has that etag at the commit's parent, so with ``parent_commit`` a
+  delete decided on one version never removes a newer one another instance committed
+  (else PreconditionFailed). The syncer sends its deletions this way.
 - Compare-and-swap: every commit names its parent (``parent_commit``). The state a commit
   was planned on (which keys exist, with which etags) is read at that parent; if another
   writer moved the branch since, the Hub answers 412 and the batch is planned again on
@@ -46,19 +50,47 @@ the object, written in the same commit, only when there is metadata or the conte
 is not the one guessed from the key. The record names the digests of the bytes it
 describes, so a file replaced by another tool is not given stale metadata.
 
-Reads. ``get`` reads the resolve URL (with a ``Range`` header for ranges). ``head`` and
-``stream`` use ``paths-info`` (with each path's last commit, so ``last_modified`` is exact)
-and read at that commit, so bytes and info are always of one version. Batches
-(``fetch_many``, ``download_many``) and ``list`` read at one commit of the branch;
-``list`` walks the repo tree, paged, and sorts by key (the Hub's tree order is its own),
-holding the names under the prefix in memory. Listings carry the commit's date as
+Reads, on huggingface_hub's own calls: the branch head is ``HfApi.dataset_info``, the
+state of keys ``HfApi.get_paths_info`` (in chunks of this module's), listings
+``HfApi.list_repo_tree``, the token's role ``HfApi.whoami``. Bytes come from the resolve
+URL through a request of this module's own: no HfApi call returns bytes in memory or a
+range (``hf_hub_download`` writes whole files into a cache folder; ``HfFileSystem`` would
+add a second cache and its own retries to every read). ``get`` reads the resolve URL
+(with a ``Range`` header for ranges). ``head`` and ``stream`` use paths-info (with each
+path's last commit, so ``last_modified`` is exact) and read at that commit, so bytes and
+info are always of one version. Batches (``fetch_many``, ``download_many``) and ``list``
+read at one commit of the branch; ``list`` walks the repo tree, paged, and sorts by key
+(the Hub's tree order is its own), holding the names under the prefix in memory. Listings carry the commit's date as
 ``last_modified`` (a bound: the object is no newer). Etags are the Hub's: the git blob id
 of a small file, the sha256 of an LFS file.
 
 Errors: a missing repo (or one the token cannot see) is a ConfigError that offers
 ``hf_create_repo``, which creates it, private, on first use; a read-only token, a gated
-repo and a refused token are PermissionDenied saying which. 429, 5xx and dropped
-connections are retried with backoff for at most ``retry_timeout`` seconds.
+repo and a refused token are PermissionDenied saying which.
+
+Retries: one policy, never two loops around one request. huggingface_hub retries some
+calls itself (``http_backoff``: up to 5 retries on 408, 429, 500, 502, 503, 504, timeouts
+and dropped connections, sleeping 1, 2, 4, 8, 8 s, or what a 429's ``RateLimit`` /
+``Retry-After`` says plus 1 s), and cannot be told not to: each page of a listing, the
+commit's preupload and LFS transfers. Those get no retry of this module's. The calls it
+does not retry (``dataset_info``, ``get_paths_info``, the resolve GETs, the commit itself)
+go through this module's one loop (:meth:`HfRemote._retrying`, and the commit loop with
+its 412 replanning and commit budget): the same causes, with jittered backoff, for at
+most ``retry_timeout`` seconds and ``max_retries`` retries; a 429 is waited out only if it
+ends within that time. The commit loop retries a whole commit (``create_commit``), so a
+preupload or transfer that failed after huggingface_hub's own retries is sent again as
+part of the next attempt: the one place where its retries sit inside ours, since the
+commit's POST has no retry of its own. Above both, the syncer retries a failed batch later.
+
+How long one call can take. Each request, whoever sends it, has ``connect_timeout`` to
+connect and ``request_timeout`` for each read or write (huggingface_hub's shared client
+has no timeout: a hook gives its requests made from this module's threads this remote's
+timeouts; requests from huggingface_hub's own worker threads, LFS uploads of several
+files at once, keep its default). So a call of this module's loop takes at most about
+``retry_timeout`` + ``request_timeout`` (defaults: 20 + 60 s); a call huggingface_hub
+retries, up to 6 times ``request_timeout`` + 23 s plus the waits a 429 asks for; a listing
+that many times its number of pages (1,000 entries each); a commit, its preupload, its
+transfers and its POST, each bounded so, plus a wait for the commit budget.
 """
 
 from __future__ import annotations
@@ -92,6 +124,9 @@ from huggingface_hub import (
     CommitOperationAdd,
     CommitOperationDelete,
     HfApi,
+    RepoFile,
+    RepoFolder,
+    get_session,
     get_token,
     hf_raise_for_status,
 )
@@ -126,6 +161,7 @@ from ..keys import normalize_key
 from ._base import (
     STREAM_CHUNK,
     ByteRange,
+    Delete,
     DeleteResults,
     FetchResults,
     ObjectInfo,
@@ -172,6 +208,21 @@ def _install_log_filter() -> None:
             for name in ("huggingface_hub._commit_api", "huggingface_hub.hf_api"):
                 logging.getLogger(name).addFilter(_ExpectedWarnings())
             _filter_installed = True
+
+
+# huggingface_hub's shared HTTP client has no timeout (``timeout=None``): a server that
+# takes a connection and never answers would hold a call for ever. This hook gives the
+# requests this module makes through huggingface_hub the remote's own timeouts, and no
+# others: it acts only while _TIMEOUTS is set, in the calling thread's context.
+_TIMEOUTS: contextvars.ContextVar[dict[str, float | None] | None] = contextvars.ContextVar(
+    "cargohold_hf_timeouts", default=None
+)
+
+
+def _give_timeouts(request: httpx2.Request) -> None:
+    timeouts = _TIMEOUTS.get()
+    if timeouts is not None:
+        request.extensions = {**request.extensions, "timeout": timeouts}
 
 
 # -- layout ---------------------------------------------------------------------------
@@ -379,10 +430,12 @@ def _parse_rate_limit(headers: Mapping[str, str], message: str) -> tuple[float, 
 
 @dataclass(eq=False)
 class _Op:
-    """One put (``request``) or delete (``request`` None) waiting to be committed."""
+    """One put (``request``) or delete (``request`` None, only if the key has etag
+    ``if_match`` when one is given) waiting to be committed."""
 
     key: str
     request: PutRequest | None
+    if_match: str | None = None
     result: ObjectInfo | CargoholdError | None = None
     done: bool = False
     spooled: Path | None = None  # a file object's bytes, copied once so retries can reread
@@ -540,18 +593,9 @@ def _digests(source: bytes | Path) -> tuple[str, str]:
     return sha256.hexdigest(), git.hexdigest()
 
 
-def _etag(entry: Mapping[str, Any]) -> str:
-    lfs = entry.get("lfs")
-    return str(lfs.get("oid") or lfs.get("sha256")) if isinstance(lfs, dict) else str(entry["oid"])
-
-
-def _date(text: object) -> datetime | None:
-    if not isinstance(text, str):
-        return None
-    with contextlib.suppress(ValueError):
-        parsed = datetime.fromisoformat(text)
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    return None
+def _etag(entry: RepoFile) -> str:
+    """The Hub's etag of a file: the sha256 of an LFS (or Xet) file, else its git blob id."""
+    return entry.lfs.sha256 if entry.lfs is not None else entry.blob_id
 
 
 def _is_loopback(host: str) -> bool:
@@ -575,6 +619,7 @@ class HfRemote(Remote):
     module docstring for the layout, the guarantees and the commit budget."""
 
     key_can_be_folder = True
+    conditional_deletes = True
 
     def __init__(
         self,
@@ -625,6 +670,9 @@ class HfRemote(Remote):
         self._create = settings.hf_create_repo if create_repo is None else create_repo
         self._created = False
         self._settings = settings
+        self._timeouts = httpx2.Timeout(
+            settings.request_timeout, connect=settings.connect_timeout
+        ).as_dict()
         self.budget = CommitBudget(
             settings.hf_commits_per_hour if commits_per_hour is None else commits_per_hour,
             commit_burst,
@@ -717,12 +765,11 @@ class HfRemote(Remote):
             headers["authorization"] = f"Bearer {self._token}"
         return headers
 
-    def _api_url(self, action: str, revision: str | None = None, path: str = "") -> str:
-        url = f"{self.endpoint}/api/datasets/{self.repo_id}/{action}"
-        if revision is not None:
-            url += "/" + quote(revision, safe="")
-        return url + ("/" + quote(path, safe="") if path else "")
-
+    # The one request this module still makes by hand: reading bytes. No HfApi call
+    # returns an object's bytes in memory, a byte range or a stream: hf_hub_download writes
+    # whole files into a cache folder (a second copy beside the local tier, and no range),
+    # and HfFileSystem adds its own block cache and retries to every read. The GET is the
+    # one they send (resolve/{revision}/{path}, Range, redirects followed).
     def _resolve_url(self, revision: str, path: str) -> str:
         return (
             f"{self.endpoint}/datasets/{self.repo_id}/resolve/"
@@ -732,47 +779,63 @@ class HfRemote(Remote):
     def _send(
         self, method: str, url: str, *, stream: bool = False, **kwargs: Any
     ) -> httpx2.Response:
-        """One request, retried on 429, 5xx and dropped connections (bounded by the
-        ``retry_timeout`` and ``max_retries`` settings). Raises huggingface_hub's errors
+        """One resolve request, in :meth:`_retrying`. Raises huggingface_hub's errors
         (translated by callers); the caller closes a streamed response."""
-        deadline = time.monotonic() + self._settings.retry_timeout
         headers = {**self._headers(), **kwargs.pop("headers", {})}
-        for attempt in range(self._settings.max_retries + 1):
-            last = attempt == self._settings.max_retries
-            try:
-                request = self._http.build_request(method, url, headers=headers, **kwargs)
-                response = self._http.send(request, stream=stream)
-            except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError):
-                if last or time.monotonic() >= deadline or self._closed.is_set():
-                    raise
-                self._backoff(attempt, None, deadline)
-                continue
-            if response.status_code in _RETRY_STATUS and not last and time.monotonic() < deadline:
-                wait = (
-                    _parse_rate_limit(response.headers, "")[0]
-                    if response.status_code == 429
-                    else None
-                )
-                if wait is None or time.monotonic() + wait < deadline:
-                    response.close()
-                    self._backoff(attempt, wait, deadline)
-                    continue
+
+        def send() -> httpx2.Response:
+            request = self._http.build_request(method, url, headers=headers, **kwargs)
+            response = self._http.send(request, stream=stream)
             if response.status_code >= 400:
                 if stream:
-                    response.read()
+                    response.read()  # the error's body, for its message
                     response.close()
                 hf_raise_for_status(response)
             return response
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        return self._retrying(send)
+
+    def _retrying(self, call: Callable[[], _T]) -> _T:
+        """Run ``call``, retried on 429, 5xx and dropped connections for at most
+        ``retry_timeout`` seconds and ``max_retries`` retries: the remote's one retry loop,
+        for the calls huggingface_hub does not retry itself (see the module docstring).
+        A 429 is waited out only if its ``RateLimit``/``Retry-After`` ends in time."""
+        deadline = time.monotonic() + self._settings.retry_timeout
+        attempt = 0
+        while True:
+            try:
+                return call()
+            except Exception as exc:
+                if not _transient(exc):
+                    raise
+                wait = None
+                if isinstance(exc, HfHubHTTPError) and exc.response.status_code == 429:
+                    wait = _parse_rate_limit(exc.response.headers, "")[0]
+                    if time.monotonic() + wait >= deadline:
+                        raise
+                if not self._retry(attempt, deadline, wait):
+                    raise
+            attempt += 1
+
+    @contextlib.contextmanager
+    def _hub_timeouts(self) -> Iterator[None]:
+        """Within: the requests huggingface_hub makes on this thread carry this remote's
+        timeouts (see ``_give_timeouts``)."""
+        hooks = get_session().event_hooks["request"]
+        if _give_timeouts not in hooks:
+            with _filter_lock:
+                if _give_timeouts not in hooks:
+                    hooks.append(_give_timeouts)
+        token = _TIMEOUTS.set(self._timeouts)
+        try:
+            yield
+        finally:
+            _TIMEOUTS.reset(token)
 
     def _backoff(self, attempt: int, wait: float | None, deadline: float) -> None:
         if wait is None:
             wait = random.uniform(0, min(5.0, 0.1 * 2**attempt))  # noqa: S311 - jitter
         self._closed.wait(max(0.0, min(wait, deadline - time.monotonic())))
-
-    def _json(self, method: str, url: str, **kwargs: Any) -> Any:
-        response = self._send(method, url, **kwargs)
-        return response.json()
 
     def _with_repo(self, fn: Callable[[], _T]) -> _T:
         """Run ``fn``; if the repo is missing and ``hf_create_repo`` is on, create it
@@ -796,33 +859,38 @@ class HfRemote(Remote):
     # -- reads --------------------------------------------------------------------------
 
     def _snapshot(self) -> tuple[str, datetime]:
-        """The branch head: its commit sha and date."""
-        info = self._with_repo(
-            lambda: self._json(
-                "GET",
-                self._api_url("revision", self.revision),
-                params=[("expand", "sha"), ("expand", "lastModified")],
-            )
-        )
-        return str(info["sha"]), _date(info.get("lastModified")) or datetime.now(UTC)
+        """The branch head: its commit sha and date (``dataset_info``, which
+        huggingface_hub does not retry: in :meth:`_retrying`)."""
 
-    def _paths_info(
-        self, revision: str, paths: list[str], *, expand: bool
-    ) -> dict[str, dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {}
-        step = _PATHS_PER_EXPANDED_REQUEST if expand else _PATHS_PER_REQUEST
-        for start in range(0, len(paths), step):
-            chunk = paths[start : start + step]
-            entries = self._with_repo(
-                lambda chunk=chunk: self._json(  # type: ignore[misc]
-                    "POST",
-                    self._api_url("paths-info", revision),
-                    data={"paths": chunk, "expand": "true" if expand else "false"},
+        def read() -> tuple[str, datetime]:
+            with self._hub_timeouts():
+                info = self._api.dataset_info(
+                    self.repo_id, revision=self.revision, expand=["sha", "lastModified"]
                 )
-            )
+            return str(info.sha), info.last_modified or datetime.now(UTC)
+
+        return self._with_repo(lambda: self._retrying(read))
+
+    def _paths_info(self, revision: str, paths: list[str], *, expand: bool) -> dict[str, RepoFile]:
+        """The files among ``paths`` at ``revision`` (folders and missing paths left out).
+        ``get_paths_info`` sends all its paths in one request and does not retry it: the
+        chunks (the Hub takes at most 1,000 paths a request, fewer with ``expand``) and
+        the retries are this remote's."""
+        found: dict[str, RepoFile] = {}
+        step = _PATHS_PER_EXPANDED_REQUEST if expand else _PATHS_PER_REQUEST
+
+        def read(chunk: list[str]) -> list[RepoFile | RepoFolder]:
+            with self._hub_timeouts():
+                return self._api.get_paths_info(
+                    self.repo_id, chunk, expand=expand, revision=revision, repo_type="dataset"
+                )
+
+        for start in range(0, len(paths), step):
+            attempt = functools.partial(read, paths[start : start + step])
+            entries = self._with_repo(functools.partial(self._retrying, attempt))
             for entry in entries:
-                if entry.get("type") == "file":
-                    found[entry["path"]] = entry
+                if isinstance(entry, RepoFile):
+                    found[entry.path] = entry
         return found
 
     def _locate(self, keys: list[str]) -> dict[str, _Found]:
@@ -838,19 +906,17 @@ class HfRemote(Remote):
             revision, [p for pair in paths.values() for p in pair], expand=exact
         )
         found: dict[str, _Found] = {}
-        records: dict[str, tuple[str, dict[str, Any]]] = {}
+        records: dict[str, tuple[str, RepoFile]] = {}
         for key, (data, record) in paths.items():
             entry = entries.get(data)
             if entry is None:
                 continue
             data_revision, modified = revision, date
-            if exact:
-                last = entry.get("lastCommit") or {}
-                data_revision = str(last.get("id") or revision)
-                modified = _date(last.get("date"))
+            if exact and entry.last_commit is not None:
+                data_revision, modified = entry.last_commit.oid, entry.last_commit.date
             info = ObjectInfo(
                 key=key,
-                size=int(entry["size"]),
+                size=int(entry.size),
                 etag=_etag(entry),
                 last_modified=modified or datetime.now(UTC),
                 metadata={},
@@ -858,8 +924,8 @@ class HfRemote(Remote):
             )
             found[key] = _Found(info, data_revision)
             if record in entries:
-                last = entries[record].get("lastCommit") or {}
-                records[key] = (str(last.get("id") or revision) if exact else revision, entry)
+                last = entries[record].last_commit
+                records[key] = (last.oid if exact and last is not None else revision, entry)
         if records:
             for key, loaded in zip(
                 records, self._in_threads(self._read_record, list(records.items())), strict=True
@@ -871,7 +937,7 @@ class HfRemote(Remote):
         return found
 
     def _read_record(
-        self, item: tuple[str, tuple[str, dict[str, Any]]]
+        self, item: tuple[str, tuple[str, RepoFile]]
     ) -> tuple[dict[str, str], str] | None:
         key, (revision, entry) = item
         response = self._with_repo(
@@ -879,9 +945,7 @@ class HfRemote(Remote):
         )
         try:
             record = json.loads(response.content)
-            described = (
-                record["sha256"] if isinstance(entry.get("lfs"), dict) else record["git_oid"]
-            )
+            described = record["sha256"] if entry.lfs is not None else record["git_oid"]
             if described != _etag(entry):
                 return None  # the bytes were replaced by another tool: the record is stale
             return dict(record.get("metadata") or {}), str(record["content_type"])
@@ -962,21 +1026,25 @@ class HfRemote(Remote):
         try:
             sha, date = self._snapshot()
             found = []
-            url: str | None = self._api_url("tree", sha, where)
-            params: dict[str, str] | None = {"recursive": "true", "expand": "false"}
-            while url is not None:
-                try:
-                    response = self._send("GET", url, params=params)
-                except RemoteEntryNotFoundError:
-                    return  # no such folder: nothing under the prefix
-                for entry in response.json():
-                    if entry.get("type") != "file":
+            # list_repo_tree retries each page itself (huggingface_hub's http_backoff):
+            # no retry of ours around it (see the module docstring).
+            with self._hub_timeouts():
+                tree = self._api.list_repo_tree(
+                    self.repo_id,
+                    where or None,
+                    recursive=True,
+                    expand=False,
+                    revision=sha,
+                    repo_type="dataset",
+                )
+                for entry in tree:
+                    if not isinstance(entry, RepoFile):
                         continue
-                    key = key_of(self.prefix, entry["path"])
+                    key = key_of(self.prefix, entry.path)
                     if key is not None and key.startswith(prefix):
-                        found.append(ObjectInfo(key, int(entry["size"]), _etag(entry), date))
-                url = response.links.get("next", {}).get("url")
-                params = None  # the next link carries them
+                        found.append(ObjectInfo(key, int(entry.size), _etag(entry), date))
+        except RemoteEntryNotFoundError:
+            return  # no such folder: nothing under the prefix
         except CargoholdError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -1063,6 +1131,11 @@ class HfRemote(Remote):
         if isinstance(result, CargoholdError):
             raise result
 
+    def _delete_if_match(self, key: str, etag: str) -> None:
+        [result] = self._submit([_Op(key, None, etag)])
+        if isinstance(result, CargoholdError):
+            raise result
+
     def _put_many(self, requests: list[PutRequest], concurrency: int) -> PutResults:
         return self._submit([_Op(r.key, r) for r in requests])  # type: ignore[return-value]
 
@@ -1070,9 +1143,11 @@ class HfRemote(Remote):
         return self._submit([_Op(key, None) for key in keys])  # type: ignore[return-value]
 
     def _apply(
-        self, requests: list[PutRequest], keys: list[str], concurrency: int
+        self, requests: list[PutRequest], deletes: list[Delete], concurrency: int
     ) -> tuple[PutResults, DeleteResults]:
-        results = self._submit([_Op(r.key, r) for r in requests] + [_Op(k, None) for k in keys])
+        results = self._submit(
+            [_Op(r.key, r) for r in requests] + [_Op(d.key, None, d.if_match) for d in deletes]
+        )
         return results[: len(requests)], results[len(requests) :]  # type: ignore[return-value]
 
     def _submit(self, ops: list[_Op]) -> list[ObjectInfo | CargoholdError | None]:
@@ -1182,7 +1257,7 @@ class HfRemote(Remote):
                         revision=self.revision,
                         parent_commit=parent,
                     )
-                    with _quiet():
+                    with _quiet(), self._hub_timeouts():
                         info = self._with_repo(commit)
                 except HfHubHTTPError as exc:
                     status = exc.response.status_code if exc.response is not None else None
@@ -1283,6 +1358,19 @@ class HfRemote(Remote):
             data, record = data_path(self.prefix, op.key), record_path(self.prefix, op.key)
             current, has_record = state.get(data), record in state
             request = op.request
+            where = f"{op.key!r} in {self.url}"
+            if (
+                request is None
+                and op.if_match is not None
+                and (current is None or _etag(current) != op.if_match)
+            ):
+                # A conditional delete: decided on this parent, like if_match on a put, so a
+                # write another instance committed since the caller's read survives it.
+                what = "does not exist" if current is None else f"no longer has etag {op.if_match}"
+                planned.append(
+                    (op, PreconditionFailed(f"{where} {what}", key=op.key, remote=self.url), None)
+                )
+                continue
             if request is None:
                 operations += [
                     CommitOperationDelete(p)
@@ -1291,7 +1379,6 @@ class HfRemote(Remote):
                 ]
                 planned.append((op, None, None))
                 continue
-            where = f"{op.key!r} in {self.url}"
             if request.mode == "create" and current is not None:
                 planned.append(
                     (
@@ -1333,7 +1420,7 @@ class HfRemote(Remote):
         self,
         op: _Op,
         request: PutRequest,
-        state: Mapping[str, Mapping[str, Any]],
+        state: Mapping[str, RepoFile],
         digests: dict[str, tuple[str, str]],
         stack: contextlib.ExitStack,
     ) -> tuple[
@@ -1352,7 +1439,7 @@ class HfRemote(Remote):
         sha256, git_oid = digests.get("data", ("", ""))
         unchanged = (
             current is not None
-            and int(current["size"]) == size
+            and int(current.size) == size
             and _etag(current) in (sha256, git_oid)
         )
         operations: list[CommitOperationAdd | CommitOperationDelete] = []
@@ -1493,7 +1580,8 @@ class HfRemote(Remote):
         if self._token is None:
             return ""
         try:
-            who = self._json("GET", f"{self.endpoint}/api/whoami-v2")
+            with self._hub_timeouts():
+                who = self._api.whoami()
             role = who["auth"]["accessToken"]["role"]
         except Exception:  # noqa: BLE001 - only refines a message
             return ""

@@ -1,7 +1,7 @@
 """``memory://`` - a remote in this process's memory.
 
-A real implementation of the protocol, not a mock: conditional puts are enforced under a
-lock, etags are content digests as on S3, and listings are in UTF-8 byte order. Useful in
+A real implementation of the protocol, not a mock: conditional puts and deletes are
+enforced under a lock, etags are content digests as on S3, and listings are in UTF-8 byte order. Useful in
 tests and for throwaway holds. ``memory://NAME`` returns the same store to every caller in
 the process that opens that name; ``memory://`` alone gives a private one.
 """
@@ -56,6 +56,8 @@ class _BytesStream(ObjectStream):
 
 class MemoryRemote(Remote):
     """Objects in a dict guarded by a lock. See the module docstring."""
+
+    conditional_deletes = True
 
     _named: ClassVar[dict[str, _Store]] = {}
     _named_lock: ClassVar[threading.Lock] = threading.Lock()
@@ -148,9 +150,20 @@ class MemoryRemote(Remote):
         return info
 
     def _delete(self, key: str) -> None:
+        with self._store.lock:
+            self._remove(key)
+
+    def _delete_if_match(self, key: str, etag: str) -> None:
+        with self._store.lock:
+            current = self._store.objects.get(key)
+            if current is None or current.info.etag != etag:
+                what = "does not exist" if current is None else f"no longer has etag {etag}"
+                raise PreconditionFailed(f"{key!r} in {self.url} {what}", key=key, remote=self.url)
+            self._remove(key)
+
+    def _remove(self, key: str) -> None:
+        """Drop ``key``; call with the store's lock held."""
         store = self._store
-        with store.lock:
-            if store.objects.pop(key, None) is not None:
-                encoded = key.encode()
-                index = bisect.bisect_left(store.order, encoded)
-                del store.order[index]
+        if store.objects.pop(key, None) is not None:
+            index = bisect.bisect_left(store.order, key.encode())
+            del store.order[index]

@@ -243,6 +243,11 @@ def _credentials(
 class S3Remote(Remote):
     """A bucket (and optional prefix) in an S3-compatible store. See the module docstring."""
 
+    # obstore's delete sends no precondition, and S3-compatible stores differ on If-Match
+    # for DeleteObject (AWS honours it since 2024; the Hub's S3 gateway documents
+    # conditions on PutObject only; SeaweedFS and MinIO do not say): refused, not guessed.
+    conditional_deletes = False
+
     _boto_s3: BotoS3 | None = None  # built on first use in a child forked after obstore ran
 
     def __init__(
