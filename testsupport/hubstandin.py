@@ -69,6 +69,8 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from .hubbuckets import BucketStandIn
+
 __all__ = [
     "OTHER_TOKEN",
     "READ_TOKEN",
@@ -295,6 +297,8 @@ class HubStandIn:
         self._uploads: dict[str, tuple[str, int]] = {}  # upload secret -> (oid, size)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        #: Storage Buckets (the native bucket API), served on the same port.
+        self.buckets = BucketStandIn(self)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -338,6 +342,7 @@ class HubStandIn:
     def close(self) -> None:
         self.kill()
         shutil.rmtree(self._workdir, ignore_errors=True)
+        self.buckets.close()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -867,6 +872,8 @@ def _handler(hub: HubStandIn) -> type[BaseHTTPRequestHandler]:
                 self._cdn(path.rsplit("/", 1)[1])
                 return
             user, role = self._caller()
+            if hub.buckets.route(self, path, query, user, role):  # type: ignore[arg-type]
+                return
             if path == "/api/whoami-v2" and self.command == "GET":
                 if user is None:
                     raise HubError(401, "Invalid credentials in Authorization header")
