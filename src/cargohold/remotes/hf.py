@@ -567,6 +567,35 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0][:300] if text.strip() else ""
 
 
+def hub_endpoint(endpoint: str | None, env: Mapping[str, str]) -> str:
+    """The Hub endpoint: ``endpoint``, else ``HF_ENDPOINT``, else https://huggingface.co.
+    Plain http only to loopback: the token would cross the network in clear."""
+    chosen = (endpoint or env.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+    parts = urlsplit(chosen)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"Hugging Face endpoint {chosen!r} is not an http(s) URL")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ConfigError(
+            f"Hugging Face endpoint {chosen!r} is plain http to a host that is not loopback",
+            hint="use https",
+        )
+    return chosen
+
+
+def hub_token(token: str | bool | None, env: Mapping[str, str]) -> tuple[str | None, str]:
+    """The token to send (None: anonymous) and how to name it in messages: ``token``
+    (False: explicitly anonymous, as in huggingface_hub), else ``HF_TOKEN``, else the
+    logged-in token."""
+    if token is False:
+        return None, "an anonymous caller (no token)"
+    if isinstance(token, str) and token:
+        return token, "the token given"
+    if env.get("HF_TOKEN"):
+        return env["HF_TOKEN"], "the token in HF_TOKEN"
+    found = get_token()
+    return found, "the logged-in token" if found else "an anonymous caller (no token)"
+
+
 # -- the remote -------------------------------------------------------------------------
 
 
@@ -600,26 +629,8 @@ class HfRemote(Remote):
         self.repo_id = repo_id
         self.prefix = prefix.strip("/")
         self.revision = revision
-        self.endpoint = (endpoint or env.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
-        parts = urlsplit(self.endpoint)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"Hugging Face endpoint {self.endpoint!r} is not an http(s) URL")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
-            raise ConfigError(  # the token would cross the network in clear
-                f"Hugging Face endpoint {self.endpoint!r} is plain http to a host that is not "
-                "loopback",
-                hint="use https",
-            )
-        self._token: str | None
-        if token is False:  # as in huggingface_hub: explicitly anonymous
-            self._token, self._who = None, "an anonymous caller (no token)"
-        elif isinstance(token, str) and token:
-            self._token, self._who = token, "the token given"
-        elif env.get("HF_TOKEN"):
-            self._token, self._who = env["HF_TOKEN"], "the token in HF_TOKEN"
-        else:
-            self._token = get_token()
-            self._who = "the logged-in token" if self._token else "an anonymous caller (no token)"
+        self.endpoint = hub_endpoint(endpoint, env)
+        self._token, self._who = hub_token(token, env)
         # Read here, not at huggingface_hub's import: see the module docstring.
         self._lfs_only = env.get("HF_HUB_DISABLE_XET", "").upper() in ("1", "ON", "YES", "TRUE")
         self._create = settings.hf_create_repo if create_repo is None else create_repo
@@ -665,8 +676,9 @@ class HfRemote(Remote):
         hint = "use hf://datasets/OWNER/NAME[/PREFIX], e.g. hf://datasets/ana/app-data/outputs"
         if parts.netloc != "datasets":
             raise ConfigError(
-                f"{url!r} does not name a dataset repo: only dataset repos hold cargohold data",
-                hint=hint,
+                f"{url!r} names neither a dataset repo nor a bucket: only those hold "
+                "cargohold data",
+                hint=hint + ", or hf://buckets/OWNER/NAME[/PREFIX]",
             )
         segments = unquote(parts.path).strip("/").split("/")
         if len(segments) < 2 or not all(segments[:2]):
