@@ -47,7 +47,13 @@ from .local import INLINE_MAX, Entry, LocalTier, Refusal, Staged, local_etag
 from .paths import data_dir as choose_data_dir
 from .platform import default_shutdown_grace
 from .remotes import ObjectInfo, PutData, PutMode, Remote, open_remote
-from .remotes._base import check_content_type, check_data, check_metadata, check_mode
+from .remotes._base import (
+    check_content_type,
+    check_data,
+    check_metadata,
+    check_mode,
+    refuse_conditional,
+)
 from .sync import Syncer
 
 if TYPE_CHECKING:
@@ -322,7 +328,8 @@ class Hold:
         TimedOut, and the write stays journaled for the syncer.
         ``mode="create"`` (fail with AlreadyExists if the key exists) and ``if_match=etag``
         (fail with PreconditionFailed unless the remote object still has that etag) are
-        enforced by the remote itself, so they are write-through too.
+        enforced by the remote itself, so they are write-through too; a remote that cannot
+        enforce them (``Remote.conditional_writes`` False) refuses them with ConfigError.
 
         ``transfer="move"`` (``data`` a Path) gives the file to the Hold: on return it is
         gone from where it was, and if the put raises it stays there. A large file on the
@@ -338,6 +345,8 @@ class Hold:
         meta = check_metadata(metadata)
         ctype = check_content_type(content_type, key)
         if mode == "create" or if_match is not None:
+            if not self.remote.conditional_writes:
+                raise refuse_conditional(self.remote, key)  # before anything is written
             with self._conditional.hold(key):
                 info = self._put_conditional(
                     key, source, mode, if_match, meta, ctype, take=given is not None

@@ -43,3 +43,9 @@ def hf_url(hub: HubStandIn, prefix: str = "", *, private: bool = False) -> str:
     """An hf:// URL of a fresh dataset repo of user ``tester`` in the stand-in."""
     repo = hub.create_repo(f"tester/t-{uuid.uuid4().hex[:12]}", private=private)
     return f"hf://datasets/{repo}/{prefix}".rstrip("/")
+
+
+def bucket_url(hub: HubStandIn, prefix: str = "", *, private: bool = False) -> str:
+    """An hf://buckets/ URL of a fresh Storage Bucket of user ``tester`` in the stand-in."""
+    bucket = hub.buckets.create_bucket(f"tester/b-{uuid.uuid4().hex[:12]}", private=private)
+    return f"hf://buckets/{bucket}/{prefix}".rstrip("/")

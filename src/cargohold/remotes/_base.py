@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import BinaryIO, ClassVar, Literal, Self, TypeAlias, TypeVar
 
 from .._threads import signals_blocked
-from ..errors import CargoholdError, InvalidInput, InvalidMetadata
+from ..errors import CargoholdError, ConfigError, InvalidInput, InvalidMetadata
 from ..keys import RESERVED_PREFIX, InternalKey, normalize_key, normalize_prefix
 
 __all__ = [
@@ -188,6 +188,13 @@ class Remote(ABC):
     #: each thread more competes with the app for the GIL (see FileRemote).
     max_concurrency: ClassVar[int | None] = None
 
+    #: Whether the remote itself enforces ``put(mode="create")`` and ``put(if_match=...)``,
+    #: so that of racing writers in any number of processes exactly one wins. A remote
+    #: without them (a Hugging Face bucket's native API) refuses such puts with
+    #: ConfigError rather than write unconditionally, and the Hold's single-flight
+    #: features need the catalog's leases on it.
+    conditional_writes: ClassVar[bool] = True
+
     @property
     @abstractmethod
     def url(self) -> str:
@@ -249,7 +256,9 @@ class Remote(ABC):
         Metadata names are lower-cased (as S3 does). Without ``content_type``, one is
         guessed from the key's extension.
         """
-        return self._put(_request(Put(key, data, mode, if_match, metadata, content_type)))
+        return self._put(
+            self._checked(_request(Put(key, data, mode, if_match, metadata, content_type)))
+        )
 
     def delete(self, key: str) -> None:
         """Remove the object. Idempotent: deleting a missing key is not an error."""
@@ -264,7 +273,7 @@ class Remote(ABC):
         is its error. Invalid input raises before anything is sent. (A ``PutRequest`` is
         taken as already checked: cargohold's syncer sends what the Hold validated.)
         """
-        requests = [p if isinstance(p, PutRequest) else _request(p) for p in puts]
+        requests = [self._checked(p if isinstance(p, PutRequest) else _request(p)) for p in puts]
         return self._put_many(requests, self._concurrency(concurrency))
 
     def apply(
@@ -277,7 +286,7 @@ class Remote(ABC):
         """Puts and deletes together, as the syncer sends a batch of the journal. A remote
         that writes in commits (a Hugging Face dataset repo) makes them one commit; others
         run ``put_many`` and ``delete_many``. Results in order, one per operation."""
-        requests = [p if isinstance(p, PutRequest) else _request(p) for p in puts]
+        requests = [self._checked(p if isinstance(p, PutRequest) else _request(p)) for p in puts]
         keys = [normalize_key(k) for k in deletes]
         return self._apply(requests, keys, self._concurrency(concurrency))
 
@@ -350,6 +359,12 @@ class Remote(ABC):
     @abstractmethod
     def _delete(self, key: str) -> None: ...
 
+    def _checked(self, request: PutRequest) -> PutRequest:
+        """``request``, unless it is conditional and this remote cannot enforce that."""
+        if not self.conditional_writes and (request.mode == "create" or request.if_match):
+            raise refuse_conditional(self, request.key)
+        return request
+
     def _concurrency(self, asked: int) -> int:
         checked = _check_concurrency(asked)
         return checked if self.max_concurrency is None else min(checked, self.max_concurrency)
@@ -420,6 +435,20 @@ def _request(put: Put) -> PutRequest:
         if_match=put.if_match,
         metadata=check_metadata(put.metadata),
         content_type=check_content_type(put.content_type, put.key),
+    )
+
+
+def refuse_conditional(remote: Remote, key: str | None = None) -> ConfigError:
+    """The error for a create-only or if-match put on a remote that cannot enforce it:
+    never a silent last-writer-wins."""
+    return ConfigError(
+        f"{remote.url} cannot enforce create-only or if-match puts (mode='create', "
+        "if_match=...): the Hugging Face bucket API has no conditional write",
+        hint="use the bucket through its S3 gateway, hf-bucket://OWNER/NAME with S3 keys "
+        "generated from a token (it honours If-None-Match and If-Match), or keep the "
+        "coordination in the PostgreSQL catalog (CARGOHOLD_CATALOG)",
+        key=key,
+        remote=remote.url,
     )
 
 
