@@ -872,7 +872,7 @@ def _handler(hub: HubStandIn) -> type[BaseHTTPRequestHandler]:
                 self._cdn(path.rsplit("/", 1)[1])
                 return
             user, role = self._caller()
-            if hub.buckets.route(self, path, query, user, role):  # type: ignore[arg-type]
+            if hub.buckets.route(self, path, query, user, role):
                 return
             if path == "/api/whoami-v2" and self.command == "GET":
                 if user is None:

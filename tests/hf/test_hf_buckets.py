@@ -14,7 +14,9 @@ import pytest
 from huggingface_hub import HfApi
 
 import cargohold
-from cargohold import ConfigError, NotFoundError, RemoteError, RemoteUnavailable
+from cargohold import ConfigError, NotFoundError, RemoteError, RemoteUnavailable, Settings
+from cargohold.cli import check_remote
+from cargohold.doctor import diagnose
 from cargohold.remotes import ObjectInfo, Put, open_remote
 from cargohold.remotes.hf_buckets import HfBucketRemote
 from tests.hf.conftest import UNLIMITED, bucket_url
@@ -295,3 +297,19 @@ def test_shared_downloads_need_a_catalog_on_a_bucket(hf_env: HubStandIn, tmp_pat
             hold.fetch("http://127.0.0.1:9/never-contacted")
     finally:
         hold.close()
+
+
+def test_the_checks_expect_the_refusal_the_remote_declares(
+    hf_env: HubStandIn, tmp_path: Path
+) -> None:
+    with open_remote(bucket_url(hf_env), settings=UNLIMITED) as remote:
+        steps = {step.name: step for step in check_remote(remote)}
+        assert all(step.ok for step in steps.values()), steps
+        assert "refused" in steps["create-only"].detail
+        assert "refused" in steps["if-match"].detail
+        report = diagnose(Settings.load({}, data_dir=tmp_path / "data"), remote=remote)
+        assert report.remote.create_only_honoured is None
+        assert [s["name"] for s in report.remote.steps if not s["ok"]] == []
+        [problem] = [p for p in report.problems if "cannot enforce create-only" in p.what]
+        assert problem.severity == "warning"
+        assert "CARGOHOLD_CATALOG" in problem.fix

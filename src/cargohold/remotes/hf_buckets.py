@@ -319,7 +319,6 @@ class HfBucketRemote(Remote):
             "GET",
             f"{self.endpoint}/buckets/{self.bucket_id}/resolve/{quote(path, safe='')}",
             headers={**build_hf_headers(token=self._token or False), **(headers or {})},
-            follow_redirects=True,
         )
         if response.status_code != 416:
             hf_raise_for_status(response)
@@ -387,9 +386,9 @@ class HfBucketRemote(Remote):
     def _head(self, key: str) -> ObjectInfo:
         return self._guard(lambda: self._found(key).info, key, "read")
 
-    def _ranged(self, found: _Found, range: ByteRange) -> bytes:
+    def _ranged(self, found: _Found, byte_range: ByteRange) -> bytes:
         """``data[start:stop]`` of the version ``found`` names."""
-        start, stop = range
+        start, stop = byte_range
         size = found.info.size
         stop = size if stop is None else min(stop, size)
         if start >= stop:
@@ -403,31 +402,31 @@ class HfBucketRemote(Remote):
         return data[start:stop] if response.status_code == 200 else data
 
     def _stream(self, key: str, range: ByteRange | None) -> ObjectStream:
-        def open_stream() -> ObjectStream:
-            for _ in range(_READ_ATTEMPTS):
-                found = self._found(key)
-                if range is not None:
-                    try:
-                        return _BytesStream(self._ranged(found, range), found.info)
-                    except _Replaced:
-                        continue
-                fd, name = tempfile.mkstemp(prefix="cargohold-hfb-", dir=self._settings.temp_dir)
-                os.close(fd)
-                path = Path(name)
-                try:
-                    self._download_files([(found, path)])
-                    return _FileStream(path, found.info)
-                except BaseException:
-                    path.unlink(missing_ok=True)
-                    raise
-            raise RemoteError(
-                f"{key!r} in {self.url} was replaced during every read of it",
-                hint="another writer rewrites it without pause; try again",
-                key=key,
-                remote=self.url,
-            )
+        return self._guard(lambda: self._open_stream(key, range), key, "read")
 
-        return self._guard(open_stream, key, "read")
+    def _open_stream(self, key: str, byte_range: ByteRange | None) -> ObjectStream:
+        for _ in range(_READ_ATTEMPTS):
+            found = self._found(key)
+            if byte_range is not None:
+                try:
+                    return _BytesStream(self._ranged(found, byte_range), found.info)
+                except _Replaced:
+                    continue
+            fd, name = tempfile.mkstemp(prefix="cargohold-hfb-", dir=self._settings.temp_dir)
+            os.close(fd)
+            path = Path(name)
+            try:
+                self._download_files([(found, path)])
+                return _FileStream(path, found.info)
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
+        raise RemoteError(
+            f"{key!r} in {self.url} was replaced during every read of it",
+            hint="another writer rewrites it without pause; try again",
+            key=key,
+            remote=self.url,
+        )
 
     def _list(self, prefix: str) -> Iterator[ObjectInfo]:
         # The Hub matches the prefix lexically, as a key prefix does.
@@ -648,7 +647,8 @@ class HfBucketRemote(Remote):
             failed = self._still_failed(failed, expected)
         except Exception as exc:  # noqa: BLE001 - the outcome is unknown: read it back
             error = self._error(exc, None, "write")
-            failed = self._still_failed(dict.fromkeys(expected, error), expected)
+            unknown: dict[str, CargoholdError | str] = dict.fromkeys(expected, error)
+            failed = self._still_failed(unknown, expected)
         for op in sending:
             errors = [(p, failed[p]) for p in op.paths if p in failed]
             if errors:
