@@ -38,8 +38,11 @@ What it models, as huggingface_hub speaks it:
   socket and every open connection (an outage); :meth:`HubStandIn.start` brings it back on
   the same port with the same data.
 
-What it does not model: Xet (the CAS protocol behind ``hf_xet``: tests run with
-``HF_HUB_DISABLE_XET=1``, the path the Hub keeps for legacy LFS clients), LFS multipart
+Storage Buckets (the native bucket API) are served on the same port by
+:mod:`testsupport.hubbuckets` (``hub.buckets``), with Xet on a ``local://`` CAS.
+
+What it does not model for dataset repos: Xet (the CAS protocol behind ``hf_xet``: tests
+run with ``HF_HUB_DISABLE_XET=1``, the path the Hub keeps for legacy LFS clients), LFS multipart
 transfers, branches other than ``main``, tags, pull requests, copies, ``.gitignore``,
 organisations, per-endpoint API rate limits (inject them), and texts or status codes the
 Hub does not document: those marked "assumed" below are plausible, not checked.
