@@ -79,7 +79,7 @@ from ..errors import (
     RemoteUnavailable,
     from_os_error,
 )
-from ..keys import RESERVED_PREFIX, normalize_key
+from ..keys import RESERVED_PREFIX, internal_key, normalize_key
 from ._base import (
     STREAM_CHUNK,
     ByteRange,
@@ -280,6 +280,8 @@ class HfBucketRemote(Remote):
         if path.startswith(RECORDS):
             return None
         try:
+            if path.startswith(RESERVED_PREFIX):  # cargohold's own (leases, checks)
+                return path if internal_key(path[len(RESERVED_PREFIX) :]) == path else None
             return path if normalize_key(path) == path else None
         except CargoholdError:
             return None
