@@ -599,7 +599,91 @@ def hub_token(token: str | bool | None, env: Mapping[str, str]) -> tuple[str | N
 # -- the remote -------------------------------------------------------------------------
 
 
-class HfRemote(Remote):
+_WriteResults = list[ObjectInfo | CargoholdError | None]
+
+
+class HubRemoteBase(Remote):
+    """What the Hub's remotes (dataset repos, buckets) share.
+
+    Every write goes through :meth:`_write`: ``(key, put request)`` pairs (None for a
+    delete) sent together, results in order. Single puts and deletes are batches of one;
+    ``apply`` sends its puts and deletes as one. Errors are translated by
+    :meth:`_translate`, which ends with :meth:`_other_error` for what is not the
+    remote's own."""
+
+    endpoint: str
+
+    def _write(self, ops: list[tuple[str, PutRequest | None]]) -> _WriteResults:
+        raise NotImplementedError
+
+    def _translate(self, exc: BaseException, key: str | None, action: str) -> CargoholdError:
+        raise NotImplementedError
+
+    def _raise(self, exc: BaseException, key: str | None, action: str) -> NoReturn:
+        raise self._error(exc, key, action) from exc
+
+    def _error(self, exc: BaseException, key: str | None, action: str) -> CargoholdError:
+        """``exc`` as one of cargohold's errors, caused by it."""
+        if isinstance(exc, CargoholdError):
+            return exc
+        error = self._translate(exc, key, action)
+        error.__cause__ = exc
+        return error
+
+    def _other_error(
+        self, exc: BaseException, key: str | None, action: str, where: str
+    ) -> CargoholdError:
+        """The errors every Hub remote translates alike: 429 and 5xx after the retries,
+        other HTTP answers, dropped connections, local OS errors, the rest."""
+        context: dict[str, Any] = {"key": key, "remote": self.url}
+        if isinstance(exc, HfHubHTTPError) and exc.response is not None:
+            status, message = exc.response.status_code, _server_message(exc)
+            if status in _RETRY_STATUS:
+                return RemoteUnavailable(
+                    f"cannot {action} {where}: the Hub answered {status} after retries ({message})",
+                    hint="the Hub is busy or rate-limits this token; writes stay journaled",
+                    **context,
+                )
+            return RemoteError(f"cannot {action} {where}: {status} {message}", **context)
+        if _transient(exc):
+            return RemoteUnavailable(
+                f"cannot {action} {where}: {self.endpoint} did not answer after retries "
+                f"({type(exc).__name__}: {_first_line(str(exc)) or 'no details'})",
+                hint="check that the endpoint is up and reachable from this host",
+                **context,
+            )
+        if isinstance(exc, OSError):
+            return from_os_error(exc, f"{action} {where}", key=key, remote=self.url)
+        return RemoteError(
+            f"cannot {action} {where}: {type(exc).__name__}: {_first_line(str(exc))}", **context
+        )
+
+    def _put(self, request: PutRequest) -> ObjectInfo:
+        [result] = self._write([(request.key, request)])
+        if isinstance(result, CargoholdError):
+            raise result
+        assert isinstance(result, ObjectInfo)
+        return result
+
+    def _delete(self, key: str) -> None:
+        [result] = self._write([(key, None)])
+        if isinstance(result, CargoholdError):
+            raise result
+
+    def _put_many(self, requests: list[PutRequest], concurrency: int) -> PutResults:
+        return self._write([(r.key, r) for r in requests])  # type: ignore[return-value]
+
+    def _delete_many(self, keys: list[str], concurrency: int) -> DeleteResults:
+        return self._write([(key, None) for key in keys])  # type: ignore[return-value]
+
+    def _apply(
+        self, requests: list[PutRequest], keys: list[str], concurrency: int
+    ) -> tuple[PutResults, DeleteResults]:
+        results = self._write([(r.key, r) for r in requests] + [(k, None) for k in keys])
+        return results[: len(requests)], results[len(requests) :]  # type: ignore[return-value]
+
+
+class HfRemote(HubRemoteBase):
     """A dataset repo on the Hugging Face Hub (or a server that speaks its API). See the
     module docstring for the layout, the guarantees and the commit budget."""
 
@@ -1063,29 +1147,8 @@ class HfRemote(Remote):
 
     # -- writes -------------------------------------------------------------------------
 
-    def _put(self, request: PutRequest) -> ObjectInfo:
-        [result] = self._submit([_Op(request.key, request)])
-        if isinstance(result, CargoholdError):
-            raise result
-        assert isinstance(result, ObjectInfo)
-        return result
-
-    def _delete(self, key: str) -> None:
-        [result] = self._submit([_Op(key, None)])
-        if isinstance(result, CargoholdError):
-            raise result
-
-    def _put_many(self, requests: list[PutRequest], concurrency: int) -> PutResults:
-        return self._submit([_Op(r.key, r) for r in requests])  # type: ignore[return-value]
-
-    def _delete_many(self, keys: list[str], concurrency: int) -> DeleteResults:
-        return self._submit([_Op(key, None) for key in keys])  # type: ignore[return-value]
-
-    def _apply(
-        self, requests: list[PutRequest], keys: list[str], concurrency: int
-    ) -> tuple[PutResults, DeleteResults]:
-        results = self._submit([_Op(r.key, r) for r in requests] + [_Op(k, None) for k in keys])
-        return results[: len(requests)], results[len(requests) :]  # type: ignore[return-value]
+    def _write(self, ops: list[tuple[str, PutRequest | None]]) -> _WriteResults:
+        return self._submit([_Op(key, request) for key, request in ops])
 
     def _submit(self, ops: list[_Op]) -> list[ObjectInfo | CargoholdError | None]:
         try:
@@ -1414,18 +1477,8 @@ class HfRemote(Remote):
 
     # -- errors -------------------------------------------------------------------------
 
-    def _raise(self, exc: BaseException, key: str | None, action: str) -> NoReturn:
-        raise self._error(exc, key, action) from exc
-
-    def _error(self, exc: BaseException, key: str | None, action: str) -> CargoholdError:
-        """Translate a huggingface_hub or HTTP error: the one place this module does it."""
-        if isinstance(exc, CargoholdError):
-            return exc
-        error = self._translate(exc, key, action)
-        error.__cause__ = exc
-        return error
-
     def _translate(self, exc: BaseException, key: str | None, action: str) -> CargoholdError:
+        """Translate a huggingface_hub or HTTP error: the one place this module does it."""
         context: dict[str, Any] = {"key": key, "remote": self.url}
         repo = f"datasets/{self.repo_id}"
         where = repo if key is None else f"{key!r} in {repo}"
@@ -1480,25 +1533,7 @@ class HfRemote(Remote):
                     "fine-grained token granted this repo)",
                     **context,
                 )
-            if status in _RETRY_STATUS:
-                return RemoteUnavailable(
-                    f"cannot {action} {where}: the Hub answered {status} after retries ({message})",
-                    hint="the Hub is busy or rate-limits this token; writes stay journaled",
-                    **context,
-                )
-            return RemoteError(f"cannot {action} {where}: {status} {message}", **context)
-        if _transient(exc):
-            return RemoteUnavailable(
-                f"cannot {action} {where}: {self.endpoint} did not answer after retries "
-                f"({type(exc).__name__}: {_first_line(str(exc)) or 'no details'})",
-                hint="check that the endpoint is up and reachable from this host",
-                **context,
-            )
-        if isinstance(exc, OSError):
-            return from_os_error(exc, f"{action} {where}", key=key, remote=self.url)
-        return RemoteError(
-            f"cannot {action} {where}: {type(exc).__name__}: {_first_line(str(exc))}", **context
-        )
+        return self._other_error(exc, key, action, where)
 
     def _token_role(self) -> str:
         """`` (a read-only token)`` and the like, when the Hub says; else empty."""

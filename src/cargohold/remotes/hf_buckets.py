@@ -55,7 +55,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from huggingface_hub import HfApi, hf_raise_for_status
@@ -76,30 +76,27 @@ from ..errors import (
     NotFoundError,
     PermissionDenied,
     RemoteError,
-    RemoteUnavailable,
     from_os_error,
 )
 from ..keys import RESERVED_PREFIX, internal_key, normalize_key
 from ._base import (
     STREAM_CHUNK,
     ByteRange,
-    DeleteResults,
     FetchResults,
     ObjectInfo,
     ObjectStream,
     PutRequest,
     PutResults,
-    Remote,
     check_content_type,
 )
 from .hf import (
     _NAME,
-    _RETRY_STATUS,
     DEFAULT_ENDPOINT,
-    _first_line,
+    HubRemoteBase,
+    _BytesStream,
     _server_message,
-    _transient,
     _wants_record,
+    _WriteResults,
     hub_endpoint,
     hub_token,
 )
@@ -165,16 +162,6 @@ class _FileStream(ObjectStream):
             self._path.unlink()
 
 
-class _BytesStream(ObjectStream):
-    def __init__(self, data: bytes, info: ObjectInfo) -> None:
-        self._data = data
-        self.info = info
-
-    def __iter__(self) -> Iterator[bytes]:
-        for start in range(0, len(self._data), STREAM_CHUNK):
-            yield self._data[start : start + STREAM_CHUNK]
-
-
 def _xet_hashes(paths: list[Path]) -> list[tuple[str, int]]:
     """``(xet hash, size)`` of each file, computed here: the hash an upload gives them."""
     if not paths:
@@ -184,7 +171,7 @@ def _xet_hashes(paths: list[Path]) -> list[tuple[str, int]]:
     return [(info.hash, int(info.file_size)) for info in hf_xet.hash_files([str(p) for p in paths])]
 
 
-class HfBucketRemote(Remote):
+class HfBucketRemote(HubRemoteBase):
     """A Storage Bucket on the Hugging Face Hub, through its native API (see the module
     docstring for what it promises)."""
 
@@ -494,29 +481,8 @@ class HfBucketRemote(Remote):
 
     # -- writes ---------------------------------------------------------------------------
 
-    def _put(self, request: PutRequest) -> ObjectInfo:
-        [result] = self._submit([_Op(request.key, request)])
-        if isinstance(result, CargoholdError):
-            raise result
-        assert isinstance(result, ObjectInfo)
-        return result
-
-    def _delete(self, key: str) -> None:
-        [result] = self._submit([_Op(key, None)])
-        if isinstance(result, CargoholdError):
-            raise result
-
-    def _put_many(self, requests: list[PutRequest], concurrency: int) -> PutResults:
-        return self._submit([_Op(r.key, r) for r in requests])  # type: ignore[return-value]
-
-    def _delete_many(self, keys: list[str], concurrency: int) -> DeleteResults:
-        return self._submit([_Op(key, None) for key in keys])  # type: ignore[return-value]
-
-    def _apply(
-        self, requests: list[PutRequest], keys: list[str], concurrency: int
-    ) -> tuple[PutResults, DeleteResults]:
-        results = self._submit([_Op(r.key, r) for r in requests] + [_Op(k, None) for k in keys])
-        return results[: len(requests)], results[len(requests) :]  # type: ignore[return-value]
+    def _write(self, ops: list[tuple[str, PutRequest | None]]) -> _WriteResults:
+        return self._submit([_Op(key, request) for key, request in ops])
 
     def _submit(self, ops: list[_Op]) -> list[ObjectInfo | CargoholdError | None]:
         """Send ``ops`` in calls of at most :data:`BATCH_OPS` operations, one key at most
@@ -707,19 +673,9 @@ class HfBucketRemote(Remote):
         except Exception as exc:  # noqa: BLE001 - translated in the one place
             self._raise(exc, key, action)
 
-    def _raise(self, exc: BaseException, key: str | None, action: str) -> NoReturn:
-        raise self._error(exc, key, action) from exc
-
-    def _error(self, exc: BaseException, key: str | None, action: str) -> CargoholdError:
+    def _translate(self, exc: BaseException, key: str | None, action: str) -> CargoholdError:
         """Translate a huggingface_hub, HTTP or hf_xet error: the one place this module
         does it."""
-        if isinstance(exc, CargoholdError):
-            return exc
-        error = self._translate(exc, key, action)
-        error.__cause__ = exc
-        return error
-
-    def _translate(self, exc: BaseException, key: str | None, action: str) -> CargoholdError:
         context: dict[str, Any] = {"key": key, "remote": self.url}
         bucket = f"buckets/{self.bucket_id}"
         where = bucket if key is None else f"{key!r} in {bucket}"
@@ -752,25 +708,7 @@ class HfBucketRemote(Remote):
                 )
             if status == 404:
                 return NotFoundError(f"no object {where}", **context)
-            if status in _RETRY_STATUS:
-                return RemoteUnavailable(
-                    f"cannot {action} {where}: the Hub answered {status} after retries ({message})",
-                    hint="the Hub is busy or rate-limits this token; writes stay journaled",
-                    **context,
-                )
-            return RemoteError(f"cannot {action} {where}: {status} {message}", **context)
-        if _transient(exc):
-            return RemoteUnavailable(
-                f"cannot {action} {where}: {self.endpoint} did not answer after retries "
-                f"({type(exc).__name__}: {_first_line(str(exc)) or 'no details'})",
-                hint="check that the endpoint is up and reachable from this host",
-                **context,
-            )
-        if isinstance(exc, OSError):
-            return from_os_error(exc, f"{action} {where}", key=key, remote=self.url)
-        return RemoteError(
-            f"cannot {action} {where}: {type(exc).__name__}: {_first_line(str(exc))}", **context
-        )
+        return self._other_error(exc, key, action, where)
 
 
 class _Replaced(Exception):
