@@ -31,6 +31,17 @@ def hub() -> Iterator[HubStandIn]:
 
 
 @pytest.fixture
+def own_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubStandIn]:
+    """A stand-in of the test's own (for tests that take it down), with HF_ENDPOINT,
+    HF_TOKEN and friends pointing at it, and no commit budget (children inherit both)."""
+    monkeypatch.setenv("CARGOHOLD_HF_COMMITS_PER_HOUR", "1e9")
+    with HubStandIn() as server:
+        for name, value in server.env().items():
+            monkeypatch.setenv(name, value)
+        yield server
+
+
+@pytest.fixture
 def hf_env(hub: HubStandIn, monkeypatch: pytest.MonkeyPatch) -> HubStandIn:
     """The stand-in, with HF_ENDPOINT, HF_TOKEN and friends pointing at it for this test
     (child processes inherit them)."""

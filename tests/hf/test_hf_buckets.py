@@ -53,7 +53,7 @@ def test_urls_name_the_bucket_prefix_and_endpoint(hf_env: HubStandIn) -> None:
     ("url", "message"),
     [
         ("hf://buckets/ana", "names no Storage Bucket"),
-        ("hf://buckets/ana/app-data?revision=main", "unknown hf://buckets/ URL parameter"),
+        ("hf://buckets/ana/app-data?revision=main", "unknown hf:// URL parameter"),
         ("hf://buckets/ana/app-data/../up", "bad prefix"),
         ("hf://buckets/ana/bad name", "not a bucket id"),
         ("hf://models/ana/model", "names neither a dataset repo nor a bucket"),

@@ -582,6 +582,34 @@ def hub_endpoint(endpoint: str | None, env: Mapping[str, str]) -> str:
     return chosen
 
 
+def hub_id(given: str, what: str) -> str:
+    """``given`` if it is an ``OWNER/NAME`` id the Hub accepts, else ConfigError."""
+    owner, _, name = given.partition("/")
+    if not (_NAME.fullmatch(owner) and _NAME.fullmatch(name)):
+        raise ConfigError(f"{given!r} is not {what} id", hint="use OWNER/NAME, e.g. ana/app-data")
+    return given
+
+
+def hub_url_parts(url: str, known: set[str]) -> tuple[list[str], dict[str, str], str]:
+    """Of an ``hf://`` URL: its path segments, its query parameters (ConfigError for one
+    not in ``known``) and its prefix (the segments after OWNER/NAME, as a key prefix)."""
+    parts = urlsplit(url)
+    segments = unquote(parts.path).strip("/").split("/")
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    unknown = sorted(set(query) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown hf:// URL parameter {unknown[0]!r}", hint="known: " + ", ".join(sorted(known))
+        )
+    prefix = "/".join(segments[2:])
+    if prefix:
+        try:
+            prefix = normalize_key(prefix)
+        except CargoholdError as exc:
+            raise ConfigError(f"bad prefix in {url!r}: {exc}") from None
+    return segments, query, prefix
+
+
 def hub_token(token: str | bool | None, env: Mapping[str, str]) -> tuple[str | None, str]:
     """The token to send (None: anonymous) and how to name it in messages: ``token``
     (False: explicitly anonymous, as in huggingface_hub), else ``HF_TOKEN``, else the
@@ -705,12 +733,7 @@ class HfRemote(HubRemoteBase):
     ) -> None:
         settings = settings or Settings.load()
         env = os.environ if environ is None else environ
-        owner, _, name = repo_id.partition("/")
-        if not (_NAME.fullmatch(owner) and _NAME.fullmatch(name)):
-            raise ConfigError(
-                f"{repo_id!r} is not a dataset repo id", hint="use OWNER/NAME, e.g. ana/app-data"
-            )
-        self.repo_id = repo_id
+        self.repo_id = hub_id(repo_id, "a dataset repo")
         self.prefix = prefix.strip("/")
         self.revision = revision
         self.endpoint = hub_endpoint(endpoint, env)
@@ -764,22 +787,10 @@ class HfRemote(HubRemoteBase):
                 "cargohold data",
                 hint=hint + ", or hf://buckets/OWNER/NAME[/PREFIX]",
             )
-        segments = unquote(parts.path).strip("/").split("/")
+        segments, query, prefix = hub_url_parts(url, {"revision", "endpoint"})
         if len(segments) < 2 or not all(segments[:2]):
             raise ConfigError(f"{url!r} names no repo", hint=hint)
         name, _, branch = segments[1].partition("@")
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        unknown = sorted(set(query) - {"revision", "endpoint"})
-        if unknown:
-            raise ConfigError(
-                f"unknown hf:// URL parameter {unknown[0]!r}", hint="known: revision, endpoint"
-            )
-        prefix = "/".join(segments[2:])
-        if prefix:
-            try:
-                prefix = normalize_key(prefix)
-            except CargoholdError as exc:
-                raise ConfigError(f"bad prefix in {url!r}: {exc}") from None
         return cls(
             f"{segments[0]}/{name}",
             prefix,

@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
 from huggingface_hub import HfApi, hf_raise_for_status
 from huggingface_hub.errors import (
@@ -90,7 +90,6 @@ from ._base import (
     check_content_type,
 )
 from .hf import (
-    _NAME,
     DEFAULT_ENDPOINT,
     HubRemoteBase,
     _BytesStream,
@@ -98,7 +97,9 @@ from .hf import (
     _wants_record,
     _WriteResults,
     hub_endpoint,
+    hub_id,
     hub_token,
+    hub_url_parts,
 )
 
 __all__ = ["HfBucketRemote"]
@@ -191,12 +192,7 @@ class HfBucketRemote(HubRemoteBase):
     ) -> None:
         settings = settings or Settings.load()
         env = os.environ if environ is None else environ
-        owner, _, name = bucket_id.partition("/")
-        if not (_NAME.fullmatch(owner) and _NAME.fullmatch(name)):
-            raise ConfigError(
-                f"{bucket_id!r} is not a bucket id", hint="use OWNER/NAME, e.g. ana/app-data"
-            )
-        self.bucket_id = bucket_id
+        self.bucket_id = hub_id(bucket_id, "a bucket")
         self.prefix = prefix.strip("/")
         self.endpoint = hub_endpoint(endpoint, env)
         self._token, self._who = hub_token(token, env)
@@ -217,23 +213,10 @@ class HfBucketRemote(HubRemoteBase):
     @classmethod
     def from_url(cls, url: str, settings: Settings | None = None) -> HfBucketRemote:
         """Build from ``hf://buckets/OWNER/NAME[/PREFIX][?endpoint=URL]``."""
-        parts = urlsplit(url)
         hint = "use hf://buckets/OWNER/NAME[/PREFIX], e.g. hf://buckets/ana/app-data/outputs"
-        segments = unquote(parts.path).strip("/").split("/")
-        if parts.netloc != "buckets" or len(segments) < 2 or not all(segments[:2]):
+        segments, query, prefix = hub_url_parts(url, {"endpoint"})
+        if urlsplit(url).netloc != "buckets" or len(segments) < 2 or not all(segments[:2]):
             raise ConfigError(f"{url!r} names no Storage Bucket", hint=hint)
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        unknown = sorted(set(query) - {"endpoint"})
-        if unknown:
-            raise ConfigError(
-                f"unknown hf://buckets/ URL parameter {unknown[0]!r}", hint="known: endpoint"
-            )
-        prefix = "/".join(segments[2:])
-        if prefix:
-            try:
-                prefix = normalize_key(prefix)
-            except CargoholdError as exc:
-                raise ConfigError(f"bad prefix in {url!r}: {exc}") from None
         return cls(
             f"{segments[0]}/{segments[1]}",
             prefix,
