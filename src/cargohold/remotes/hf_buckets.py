@@ -143,11 +143,13 @@ class _Found:
 
 
 class _FileStream(ObjectStream):
-    """Chunks of a downloaded temp file, removed when the stream ends or is closed."""
+    """Chunks of a downloaded temp file. The file is unlinked once open, so nothing is
+    left behind even by a stream that is never closed."""
 
     def __init__(self, path: Path, info: ObjectInfo) -> None:
-        self._path = path
         self._fh = path.open("rb")
+        with contextlib.suppress(OSError):
+            path.unlink()
         self.info = info
 
     def __iter__(self) -> Iterator[bytes]:
@@ -159,8 +161,6 @@ class _FileStream(ObjectStream):
 
     def close(self) -> None:
         self._fh.close()
-        with contextlib.suppress(OSError):
-            self._path.unlink()
 
 
 def _xet_hashes(paths: list[Path]) -> list[tuple[str, int]]:
@@ -190,6 +190,13 @@ class HfBucketRemote(HubRemoteBase):
         environ: Mapping[str, str] | None = None,
         create_bucket: bool | None = None,
     ) -> None:
+        try:
+            import hf_xet  # noqa: F401 - every bucket upload and download is Xet
+        except ImportError:
+            raise ConfigError(
+                "hf://buckets/ remotes need hf_xet",
+                hint="pip install hf_xet (huggingface_hub brings it on x86-64 and arm64)",
+            ) from None
         settings = settings or Settings.load()
         env = os.environ if environ is None else environ
         self.bucket_id = hub_id(bucket_id, "a bucket")
