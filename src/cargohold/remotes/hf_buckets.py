@@ -48,6 +48,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -58,7 +59,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
-from huggingface_hub import HfApi, hf_raise_for_status
+from huggingface_hub import BucketFile, HfApi, hf_raise_for_status
 from huggingface_hub.errors import (
     BucketBatchError,
     BucketNotFoundError,
@@ -66,7 +67,10 @@ from huggingface_hub.errors import (
     HfHubHTTPError,
     RepositoryNotFoundError,
 )
-from huggingface_hub.utils import build_hf_headers, http_backoff
+# Re-exported by huggingface_hub.utils, but not in a way mypy sees: import from where
+# they are defined.
+from huggingface_hub.utils._headers import build_hf_headers
+from huggingface_hub.utils._http import http_backoff
 
 from .._fork import on_fork
 from ..config import Settings
@@ -113,6 +117,8 @@ RECORDS = RESERVED_PREFIX + "records/"  # where metadata records live, under the
 _RECORD_VERSION = 1
 _READ_ATTEMPTS = 3  # reads of a key replaced while it is read are tried this many times
 _T = TypeVar("_T")
+# How hf_xet reports a token endpoint's refusal (a ConnectionError naming the URL).
+_XET_TOKEN_REFUSED = re.compile(r"status client error \((40[13])[^)]*\).*xet-(read|write)-token")
 
 
 @dataclass(eq=False)
@@ -420,8 +426,8 @@ class HfBucketRemote(HubRemoteBase):
         except Exception as exc:  # noqa: BLE001
             self._raise(exc, prefix or None, "list")
         for entry in entries:
-            if getattr(entry, "type", None) != "file":
-                continue
+            if not isinstance(entry, BucketFile):
+                continue  # a folder
             key = self._key_of(entry.path)
             if key is not None and key.startswith(prefix):
                 modified = entry.uploaded_at or datetime.now(UTC)
@@ -680,6 +686,14 @@ class HfBucketRemote(HubRemoteBase):
             )
         if isinstance(exc, EntryNotFoundError):
             return NotFoundError(f"no object {where}", **context)
+        refused = _XET_TOKEN_REFUSED.search(str(exc)) if isinstance(exc, OSError) else None
+        if refused is not None:  # hf_xet asked for its token itself, and the Hub said no
+            return PermissionDenied(
+                f"{self._who} may not {action} {bucket}: the Hub refused it a Xet "
+                f"{refused[2]} token ({refused[1]})",
+                hint="use a token with write access to this bucket",
+                **context,
+            )
         if isinstance(exc, HfHubHTTPError) and exc.response is not None:
             status = exc.response.status_code
             message = _server_message(exc)
