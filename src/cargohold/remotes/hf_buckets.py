@@ -67,6 +67,7 @@ from huggingface_hub.errors import (
     HfHubHTTPError,
     RepositoryNotFoundError,
 )
+
 # Re-exported by huggingface_hub.utils, but not in a way mypy sees: import from where
 # they are defined.
 from huggingface_hub.utils._headers import build_hf_headers
