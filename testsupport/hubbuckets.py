@@ -36,13 +36,21 @@ What it serves:
   ``X-Xet-Hash``, the ``xet-auth`` link to the read token, ``Content-Length``; GET
   serves the bytes (read back through hf_xet) with a single ``Range`` (206, 416).
 
+- ``GET /api/buckets/{ns}/{name}/events[?cursor=|since=]``: the change feed as
+  huggingface_hub's ``BucketFollower`` reads it (server-sent events): the changes after
+  the cursor (or the ISO instant) as ``changes`` events, then ``ready`` with the last
+  cursor, then each batch's changes as it lands; a keep-alive comment every
+  :data:`PING_SECONDS` (**assumed**: the Hub pings about every 30 s) and a ``reconnect``
+  after :data:`SESSION_SECONDS`. An unknown cursor is 400. Every change is kept (no
+  ``reset``); :attr:`BucketStandIn.feed` False answers 404, as a Hub without the feed.
+
 Faults (:class:`BatchFault`, :meth:`BucketStandIn.inject`): listed paths fail (200 with
 the rest applied, 422 when all fail); a batch applied in part or whole whose answer is
 lost (the connection dropped) or is a 503 with ``Retry-After: 0`` (huggingface_hub
 retries both, so ``times`` says for how many of its attempts).
 
-Not modelled: the change feed (``/events``), ``copyFile``, bucket listing
-(``GET /api/buckets/{ns}``), moves and settings, organisations, quotas.
+Not modelled: ``copyFile``, bucket listing (``GET /api/buckets/{ns}``), moves and
+settings, organisations, quotas.
 """
 
 from __future__ import annotations
@@ -72,8 +80,10 @@ PAGE = 1000  # tree entries a page (assumed: the Hub does not say)
 PATHS_PER_REQUEST = 1000  # huggingface_hub sends paths-info in chunks of 1,000
 EMPTY_HASH = "0" * 64  # the Xet hash of no bytes
 SELF_TOKEN = "/_xet/token"  # the token the stand-in reads its own CAS with
+PING_SECONDS = 1.0  # the feed's keep-alive (assumed: short, so followers stop promptly)
+SESSION_SECONDS = 30.0  # a feed session ends with ``reconnect`` after this long
 _READ_ALL = 2**62  # a size past any file: hf_xet then reads a file to its end
-_API = re.compile(r"^/api/buckets/([^/]+)/([^/]+)(?:/(tree|paths-info|batch|xet-write-token|xet-read-token)(?:/(.*))?)?$")  # fmt: skip
+_API = re.compile(r"^/api/buckets/([^/]+)/([^/]+)(?:/(tree|paths-info|batch|xet-write-token|xet-read-token|events)(?:/(.*))?)?$")  # fmt: skip
 _RESOLVE = re.compile(r"^/buckets/([^/]+)/([^/]+)/resolve/(.+)$")
 
 
@@ -91,6 +101,12 @@ class _Handler(Protocol):
     ) -> None: ...
     def _send_json(self, value: object, headers: dict[str, str] | None = None) -> None: ...
     def _range(self, size: int) -> tuple[int | None, int]: ...
+    def send_response(self, code: int) -> None: ...
+    def send_header(self, name: str, value: str) -> None: ...
+    def end_headers(self) -> None: ...
+
+    @property
+    def wfile(self) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +127,12 @@ class _Bucket:
     updated: datetime
     files: dict[str, _File] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: The change feed: (cursor number, when, the changes of one batch), oldest first.
+    events: list[tuple[int, datetime, list[dict[str, Any]]]] = field(default_factory=list)
+    changed: threading.Condition = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.changed = threading.Condition(self.lock)
 
 
 @dataclass
@@ -164,6 +186,9 @@ class BucketStandIn:
         self._buckets: dict[str, _Bucket] = {}
         self._lock = threading.Lock()
         self._sizes: dict[str, int] = {EMPTY_HASH: 0}  # xet hashes known to be stored
+        #: Whether the change feed is served (False: 404, as a Hub without it).
+        self.feed = True
+        self._following: dict[str, int] = {}  # feed sessions past ``ready``, by bucket
 
     def close(self) -> None:
         shutil.rmtree(self.cas_dir, ignore_errors=True)
@@ -192,6 +217,11 @@ class BucketStandIn:
     def files(self, bucket_id: str) -> dict[str, bytes]:
         """Every file in the bucket with its bytes, read back through hf_xet."""
         return {path: self.read(h) for path, h in self.paths(bucket_id).items()}
+
+    def following(self, bucket_id: str) -> int:
+        """How many followers of the bucket's change feed are live now (past ``ready``)."""
+        with self._lock:
+            return self._following.get(bucket_id, 0)
 
     def read(self, xet_hash: str, start: int = 0, stop: int | None = None) -> bytes:
         """The bytes of stored content (``[start:stop]``)."""
@@ -289,6 +319,7 @@ class BucketStandIn:
             if line["type"] == "addFile" and line["path"] not in failing
         }
         failed: list[dict[str, str]] = []
+        changes: list[dict[str, Any]] = []
         now = datetime.now(UTC)
         with bucket.lock:
             for line in lines:
@@ -303,9 +334,13 @@ class BucketStandIn:
                         continue
                     if path in unapplied:
                         continue
+                    before = bucket.files.get(path)
                     bucket.files[path] = _File(
                         line["xetHash"], size, line["mtime"], now, line.get("contentType")
                     )
+                    entry = self._entry(path, bucket.files[path])
+                    del entry["type"]
+                    changes.append({**entry, "op": "add" if before is None else "update"})
                 else:
                     if path not in bucket.files:
                         failed.append({"path": path, "error": "File not found"})  # assumed
@@ -313,7 +348,12 @@ class BucketStandIn:
                     if path in unapplied:
                         continue
                     del bucket.files[path]
+                    changes.append({"path": path, "op": "delete"})
             bucket.updated = now
+            if changes:
+                seq = bucket.events[-1][0] + 1 if bucket.events else 1
+                bucket.events.append((seq, now, changes))
+                bucket.changed.notify_all()
         return failed, fault
 
     def tree(
@@ -426,6 +466,10 @@ class BucketStandIn:
                     if p in bucket.files
                 ]
             handler._send_json(found)
+        elif action == "events" and method == "GET":
+            if not self.feed:
+                raise _error(404, "Not Found")
+            self._events(handler, bucket, query)
         elif action == "tree" and method == "GET":
             prefix = unquote(match[4] or "")
             recursive = query.get("recursive", ["false"])[0].lower() == "true"
@@ -482,6 +526,63 @@ class BucketStandIn:
         handler._send(
             status, json.dumps({"failed": failed}).encode(), {"Content-Type": "application/json"}
         )
+
+    def _events(self, handler: _Handler, bucket: _Bucket, query: dict[str, list[str]]) -> None:
+        """One session of the change feed (see the module docstring)."""
+        cursor, since = query.get("cursor", [None])[0], query.get("since", [None])[0]
+        with bucket.lock:
+            if cursor is not None:
+                if not cursor.isdigit() or int(cursor) > (
+                    bucket.events[-1][0] if bucket.events else 0
+                ):
+                    raise _error(400, f"Invalid cursor: {cursor!r}")  # assumed text
+                replay = [e for e in bucket.events if e[0] > int(cursor)]
+            elif since:
+                try:
+                    after = datetime.fromisoformat(since.replace("Z", "+00:00"))
+                except ValueError:
+                    raise _error(400, f"Invalid since: {since!r}") from None
+                replay = [e for e in bucket.events if e[1] > after]
+            else:
+                replay = []
+            last = bucket.events[-1][0] if bucket.events else None
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/event-stream")
+        handler.send_header("Cache-Control", "no-cache")
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        handler.close_connection = True  # the stream ends when the connection does
+
+        def send(name: str, data: object) -> None:
+            handler.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+            handler.wfile.flush()
+
+        try:
+            for seq, _, changes in replay:
+                send("changes", {"cursor": str(seq), "changes": changes})
+            send("ready", {} if last is None else {"cursor": str(last)})
+            with self._lock:
+                self._following[bucket.bucket_id] = self._following.get(bucket.bucket_id, 0) + 1
+        except OSError:
+            return  # the follower went away
+        try:
+            ends = time.monotonic() + SESSION_SECONDS
+            while self.hub._server is not None and time.monotonic() < ends:
+                with bucket.changed:
+                    bucket.changed.wait(PING_SECONDS)
+                    fresh = [e for e in bucket.events if last is None or e[0] > last]
+                for seq, _, changes in fresh:
+                    send("changes", {"cursor": str(seq), "changes": changes})
+                    last = seq
+                if not fresh:
+                    handler.wfile.write(b": ping\n\n")
+                    handler.wfile.flush()
+            send("reconnect", {} if last is None else {"cursor": str(last)})
+        except OSError:
+            pass  # the follower went away
+        finally:
+            with self._lock:
+                self._following[bucket.bucket_id] -= 1
 
     def _resolve(self, handler: _Handler, bucket: _Bucket, path: str) -> None:
         with bucket.lock:

@@ -261,6 +261,9 @@ class Hold:
             self.syncer.start()
         if catalog is not None:
             catalog.listen(self._on_change, on_gap=self._on_notice_gap)
+        #: Stops the remote's change feed, when there is one and no catalog (whose notices
+        #: say the same): another instance's write then drops a stale copy at once.
+        self._unfollow = None if catalog is not None else self._follow()
         _shutdown.register(self, handlers=settings.signal_handlers)
         self._forks = _fork.generation
         on_fork(self._after_fork)
@@ -291,6 +294,8 @@ class Hold:
         self.syncer.resume()
         if self.catalog is not None:
             self.catalog.resume()
+        elif self._unfollow is not None:  # the feed's thread stayed in the parent
+            self._unfollow = self._follow()
 
     # -- writes -----------------------------------------------------------------------
 
@@ -711,16 +716,24 @@ class Hold:
             if last is None or info.key.encode() > last.encode():
                 yield info
 
+    def _follow(self) -> Callable[[], None] | None:
+        return self.remote.follow_changes(self._changed, self._on_notice_gap)
+
     def _on_change(self, change: Change) -> None:
-        """Another instance synced a write of ``change.key``: drop a stale local copy now,
-        rather than after ``max_age``."""
+        self._changed(change.key, change.etag)
+
+    def _changed(self, key: str, etag: str | None) -> None:
+        """Another instance synced a write of ``key`` (``etag`` None: a delete; ``""``: a
+        change of unknown etag): drop a stale local copy now, rather than after
+        ``max_age``. (From the catalog's or the remote's feed thread.)"""
         if self._closed:
             return
-        if change.etag is None:
+        if etag is None:
             self.deletions += 1
-        entry = self.local.entry(change.key)
-        if entry is not None and not entry.pending and entry.etag != change.etag:
-            self.local.forget(change.key, entry.version)
+        with contextlib.suppress(HoldClosed):  # closed meanwhile
+            entry = self.local.entry(key)
+            if entry is not None and not entry.pending and entry.etag != etag:
+                self.local.forget(key, entry.version)
 
     def _on_notice_gap(self) -> None:
         """The catalog's change notices were not heard for a while: any cached copy may
@@ -1293,6 +1306,8 @@ class Hold:
                     closer()
         if self.catalog is not None:
             self.catalog.close()  # first: its listener thread reads the local tier
+        if self._unfollow is not None:
+            self._unfollow()  # so does the remote's feed
         self.local.close()
         self.remote.close()
 

@@ -1,9 +1,14 @@
 """The Hold on a Hugging Face bucket (``hf://buckets/``): the crash trials and an outage
-mid-workload, as tests/hf/test_hf_hold.py runs them on a dataset repo."""
+mid-workload, as tests/hf/test_hf_hold.py runs them on a dataset repo, and the bucket's
+change feed dropping another instance's stale copies."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 import cargohold
 from cargohold.remotes import open_remote
@@ -33,3 +38,56 @@ def test_writes_continue_through_an_outage_and_nothing_is_lost(
             assert_outage_lost_nothing(run, hold, check, flush=180)
     finally:
         hold.close()
+
+
+def _until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():  # the feed is asynchronous
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_the_change_feed_drops_another_instances_stale_copy(
+    hf_env: HubStandIn, tmp_path: Path
+) -> None:
+    url = bucket_url(hf_env, "app")
+    bucket = url.split("buckets/", 1)[1].rsplit("/", 1)[0]
+    a = cargohold.open(url, data_dir=tmp_path / "a", signal_handlers=False)
+    b = cargohold.open(url, data_dir=tmp_path / "b", signal_handlers=False)
+    try:
+        _until(lambda: hf_env.buckets.following(bucket) == 2, "the Holds never followed")
+        a.put("profile.json", b"v1", metadata={"v": "1"})
+        a.flush(60)
+        assert b.get("profile.json", max_age=3600) == b"v1"
+        a.put("profile.json", b"v2")
+        a.flush(60)
+        _until(lambda: b.local.entry("profile.json") is None, "b never heard of the write")
+        assert b.get("profile.json", max_age=3600) == b"v2", "not served stale until max_age"
+        assert b.head("profile.json").metadata == {}
+        a.delete("profile.json")
+        a.flush(60)
+        _until(lambda: b.local.entry("profile.json") is None, "b never heard of the delete")
+        with pytest.raises(cargohold.NotFoundError):
+            b.get("profile.json", max_age=3600)
+    finally:
+        a.close()
+        b.close()
+    _until(lambda: hf_env.buckets.following(bucket) == 0, "closed Holds still follow")
+
+
+def test_without_the_feed_max_age_decides(own_hub: HubStandIn, tmp_path: Path) -> None:
+    own_hub.buckets.feed = False  # a Hub that does not serve it: the followers give up
+    url = bucket_url(own_hub)
+    a = cargohold.open(url, data_dir=tmp_path / "a", signal_handlers=False)
+    b = cargohold.open(url, data_dir=tmp_path / "b", signal_handlers=False)
+    try:
+        a.put("k", b"v1")
+        a.flush(60)
+        assert b.get("k", max_age=3600) == b"v1"
+        a.put("k", b"v2")
+        a.flush(60)
+        assert b.get("k", max_age=3600) == b"v1", "a copy younger than max_age is served"
+        assert b.get("k", max_age=0) == b"v2", "an older one is checked against the bucket"
+    finally:
+        a.close()
+        b.close()

@@ -317,6 +317,16 @@ class Remote(ABC):
 
     # -- lifecycle --------------------------------------------------------------------
 
+    def follow_changes(
+        self, on_change: Callable[[str, str | None], None], on_gap: Callable[[], None]
+    ) -> Callable[[], None] | None:
+        """Start hearing of changes other writers make, if this remote has a change feed:
+        ``on_change(key, etag)`` for each (``etag`` None: deleted; ``""``: changed, etag
+        unknown), ``on_gap()`` when changes may have been missed. Best effort, from a
+        thread of the remote's. Returns the function that stops it, or None when the
+        remote has no feed (the default): callers then rely on ``max_age``."""
+        return None
+
     def stats(self) -> Mapping[str, object]:
         """What this remote wants shown in ``Hold.status()`` and ``cargohold doctor``
         (a commit budget, say). Plain JSON-able values; empty by default."""

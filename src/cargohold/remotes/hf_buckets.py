@@ -74,6 +74,7 @@ from huggingface_hub.utils._headers import build_hf_headers
 from huggingface_hub.utils._http import http_backoff
 
 from .._fork import on_fork
+from .._threads import signals_blocked
 from ..config import Settings
 from ..errors import (
     CargoholdError,
@@ -245,6 +246,48 @@ class HfBucketRemote(HubRemoteBase):
 
     def stats(self) -> Mapping[str, object]:
         return {"bucket": self.bucket_id}
+
+    def follow_changes(
+        self, on_change: Callable[[str, str | None], None], on_gap: Callable[[], None]
+    ) -> Callable[[], None] | None:
+        """The bucket's change feed, through huggingface_hub's ``BucketFollower`` (server-
+        sent events, best effort: a Hub or a token without it just logs a warning). A
+        record's change is reported for its key with an unknown etag. None if this
+        huggingface_hub has no follower (it lives in a private module)."""
+        try:
+            from huggingface_hub._bucket_live_follow import BucketFileChange, BucketFollower
+        except ImportError:
+            return None
+        stopped = threading.Event()
+
+        records = self._path(RECORDS)
+
+        def changes(batch: list[BucketFileChange]) -> None:
+            for change in batch:
+                path = change.path
+                if path.startswith(records) and path.endswith(".json"):  # a key's metadata
+                    key, etag = self._key_of(self._path(path[len(records) : -5])), ""
+                else:
+                    key, etag = self._key_of(path), change.xet_hash or ""
+                if key is not None:
+                    on_change(key, None if change.op == "delete" else etag)
+
+        follower = BucketFollower(
+            endpoint=self.endpoint,
+            bucket_id=self.bucket_id,
+            token=self._token or False,
+            on_changes=changes,
+            on_reconcile=on_gap,
+            is_alive=lambda: not stopped.is_set(),
+        )
+        with signals_blocked():  # see cargohold._threads
+            follower.start()
+
+        def stop() -> None:
+            stopped.set()
+            follower.stop()
+
+        return stop
 
     # -- paths ----------------------------------------------------------------------------
 
