@@ -37,6 +37,9 @@ What a bucket can promise, and what it cannot (docs/huggingface.md has the table
   what it answers for one).
 - **Listings** ask for the key prefix (the Hub matches prefixes lexically), hold the
   names in memory and sort them by UTF-8 bytes: the Hub does not document its order.
+- **Change feed**: :meth:`HfBucketRemote.follow_changes` follows the bucket's server-sent
+  events with huggingface_hub's ``BucketFollower`` (a private module: best effort), so a
+  Hold without a catalog drops other instances' stale copies at once.
 - **Reads**: ``head`` is one ``paths-info`` request; ``get`` and ``stream`` download by
   the Xet hash ``head`` found, so bytes and info are of one version; a range read checks
   the ``X-Xet-Hash`` the resolve answer carries against that version when the Hub sends it.
