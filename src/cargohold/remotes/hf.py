@@ -582,6 +582,22 @@ def hub_endpoint(endpoint: str | None, env: Mapping[str, str]) -> str:
     return chosen
 
 
+def record_contents(
+    raw: bytes, key: str, field: str, etag: str
+) -> tuple[dict[str, str], str] | None:
+    """The metadata and content type in a metadata record, if its ``field`` names the
+    bytes' ``etag``; None if it describes other bytes (replaced by another tool) or cannot
+    be read (logged)."""
+    try:
+        record = json.loads(raw)
+        if record[field] != etag:
+            return None  # the bytes were replaced by another tool: the record is stale
+        return dict(record.get("metadata") or {}), str(record["content_type"])
+    except (ValueError, KeyError, TypeError):
+        log.warning("cargohold: ignoring an unreadable metadata record for %r", key)
+        return None
+
+
 def hub_id(given: str, what: str) -> str:
     """``given`` if it is an ``OWNER/NAME`` id the Hub accepts, else ConfigError."""
     owner, _, name = given.partition("/")
@@ -984,17 +1000,8 @@ class HfRemote(HubRemoteBase):
         response = self._with_repo(
             lambda: self._send("GET", self._resolve_url(revision, record_path(self.prefix, key)))
         )
-        try:
-            record = json.loads(response.content)
-            described = (
-                record["sha256"] if isinstance(entry.get("lfs"), dict) else record["git_oid"]
-            )
-            if described != _etag(entry):
-                return None  # the bytes were replaced by another tool: the record is stale
-            return dict(record.get("metadata") or {}), str(record["content_type"])
-        except (ValueError, KeyError, TypeError):
-            log.warning("cargohold: ignoring an unreadable metadata record for %r", key)
-            return None
+        field = "sha256" if isinstance(entry.get("lfs"), dict) else "git_oid"
+        return record_contents(response.content, key, field, _etag(entry))
 
     def _found(self, key: str) -> _Found:
         found = self._locate([key]).get(key)

@@ -109,6 +109,7 @@ from .hf import (
     hub_id,
     hub_token,
     hub_url_parts,
+    record_contents,
 )
 
 __all__ = ["HfBucketRemote"]
@@ -399,15 +400,10 @@ class HfBucketRemote(HubRemoteBase):
 
     def _read_record(self, key: str, path: str, xet_hash: str) -> tuple[dict[str, str], str] | None:
         try:
-            record = json.loads(self._resolve(path).content)
-            if record["xet_hash"] != xet_hash:
-                return None  # the bytes were replaced by another tool: the record is stale
-            return dict(record.get("metadata") or {}), str(record["content_type"])
+            raw = self._resolve(path).content
         except EntryNotFoundError:
             return None  # deleted since paths-info listed it
-        except (ValueError, KeyError, TypeError):
-            log.warning("cargohold: ignoring an unreadable metadata record for %r", key)
-            return None
+        return record_contents(raw, key, "xet_hash", xet_hash)
 
     def _found(self, key: str) -> _Found:
         found = self._locate([key]).get(key)
