@@ -8,8 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cargohold import Hold, HoldStatus
+from cargohold.remotes import Remote
 
-__all__ = ["OutageRun", "write_through_an_outage"]
+__all__ = ["OutageRun", "assert_outage_lost_nothing", "write_through_an_outage"]
 
 
 @dataclass
@@ -71,3 +72,18 @@ def write_through_an_outage(
         stop.set()
         thread.join(60)
     return run
+
+
+def assert_outage_lost_nothing(run: OutageRun, hold: Hold, check: Remote, flush: float) -> None:
+    """What an outage must not break: no put failed, puts went on while the remote was
+    down and stayed pending with the error reported, and once the remote is back and the
+    Hold flushed, ``check`` (the same remote, opened apart) has the last value of every key."""
+    assert not run.errors, run.errors
+    assert run.during_outage, "puts must keep succeeding while the remote is down"
+    assert run.status is not None
+    assert run.status.pending_count > 0
+    assert run.status.last_error is not None
+    hold.flush(flush)
+    for key, value in run.written.items():
+        assert check.get(key) == value, key
+    assert hold.status().pending_count == 0

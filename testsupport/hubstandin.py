@@ -41,8 +41,11 @@ What it models, as huggingface_hub speaks it:
   socket and every open connection (an outage); :meth:`HubStandIn.start` brings it back on
   the same port with the same data.
 
-What it does not model: Xet (the CAS protocol behind ``hf_xet``: tests run with
-``HF_HUB_DISABLE_XET=1``, the path the Hub keeps for legacy LFS clients), LFS multipart
+Storage Buckets (the native bucket API) are served on the same port by
+:mod:`testsupport.hubbuckets` (``hub.buckets``), with Xet on a ``local://`` CAS.
+
+What it does not model for dataset repos: Xet (the CAS protocol behind ``hf_xet``: tests
+run with ``HF_HUB_DISABLE_XET=1``, the path the Hub keeps for legacy LFS clients), LFS multipart
 transfers, branches other than ``main``, tags, pull requests, copies, ``.gitignore``,
 organisations, per-endpoint API rate limits (inject them), and texts or status codes the
 Hub does not document: those marked "assumed" below are plausible, not checked.
@@ -71,6 +74,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from .hubbuckets import BucketStandIn
 
 __all__ = [
     "OTHER_TOKEN",
@@ -298,6 +303,8 @@ class HubStandIn:
         self._uploads: dict[str, tuple[str, int]] = {}  # upload secret -> (oid, size)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        #: Storage Buckets (the native bucket API), served on the same port.
+        self.buckets = BucketStandIn(self)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -341,6 +348,7 @@ class HubStandIn:
     def close(self) -> None:
         self.kill()
         shutil.rmtree(self._workdir, ignore_errors=True)
+        self.buckets.close()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -883,6 +891,8 @@ def _handler(hub: HubStandIn) -> type[BaseHTTPRequestHandler]:
                 self._cdn(path.rsplit("/", 1)[1])
                 return
             user, role = self._caller()
+            if hub.buckets.route(self, path, query, user, role):
+                return
             if path == "/api/whoami-v2" and self.command == "GET":
                 if user is None:
                     raise HubError(401, "Invalid credentials in Authorization header")

@@ -27,6 +27,13 @@ make every other instance wait the full ``ttl`` for a process that is about to d
 
 The object's content (and the catalog's row) says who holds the lease and since when,
 so waiters can say whom they wait for (:meth:`ExclusiveLease.holder_info`).
+
+**A remote without conditional writes** (``Remote.conditional_writes`` False: a Hugging
+Face bucket through its native API) cannot hold a lock object: two instances could both
+"create" it. There, leases live in the catalog only (with no fallback to the remote when
+the catalog stops answering: the callers then work alone, as they do when the remote is
+down), and without a catalog :func:`require_single_flight` refuses the features that
+need one when they are opened, naming what to configure.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ from typing import TYPE_CHECKING, Protocol, Self
 
 from ._heartbeat import Heartbeat
 from ._holder import describe_holder, holder_name
-from .errors import CargoholdError, CatalogUnavailable, ConflictError, NotFoundError
+from .errors import CargoholdError, CatalogUnavailable, ConfigError, ConflictError, NotFoundError
 from .keys import InternalKey, internal_key
 from .remotes import ObjectInfo, Remote
 
@@ -48,7 +55,7 @@ if TYPE_CHECKING:
     from .catalog import PgLease
     from .hold import Hold
 
-__all__ = ["ExclusiveLease", "Lease", "exclusive_lease"]
+__all__ = ["ExclusiveLease", "Lease", "exclusive_lease", "require_single_flight"]
 
 
 class ExclusiveLease(Protocol):
@@ -73,6 +80,12 @@ def exclusive_lease(hold: Hold, name: str, *, ttl: float, purpose: str) -> Exclu
     Once taken, the lease is given up by ``release()`` or, whichever comes first, when
     ``hold`` stops gracefully (see the module docstring)."""
     remote, catalog = hold.remote, hold.catalog
+    if not remote.conditional_writes:
+        require_single_flight(hold, purpose)
+        assert catalog is not None
+        from .catalog import PgLease
+
+        return _EndsWithHold(PgLease(catalog, name, ttl=ttl, purpose=purpose), hold)
 
     def in_remote() -> Lease:
         return Lease(remote, internal_key(name), ttl=ttl, purpose=purpose)
@@ -85,6 +98,21 @@ def exclusive_lease(hold: Hold, name: str, *, ttl: float, purpose: str) -> Exclu
     else:
         inner = in_remote()
     return _EndsWithHold(inner, hold)
+
+
+def require_single_flight(hold: Hold, feature: str) -> None:
+    """Raise ConfigError if ``hold`` has no way to run ``feature``'s work once across
+    instances: a remote without conditional writes and no catalog."""
+    if hold.remote.conditional_writes or hold.catalog is not None:
+        return
+    raise ConfigError(
+        f"{feature} needs single-flight leases across instances, which {hold.remote.url} "
+        "cannot hold (it has no create-only or if-match writes)",
+        hint="configure the PostgreSQL catalog (CARGOHOLD_CATALOG=postgresql://...), whose "
+        "leases this remote then uses, or use the bucket through its S3 gateway "
+        "(hf-bucket://OWNER/NAME with S3 keys generated from a token)",
+        remote=hold.remote.url,
+    )
 
 
 class _EndsWithHold:

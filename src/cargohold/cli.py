@@ -23,7 +23,7 @@ from rich.table import Table
 from . import errors
 from ._cli_app import app, console, err_console, options
 from .config import Settings, parse_duration
-from .doctor import DoctorReport, diagnose
+from .doctor import DoctorReport, diagnose, refused_as_declared
 from .fetch import FetchProgress
 from .hold import Hold
 from .hold import open as cargohold_open
@@ -100,6 +100,8 @@ def check_remote(remote: Remote) -> list[Step]:
     )
 
     def create_only() -> str:
+        if not remote.conditional_writes:
+            return refused_as_declared(remote, lambda: remote.put(key, b"2", mode="create"))
         try:
             remote.put(key, b"second", mode="create")
         except errors.AlreadyExists:
@@ -107,6 +109,9 @@ def check_remote(remote: Remote) -> list[Step]:
         return _fail("a create-only put overwrote an existing object")
 
     def if_match() -> str:
+        if not remote.conditional_writes:
+            etag = remote.head(key).etag
+            return refused_as_declared(remote, lambda: remote.put(key, b"2", if_match=etag))
         etag = remote.head(key).etag
         remote.put(key, b"v2", if_match=etag)
         try:

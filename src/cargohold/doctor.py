@@ -657,6 +657,18 @@ def _remote(
         return report, None
     report.url = remote.url
     report.stats = dict(remote.stats())
+    if not remote.conditional_writes:
+        problems.append(
+            Problem(
+                "warning",
+                "remote",
+                f"the remote {remote.url} cannot enforce create-only or if-match puts: they "
+                "are refused, and the memo and shared downloads (fetch_to_remote) need the "
+                "catalog's leases on it",
+                "set CARGOHOLD_CATALOG=postgresql://... for the leases, or use the bucket "
+                "through its S3 gateway (hf-bucket://OWNER/NAME with S3 keys made from a token)",
+            )
+        )
     if check:
         _exercise(remote, report, problems)
     return report, remote
@@ -709,6 +721,8 @@ def _exercise(remote: Remote, report: RemoteReport, problems: list[Problem]) -> 
         return "read back"
 
     def create_only() -> str:
+        if not remote.conditional_writes:
+            return refused_as_declared(remote, lambda: remote.put(key, b"2", mode="create"))
         try:
             remote.put(key, b"second", mode="create")
         except AlreadyExists:
@@ -718,6 +732,9 @@ def _exercise(remote: Remote, report: RemoteReport, problems: list[Problem]) -> 
         raise CargoholdError("a create-only put replaced an existing object")
 
     def if_match() -> str:
+        if not remote.conditional_writes:
+            stale = remote.head(key).etag
+            return refused_as_declared(remote, lambda: remote.put(key, b"2", if_match=stale))
         stale = remote.head(key).etag
         remote.put(key, b"v2", if_match=stale)
         try:
@@ -779,6 +796,15 @@ def _exercise(remote: Remote, report: RemoteReport, problems: list[Problem]) -> 
                     "Hugging Face Storage Bucket, a file:// volume)",
                 )
             )
+
+
+def refused_as_declared(remote: Remote, put: Callable[[], object]) -> str:
+    """Check that a remote declaring no conditional writes refuses one (``put``)."""
+    try:
+        put()
+    except ConfigError:
+        return "refused, as this remote declares: it cannot enforce conditional puts"
+    raise CargoholdError(f"{remote.url} accepted a conditional put it declares it cannot enforce")
 
 
 def _classify(exc: CargoholdError, report: RemoteReport) -> None:

@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ._fork import at_fork
 from ._keylocks import KeyedLocks
-from ._lease import ExclusiveLease, exclusive_lease
+from ._lease import ExclusiveLease, exclusive_lease, require_single_flight
 from ._redact import redact_url
 from ._version import __version__
 from .errors import (
@@ -321,7 +321,11 @@ def fetch(
     progress: Callable[[FetchProgress], None] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> Path:
-    """The behaviour behind :meth:`Hold.fetch`; see this module's docstring."""
+    """The behaviour behind :meth:`Hold.fetch`; see this module's docstring. Raises
+    ConfigError when downloads are shared through the remote (``fetch_to_remote``) and the
+    Hold cannot keep one to one instance (see :func:`cargohold._lease.require_single_flight`)."""
+    if hold.settings.fetch_to_remote:
+        require_single_flight(hold, "sharing downloads through the remote (fetch_to_remote)")
     try:
         return _fetch(hold, url, sha256, max_age, progress, headers)
     except CargoholdError:

@@ -47,7 +47,13 @@ from .local import INLINE_MAX, Entry, LocalTier, Refusal, Staged, local_etag
 from .paths import data_dir as choose_data_dir
 from .platform import default_shutdown_grace
 from .remotes import ObjectInfo, PutData, PutMode, Remote, open_remote
-from .remotes._base import check_content_type, check_data, check_metadata, check_mode
+from .remotes._base import (
+    check_content_type,
+    check_data,
+    check_metadata,
+    check_mode,
+    refuse_conditional,
+)
 from .sync import Syncer
 
 if TYPE_CHECKING:
@@ -255,6 +261,9 @@ class Hold:
             self.syncer.start()
         if catalog is not None:
             catalog.listen(self._on_change, on_gap=self._on_notice_gap)
+        #: Stops the remote's change feed, when there is one and no catalog (whose notices
+        #: say the same): another instance's write then drops a stale copy at once.
+        self._unfollow = None if catalog is not None else self._follow()
         _shutdown.register(self, handlers=settings.signal_handlers)
         self._forks = _fork.generation
         on_fork(self._after_fork)
@@ -285,6 +294,8 @@ class Hold:
         self.syncer.resume()
         if self.catalog is not None:
             self.catalog.resume()
+        elif self._unfollow is not None:  # the feed's thread stayed in the parent
+            self._unfollow = self._follow()
 
     # -- writes -----------------------------------------------------------------------
 
@@ -322,7 +333,8 @@ class Hold:
         TimedOut, and the write stays journaled for the syncer.
         ``mode="create"`` (fail with AlreadyExists if the key exists) and ``if_match=etag``
         (fail with PreconditionFailed unless the remote object still has that etag) are
-        enforced by the remote itself, so they are write-through too.
+        enforced by the remote itself, so they are write-through too; a remote that cannot
+        enforce them (``Remote.conditional_writes`` False) refuses them with ConfigError.
 
         ``transfer="move"`` (``data`` a Path) gives the file to the Hold: on return it is
         gone from where it was, and if the put raises it stays there. A large file on the
@@ -338,6 +350,8 @@ class Hold:
         meta = check_metadata(metadata)
         ctype = check_content_type(content_type, key)
         if mode == "create" or if_match is not None:
+            if not self.remote.conditional_writes:
+                raise refuse_conditional(self.remote, key)  # before anything is written
             with self._conditional.hold(key):
                 info = self._put_conditional(
                     key, source, mode, if_match, meta, ctype, take=given is not None
@@ -706,16 +720,24 @@ class Hold:
             if last is None or info.key.encode() > last.encode():
                 yield info
 
+    def _follow(self) -> Callable[[], None] | None:
+        return self.remote.follow_changes(self._changed, self._on_notice_gap)
+
     def _on_change(self, change: Change) -> None:
-        """Another instance synced a write of ``change.key``: drop a stale local copy now,
-        rather than after ``max_age``."""
+        self._changed(change.key, change.etag)
+
+    def _changed(self, key: str, etag: str | None) -> None:
+        """Another instance synced a write of ``key`` (``etag`` None: a delete; ``""``: a
+        change of unknown etag): drop a stale local copy now, rather than after
+        ``max_age``. (From the catalog's or the remote's feed thread.)"""
         if self._closed:
             return
-        if change.etag is None:
+        if etag is None:
             self.deletions += 1
-        entry = self.local.entry(change.key)
-        if entry is not None and not entry.pending and entry.etag != change.etag:
-            self.local.forget(change.key, entry.version)
+        with contextlib.suppress(HoldClosed):  # closed meanwhile
+            entry = self.local.entry(key)
+            if entry is not None and not entry.pending and entry.etag != etag:
+                self.local.forget(key, entry.version)
 
     def _on_notice_gap(self) -> None:
         """The catalog's change notices were not heard for a while: any cached copy may
@@ -1288,6 +1310,8 @@ class Hold:
                     closer()
         if self.catalog is not None:
             self.catalog.close()  # first: its listener thread reads the local tier
+        if self._unfollow is not None:
+            self._unfollow()  # so does the remote's feed
         self.local.close()
         self.remote.close()
 

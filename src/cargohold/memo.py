@@ -96,7 +96,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from ._canonical import canonical, digest_header, entry_digest
 from ._io import read_whole
 from ._keylocks import KeyedLocks
-from ._lease import ExclusiveLease, exclusive_lease
+from ._lease import ExclusiveLease, exclusive_lease, require_single_flight
 from .errors import (
     CargoholdError,
     CatalogUnavailable,
@@ -320,12 +320,16 @@ class Memo:
         """The defaults are resolved here, once: ``lease_ttl`` the Hold's ``lease_ttl``
         setting (a given one is range-checked as that setting), ``path_grace``
         :data:`PATH_GRACE`. ``seed_dir`` None means none (:meth:`Hold.memo` passes the
-        ``memo_seed_dir`` setting)."""
+        ``memo_seed_dir`` setting).
+
+        Raises ConfigError on a remote without conditional writes unless the Hold has a
+        catalog: nothing else could keep a build to one instance."""
         if path_grace is None:
             path_grace = PATH_GRACE
         self.hold = hold
         self.namespace = _check_name(namespace, "namespace")
         self.version = _check_name(str(version), "version")
+        require_single_flight(hold, f"the memo {self.namespace}/{self.version}")
         if strings not in ("no-paths", "as-text"):
             raise InvalidInput(
                 f"a memo's strings must be 'no-paths' (the default) or 'as-text', not {strings!r}"

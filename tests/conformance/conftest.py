@@ -12,7 +12,13 @@ from cargohold.remotes import Remote, open_remote
 from cargohold.remotes.memory import MemoryRemote
 from cargohold.remotes.s3 import _Obstore
 from tests.conftest import s3_url
-from tests.hf.conftest import LFS_DATA_WARNING, UNLIMITED, hf_url, hub  # noqa: F401 - fixture
+from tests.hf.conftest import (  # noqa: F401 - hub is a fixture
+    LFS_DATA_WARNING,
+    UNLIMITED,
+    bucket_url,
+    hf_url,
+    hub,
+)
 
 REMOTES = [
     "memory",
@@ -22,6 +28,7 @@ REMOTES = [
     "s3-seaweedfs-botocore",
     "s3-moto-botocore",
     "hf",
+    "hf-buckets",
 ]
 
 
@@ -47,12 +54,13 @@ def _make_remote(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> R
         request.getfixturevalue("monkeypatch").setattr(_Obstore, "inherited", True)
         assert made._boto() is not None  # type: ignore[attr-defined]
         return made
-    if kind == "hf":  # a dataset repo in the Hub stand-in (tests/hf/conftest.py)
+    if kind in ("hf", "hf-buckets"):  # a dataset repo or a bucket in the Hub stand-in
         server = request.getfixturevalue("hub")
         monkeypatch = request.getfixturevalue("monkeypatch")
         for name, value in server.env().items():
             monkeypatch.setenv(name, value)
-        return open_remote(hf_url(server), settings=UNLIMITED)
+        url = hf_url(server) if kind == "hf" else bucket_url(server)
+        return open_remote(url, settings=UNLIMITED)
     raise AssertionError(kind)
 
 

@@ -1,7 +1,9 @@
 """One conformance suite, every remote: memory, file, S3 on SeaweedFS and S3 on moto.
 
 Each case states a promise of the remote protocol (cargohold.remotes._base) and checks it
-against every remote in tests/conformance/conftest.py.
+against every remote in tests/conformance/conftest.py. A remote that declares it cannot
+enforce conditional writes (``Remote.conditional_writes`` False: a Hugging Face bucket's
+native API) is held to refusing them instead: never a silent last-writer-wins.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pytest
 
 from cargohold import (
     AlreadyExists,
+    ConfigError,
     ConflictError,
     InvalidInput,
     InvalidKey,
@@ -361,7 +364,26 @@ def test_conditional_delete_refuses_a_bad_etag(remote: Remote) -> None:
 # -- conditional puts -----------------------------------------------------------------
 
 
+def _refused(remote: Remote, key: str, **condition: str) -> None:
+    """A remote without conditional writes refuses the put, naming the fix, and writes
+    nothing."""
+    before = remote.get(key) if any(i.key == key for i in remote.list(key)) else None
+    with pytest.raises(ConfigError, match="hf-bucket://") as refused:
+        remote.put(key, b"written anyway?", **condition)  # type: ignore[arg-type]
+    assert refused.value.key == key
+    if before is None:
+        with pytest.raises(NotFoundError):
+            remote.head(key)
+    else:
+        assert remote.get(key) == before
+
+
 def test_create_only(remote: Remote) -> None:
+    if not remote.conditional_writes:
+        _refused(remote, "once", mode="create")
+        remote.put("once", b"first")
+        _refused(remote, "once", mode="create")
+        return
     remote.put("once", b"first", mode="create")
     with pytest.raises(AlreadyExists):
         remote.put("once", b"second", mode="create")
@@ -372,6 +394,9 @@ def test_create_only(remote: Remote) -> None:
 
 def test_if_match(remote: Remote) -> None:
     info = remote.put("doc", b"v1")
+    if not remote.conditional_writes:
+        _refused(remote, "doc", if_match=info.etag)
+        return
     updated = remote.put("doc", b"v2", if_match=info.etag)
     with pytest.raises(PreconditionFailed):
         remote.put("doc", b"v3", if_match=info.etag)
@@ -380,6 +405,9 @@ def test_if_match(remote: Remote) -> None:
 
 
 def test_if_match_on_a_missing_key_fails(remote: Remote) -> None:
+    if not remote.conditional_writes:
+        _refused(remote, "missing", if_match="0123456789abcdef0123456789abcdef")
+        return
     with pytest.raises(PreconditionFailed):
         remote.put("missing", b"x", if_match="0123456789abcdef0123456789abcdef")
     with pytest.raises(NotFoundError):
@@ -398,6 +426,10 @@ def test_16_threads_racing_create_only_one_wins(remote: Remote) -> None:
     results = _race(
         16, lambda i: handles[i].put("race/create", f"writer {i}".encode(), mode="create")
     )
+    if not remote.conditional_writes:  # every racer refused: none may win silently
+        assert all(isinstance(r, ConfigError) for r in results), results
+        assert list(remote.list("race/")) == []
+        return
     winners = [i for i, r in enumerate(results) if isinstance(r, ObjectInfo)]
     losers = [r for r in results if isinstance(r, AlreadyExists)]
     assert len(winners) == 1, results
@@ -411,6 +443,10 @@ def test_16_threads_racing_if_match_one_wins(remote: Remote) -> None:
     results = _race(
         16, lambda i: handles[i].put("race/cas", f"writer {i}".encode(), if_match=base.etag)
     )
+    if not remote.conditional_writes:  # every racer refused: none may win silently
+        assert all(isinstance(r, ConfigError) for r in results), results
+        assert remote.get("race/cas") == b"base"
+        return
     winners = [i for i, r in enumerate(results) if isinstance(r, ObjectInfo)]
     losers = [r for r in results if isinstance(r, ConflictError)]
     assert len(winners) == 1, results
@@ -441,15 +477,23 @@ def test_put_refuses_text_and_other_types(remote: Remote, tmp_path: Path) -> Non
 
 def test_batches_report_each_result_in_order(remote: Remote, tmp_path: Path) -> None:
     remote.put("exists", b"old")
+    conditional = Put("exists", b"x", mode="create")
+    if not remote.conditional_writes:
+        # Refused before anything is sent; the batch then runs without the condition.
+        with pytest.raises(ConfigError, match="hf-bucket://"):
+            remote.put_many([Put("b/1", b"one"), conditional])
+        with pytest.raises(NotFoundError):
+            remote.head("b/1")
+        conditional = Put("exists", b"old")
     results = remote.put_many(
         [
             Put("b/1", b"one", metadata={"n": "1"}),
-            Put("exists", b"x", mode="create"),
+            conditional,
             Put("b/2", b"two", content_type="text/plain"),
         ]
     )
     assert isinstance(results[0], ObjectInfo)
-    assert isinstance(results[1], AlreadyExists)
+    assert isinstance(results[1], AlreadyExists if remote.conditional_writes else ObjectInfo)
     assert isinstance(results[2], ObjectInfo)
     assert remote.get("exists") == b"old"
     assert remote.head("b/1").metadata == {"n": "1"}

@@ -31,6 +31,17 @@ def hub() -> Iterator[HubStandIn]:
 
 
 @pytest.fixture
+def own_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubStandIn]:
+    """A stand-in of the test's own (for tests that take it down), with HF_ENDPOINT,
+    HF_TOKEN and friends pointing at it, and no commit budget (children inherit both)."""
+    monkeypatch.setenv("CARGOHOLD_HF_COMMITS_PER_HOUR", "1e9")
+    with HubStandIn() as server:
+        for name, value in server.env().items():
+            monkeypatch.setenv(name, value)
+        yield server
+
+
+@pytest.fixture
 def hf_env(hub: HubStandIn, monkeypatch: pytest.MonkeyPatch) -> HubStandIn:
     """The stand-in, with HF_ENDPOINT, HF_TOKEN and friends pointing at it for this test
     (child processes inherit them)."""
@@ -43,3 +54,9 @@ def hf_url(hub: HubStandIn, prefix: str = "", *, private: bool = False) -> str:
     """An hf:// URL of a fresh dataset repo of user ``tester`` in the stand-in."""
     repo = hub.create_repo(f"tester/t-{uuid.uuid4().hex[:12]}", private=private)
     return f"hf://datasets/{repo}/{prefix}".rstrip("/")
+
+
+def bucket_url(hub: HubStandIn, prefix: str = "", *, private: bool = False) -> str:
+    """An hf://buckets/ URL of a fresh Storage Bucket of user ``tester`` in the stand-in."""
+    bucket = hub.buckets.create_bucket(f"tester/b-{uuid.uuid4().hex[:12]}", private=private)
+    return f"hf://buckets/{bucket}/{prefix}".rstrip("/")

@@ -1,6 +1,7 @@
 """Hold.list merges unsynced writes into the remote's listing once per key, whatever order
 the remote lists in: byte order (memory, AWS, moto) or folder order (SeaweedFS, which
-lists ``a/b`` before ``a-c``)."""
+lists ``a/b`` before ``a-c``), and on a Hugging Face bucket (whose order the Hub does not
+document; the stand-in pages in folder order and the remote sorts)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import cargohold
 from cargohold import Hold
 from cargohold.remotes import MemoryRemote
 from tests.conftest import s3_url
+from tests.hf.conftest import bucket_url, hub  # noqa: F401 - hub is a fixture
 from testsupport.servers import SeaweedFS
 
 
-@pytest.fixture(params=["memory", "file", "seaweedfs"])
+@pytest.fixture(params=["memory", "file", "seaweedfs", "hf-buckets"])
 def remote_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "memory":
         name = f"order-{uuid.uuid4().hex}"
@@ -25,6 +27,12 @@ def remote_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         MemoryRemote.forget(name)
     elif request.param == "file":
         yield (tmp_path / "remote").as_uri()
+    elif request.param == "hf-buckets":
+        standin = request.getfixturevalue("hub")
+        monkeypatch = request.getfixturevalue("monkeypatch")
+        for name, value in standin.env().items():
+            monkeypatch.setenv(name, value)
+        yield bucket_url(standin)
     else:
         server: SeaweedFS = request.getfixturevalue("seaweedfs")
         yield s3_url(server, request.getfixturevalue("seaweedfs_bucket"))

@@ -6,8 +6,12 @@
 ``s3://bucket[/prefix][?...]``         any S3-compatible store (``pip install 'cargohold[s3]'``)
 ``hf://datasets/OWNER/NAME[/prefix]``  a Hugging Face dataset repo, written in commits
                                        (``pip install 'cargohold[hf]'``)
+``hf://buckets/OWNER/NAME[/prefix]``   a Hugging Face Storage Bucket through the Hub's
+                                       own bucket API: a token is enough, but no
+                                       create-only or if-match puts (``cargohold[hf]``)
 ``hf-bucket://OWNER/NAME[/prefix]``    a Hugging Face Storage Bucket: the S3 remote on
-                                       the Hub's S3 endpoint (``cargohold[s3]``)
+                                       the Hub's S3 gateway, with S3 keys; conditional
+                                       puts hold (``cargohold[s3]``)
 =====================================  =============================================
 
 :func:`open_remote` turns a URL into a :class:`Remote`.
@@ -41,7 +45,7 @@ __all__ = [
 
 _SCHEMES = (
     "memory://NAME, file:///PATH, s3://BUCKET/PREFIX, hf://datasets/OWNER/NAME/PREFIX, "
-    "hf-bucket://OWNER/NAME/PREFIX"
+    "hf://buckets/OWNER/NAME/PREFIX, hf-bucket://OWNER/NAME/PREFIX"
 )
 
 
@@ -81,11 +85,14 @@ def open_remote(url: str, *, settings: Settings | None = None) -> Remote:
     if scheme == "hf":
         try:
             from .hf import HfRemote
+            from .hf_buckets import HfBucketRemote
         except ImportError as exc:
             raise ConfigError(
                 "hf:// remotes need huggingface_hub",
                 hint="pip install 'cargohold[hf]'",
             ) from exc
+        if urlsplit(url).netloc == "buckets":
+            return HfBucketRemote.from_url(url, settings=settings)
         return HfRemote.from_url(url, settings=settings)
     if scheme == "hf-bucket":
         return _hf_bucket(url, settings or Settings.load())

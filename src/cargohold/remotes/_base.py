@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import BinaryIO, ClassVar, Literal, Self, TypeAlias, TypeVar
 
 from .._threads import signals_blocked
-from ..errors import CargoholdError, InvalidInput, InvalidMetadata
+from ..errors import CargoholdError, ConfigError, InvalidInput, InvalidMetadata
 from ..keys import RESERVED_PREFIX, InternalKey, normalize_key, normalize_prefix
 
 __all__ = [
@@ -204,6 +204,13 @@ class Remote(ABC):
     #: DeleteObject, and stores differ on honouring one) refuses ``if_match`` on deletes.
     conditional_deletes: ClassVar[bool] = False
 
+    #: Whether the remote itself enforces ``put(mode="create")`` and ``put(if_match=...)``,
+    #: so that of racing writers in any number of processes exactly one wins. A remote
+    #: without them (a Hugging Face bucket's native API) refuses such puts with
+    #: ConfigError rather than write unconditionally, and the Hold's single-flight
+    #: features need the catalog's leases on it.
+    conditional_writes: ClassVar[bool] = True
+
     @property
     @abstractmethod
     def url(self) -> str:
@@ -265,7 +272,9 @@ class Remote(ABC):
         Metadata names are lower-cased (as S3 does). Without ``content_type``, one is
         guessed from the key's extension.
         """
-        return self._put(_request(Put(key, data, mode, if_match, metadata, content_type)))
+        return self._put(
+            self._checked(_request(Put(key, data, mode, if_match, metadata, content_type)))
+        )
 
     def delete(self, key: str, *, if_match: str | None = None) -> None:
         """Remove the object. Idempotent: deleting a missing key is not an error.
@@ -291,7 +300,7 @@ class Remote(ABC):
         is its error. Invalid input raises before anything is sent. (A ``PutRequest`` is
         taken as already checked: cargohold's syncer sends what the Hold validated.)
         """
-        requests = [p if isinstance(p, PutRequest) else _request(p) for p in puts]
+        requests = [self._checked(p if isinstance(p, PutRequest) else _request(p)) for p in puts]
         return self._put_many(requests, self._concurrency(concurrency))
 
     def apply(
@@ -309,7 +318,7 @@ class Remote(ABC):
         its result is PreconditionFailed when the key no longer has that etag. Invalid
         input (``if_match`` on a remote without :attr:`conditional_deletes`) raises before
         anything is sent."""
-        requests = [p if isinstance(p, PutRequest) else _request(p) for p in puts]
+        requests = [self._checked(p if isinstance(p, PutRequest) else _request(p)) for p in puts]
         checked = [
             Delete(normalize_key(d), None)
             if isinstance(d, str)
@@ -347,6 +356,16 @@ class Remote(ABC):
         return self._delete_many([normalize_key(k) for k in keys], self._concurrency(concurrency))
 
     # -- lifecycle --------------------------------------------------------------------
+
+    def follow_changes(
+        self, on_change: Callable[[str, str | None], None], on_gap: Callable[[], None]
+    ) -> Callable[[], None] | None:
+        """Start hearing of changes other writers make, if this remote has a change feed:
+        ``on_change(key, etag)`` for each (``etag`` None: deleted; ``""``: changed, etag
+        unknown), ``on_gap()`` when changes may have been missed. Best effort, from a
+        thread of the remote's. Returns the function that stops it, or None when the
+        remote has no feed (the default): callers then rely on ``max_age``."""
+        return None
 
     def stats(self) -> Mapping[str, object]:
         """What this remote wants shown in ``Hold.status()`` and ``cargohold doctor``
@@ -409,6 +428,12 @@ class Remote(ABC):
                 "conditional deletes (memory, file, hf://datasets)",
             )
         return if_match
+
+    def _checked(self, request: PutRequest) -> PutRequest:
+        """``request``, unless it is conditional and this remote cannot enforce that."""
+        if not self.conditional_writes and (request.mode == "create" or request.if_match):
+            raise refuse_conditional(self, request.key)
+        return request
 
     def _concurrency(self, asked: int) -> int:
         checked = _check_concurrency(asked)
@@ -488,6 +513,20 @@ def _request(put: Put) -> PutRequest:
         if_match=put.if_match,
         metadata=check_metadata(put.metadata),
         content_type=check_content_type(put.content_type, put.key),
+    )
+
+
+def refuse_conditional(remote: Remote, key: str | None = None) -> ConfigError:
+    """The error for a create-only or if-match put on a remote that cannot enforce it:
+    never a silent last-writer-wins."""
+    return ConfigError(
+        f"{remote.url} cannot enforce create-only or if-match puts (mode='create', "
+        "if_match=...): the Hugging Face bucket API has no conditional write",
+        hint="use the bucket through its S3 gateway, hf-bucket://OWNER/NAME with S3 keys "
+        "generated from a token (it honours If-None-Match and If-Match), or keep the "
+        "coordination in the PostgreSQL catalog (CARGOHOLD_CATALOG)",
+        key=key,
+        remote=remote.url,
     )
 
 

@@ -611,10 +611,168 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0][:300] if text.strip() else ""
 
 
+def hub_endpoint(endpoint: str | None, env: Mapping[str, str]) -> str:
+    """The Hub endpoint: ``endpoint``, else ``HF_ENDPOINT``, else https://huggingface.co.
+    Plain http only to loopback: the token would cross the network in clear."""
+    chosen = (endpoint or env.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+    parts = urlsplit(chosen)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"Hugging Face endpoint {chosen!r} is not an http(s) URL")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ConfigError(
+            f"Hugging Face endpoint {chosen!r} is plain http to a host that is not loopback",
+            hint="use https",
+        )
+    return chosen
+
+
+def record_contents(
+    raw: bytes, key: str, field: str, etag: str
+) -> tuple[dict[str, str], str] | None:
+    """The metadata and content type in a metadata record, if its ``field`` names the
+    bytes' ``etag``; None if it describes other bytes (replaced by another tool) or cannot
+    be read (logged)."""
+    try:
+        record = json.loads(raw)
+        if record[field] != etag:
+            return None  # the bytes were replaced by another tool: the record is stale
+        return dict(record.get("metadata") or {}), str(record["content_type"])
+    except (ValueError, KeyError, TypeError):
+        log.warning("cargohold: ignoring an unreadable metadata record for %r", key)
+        return None
+
+
+def hub_id(given: str, what: str) -> str:
+    """``given`` if it is an ``OWNER/NAME`` id the Hub accepts, else ConfigError."""
+    owner, _, name = given.partition("/")
+    if not (_NAME.fullmatch(owner) and _NAME.fullmatch(name)):
+        raise ConfigError(f"{given!r} is not {what} id", hint="use OWNER/NAME, e.g. ana/app-data")
+    return given
+
+
+def hub_url_parts(url: str, known: set[str]) -> tuple[list[str], dict[str, str], str]:
+    """Of an ``hf://`` URL: its path segments, its query parameters (ConfigError for one
+    not in ``known``) and its prefix (the segments after OWNER/NAME, as a key prefix)."""
+    parts = urlsplit(url)
+    segments = unquote(parts.path).strip("/").split("/")
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    unknown = sorted(set(query) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown hf:// URL parameter {unknown[0]!r}", hint="known: " + ", ".join(sorted(known))
+        )
+    prefix = "/".join(segments[2:])
+    if prefix:
+        try:
+            prefix = normalize_key(prefix)
+        except CargoholdError as exc:
+            raise ConfigError(f"bad prefix in {url!r}: {exc}") from None
+    return segments, query, prefix
+
+
+def hub_token(token: str | bool | None, env: Mapping[str, str]) -> tuple[str | None, str]:
+    """The token to send (None: anonymous) and how to name it in messages: ``token``
+    (False: explicitly anonymous, as in huggingface_hub), else ``HF_TOKEN``, else the
+    logged-in token."""
+    if token is False:
+        return None, "an anonymous caller (no token)"
+    if isinstance(token, str) and token:
+        return token, "the token given"
+    if env.get("HF_TOKEN"):
+        return env["HF_TOKEN"], "the token in HF_TOKEN"
+    found = get_token()
+    return found, "the logged-in token" if found else "an anonymous caller (no token)"
+
+
 # -- the remote -------------------------------------------------------------------------
 
 
-class HfRemote(Remote):
+_WriteResults = list[ObjectInfo | CargoholdError | None]
+
+
+class HubRemoteBase(Remote):
+    """What the Hub's remotes (dataset repos, buckets) share.
+
+    Every write goes through :meth:`_write`: ``(key, put request)`` pairs (None for a
+    delete) sent together, results in order. Single puts and deletes are batches of one;
+    ``apply`` sends its puts and deletes as one. Errors are translated by
+    :meth:`_translate`, which ends with :meth:`_other_error` for what is not the
+    remote's own."""
+
+    endpoint: str
+
+    def _write(self, ops: list[tuple[str, PutRequest | None]]) -> _WriteResults:
+        raise NotImplementedError
+
+    def _translate(self, exc: BaseException, key: str | None, action: str) -> CargoholdError:
+        raise NotImplementedError
+
+    def _raise(self, exc: BaseException, key: str | None, action: str) -> NoReturn:
+        raise self._error(exc, key, action) from exc
+
+    def _error(self, exc: BaseException, key: str | None, action: str) -> CargoholdError:
+        """``exc`` as one of cargohold's errors, caused by it."""
+        if isinstance(exc, CargoholdError):
+            return exc
+        error = self._translate(exc, key, action)
+        error.__cause__ = exc
+        return error
+
+    def _other_error(
+        self, exc: BaseException, key: str | None, action: str, where: str
+    ) -> CargoholdError:
+        """The errors every Hub remote translates alike: 429 and 5xx after the retries,
+        other HTTP answers, dropped connections, local OS errors, the rest."""
+        context: dict[str, Any] = {"key": key, "remote": self.url}
+        if isinstance(exc, HfHubHTTPError) and exc.response is not None:
+            status, message = exc.response.status_code, _server_message(exc)
+            if status in _RETRY_STATUS:
+                return RemoteUnavailable(
+                    f"cannot {action} {where}: the Hub answered {status} after retries ({message})",
+                    hint="the Hub is busy or rate-limits this token; writes stay journaled",
+                    **context,
+                )
+            return RemoteError(f"cannot {action} {where}: {status} {message}", **context)
+        if _transient(exc):
+            return RemoteUnavailable(
+                f"cannot {action} {where}: {self.endpoint} did not answer after retries "
+                f"({type(exc).__name__}: {_first_line(str(exc)) or 'no details'})",
+                hint="check that the endpoint is up and reachable from this host",
+                **context,
+            )
+        if isinstance(exc, OSError):
+            return from_os_error(exc, f"{action} {where}", key=key, remote=self.url)
+        return RemoteError(
+            f"cannot {action} {where}: {type(exc).__name__}: {_first_line(str(exc))}", **context
+        )
+
+    def _put(self, request: PutRequest) -> ObjectInfo:
+        [result] = self._write([(request.key, request)])
+        if isinstance(result, CargoholdError):
+            raise result
+        assert isinstance(result, ObjectInfo)
+        return result
+
+    def _delete(self, key: str) -> None:
+        [result] = self._write([(key, None)])
+        if isinstance(result, CargoholdError):
+            raise result
+
+    def _put_many(self, requests: list[PutRequest], concurrency: int) -> PutResults:
+        return self._write([(r.key, r) for r in requests])  # type: ignore[return-value]
+
+    def _delete_many(self, keys: list[str], concurrency: int) -> DeleteResults:
+        return self._write([(key, None) for key in keys])  # type: ignore[return-value]
+
+    def _apply(
+        self, requests: list[PutRequest], deletes: list[Delete], concurrency: int
+    ) -> tuple[PutResults, DeleteResults]:
+        # Unconditional deletes only: a remote with conditional deletes overrides this.
+        results = self._write([(r.key, r) for r in requests] + [(d.key, None) for d in deletes])
+        return results[: len(requests)], results[len(requests) :]  # type: ignore[return-value]
+
+
+class HfRemote(HubRemoteBase):
     """A dataset repo on the Hugging Face Hub (or a server that speaks its API). See the
     module docstring for the layout, the guarantees and the commit budget."""
 
@@ -637,34 +795,11 @@ class HfRemote(Remote):
     ) -> None:
         settings = settings or Settings.load()
         env = os.environ if environ is None else environ
-        owner, _, name = repo_id.partition("/")
-        if not (_NAME.fullmatch(owner) and _NAME.fullmatch(name)):
-            raise ConfigError(
-                f"{repo_id!r} is not a dataset repo id", hint="use OWNER/NAME, e.g. ana/app-data"
-            )
-        self.repo_id = repo_id
+        self.repo_id = hub_id(repo_id, "a dataset repo")
         self.prefix = prefix.strip("/")
         self.revision = revision
-        self.endpoint = (endpoint or env.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
-        parts = urlsplit(self.endpoint)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"Hugging Face endpoint {self.endpoint!r} is not an http(s) URL")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
-            raise ConfigError(  # the token would cross the network in clear
-                f"Hugging Face endpoint {self.endpoint!r} is plain http to a host that is not "
-                "loopback",
-                hint="use https",
-            )
-        self._token: str | None
-        if token is False:  # as in huggingface_hub: explicitly anonymous
-            self._token, self._who = None, "an anonymous caller (no token)"
-        elif isinstance(token, str) and token:
-            self._token, self._who = token, "the token given"
-        elif env.get("HF_TOKEN"):
-            self._token, self._who = env["HF_TOKEN"], "the token in HF_TOKEN"
-        else:
-            self._token = get_token()
-            self._who = "the logged-in token" if self._token else "an anonymous caller (no token)"
+        self.endpoint = hub_endpoint(endpoint, env)
+        self._token, self._who = hub_token(token, env)
         # Read here, not at huggingface_hub's import: see the module docstring.
         self._lfs_only = env.get("HF_HUB_DISABLE_XET", "").upper() in ("1", "ON", "YES", "TRUE")
         self._create = settings.hf_create_repo if create_repo is None else create_repo
@@ -713,25 +848,14 @@ class HfRemote(Remote):
         hint = "use hf://datasets/OWNER/NAME[/PREFIX], e.g. hf://datasets/ana/app-data/outputs"
         if parts.netloc != "datasets":
             raise ConfigError(
-                f"{url!r} does not name a dataset repo: only dataset repos hold cargohold data",
-                hint=hint,
+                f"{url!r} names neither a dataset repo nor a bucket: only those hold "
+                "cargohold data",
+                hint=hint + ", or hf://buckets/OWNER/NAME[/PREFIX]",
             )
-        segments = unquote(parts.path).strip("/").split("/")
+        segments, query, prefix = hub_url_parts(url, {"revision", "endpoint"})
         if len(segments) < 2 or not all(segments[:2]):
             raise ConfigError(f"{url!r} names no repo", hint=hint)
         name, _, branch = segments[1].partition("@")
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        unknown = sorted(set(query) - {"revision", "endpoint"})
-        if unknown:
-            raise ConfigError(
-                f"unknown hf:// URL parameter {unknown[0]!r}", hint="known: revision, endpoint"
-            )
-        prefix = "/".join(segments[2:])
-        if prefix:
-            try:
-                prefix = normalize_key(prefix)
-            except CargoholdError as exc:
-                raise ConfigError(f"bad prefix in {url!r}: {exc}") from None
         return cls(
             f"{segments[0]}/{name}",
             prefix,
@@ -943,15 +1067,8 @@ class HfRemote(Remote):
         response = self._with_repo(
             lambda: self._send("GET", self._resolve_url(revision, record_path(self.prefix, key)))
         )
-        try:
-            record = json.loads(response.content)
-            described = record["sha256"] if entry.lfs is not None else record["git_oid"]
-            if described != _etag(entry):
-                return None  # the bytes were replaced by another tool: the record is stale
-            return dict(record.get("metadata") or {}), str(record["content_type"])
-        except (ValueError, KeyError, TypeError):
-            log.warning("cargohold: ignoring an unreadable metadata record for %r", key)
-            return None
+        field = "sha256" if entry.lfs is not None else "git_oid"
+        return record_contents(response.content, key, field, _etag(entry))
 
     def _found(self, key: str) -> _Found:
         found = self._locate([key]).get(key)
@@ -1119,28 +1236,13 @@ class HfRemote(Remote):
 
     # -- writes -------------------------------------------------------------------------
 
-    def _put(self, request: PutRequest) -> ObjectInfo:
-        [result] = self._submit([_Op(request.key, request)])
-        if isinstance(result, CargoholdError):
-            raise result
-        assert isinstance(result, ObjectInfo)
-        return result
-
-    def _delete(self, key: str) -> None:
-        [result] = self._submit([_Op(key, None)])
-        if isinstance(result, CargoholdError):
-            raise result
+    def _write(self, ops: list[tuple[str, PutRequest | None]]) -> _WriteResults:
+        return self._submit([_Op(key, request) for key, request in ops])
 
     def _delete_if_match(self, key: str, etag: str) -> None:
         [result] = self._submit([_Op(key, None, etag)])
         if isinstance(result, CargoholdError):
             raise result
-
-    def _put_many(self, requests: list[PutRequest], concurrency: int) -> PutResults:
-        return self._submit([_Op(r.key, r) for r in requests])  # type: ignore[return-value]
-
-    def _delete_many(self, keys: list[str], concurrency: int) -> DeleteResults:
-        return self._submit([_Op(key, None) for key in keys])  # type: ignore[return-value]
 
     def _apply(
         self, requests: list[PutRequest], deletes: list[Delete], concurrency: int
@@ -1489,18 +1591,8 @@ class HfRemote(Remote):
 
     # -- errors -------------------------------------------------------------------------
 
-    def _raise(self, exc: BaseException, key: str | None, action: str) -> NoReturn:
-        raise self._error(exc, key, action) from exc
-
-    def _error(self, exc: BaseException, key: str | None, action: str) -> CargoholdError:
-        """Translate a huggingface_hub or HTTP error: the one place this module does it."""
-        if isinstance(exc, CargoholdError):
-            return exc
-        error = self._translate(exc, key, action)
-        error.__cause__ = exc
-        return error
-
     def _translate(self, exc: BaseException, key: str | None, action: str) -> CargoholdError:
+        """Translate a huggingface_hub or HTTP error: the one place this module does it."""
         context: dict[str, Any] = {"key": key, "remote": self.url}
         repo = f"datasets/{self.repo_id}"
         where = repo if key is None else f"{key!r} in {repo}"
@@ -1555,25 +1647,7 @@ class HfRemote(Remote):
                     "fine-grained token granted this repo)",
                     **context,
                 )
-            if status in _RETRY_STATUS:
-                return RemoteUnavailable(
-                    f"cannot {action} {where}: the Hub answered {status} after retries ({message})",
-                    hint="the Hub is busy or rate-limits this token; writes stay journaled",
-                    **context,
-                )
-            return RemoteError(f"cannot {action} {where}: {status} {message}", **context)
-        if _transient(exc):
-            return RemoteUnavailable(
-                f"cannot {action} {where}: {self.endpoint} did not answer after retries "
-                f"({type(exc).__name__}: {_first_line(str(exc)) or 'no details'})",
-                hint="check that the endpoint is up and reachable from this host",
-                **context,
-            )
-        if isinstance(exc, OSError):
-            return from_os_error(exc, f"{action} {where}", key=key, remote=self.url)
-        return RemoteError(
-            f"cannot {action} {where}: {type(exc).__name__}: {_first_line(str(exc))}", **context
-        )
+        return self._other_error(exc, key, action, where)
 
     def _token_role(self) -> str:
         """`` (a read-only token)`` and the like, when the Hub says; else empty."""
