@@ -188,6 +188,13 @@ class Remote(ABC):
     #: each thread more competes with the app for the GIL (see FileRemote).
     max_concurrency: ClassVar[int | None] = None
 
+    #: Whether the store keeps user metadata with each object, so that one request reads
+    #: both. False (the Hub's S3 gateway): the remote keeps metadata in a record of its own
+    #: under ``.cargohold/``, naming the version it describes. ``head``, ``stream`` and the
+    #: batch reads still return it, at the cost of a second request, and a record whose
+    #: object was replaced by another tool is ignored; see the remote's module.
+    stores_metadata: ClassVar[bool] = True
+
     @property
     @abstractmethod
     def url(self) -> str:
