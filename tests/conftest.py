@@ -77,7 +77,7 @@ def start_gateway(request: pytest.FixtureRequest, metadata: Literal["drop", "ref
     gateway.own(GATEWAY_NAMESPACE, request.getfixturevalue("seaweedfs_bucket"))
 
     def stop() -> None:
-        gateway.__exit__(None, None, None)
+        gateway.close()
         assert gateway.leaks == [], f"the CDN was sent an Authorization header: {gateway.leaks}"
 
     request.addfinalizer(stop)

@@ -43,7 +43,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Literal, Self
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 from xml.sax.saxutils import escape
@@ -375,12 +374,11 @@ class S3Gateway:
             threading.Thread(target=server.serve_forever, daemon=True).start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop both listeners."""
         for server in (self._gateway, self._cdn):
             server.shutdown()
             server.server_close()
