@@ -8,7 +8,8 @@ The S3 remote (:mod:`cargohold.remotes.s3`) on ``https://s3.hf.co/OWNER`` (the
   delimiter (obstore and botocore send nothing else); no checksum trailers (obstore sends
   none, botocore is set to ``when_required``); no ACL, tagging, versioning, lifecycle or
   copy request is ever made. Puts above 8 MiB are multipart uploads, which the gateway
-  supports (it expires unfinished ones after 7 days; cargohold aborts its own on failure).
+  supports (it expires unfinished ones after 7 days, so a part-done upload costs nothing
+  for long).
 - **Compare-and-swap.** The gateway honours ``If-None-Match: *`` and ``If-Match`` on
   PutObject, so ``mode="create"`` and ``if_match`` hold here as on any S3 store: of racing
   writers exactly one wins. (The native bucket API, ``hf://buckets/``, cannot do this.)
