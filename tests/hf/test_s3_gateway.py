@@ -8,7 +8,9 @@ remotes); these cases cover what only the gateway does.
 from __future__ import annotations
 
 import http.client
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import boto3
@@ -330,3 +332,43 @@ def test_a_holds_metadata_and_content_types_survive_the_gateway(
         assert hold.head("notes/n").content_type == "text/markdown; charset=utf-8"
         assert [info.key for info in hold.list()] == ["notes/n", "takes/1.mp4"]
     assert hub_gateway.redirects  # the reads went through the CDN
+
+
+def test_a_memoized_build_runs_once_across_instances_sharing_the_bucket(
+    hub_gateway: S3Gateway,
+    seaweedfs: SeaweedFS,
+    seaweedfs_bucket: str,
+    prefix: str,
+    tmp_path: Any,
+) -> None:
+    # Single-flight across instances rests on create-only and if-match puts (the lease),
+    # which the gateway enforces: no catalog needed on hf-bucket://.
+    url = gateway_url(hub_gateway, seaweedfs, seaweedfs_bucket, prefix)
+    builds: list[str] = []
+    both = threading.Barrier(2)
+
+    def build(inputs: dict[str, Any], workdir: Any) -> Any:
+        builds.append(inputs["prompt"])
+        out = workdir / "take_1.mp4"
+        out.write_bytes(b"video of " + inputs["prompt"].encode())
+        return out
+
+    holds = [
+        cargohold.open(url, data_dir=tmp_path / f"instance-{i}", signal_handlers=False)
+        for i in range(2)
+    ]
+    try:
+
+        def ask(hold: cargohold.Hold) -> bytes:
+            both.wait()
+            entry = hold.memo("video", version="v1").get_or_create({"prompt": "a cat"}, build)
+            assert entry.path is not None
+            return entry.path.read_bytes()
+
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(ask, holds))
+    finally:
+        for hold in holds:
+            hold.close()
+    assert builds == ["a cat"]
+    assert results == [b"video of a cat"] * 2
