@@ -71,7 +71,9 @@ def proxied_s3_url(
 def start_gateway(request: pytest.FixtureRequest, metadata: Literal["drop", "refuse"]) -> S3Gateway:
     """The Hub's S3 gateway stand-in (testsupport/s3gateway.py) in front of the shared
     SeaweedFS, its bucket owned by GATEWAY_NAMESPACE, for this test only. The test fails
-    at teardown if the stand-in's CDN was ever sent an Authorization header."""
+    at teardown if the stand-in's CDN was ever sent an Authorization header, or if the
+    gateway refused a request: cargohold must never send what the gateway does not take
+    (a test that provokes refusals on purpose checks and clears them)."""
     server: SeaweedFS = request.getfixturevalue("seaweedfs")
     gateway = S3Gateway(server.endpoint, metadata=metadata).__enter__()
     gateway.own(GATEWAY_NAMESPACE, request.getfixturevalue("seaweedfs_bucket"))
@@ -79,6 +81,7 @@ def start_gateway(request: pytest.FixtureRequest, metadata: Literal["drop", "ref
     def stop() -> None:
         gateway.close()
         assert gateway.leaks == [], f"the CDN was sent an Authorization header: {gateway.leaks}"
+        assert gateway.refusals == [], f"the gateway refused: {gateway.refusals}"
 
     request.addfinalizer(stop)
     return gateway

@@ -146,6 +146,8 @@ def test_metadata_headers_are_dropped_or_refused(
         assert _code(refused) == (400, "InvalidArgument")
         with pytest.raises(ClientError):
             client.head_object(Bucket=seaweedfs_bucket, Key=key)
+        assert [r.code for r in gateway.refusals] == ["InvalidArgument"]
+        gateway.refusals.clear()  # provoked on purpose (see start_gateway)
     else:
         client.put_object(Metadata={"a": "b"}, **args)
         head = client.head_object(Bucket=seaweedfs_bucket, Key=key)
@@ -197,6 +199,8 @@ def test_what_the_gateway_does_not_implement_is_refused(
     with pytest.raises(ClientError) as refused:
         _boto(hub_gateway, seaweedfs, "bob").head_bucket(Bucket=bucket)
     assert _code(refused)[0] == 404
+    assert len(hub_gateway.refusals) == 9
+    hub_gateway.refusals.clear()  # provoked on purpose (see start_gateway)
 
 
 def test_preconditions_hold_on_puts_and_are_ignored_on_gets(
@@ -243,6 +247,8 @@ def test_bad_keys_virtual_hosts_unsigned_requests_and_checksum_trailers_are_refu
     assert codes[-3:] == [(400, "InvalidRequest"), (403, "AccessDenied"), (400, "InvalidRequest")]
     with pytest.raises(ClientError):
         client.head_object(Bucket=seaweedfs_bucket, Key=f"{prefix}/raw")  # nothing stored
+    assert len(hub_gateway.refusals) == 6
+    hub_gateway.refusals.clear()  # provoked on purpose (see start_gateway)
 
 
 # -- the remote on it ------------------------------------------------------------------
