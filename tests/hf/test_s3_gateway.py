@@ -69,6 +69,14 @@ def prefix() -> str:
     return f"gw-{uuid.uuid4().hex[:12]}"
 
 
+@pytest.fixture
+def bucket_url(
+    hub_gateway: S3Gateway, seaweedfs: SeaweedFS, seaweedfs_bucket: str, prefix: str
+) -> str:
+    """An hf-bucket:// URL for ``prefix`` through the test's gateway stand-in."""
+    return gateway_url(hub_gateway, seaweedfs, seaweedfs_bucket, prefix)
+
+
 # -- the stand-in -----------------------------------------------------------------------
 
 
@@ -318,13 +326,9 @@ def test_keys_and_urls_the_gateway_cannot_take(
 
 
 def test_a_holds_metadata_and_content_types_survive_the_gateway(
-    hub_gateway: S3Gateway,
-    seaweedfs: SeaweedFS,
-    seaweedfs_bucket: str,
-    prefix: str,
-    tmp_path: Any,
+    hub_gateway: S3Gateway, bucket_url: str, tmp_path: Any
 ) -> None:
-    url = gateway_url(hub_gateway, seaweedfs, seaweedfs_bucket, prefix)
+    url = bucket_url
     with cargohold.open(url, data_dir=tmp_path / "one", signal_handlers=False) as hold:
         hold.put("takes/1.mp4", b"\x00video", metadata={"Prompt": "a cat — 猫"})
         hold.put("notes/n", b"text", content_type="text/markdown; charset=utf-8")
@@ -341,15 +345,10 @@ def test_a_holds_metadata_and_content_types_survive_the_gateway(
 
 
 def test_a_memoized_build_runs_once_across_instances_sharing_the_bucket(
-    hub_gateway: S3Gateway,
-    seaweedfs: SeaweedFS,
-    seaweedfs_bucket: str,
-    prefix: str,
-    tmp_path: Any,
+    bucket_url: str, tmp_path: Any
 ) -> None:
     # Single-flight across instances rests on create-only and if-match puts (the lease),
     # which the gateway enforces: no catalog needed on hf-bucket://.
-    url = gateway_url(hub_gateway, seaweedfs, seaweedfs_bucket, prefix)
     builds: list[str] = []
     both = threading.Barrier(2)
 
@@ -360,7 +359,7 @@ def test_a_memoized_build_runs_once_across_instances_sharing_the_bucket(
         return out
 
     holds = [
-        cargohold.open(url, data_dir=tmp_path / f"instance-{i}", signal_handlers=False)
+        cargohold.open(bucket_url, data_dir=tmp_path / f"instance-{i}", signal_handlers=False)
         for i in range(2)
     ]
     try:
