@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Literal
 
 import pytest
 
 from testsupport.faultproxy import FaultProxy
+from testsupport.s3gateway import S3Gateway
 from testsupport.servers import MotoServer, S3Server, SeaweedFS
+
+#: The namespace (Hub user or organisation) that owns the shared bucket on the gateway stand-in.
+GATEWAY_NAMESPACE = "ana"
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +66,43 @@ def proxied_s3_url(
 ) -> str:
     """As :func:`s3_url`, with requests going through ``proxy``."""
     return s3_url(server, bucket, prefix).replace(server.endpoint, proxy.endpoint, 1)
+
+
+def start_gateway(request: pytest.FixtureRequest, metadata: Literal["drop", "refuse"]) -> S3Gateway:
+    """The Hub's S3 gateway stand-in (testsupport/s3gateway.py) in front of the shared
+    SeaweedFS, its bucket owned by GATEWAY_NAMESPACE, for this test only. The test fails
+    at teardown if the stand-in's CDN was ever sent an Authorization header, or if the
+    gateway refused a request: cargohold must never send what the gateway does not take
+    (a test that provokes refusals on purpose checks and clears them)."""
+    server: SeaweedFS = request.getfixturevalue("seaweedfs")
+    gateway = S3Gateway(server.endpoint, metadata=metadata).__enter__()
+    gateway.own(GATEWAY_NAMESPACE, request.getfixturevalue("seaweedfs_bucket"))
+
+    def stop() -> None:
+        gateway.close()
+        assert gateway.leaks == [], f"the CDN was sent an Authorization header: {gateway.leaks}"
+        assert gateway.refusals == [], f"the gateway refused: {gateway.refusals}"
+
+    request.addfinalizer(stop)
+    return gateway
+
+
+@pytest.fixture
+def hub_gateway(request: pytest.FixtureRequest) -> S3Gateway:
+    """The gateway stand-in, dropping ``x-amz-meta-*`` headers (see :func:`start_gateway`)."""
+    return start_gateway(request, "drop")
+
+
+def gateway_url(
+    gateway: S3Gateway, server: S3Server, bucket: str, prefix: str | None = None
+) -> str:
+    """An hf-bucket:// URL for a fresh prefix in ``bucket`` through ``gateway``."""
+    prefix = prefix or f"t-{uuid.uuid4().hex[:12]}"
+    return (
+        f"hf-bucket://{GATEWAY_NAMESPACE}/{bucket}/{prefix}"
+        f"?endpoint={gateway.namespace_endpoint(GATEWAY_NAMESPACE)}"
+        f"&access_key_id={server.access_key}&secret_access_key={server.secret_key}"
+    )
 
 
 def private_seaweedfs(bucket: str) -> Iterator[SeaweedFS]:

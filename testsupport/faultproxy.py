@@ -11,13 +11,13 @@ from __future__ import annotations
 import http.client
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Self
 
-__all__ = ["Fault", "FaultProxy"]
+__all__ = ["Fault", "FaultProxy", "forward", "read_body", "reply"]
 
 _SLOWDOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
@@ -44,6 +44,46 @@ class Fault:
     release: threading.Event | None = None
     taken: threading.Event = field(default_factory=threading.Event)
     landed: threading.Event = field(default_factory=threading.Event)
+
+
+Headers = list[tuple[str, str]]
+_HOP_BY_HOP = ("connection", "transfer-encoding", "content-length", "keep-alive")
+
+
+def read_body(handler: BaseHTTPRequestHandler) -> bytes:
+    """The request's body, by its Content-Length (S3 clients always send one)."""
+    length = int(handler.headers.get("Content-Length") or 0)
+    return handler.rfile.read(length) if length else b""
+
+
+def forward(
+    upstream: tuple[str, int], method: str, path: str, body: bytes, headers: Mapping[str, str]
+) -> tuple[int, Headers, bytes]:
+    """Send one request to ``upstream`` and return its status, headers and whole body."""
+    conn = http.client.HTTPConnection(*upstream, timeout=30)
+    try:
+        sent = {k: v for k, v in headers.items() if k.lower() != "connection"}
+        conn.request(method, path, body=body, headers=sent)
+        response = conn.getresponse()
+        return response.status, response.getheaders(), response.read()
+    finally:
+        conn.close()
+
+
+def reply(handler: BaseHTTPRequestHandler, status: int, headers: Headers, data: bytes) -> None:
+    """Answer with ``status``, ``headers`` (hop-by-hop ones left out) and ``data``. A HEAD
+    answer keeps the Content-Length it was given: the size of what a GET would return."""
+    handler.send_response(status)
+    length = str(len(data))
+    for name, value in headers:
+        if name.lower() == "content-length" and handler.command == "HEAD":
+            length = value
+        elif name.lower() not in _HOP_BY_HOP:
+            handler.send_header(name, value)
+    handler.send_header("Content-Length", length)
+    handler.end_headers()
+    if handler.command != "HEAD":
+        handler.wfile.write(data)
 
 
 class FaultProxy:
@@ -87,8 +127,7 @@ class FaultProxy:
                 pass
 
             def _serve(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
+                body = read_body(self)
                 with proxy._lock:
                     proxy.request_headers.append({k.lower(): v for k, v in self.headers.items()})
                 fault = proxy._take_fault(self.command, self.path)
@@ -101,35 +140,17 @@ class FaultProxy:
                 if fault is not None:
                     with proxy._lock:
                         proxy.requests.append((self.command, self.path, int(fault.status)))
-                    self.send_response(fault.status)
-                    for name, value in fault.headers.items():
-                        self.send_header(name, value)
-                    self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(fault.body)))
-                    self.end_headers()
-                    if self.command != "HEAD":
-                        self.wfile.write(fault.body)
+                    headers = [*fault.headers.items(), ("Content-Type", "application/xml")]
+                    reply(self, fault.status, headers, fault.body)
                     return
-                conn = http.client.HTTPConnection(*proxy.upstream, timeout=30)
-                try:
-                    headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
-                    conn.request(self.command, self.path, body=body, headers=headers)
-                    response = conn.getresponse()
-                    data = response.read()
-                finally:
-                    conn.close()
+                status, headers, data = forward(
+                    proxy.upstream, self.command, self.path, body, dict(self.headers.items())
+                )
                 with proxy._lock:
-                    proxy.requests.append((self.command, self.path, response.status))
+                    proxy.requests.append((self.command, self.path, status))
                 if late is not None:
                     late.landed.set()
-                self.send_response(response.status)
-                for name, value in response.getheaders():
-                    if name.lower() not in ("connection", "transfer-encoding", "content-length"):
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
+                reply(self, status, headers, data)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _serve
 

@@ -825,9 +825,11 @@ def _embedded_default_problem(
         owner, name = _space_names()
         fix = (
             f"set CARGOHOLD_REMOTE to a Hub remote: hf://datasets/{owner}/{name} (a dataset "
-            "repo; CARGOHOLD_HF_CREATE_REPO=true creates it, private) or "
-            f"hf-bucket://{owner}/{name} (a Storage Bucket), with HF_TOKEN, a write token, "
-            "added as a secret in the Space's settings"
+            "repo; CARGOHOLD_HF_CREATE_REPO=true creates it, private), with HF_TOKEN, a write "
+            f"token, added as a secret in the Space's settings; or hf-bucket://{owner}/{name} "
+            "(a Storage Bucket through the Hub's S3 gateway, with create-only and if-match "
+            "puts), with S3 keys generated from a token (HFAK...) as the secrets "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
         )
     else:
         fix = (
@@ -871,7 +873,8 @@ def _hf_token_problem(
     """Check HF_TOKEN where it matters: a Hub remote (an error without it) or a Space (a
     warning: the remotes it should use need one). True when a Hub remote has no token."""
     url = given.url if given is not None else (settings.remote or "")
-    hub = url.startswith(("hf://", "hf-bucket://"))
+    # hf-bucket:// signs with S3 keys, not the token: opening it says when they are missing.
+    hub = url.startswith("hf://")
     if not hub and host.name != "huggingface-spaces":
         return False
     token = _hub_token()
@@ -887,7 +890,7 @@ def _hf_token_problem(
                 + (
                     f"the Hub remote {url.split('?')[0]} cannot be read or written without it"
                     if hub
-                    else "the Hub remotes (hf://, hf-bucket://) this Space should keep its "
+                    else "the Hub remotes (hf://) this Space should keep its "
                     "data in need a write token"
                 ),
                 f"create a token with write access at https://huggingface.co/settings/tokens "

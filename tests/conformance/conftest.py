@@ -5,13 +5,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
 from cargohold.remotes import Remote, open_remote
 from cargohold.remotes.memory import MemoryRemote
 from cargohold.remotes.s3 import _Obstore
-from tests.conftest import s3_url
+from tests.conftest import gateway_url, s3_url, start_gateway
 from tests.hf.conftest import (  # noqa: F401 - hub is a fixture
     LFS_DATA_WARNING,
     UNLIMITED,
@@ -29,6 +30,9 @@ REMOTES = [
     "s3-moto-botocore",
     "hf",
     "hf-buckets",
+    "hf-bucket-dropped",
+    "hf-bucket-refused",
+    "hf-bucket-dropped-botocore",
 ]
 
 
@@ -54,6 +58,12 @@ def _make_remote(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> R
         request.getfixturevalue("monkeypatch").setattr(_Obstore, "inherited", True)
         assert made._boto() is not None  # type: ignore[attr-defined]
         return made
+    if kind.startswith("hf-bucket-"):  # the Hub's S3 gateway, on its stand-in
+        mode: Literal["drop", "refuse"] = "refuse" if kind == "hf-bucket-refused" else "drop"
+        gateway = start_gateway(request, mode)
+        server = request.getfixturevalue("seaweedfs")
+        url = gateway_url(gateway, server, request.getfixturevalue("seaweedfs_bucket"))
+        return open_remote(url)
     if kind in ("hf", "hf-buckets"):  # a dataset repo or a bucket in the Hub stand-in
         server = request.getfixturevalue("hub")
         monkeypatch = request.getfixturevalue("monkeypatch")

@@ -1,5 +1,5 @@
 """The Hugging Face remotes: the dataset-repo remote's commits, compare-and-swap, layout,
-commit budget and errors, against the Hub stand-in; and hf-bucket:// on SeaweedFS.
+commit budget and errors, against the Hub stand-in; and hf-bucket:// on the S3 gateway's.
 
 The shared behaviour (round trips, listings, conditional puts, batches) is in the
 conformance suite, which runs against hf:// too (tests/conformance/conftest.py).
@@ -32,8 +32,10 @@ from cargohold import (
 from cargohold.remotes import Put, open_remote
 from cargohold.remotes.hf import CommitBudget, HfRemote, data_path, key_of, record_path
 from cargohold.remotes.s3 import S3Remote
+from tests.conftest import GATEWAY_NAMESPACE
 from tests.hf.conftest import LFS_DATA_WARNING, UNLIMITED, hf_url
 from testsupport.hubstandin import OTHER_TOKEN, READ_TOKEN, WRITE_TOKEN, Fault, HubStandIn
+from testsupport.s3gateway import S3Gateway
 from testsupport.servers import SeaweedFS
 
 pytestmark = pytest.mark.filterwarnings(LFS_DATA_WARNING)
@@ -93,7 +95,10 @@ def test_url_forms(hf_env: HubStandIn) -> None:
 
 
 def test_hf_bucket_is_the_s3_remote_on_the_hubs_s3_endpoint(
-    monkeypatch: pytest.MonkeyPatch, seaweedfs: SeaweedFS, seaweedfs_bucket: str
+    monkeypatch: pytest.MonkeyPatch,
+    seaweedfs: SeaweedFS,
+    seaweedfs_bucket: str,
+    hub_gateway: S3Gateway,
 ) -> None:
     monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
     with pytest.raises(ConfigError, match="S3 credentials"):
@@ -107,10 +112,12 @@ def test_hf_bucket_is_the_s3_remote_on_the_hubs_s3_endpoint(
         "app-data",
         "outputs",
     )
-    # The endpoint is a setting: here SeaweedFS stands in for the Hub's S3 gateway.
-    settings = Settings.load({}, hf_bucket_endpoint=seaweedfs.endpoint)
+    # The endpoint is a setting: here the gateway's stand-in (tests/hf/test_s3_gateway.py).
+    settings = Settings.load({}, hf_bucket_endpoint=hub_gateway.endpoint + "/{namespace}")
     prefix = f"hfb-{uuid.uuid4().hex[:8]}"
-    with open_remote(f"hf-bucket://ana/{seaweedfs_bucket}/{prefix}", settings=settings) as bucket:
+    url = f"hf-bucket://{GATEWAY_NAMESPACE}/{seaweedfs_bucket}/{prefix}"
+    with open_remote(url, settings=settings) as bucket:
+        assert bucket.url == url
         bucket.put("claim", b"first", mode="create")
         with pytest.raises(AlreadyExists):
             bucket.put("claim", b"second", mode="create")

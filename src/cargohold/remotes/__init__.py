@@ -9,8 +9,8 @@
 ``hf://buckets/OWNER/NAME[/prefix]``   a Hugging Face Storage Bucket through the Hub's
                                        own bucket API: a token is enough, but no
                                        create-only or if-match puts (``cargohold[hf]``)
-``hf-bucket://OWNER/NAME[/prefix]``    a Hugging Face Storage Bucket: the S3 remote on
-                                       the Hub's S3 gateway, with S3 keys; conditional
+``hf-bucket://OWNER/NAME[/prefix]``    a Hugging Face Storage Bucket through the Hub's
+                                       S3 gateway, with S3 keys (HFAK...); conditional
                                        puts hold (``cargohold[s3]``)
 =====================================  =============================================
 
@@ -19,9 +19,8 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ..config import Settings
 from ..errors import ConfigError
@@ -102,35 +101,12 @@ def open_remote(url: str, *, settings: Settings | None = None) -> Remote:
 
 
 def _hf_bucket(url: str, settings: Settings) -> Remote:
-    """``hf-bucket://OWNER/NAME[/PREFIX][?endpoint=&access_key_id=&secret_access_key=]``:
-    the S3 remote on the Hub's S3 gateway (``hf_bucket_endpoint``, by default
-    ``https://s3.hf.co/OWNER``; region us-east-1, path-style). The gateway takes S3
-    credentials generated from a Hugging Face token (``HFAK...``), from the URL or the
-    usual ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` variables."""
-    parts = urlsplit(url)
-    hint = "use hf-bucket://OWNER/NAME[/PREFIX], e.g. hf-bucket://ana/app-data/outputs"
-    owner = parts.netloc
-    name, _, prefix = unquote(parts.path).strip("/").partition("/")
-    if not owner or not name:
-        raise ConfigError(f"{url!r} names no Storage Bucket", hint=hint)
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    endpoint = query.pop("endpoint", None) or settings.hf_bucket_endpoint.replace(
-        "{namespace}", owner
-    )
-    if not (query.get("access_key_id") or os.environ.get("AWS_ACCESS_KEY_ID")):
-        raise ConfigError(
-            f"no S3 credentials for the Hugging Face Storage Bucket {owner}/{name}",
-            hint="generate S3 credentials from a Hugging Face token (huggingface.co/settings/"
-            "tokens, Generate S3 credentials) and set AWS_ACCESS_KEY_ID and "
-            "AWS_SECRET_ACCESS_KEY",
-        )
+    """``hf-bucket://OWNER/NAME[/PREFIX]``: the S3 remote on the Hub's S3 gateway, fitted
+    to what the gateway implements (:mod:`cargohold.remotes.hf_gateway`)."""
     try:
-        from .s3 import S3Remote
+        from .hf_gateway import HfGatewayRemote
     except ImportError as exc:
         raise ConfigError(
             "hf-bucket:// remotes need obstore", hint="pip install 'cargohold[s3]'"
         ) from exc
-    query.setdefault("region", "us-east-1")
-    query.setdefault("path_style", "true")
-    s3_url = f"s3://{name}/{prefix}?" + urlencode({"endpoint": endpoint, **query})
-    return S3Remote.from_url(s3_url, settings=settings)
+    return HfGatewayRemote.from_hf_url(url, settings)

@@ -211,6 +211,13 @@ class Remote(ABC):
     #: features need the catalog's leases on it.
     conditional_writes: ClassVar[bool] = True
 
+    #: Whether the store keeps user metadata with each object, so that one request reads
+    #: both. False (the Hub's S3 gateway): the remote keeps metadata in a record of its own
+    #: under ``.cargohold/``, naming the version it describes. ``head``, ``stream`` and the
+    #: batch reads still return it, at the cost of a second request, and a record whose
+    #: object was replaced by another tool is ignored; see the remote's module.
+    stores_metadata: ClassVar[bool] = True
+
     @property
     @abstractmethod
     def url(self) -> str:

@@ -778,6 +778,7 @@ class HfRemote(HubRemoteBase):
 
     key_can_be_folder = True
     conditional_deletes = True
+    stores_metadata = False  # metadata and content types live in records (the module docstring)
 
     def __init__(
         self,

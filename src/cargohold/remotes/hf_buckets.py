@@ -190,6 +190,7 @@ class HfBucketRemote(HubRemoteBase):
 
     key_can_be_folder = True
     conditional_writes = False
+    stores_metadata = False  # metadata and content types live in records (the module docstring)
 
     def __init__(
         self,

@@ -401,34 +401,7 @@ class S3Remote(Remote):
         parts = urlsplit(url)
         if not parts.netloc:
             raise ConfigError(f"{url!r} names no bucket", hint="use s3://BUCKET[/PREFIX]")
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        unknown = sorted(set(query) - _QUERY_KEYS)
-        if unknown:
-            raise ConfigError(
-                f"unknown S3 URL parameter {unknown[0]!r}",
-                hint=f"known parameters are {', '.join(sorted(_QUERY_KEYS))}",
-            )
-        try:
-            path_style = parse_bool(query["path_style"]) if "path_style" in query else None
-            anonymous = parse_bool(query.get("anonymous", "false"))
-            allow_http = parse_bool(query.get("allow_http", "false"))
-        except ValueError as exc:
-            raise ConfigError(
-                f"bad S3 URL parameter in {redact_url(url)!r}", hint=str(exc)
-            ) from None
-        return cls(
-            parts.netloc,
-            unquote(parts.path),
-            endpoint=query.get("endpoint"),
-            region=query.get("region"),
-            access_key_id=query.get("access_key_id"),
-            secret_access_key=query.get("secret_access_key"),
-            session_token=query.get("session_token"),
-            settings=settings,
-            path_style=path_style,
-            anonymous=anonymous,
-            allow_http=allow_http,
-        )
+        return cls(parts.netloc, unquote(parts.path), settings=settings, **url_options(url))
 
     @property
     def url(self) -> str:
@@ -748,6 +721,34 @@ class S3Remote(Remote):
                 "has it (some stores also answer AccessDenied when the bucket does not exist)"
             )
         return PermissionDenied(message, hint=hint, **context)
+
+
+def url_options(url: str) -> dict[str, Any]:
+    """The constructor's keyword arguments that an S3 URL's query gives (the parameters in
+    the module docstring); ConfigError for an unknown or malformed one."""
+    query = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+    unknown = sorted(set(query) - _QUERY_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"unknown S3 URL parameter {unknown[0]!r}",
+            hint=f"known parameters are {', '.join(sorted(_QUERY_KEYS))}",
+        )
+    try:
+        path_style = parse_bool(query["path_style"]) if "path_style" in query else None
+        anonymous = parse_bool(query.get("anonymous", "false"))
+        allow_http = parse_bool(query.get("allow_http", "false"))
+    except ValueError as exc:
+        raise ConfigError(f"bad S3 URL parameter in {redact_url(url)!r}", hint=str(exc)) from None
+    return {
+        "endpoint": query.get("endpoint"),
+        "region": query.get("region"),
+        "access_key_id": query.get("access_key_id"),
+        "secret_access_key": query.get("secret_access_key"),
+        "session_token": query.get("session_token"),
+        "path_style": path_style,
+        "anonymous": anonymous,
+        "allow_http": allow_http,
+    }
 
 
 @dataclass(frozen=True, slots=True)
