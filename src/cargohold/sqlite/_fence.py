@@ -24,7 +24,8 @@ import time
 from typing import Any
 
 from .._heartbeat import Heartbeat
-from .._holder import describe_holder, holder_name
+from .._holder import describe_record, holder_name
+from .._lease import rewrite_if_ours
 from ..errors import ConflictError, NotFoundError, TimedOut
 from ..remotes import Remote
 from ._records import generations, lease_key
@@ -89,7 +90,7 @@ class WriterLease:
                 return self.token
             if now >= deadline:
                 raise TimedOut(
-                    f"SQLite {self.name!r} is written by another instance: {_holder(current)}",
+                    f"SQLite {self.name!r} is written by another instance: {describe_record(current)}",
                     key=self.name,
                     hint="stop that instance (it gives the lease up at once), wait for its "
                     f"lease to expire ({self.ttl:.0f} s after its last renewal), or pass a "
@@ -100,7 +101,7 @@ class WriterLease:
                 log.info(
                     "cargohold: waiting for the writer of SQLite %r (%s) to stop",
                     self.name,
-                    _holder(current),
+                    describe_record(current),
                 )
             time.sleep(min(1.0, self.ttl / 4, max(0.01, deadline - now)))
 
@@ -119,16 +120,16 @@ class WriterLease:
             log.warning(
                 "cargohold: took over writing SQLite %r from %s, which stopped renewing its lease",
                 self.name,
-                _holder(current),
+                describe_record(current),
             )
         self._heartbeat.start(self._renew)
         return True
 
     def _renew(self) -> bool:
-        try:
-            self.etag = self.remote.put(self.key, self._content(), if_match=self.etag).etag
-        except (ConflictError, NotFoundError):
-            return False
+        etag = rewrite_if_ours(self.remote, self.key, self._content(), self.etag)
+        if etag is None:
+            return False  # another instance took it over
+        self.etag = etag
         return True
 
     def release(self) -> None:
@@ -149,11 +150,3 @@ def _parse(data: bytes) -> dict[str, Any]:
     except ValueError:
         return {}
     return content if isinstance(content, dict) else {}
-
-
-def _holder(content: dict[str, Any]) -> str:
-    since = content.get("since")
-    return describe_holder(
-        str(content.get("holder", "?")),
-        float(since) if isinstance(since, int | float) and since > 0 else None,
-    )
