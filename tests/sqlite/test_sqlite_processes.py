@@ -36,9 +36,12 @@ from testsupport.servers import SeaweedFS
 
 WRITER = textwrap.dedent(
     """
-    import os, sqlite3, sys
+    import os, signal, sqlite3, sys
     import cargohold
 
+    stopped = []
+    if os.environ.get("ON_TERM") == "carry-on":  # the app's own handler: it lives on
+        signal.signal(signal.SIGTERM, lambda signum, frame: stopped.append(signum))
     hold = cargohold.open(
         os.environ["REMOTE"], data_dir=os.environ["DATA"], shutdown_grace=5, lease_ttl=2
     )
@@ -58,6 +61,11 @@ WRITER = textwrap.dedent(
             continue
         n += 1
         print("c", n, flush=True)
+        if stopped and len(stopped) < 50:
+            stopped.append(n)
+        elif stopped:
+            hold.close()  # ships the rest and gives the lease up
+            sys.exit(0)
         if n % 25 == 0:
             status = hold.sqlite_status("app.db")
             print("s", n, status.pending_transactions, flush=True)
@@ -79,10 +87,18 @@ class Writer:
                 yield line.split()
 
 
-def start_writer(tmp_path: Path, remote_url: str, data: str, who: str = "w") -> Writer:
+def start_writer(
+    tmp_path: Path, remote_url: str, data: str, who: str = "w", on_term: str = "die"
+) -> Writer:
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
-    env = {**os.environ, "REMOTE": remote_url, "DATA": str(tmp_path / data), "WHO": who}
+    env = {
+        **os.environ,
+        "REMOTE": remote_url,
+        "DATA": str(tmp_path / data),
+        "WHO": who,
+        "ON_TERM": on_term,
+    }
     with (tmp_path / f"{data}.log").open("a") as log:  # a file: a full pipe would stall it
         process = subprocess.Popen(
             [sys.executable, str(script)],
@@ -251,3 +267,27 @@ def test_overlapping_instances_write_one_history(
     assert all(who == "first" for n, who in history if n <= taken_over_at)
     assert all(who == "second" for n, who in history if n > taken_over_at)
     assert 0 < taken_over_at < len(numbers)
+
+
+def test_an_app_that_outlives_its_stop_writes_on_and_loses_nothing(
+    tmp_path: Path, seaweedfs: SeaweedFS, bucket: str
+) -> None:
+    """Its own SIGTERM handler lets it go on: writes wait while the stop ships, then the
+    replicator takes its lease back (a new generation continuing the old) and the app's
+    later commits are shipped too, the last ones by its close."""
+    url = s3_url(seaweedfs, bucket)
+    writer = start_writer(tmp_path, url, "data", on_term="carry-on")
+    committed, _ = run_until_signal(writer, signal.SIGTERM, random.Random(3))
+    assert writer.process.returncode == 0
+    shutil.rmtree(writer.data)
+    remote = open_remote(url)
+    try:
+        dest = tmp_path / "after.db"
+        report = restore(remote, "app.db", dest)
+    finally:
+        remote.close()
+    con = sqlite3.connect(dest)
+    numbers = [n for (n,) in con.execute("SELECT n FROM t ORDER BY n")]
+    con.close()
+    assert numbers == list(range(1, committed + 1))
+    assert report.generation >= 2  # the lease was given up at the stop and taken back
