@@ -3,7 +3,9 @@ data directory, restore at a time, the writer's lease, and bad input."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -252,3 +254,32 @@ def test_bad_names_are_refused(hold: Hold) -> None:
         hold.sqlite("../escape.db")
     with pytest.raises(InvalidInput, match="interval"):
         hold.sqlite("app.db", interval=0)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fork() is POSIX")
+@pytest.mark.filterwarnings("ignore:.*multi-threaded.*fork.*:DeprecationWarning")
+def test_a_forked_child_does_not_replicate_and_its_commits_are_shipped_by_the_parent(
+    tmp_path: Path, hold: Hold
+) -> None:
+    path = hold.sqlite("app.db", interval=3600)
+    insert(path, 1)
+    hold.flush()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a gunicorn --preload worker, say
+        code = 1
+        try:
+            status = hold.sqlite_status("app.db")
+            insert(path, 2)  # with a connection of its own, as SQLite requires
+            code = 0 if not status.writer else 3
+        finally:
+            os.write(write, bytes([code]))
+            os._exit(code)
+    os.close(write)
+    assert os.read(read, 1) == b"\x00"
+    os.close(read)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert hold.sqlite_status("app.db").writer
+    hold.flush()  # the parent ships what the child committed
+    restore(hold.remote, "app.db", tmp_path / "both.db")
+    assert rows(tmp_path / "both.db") == [1, 2]
