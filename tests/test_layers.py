@@ -50,8 +50,9 @@ LAYERS: dict[int, set[str]] = {
         "fastapi",
         "gradio",
         "speed",
+        "sqlite",
     },
-    7: {"cli", "_cli_app", "_cli_hold", "__main__", "server", "fs"},
+    7: {"cli", "_cli_app", "_cli_hold", "_cli_sqlite", "__main__", "server", "fs"},
     # The package itself re-exports the public names: it may import anything, and no
     # module of cargohold imports it.
     8: {"__init__"},

@@ -30,6 +30,7 @@ from .memo import Memo, MemoEntry, MemoFile, MemoProgress, MemoResult, MemoStats
 from .persist import PersistedDir
 from .remotes import ObjectInfo, Remote, open_remote
 from .scratch import Scratch
+from .sqlite import SqliteStatus
 
 __all__ = [
     "AlreadyExists",
@@ -64,6 +65,7 @@ __all__ = [
     "RemoteUnavailable",
     "Scratch",
     "Settings",
+    "SqliteStatus",
     "StorageFull",
     "SyncActivity",
     "TimedOut",

@@ -7,9 +7,10 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
-__all__ = ["describe_holder", "holder_name"]
+__all__ = ["describe_holder", "describe_record", "holder_name"]
 
 
 def holder_name() -> str:
@@ -24,3 +25,13 @@ def describe_holder(holder: str, since: float | None) -> str:
         return holder
     moment = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return f"{holder} since {moment} ({max(0.0, time.time() - since):.0f} s ago)"
+
+
+def describe_record(content: Mapping[str, object]) -> str:
+    """:func:`describe_holder` for a lease object's JSON content (``holder`` and
+    ``since``); what cannot be read is shown as ``?``."""
+    since = content.get("since")
+    return describe_holder(
+        str(content.get("holder", "?")),
+        float(since) if isinstance(since, int | float) and since > 0 else None,
+    )

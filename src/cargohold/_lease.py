@@ -46,7 +46,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, Self
 
 from ._heartbeat import Heartbeat
-from ._holder import describe_holder, holder_name
+from ._holder import describe_record, holder_name
 from .errors import CargoholdError, CatalogUnavailable, ConfigError, ConflictError, NotFoundError
 from .keys import InternalKey, internal_key
 from .remotes import ObjectInfo, Remote
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from .catalog import PgLease
     from .hold import Hold
 
-__all__ = ["ExclusiveLease", "Lease", "exclusive_lease", "require_single_flight"]
+__all__ = ["ExclusiveLease", "Lease", "exclusive_lease", "require_single_flight", "rewrite_if_ours"]
 
 
 class ExclusiveLease(Protocol):
@@ -174,6 +174,17 @@ class _CatalogFirst:
         self._lease.release()
 
 
+def rewrite_if_ours(remote: Remote, key: str, content: bytes, etag: str | None) -> str | None:
+    """Replace a lease object with ``content`` if it still has ``etag`` (the holder's
+    last write): its new etag, or None when another changed it (a waiter took it over)
+    or it is gone (taken over and released: a remote such as AWS answers If-Match on a
+    missing key with 404)."""
+    try:
+        return remote.put(key, content, if_match=etag).etag
+    except (ConflictError, NotFoundError):
+        return None
+
+
 class Lease:
     """One lease object; see the module docstring."""
 
@@ -230,12 +241,7 @@ class Lease:
     def holder_info(self) -> str:
         """Who holds it and since when (``?`` if that cannot be read)."""
         try:
-            content = json.loads(self.remote.get(self.key))
-            since = content.get("since")
-            return describe_holder(
-                str(content.get("holder", "?")),
-                float(since) if isinstance(since, int | float) and since > 0 else None,
-            )
+            return describe_record(json.loads(self.remote.get(self.key)))
         except (CargoholdError, ValueError, AttributeError):
             return "?"
 
@@ -252,12 +258,10 @@ class Lease:
 
     def _renew(self) -> bool:
         """Rewrite the object if it is still the one this holder last wrote (True)."""
-        try:
-            self.etag = self.remote.put(self.key, self._content(), if_match=self.etag).etag
-        except (ConflictError, NotFoundError):
-            # Changed by another (a waiter took it over), or gone (taken over and released:
-            # a remote such as AWS answers If-Match on a missing key with 404).
+        etag = rewrite_if_ours(self.remote, self.key, self._content(), self.etag)
+        if etag is None:
             return False
+        self.etag = etag
         return True
 
     def release(self) -> None:

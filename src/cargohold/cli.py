@@ -637,4 +637,4 @@ def exit_code(exc: BaseException) -> int:
 
 # The Hold commands live in their own module to keep this one readable; importing it
 # registers them on `app` (last, so `--help` lists this module's commands first).
-from . import _cli_hold  # noqa: E402,F401
+from . import _cli_hold, _cli_sqlite  # noqa: E402,F401

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from .memo import Memo, Strings
     from .persist import PersistedDir
     from .scratch import Scratch
+    from .sqlite import SqliteStatus
 
 __all__ = ["Hold", "HoldStatus", "HydrateReport", "Progress", "open"]
 
@@ -74,7 +75,7 @@ _embedded_warned = False
 STALE_WARNED_MAX = 256
 
 #: The conveniences of :class:`Hold` that a feature module provides (see :func:`provide`).
-Feature = Literal["fetch", "memo", "memoize", "persist_dir", "scratch"]
+Feature = Literal["fetch", "memo", "memoize", "persist_dir", "scratch", "sqlite", "sqlite_status"]
 #: Filled by the feature modules as they are imported (``cargohold/__init__.py`` imports
 #: them all): the features are built on the Hold, so this module never imports them.
 _features: dict[str, Callable[..., Any]] = {}
@@ -100,14 +101,14 @@ def _feature(feature: Feature) -> Callable[..., Any]:
 
 class FlushSource(Protocol):
     """Something whose writes every flush of a Hold includes (see
-    :meth:`Hold.include_in_flush`): ``persist_dir``'s folders."""
+    :meth:`Hold.include_in_flush`): ``persist_dir``'s folders, replicated SQLite databases."""
 
     def scan(self) -> object:
         """Write what changed since the last scan into the Hold."""
 
     def stop(self, timeout: float) -> object:
         """Stop for good, with a last scan, within ``timeout`` seconds (what is left of
-        the close's budget): it must not wait on the remote."""
+        the close's budget): it must not wait on the remote past that."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -1144,6 +1145,40 @@ class Hold:
             "Callable[[Callable[..., _T]], Callable[..., _T]]",
             _feature("memoize")(self, namespace, version=version, **options),
         )
+
+    def sqlite(
+        self,
+        name: str,
+        *,
+        path: str | Path | None = None,
+        wait: float | None = None,
+        interval: float = 1.0,
+    ) -> Path:
+        """An SQLite database kept on the remote: open the returned path with ``sqlite3``
+        (or anything built on it) as usual.
+
+        If the file is missing (a new container), the remote's latest state is restored
+        first. It is switched to WAL mode (ConfigError, with the reason, if it cannot be),
+        and from then on every committed transaction is shipped within about
+        ``interval`` seconds, by a thread of this Hold; :meth:`flush` returns once the
+        remote has every transaction committed before it, and a graceful stop ships the
+        last ones (writes wait meanwhile). One instance writes a name's history at a time:
+        this waits up to ``wait`` seconds (default twice ``lease_ttl``) for another
+        instance's lease, then raises TimedOut naming it. ``path`` defaults to
+        ``<local dir>/sqlite/<name>``. ConflictError if the remote holds another database
+        under ``name``; nothing on the remote is overwritten. See :mod:`cargohold.sqlite`.
+        """
+        self._check_open()
+        return cast(
+            Path,
+            _feature("sqlite")(self, name, path=path, wait=wait, interval=interval),
+        )
+
+    def sqlite_status(self, name: str) -> SqliteStatus:
+        """How far replication of ``name`` (see :meth:`sqlite`) is behind: transactions
+        committed here and not on the remote yet, and for how long."""
+        self._check_open()
+        return cast("SqliteStatus", _feature("sqlite_status")(self, name))
 
     # -- the extension point: what features keep on a Hold ----------------------------
 

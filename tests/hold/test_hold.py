@@ -88,13 +88,13 @@ def test_writes_reach_the_remote_on_flush(hold: Hold) -> None:
 
 def test_status_reports_the_loss_window(hold: Hold) -> None:
     gate = threading.Event()
-    original = hold.remote._put_many
+    original = hold.remote._apply  # every remote's batches go through it (the syncer's apply)
 
-    def held(requests: list, concurrency: int) -> list:  # type: ignore[type-arg]
+    def held(requests: list, deletes: list, concurrency: int) -> tuple:  # type: ignore[type-arg]
         gate.wait(30)
-        return original(requests, concurrency)
+        return original(requests, deletes, concurrency)
 
-    hold.remote._put_many = held  # type: ignore[method-assign]
+    hold.remote._apply = held  # type: ignore[method-assign]
     hold.put("slow", b"12345")
     time.sleep(0.05)  # let the loss window grow measurably; not a timing assertion
     status = hold.status()

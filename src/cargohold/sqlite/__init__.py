@@ -1,0 +1,116 @@
+"""``Hold.sqlite``: an SQLite database restored on boot and replicated transaction by
+transaction, with one writer at a time (docs/design/sqlite.md has the design).
+
+- :mod:`._wal` reads SQLite's WAL file: whole transactions with a valid checksum chain.
+- :mod:`._records` is the layout on the remote and the record format.
+- :mod:`._restore` rebuilds a database from a snapshot and segments, verified.
+- :mod:`._fence` is the writer's lease and its fencing token.
+- :mod:`._replica` ships, checkpoints, snapshots and stops.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import InvalidInput, NotFoundError
+from ..hold import provide
+from ..remotes import Remote
+from ._records import check_name, generations, names
+from ._replica import Replica, SqliteStatus
+from ._restore import RestoreReport, restore
+
+if TYPE_CHECKING:
+    from ..hold import Hold
+
+__all__ = [
+    "RestoreReport",
+    "SqliteStatus",
+    "list_databases",
+    "restore",
+    "sqlite",
+    "sqlite_status",
+]
+
+
+class _Replicas:
+    """The databases one Hold replicates, by name (its extension, see Hold.extension)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_name: dict[str, Replica] = {}
+
+
+def sqlite(
+    hold: Hold,
+    name: str,
+    *,
+    path: str | Path | None = None,
+    wait: float | None = None,
+    interval: float = 1.0,
+) -> Path:
+    """The behaviour behind :meth:`Hold.sqlite`: restore ``name`` if ``path`` is missing,
+    then replicate it until ``hold`` closes. Returns the database's path."""
+    check_name(name)
+    if not interval > 0:
+        raise InvalidInput(f"interval must be above 0 seconds, not {interval!r}")
+    where = (hold.local_dir / "sqlite" / name if path is None else Path(path)).absolute()
+    replicas = hold.extension(_Replicas)
+    with replicas.lock:
+        known = replicas.by_name.get(name)
+        if known is not None:
+            if known.path != where:
+                raise InvalidInput(
+                    f"SQLite {name!r} is already replicated from {known.path}, not {where}",
+                    hint="use one path per name",
+                )
+            return known.path
+        replica = Replica(
+            hold,
+            name,
+            where,
+            interval=interval,
+            wait=2 * hold.settings.lease_ttl if wait is None else wait,
+        )
+        replica.start()
+        replicas.by_name[name] = replica
+    hold.include_in_flush(replica)
+    return where
+
+
+def sqlite_status(hold: Hold, name: str) -> SqliteStatus:
+    """The behaviour behind :meth:`Hold.sqlite_status`."""
+    replica = hold.extension(_Replicas).by_name.get(name)
+    if replica is None:
+        raise NotFoundError(
+            f"this Hold does not replicate an SQLite database called {name!r}",
+            key=name,
+            hint="call hold.sqlite(name) first",
+        )
+    return replica.status()
+
+
+def list_databases(remote: Remote) -> list[tuple[str, int, datetime | None]]:
+    """Each database replicated to ``remote``: its name, newest generation and the time
+    its newest record was made (None when it has no complete generation)."""
+    found = []
+    for name in names(remote):
+        gens = generations(remote, name)
+        newest = max((t for t, g in gens.items() if 0 in g.snapshots), default=0)
+        when = None
+        if newest:
+            gen = gens[newest]
+            last = max(
+                [gen.segments[s] for s in gen.segments] + list(gen.snapshots.values()),
+                key=lambda k: k.rsplit("/", 1)[-1],
+            )
+            info = remote.head(last)
+            when = info.last_modified
+        found.append((name, newest, when))
+    return found
+
+
+provide("sqlite", sqlite)
+provide("sqlite_status", sqlite_status)

@@ -1,0 +1,75 @@
+"""`cargohold sqlite ls / restore / replicate`, run for real in subprocesses on a file remote."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+CLI = [sys.executable, "-m", "cargohold"]
+
+
+def env_for(tmp_path: Path, data: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "CARGOHOLD_REMOTE": (tmp_path / "remote").as_uri(),
+        "CARGOHOLD_DATA_DIR": str(tmp_path / data),
+        "CARGOHOLD_LEASE_TTL": "2",
+    }
+
+
+def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, env=env_for(tmp_path, "cli"), timeout=120
+    )
+
+
+def test_replicate_beside_another_process_then_ls_and_restore(tmp_path: Path) -> None:
+    db = tmp_path / "app" / "shop.db"
+    replicator = subprocess.Popen(
+        [*CLI, "sqlite", "replicate", str(db), "--interval", "0.2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env_for(tmp_path, "replicator"),
+    )
+    assert replicator.stdout is not None
+    assert replicator.stdout.readline().startswith("ready"), replicator.stderr
+    # The "app": another process writing the database the replicator watches.
+    app = sqlite3.connect(db)
+    with app:
+        app.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT)")
+        app.executemany("INSERT INTO orders (item) VALUES (?)", [("tea",), ("cake",)])
+    app.close()
+    replicator.send_signal(signal.SIGTERM)  # ships the last transactions, then ends
+    _, err = replicator.communicate(timeout=60)
+    assert replicator.returncode == -signal.SIGTERM, err
+
+    listed = run(tmp_path, "sqlite", "ls", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [entry["name"] for entry in json.loads(listed.stdout)] == ["shop.db"]
+
+    out = tmp_path / "copy.db"
+    restored = run(tmp_path, "sqlite", "restore", "shop.db", "--to", str(out), "--json")
+    assert restored.returncode == 0, restored.stderr
+    assert json.loads(restored.stdout)["path"] == str(out)
+    con = sqlite3.connect(out)
+    assert [item for (item,) in con.execute("SELECT item FROM orders ORDER BY id")] == [
+        "tea",
+        "cake",
+    ]
+    con.close()
+
+    again = run(tmp_path, "sqlite", "restore", "shop.db", "--to", str(out))
+    assert again.returncode == 2  # bad input: the file exists, and it is left alone
+    assert "already exists" in again.stderr
+    unknown = run(tmp_path, "sqlite", "restore", "other.db", "--to", str(tmp_path / "o.db"))
+    assert unknown.returncode == 4
+    assert "no replicated database" in unknown.stderr
+    bad_time = run(tmp_path, "sqlite", "restore", "shop.db", "--at", "yesterday")
+    assert bad_time.returncode == 2
+    assert "ISO 8601" in bad_time.stderr
