@@ -230,6 +230,27 @@ def test_a_rate_limit_is_waited_out_by_huggingface_hub(hf_env: HubStandIn) -> No
     assert any(s == 429 for _, p, s in hf_env.requests if p.endswith(f"{bucket}/batch"))
 
 
+def test_requests_carry_the_remotes_timeouts(hf_env: HubStandIn) -> None:
+    # huggingface_hub's shared HTTP client has no timeout: without the remote's own, a Hub
+    # that takes a request and never answers holds the call (and the syncer) for ever.
+    url = bucket_url(hf_env)
+    bucket = _bucket(url)
+    with open_remote(url, settings=UNLIMITED) as remote:
+        remote.put("k", b"v", metadata={"m": "1"})
+    impatient = UNLIMITED.replace(request_timeout=0.5, retry_timeout=0, max_retries=0)
+    for where in ("paths-info", "/resolve/", "/batch"):
+        # Two stalled answers: each is given up after request_timeout and asked again
+        # (huggingface_hub's retries), so both are spent by the time the call returns.
+        stalled = Fault(None, times=2, delay=5, match=lambda m, p, w=where: w in p and bucket in p)
+        hf_env.inject(stalled)
+        with open_remote(url, settings=impatient) as remote:
+            if where == "/batch":
+                remote.put("k", b"v2")
+            else:
+                assert remote.head("k").metadata == {"m": "1"}
+        assert stalled.times == 0, f"a stalled {where} answer was waited for, not timed out"
+
+
 # -- errors ----------------------------------------------------------------------------
 
 
