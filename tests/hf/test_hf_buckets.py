@@ -309,6 +309,23 @@ def test_the_hold_syncs_and_refuses_what_the_bucket_cannot_enforce(
         hold.close()
 
 
+def test_sqlite_replication_is_refused_on_a_bucket_before_anything_is_done(
+    hf_env: HubStandIn, tmp_path: Path
+) -> None:
+    # Its writer lease and its segments are conditional puts on the remote itself: the
+    # catalog cannot stand in for them, so the error must not send the user to configure one.
+    url = bucket_url(hf_env)
+    hold = cargohold.open(url, data_dir=tmp_path / "data", signal_handlers=False)
+    try:
+        with pytest.raises(ConfigError, match="hf-bucket://") as raised:
+            hold.sqlite("app", path=tmp_path / "app.db")
+        assert "CATALOG" not in f"{raised.value} {raised.value.hint}"
+        assert not (tmp_path / "app.db").exists()
+        assert hf_env.buckets.paths(_bucket(url)) == {}
+    finally:
+        hold.close()
+
+
 def test_shared_downloads_need_a_catalog_on_a_bucket(hf_env: HubStandIn, tmp_path: Path) -> None:
     hold = cargohold.open(
         bucket_url(hf_env), data_dir=tmp_path, signal_handlers=False, fetch_to_remote=True
