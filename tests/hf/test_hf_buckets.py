@@ -161,6 +161,24 @@ def test_a_path_the_hub_lists_as_failed_fails_only_its_key(hf_env: HubStandIn) -
     assert any(status == 422 for _, path, status in hf_env.requests if bucket in path)
 
 
+@pytest.mark.parametrize("spelled", [None, "/b", "other"])
+def test_a_failure_naming_no_path_sent_fails_the_whole_call_unless_read_back(
+    hf_env: HubStandIn, spelled: str | None
+) -> None:
+    # A failure the client cannot match to a path it sent may be any of them: each is
+    # read back, and only what the bucket holds counts as done.
+    url = bucket_url(hf_env)
+    bucket = _bucket(url)
+    with open_remote(url, settings=UNLIMITED) as remote:
+        hf_env.buckets.inject(
+            BatchFault(failing={"b": "injected"}, spelled={"b": spelled}, bucket_id=bucket)
+        )
+        results = remote.put_many([Put("a", b"a"), Put("b", b"b")])
+        assert isinstance(results[0], ObjectInfo)
+        assert isinstance(results[1], RemoteError), "put as done, though the bucket lacks it"
+        assert set(hf_env.buckets.paths(bucket)) == {"a"}
+
+
 def test_a_lost_answer_is_retried_and_the_replay_is_harmless(hf_env: HubStandIn) -> None:
     url = bucket_url(hf_env)
     bucket = _bucket(url)

@@ -26,7 +26,9 @@ What a bucket can promise, and what it cannot (docs/huggingface.md has the table
 - **Batches are not atomic.** ``apply`` (the syncer's batches), ``put_many`` and
   ``delete_many`` go out as ``batch_bucket_files`` calls of at most 1,000 operations,
   never the same path twice in one call. A path the Hub lists as failed is an error for
-  that key only; every other operation of that call landed. Any other failure (a dropped
+  that key only; every other operation of that call landed. A listed failure that names no
+  path the call sent (none, or spelled otherwise) could be any of them, so it counts as an
+  unknown outcome. Any other failure (a dropped
   connection after huggingface_hub's retries, a 5xx) leaves the outcome unknown, so the
   paths are read back: a put counts as done only if its path now holds its hash, a delete
   only if its path is gone. Nothing is reported done that the Hub did not take.
@@ -658,6 +660,11 @@ class HfBucketRemote(HubRemoteBase):
         except BucketBatchError as exc:
             for failure in exc.failures:
                 failed[str(failure.get("path"))] = str(failure.get("error") or "no reason given")
+            if not failed.keys() <= expected.keys():
+                # A failure naming no path this call sent (none, or spelled otherwise) may
+                # be any of them: every path is read back, as after an unknown outcome.
+                why = "; ".join(f"{path}: {error}" for path, error in failed.items())
+                failed = dict.fromkeys(expected, why)
             # A delete the Hub refused of a path that is gone anyway is done.
             failed = self._still_failed(failed, expected)
         except Exception as exc:  # noqa: BLE001 - the outcome is unknown: read it back
