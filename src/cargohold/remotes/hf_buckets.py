@@ -663,8 +663,8 @@ class HfBucketRemote(HubRemoteBase):
             if not failed.keys() <= expected.keys():
                 # A failure naming no path this call sent (none, or spelled otherwise) may
                 # be any of them: every path is read back, as after an unknown outcome.
-                why = "; ".join(f"{path}: {error}" for path, error in failed.items())
-                failed = dict.fromkeys(expected, why)
+                reasons = "; ".join(f"{path}: {error}" for path, error in failed.items())
+                failed = dict.fromkeys(expected, reasons)
             # A delete the Hub refused of a path that is gone anyway is done.
             failed = self._still_failed(failed, expected)
         except Exception as exc:  # noqa: BLE001 - the outcome is unknown: read it back
