@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import InvalidInput, NotFoundError
+from ..errors import ConfigError, InvalidInput, NotFoundError
 from ..hold import provide
 from ..remotes import Remote
 from ._records import check_name, generations, names
@@ -54,6 +54,17 @@ def sqlite(
     """The behaviour behind :meth:`Hold.sqlite`: restore ``name`` if ``path`` is missing,
     then replicate it until ``hold`` closes. Returns the database's path."""
     check_name(name)
+    if not hold.remote.conditional_writes:
+        # The writer's lease and every segment are conditional puts on the remote itself;
+        # the catalog's leases cannot stand in for them (unlike memo's and fetch's).
+        raise ConfigError(
+            f"SQLite replication needs create-only and if-match puts, which "
+            f"{hold.remote.url} cannot enforce (no conditional writes)",
+            hint="replicate to a remote that has them: the same bucket through its S3 "
+            "gateway (hf-bucket://OWNER/NAME with S3 keys generated from a token), "
+            "s3://, file:// or hf://datasets/",
+            remote=hold.remote.url,
+        )
     if not interval > 0:
         raise InvalidInput(f"interval must be above 0 seconds, not {interval!r}")
     where = (hold.local_dir / "sqlite" / name if path is None else Path(path)).absolute()
