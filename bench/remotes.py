@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -372,7 +372,7 @@ def _hub_rows(
     return rows
 
 
-def _check(results: list[object]) -> None:
+def _check(results: Sequence[object]) -> None:
     assert all(isinstance(r, ObjectInfo) for r in results), results[:3]
 
 
