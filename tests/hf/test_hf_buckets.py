@@ -338,6 +338,8 @@ def test_the_shells_pass_conditional_writes_on_and_the_bucket_refuses_them(
             fs.pipe_file("doc.json", b"v3", mode="create")
         with pytest.raises(ConfigError, match="hf-bucket://"):
             fs.pipe_file("new.json", b"v3", mode="create")
+        with pytest.raises(ConfigError, match="hf-bucket://"), fs.open("new.json", "xb") as f:
+            f.write(b"v4")
         hold.flush(60)
         assert hold.get("doc.json") == b"v1"
         with pytest.raises(NotFoundError):
