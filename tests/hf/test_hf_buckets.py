@@ -345,3 +345,17 @@ def test_the_shells_pass_conditional_writes_on_and_the_bucket_refuses_them(
         with pytest.raises(NotFoundError):
             hold.head("new.json")
     assert set(hf_env.buckets.files(_bucket(url)).items()) == {("doc.json", b"v1")}
+
+
+def test_sqlite_replication_is_refused_before_anything_is_written(
+    hf_env: HubStandIn, tmp_path: Path
+) -> None:
+    """Its writer's lease and segments are create-only and if-match puts."""
+    url = bucket_url(hf_env)
+    with cargohold.open(url, data_dir=tmp_path / "data", signal_handlers=False) as hold:
+        with pytest.raises(ConfigError, match="cannot replicate SQLite") as refused:
+            hold.sqlite("app.db", path=tmp_path / "app.db")
+        assert "hf-bucket://" in str(refused.value.hint)
+        hold.flush(60)
+    assert not (tmp_path / "app.db").exists()
+    assert hf_env.buckets.paths(_bucket(url)) == {}

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import InvalidInput, NotFoundError
+from ..errors import ConfigError, InvalidInput, NotFoundError
 from ..hold import provide
 from ..remotes import Remote
 from ._records import check_name, generations, names
@@ -52,8 +52,20 @@ def sqlite(
     interval: float = 1.0,
 ) -> Path:
     """The behaviour behind :meth:`Hold.sqlite`: restore ``name`` if ``path`` is missing,
-    then replicate it until ``hold`` closes. Returns the database's path."""
+    then replicate it until ``hold`` closes. Returns the database's path.
+
+    Refused with ConfigError, before anything is read or written, on a remote that cannot
+    enforce create-only and if-match puts: the writer's lease and the shipped segments are
+    such puts, and the catalog does not stand in for them."""
     check_name(name)
+    if not hold.remote.conditional_writes:
+        raise ConfigError(
+            f"{hold.remote.url} cannot replicate SQLite databases: the writer's lease and "
+            "the shipped segments are create-only and if-match puts, which it cannot enforce",
+            hint="use a remote that enforces them (for a Hugging Face Storage Bucket, its S3 "
+            "gateway: hf-bucket://OWNER/NAME with S3 keys generated from a token); a "
+            "catalog does not replace them here",
+        )
     if not interval > 0:
         raise InvalidInput(f"interval must be above 0 seconds, not {interval!r}")
     where = (hold.local_dir / "sqlite" / name if path is None else Path(path)).absolute()
