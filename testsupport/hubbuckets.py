@@ -19,8 +19,12 @@ What it serves:
   (what huggingface_hub reads). The ``casUrl`` is ``local:///DIR``: hf_xet then stores
   xorbs and shards in that folder itself, so bytes really go through Xet and every
   ``xetHash`` is the content's, with no CAS server. One limit the Hub does not have: the
-  folder's dedup database opens in one process at a time, so tests drive a bucket from
-  one client process at a time (a second gets "Database already open").
+  folder's dedup database opens in one process at a time ("Database already open"), and
+  the stand-in is a user of it too (it reads each upload back to check its hash, and
+  serves resolve GETs from it). So a client in another process than the stand-in cannot
+  land a batch while it lives: its uploads are read as never made ("Xet hash not found",
+  sent again). Tests drive buckets from the stand-in's own process; a child process that
+  writes (the crash trials) gets its journal synced by the parent after it ends.
 - ``POST .../batch`` (``application/x-ndjson``: ``addFile`` / ``deleteFile`` lines):
   ``200 {"failed": [...]}``, or 422 with the same body when every operation failed.
   An ``addFile`` whose ``xetHash`` was never uploaded fails, and so does a

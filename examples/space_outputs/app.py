@@ -1,19 +1,24 @@
-"""A Gradio-style Space whose ``outputs/`` folder survives restarts, kept in a dataset repo.
+"""A Gradio-style Space whose ``outputs/`` folder survives restarts, kept in a Storage Bucket.
 
 A Space loses its disk on every restart, and the old ``/data`` persistent storage is gone.
-Apps keep their generations by pushing ``outputs/`` to a dataset repo with
-huggingface_hub's CommitScheduler, which never restores them, never deletes, ignores the
-shutdown and has no answer to the Hub's commit quota. Here ``hold.persist_dir("outputs")``:
+Apps keep their generations by pushing ``outputs/`` to the Hub with huggingface_hub's
+CommitScheduler, which never restores them, never deletes, ignores the shutdown and has no
+answer to the Hub's commit quota. Here ``hold.persist_dir("outputs")``:
 
-- restores the folder from the repo when the app starts, so a restart on an empty disk
+- restores the folder from the remote when the app starts, so a restart on an empty disk
   shows every earlier generation;
-- pushes new and changed files in the background, in commits batched under the commit
-  budget (``hf_commits_per_hour``), and deletes from the repo what is deleted here;
+- pushes new and changed files in the background, in batches, and deletes from the remote
+  what is deleted here;
 - flushes on SIGTERM (a restart or a redeploy) within the Space's grace period.
+
+The remote is a Storage Bucket through the Hub's bucket API (``hf://buckets/``: the Space's
+``HF_TOKEN`` is enough). ``persist_dir`` needs no create-only or if-match writes, which that
+API cannot enforce, so no catalog is needed. A dataset repo (``hf://datasets/...``, written
+in commits batched under the commit budget) works the same way.
 
 The "model" draws a small PNG from the prompt, so the demo needs no GPU and no API key::
 
-    export CARGOHOLD_REMOTE=hf://datasets/YOU/space-outputs   # HF_TOKEN: a Space secret
+    export CARGOHOLD_REMOTE=hf://buckets/YOU/space-outputs    # HF_TOKEN: a Space secret
     python examples/space_outputs/app.py generate "a red fox"  # writes outputs/a-red-fox-....png
     python examples/space_outputs/app.py list
     python examples/space_outputs/app.py delete a-red-fox-1a2b3c4d.png
@@ -56,7 +61,7 @@ class OutputsApp:
         return sorted(self.folder.glob("*.png"))
 
     def delete(self, name: str) -> None:
-        """Remove an output; the next scan deletes it from the repo too."""
+        """Remove an output; the next scan deletes it from the remote too."""
         (self.folder / Path(name).name).unlink(missing_ok=True)
 
 

@@ -17,9 +17,12 @@ import cargohold
 from cargohold import ConfigError, NotFoundError, RemoteError, RemoteUnavailable, Settings
 from cargohold.cli import check_remote
 from cargohold.doctor import diagnose
+from cargohold.fs import HoldFileSystem
 from cargohold.remotes import ObjectInfo, Put, open_remote
 from cargohold.remotes.hf_buckets import HfBucketRemote
+from cargohold.server import create_app
 from tests.hf.conftest import UNLIMITED, bucket_url
+from tests.server.test_api import AUTH, TOKEN, Client
 from testsupport.hubbuckets import BatchFault
 from testsupport.hubstandin import READ_TOKEN, WRITE_TOKEN, Fault, HubStandIn
 
@@ -369,3 +372,32 @@ def test_the_checks_expect_the_refusal_the_remote_declares(
         [problem] = [p for p in report.problems if "cannot enforce create-only" in p.what]
         assert problem.severity == "warning"
         assert "CARGOHOLD_CATALOG" in problem.fix
+
+
+def test_the_shells_pass_conditional_writes_on_and_the_bucket_refuses_them(
+    hf_env: HubStandIn, tmp_path: Path
+) -> None:
+    """HTTP preconditions and fsspec's create-only mode reach ``Hold.put``, which refuses
+    them on this remote: never a silent overwrite through a shell."""
+    url = bucket_url(hf_env)
+    with cargohold.open(url, data_dir=tmp_path, signal_handlers=False, token=TOKEN) as hold:
+        hold.put("doc.json", b"v1")
+        hold.flush(60)
+        etag = hold.head("doc.json").etag
+        client = Client(create_app(hold), headers=AUTH)
+        for headers in ({"if-none-match": "*"}, {"if-match": f'"{etag}"'}):
+            r = client.request("PUT", "/api/objects/doc.json", content=b"v2", headers=headers)
+            assert r.status_code == 500, (headers, r.text)  # ConfigError: what to configure
+            assert "hf-bucket://" in r.json()["error"] + str(r.json()["hint"]), r.json()
+        fs = HoldFileSystem(instance=hold, skip_instance_cache=True)
+        with pytest.raises(ConfigError, match="hf-bucket://"):
+            fs.pipe_file("doc.json", b"v3", mode="create")
+        with pytest.raises(ConfigError, match="hf-bucket://"):
+            fs.pipe_file("new.json", b"v3", mode="create")
+        with pytest.raises(ConfigError, match="hf-bucket://"), fs.open("new.json", "xb") as f:
+            f.write(b"v4")
+        hold.flush(60)
+        assert hold.get("doc.json") == b"v1"
+        with pytest.raises(NotFoundError):
+            hold.head("new.json")
+    assert set(hf_env.buckets.files(_bucket(url)).items()) == {("doc.json", b"v1")}

@@ -23,6 +23,8 @@ def test_crashes_lose_nothing_acknowledged(hf_env: HubStandIn) -> None:
     # One trial at a time: the stand-in's Xet store is hf_xet's local CAS, a folder whose
     # dedup database one process at a time can open ("Database already open. Cannot
     # acquire lock" for a second one). The Hub's CAS is a server: no such limit there.
+    # The stand-in reads that store too, so a child's batches never land while it lives:
+    # what it acknowledged reaches the bucket when this process reopens its data directory.
     results = run_trials(lambda i: f"{bucket}/trial-{i}", 8, seed=1717, workers=1)
     assert len(results) == 8
     assert sum(r.acknowledged for r in results) > 8, "the children wrote too little to test"

@@ -52,7 +52,11 @@ def sqlite(
     interval: float = 1.0,
 ) -> Path:
     """The behaviour behind :meth:`Hold.sqlite`: restore ``name`` if ``path`` is missing,
-    then replicate it until ``hold`` closes. Returns the database's path."""
+    then replicate it until ``hold`` closes. Returns the database's path.
+
+    Refused with ConfigError, before anything is read or written, on a remote that cannot
+    enforce create-only and if-match puts: the writer's lease and the shipped segments are
+    such puts, and the catalog does not stand in for them."""
     check_name(name)
     if not hold.remote.conditional_writes:
         # The writer's lease and every segment are conditional puts on the remote itself;
