@@ -96,6 +96,7 @@ class Result:
     puts: int = 0
     put_bytes: int = 0
     cpu: float = 0.0  # seconds of replication CPU
+    drain: float = 0.0  # seconds from the last commit until all was on the remote
     note: str = ""
 
 
@@ -266,6 +267,7 @@ def run_workload(
         puts=puts,
         put_bytes=sent,
         cpu=max(0.0, info["cpu"] - base_cpu),
+        drain=info["shipped"] - times[-1],  # hold.flush() returned: the remote has it all
     )
 
     # Litestream beside the same writer, on a database it watched from the start.
@@ -319,6 +321,7 @@ def run_workload(
         puts=puts,
         put_bytes=sent,
         cpu=_child_cpu() - cpu_before,
+        drain=poller.last_new() - times[-1],  # its last log object showed
     )
     return results, urls
 
@@ -401,21 +404,21 @@ def main() -> None:
     print()
     print(
         "| workload | replication | commits/s | vs off | lag p50 s | lag p99 s "
-        "| PUTs / 1k tx | MiB sent / 1k tx | CPU ms / tx |"
+        "| PUTs / 1k tx | MiB sent / 1k tx | CPU ms / tx | all shipped after s |"
     )
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for label, n, results in rows:
         off = results["off"].throughput
         for mode in ("off", "cargohold", "litestream"):
             r = results[mode]
             if mode == "off":
-                print(f"| {label} | off | {r.throughput:,.0f} | 1.00x | | | | | |")
+                print(f"| {label} | off | {r.throughput:,.0f} | 1.00x | | | | | | |")
                 continue
             print(
                 f"| {label} | {mode} | {r.throughput:,.0f} | {r.throughput / off:.2f}x "
                 f"| {_pct(r.lag, 0.5):.2f} | {_pct(r.lag, 0.99):.2f} "
                 f"| {r.puts * 1000 / n:,.1f} | {r.put_bytes / 2**20 * 1000 / n:,.2f} "
-                f"| {r.cpu * 1000 / n:.3f} |"
+                f"| {r.cpu * 1000 / n:.3f} | {r.drain:.2f} |"
             )
     print()
     print("Ratios, cargohold / Litestream:")
