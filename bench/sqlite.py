@@ -188,6 +188,26 @@ def _counted(proxy: FaultProxy, since: int) -> tuple[int, int]:
     return puts, sent
 
 
+def _result(
+    mode: str,
+    times: list[float],
+    poller: Poller,
+    counted: tuple[int, int],
+    *,
+    cpu: float,
+    shipped: float,
+) -> Result:
+    return Result(
+        mode,
+        throughput=(len(times) - 1) / (times[-1] - times[0]),
+        lag=poller.lags(times),
+        puts=counted[0],
+        put_bytes=counted[1],
+        cpu=cpu,
+        drain=shipped - times[-1],
+    )
+
+
 def _litestream_env() -> dict[str, str]:
     # Litestream fails on plain-http endpoints when AWS_CA_BUNDLE is set (TEST-SERVERS.md).
     env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
@@ -258,16 +278,13 @@ def run_workload(
     with Poller(client, bucket, prefix, "/wal/") as poller:
         info = _writer("cargohold", mine / NAME, n, size, url, mine / "data")
         time.sleep(3 * POLL)
-    times = info["times"]
-    puts, sent = _counted(proxy, start)
-    results["cargohold"] = Result(
+    results["cargohold"] = _result(
         "cargohold",
-        throughput=(n - 1) / (times[-1] - times[0]),
-        lag=poller.lags(times),
-        puts=puts,
-        put_bytes=sent,
+        info["times"],
+        poller,
+        _counted(proxy, start),
         cpu=max(0.0, info["cpu"] - base_cpu),
-        drain=info["shipped"] - times[-1],  # hold.flush() returned: the remote has it all
+        shipped=info["shipped"],  # hold.flush() returned: the remote has it all
     )
 
     # Litestream beside the same writer, on a database it watched from the start.
@@ -313,15 +330,13 @@ def run_workload(
             except subprocess.TimeoutExpired:
                 replicator.kill()
                 replicator.wait()
-    puts, sent = _counted(proxy, start)
-    results["litestream"] = Result(
+    results["litestream"] = _result(
         "litestream",
-        throughput=(n - 1) / (times[-1] - times[0]),
-        lag=poller.lags(times),
-        puts=puts,
-        put_bytes=sent,
+        times,
+        poller,
+        _counted(proxy, start),
         cpu=_child_cpu() - cpu_before,
-        drain=poller.last_new() - times[-1],  # its last log object showed
+        shipped=poller.last_new(),  # its last log object showed
     )
     return results, urls
 

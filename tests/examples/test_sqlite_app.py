@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
@@ -18,37 +14,13 @@ import httpx
 from cargohold.remotes import open_remote
 from cargohold.sqlite import list_databases
 from tests.conftest import s3_url
-from testsupport.proctree import ProcessTree
-from testsupport.servers import SeaweedFS, free_port
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.examples.served import ROOT, uvicorn
+from testsupport.servers import SeaweedFS
 
 
-@contextmanager
-def _uvicorn(env: dict[str, str], log: Path) -> Iterator[httpx.Client]:
-    port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "examples.sqlite_app.app:app"]
-    command += ["--host", "127.0.0.1", "--port", str(port)]
-    with (
-        log.open("ab") as out,
-        ProcessTree(command, cwd=ROOT, env=env, stdout=out) as tree,
-        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client,
-    ):
-        deadline = time.monotonic() + 120
-        while True:  # ready once the lifespan opened the Hold and restored the database
-            try:
-                if client.get("/replication").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if tree.returncode() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"uvicorn did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.1)
-        yield client
-        tree.signal_top(signal.SIGTERM)
-        assert tree.wait_gone(60), "uvicorn did not stop on SIGTERM"
-        # uvicorn drains, the lifespan closes the Hold, then the signal's default action.
-        assert tree.returncode() == -signal.SIGTERM, log.read_text()[-3000:]
+def _uvicorn(env: dict[str, str], log: Path) -> AbstractContextManager[httpx.Client]:
+    # Ready once the lifespan opened the Hold and restored the database.
+    return uvicorn("examples.sqlite_app.app:app", env, log, ready="/replication")
 
 
 def test_rows_survive_a_restart_on_an_empty_disk(
