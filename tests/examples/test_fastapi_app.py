@@ -6,51 +6,21 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
 
 from tests.conftest import s3_url
-from testsupport.proctree import ProcessTree
-from testsupport.servers import SeaweedFS, free_port
+from tests.examples.served import ROOT, uvicorn
+from testsupport.servers import SeaweedFS
 
-ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "fastapi-example-token"
 OUTSIDE = {"x-forwarded-for": "203.0.113.9"}  # a client that is not on this machine
 
 
-@contextmanager
-def _uvicorn(env: dict[str, str], log: Path) -> Iterator[httpx.Client]:
-    port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "examples.fastapi_app.app:app"]
-    command += ["--host", "127.0.0.1", "--port", str(port)]
-    base = f"http://127.0.0.1:{port}"
-    with (
-        log.open("ab") as out,
-        ProcessTree(command, cwd=ROOT, env=env, stdout=out) as tree,
-        httpx.Client(base_url=base) as client,
-    ):
-        deadline = time.monotonic() + 120
-        while True:  # ready once the lifespan opened the Hold and mounted the service
-            try:
-                if client.get("/storage/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if tree.returncode() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"uvicorn did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.1)
-        yield client
-        tree.signal_top(signal.SIGTERM)
-        assert tree.wait_gone(60), "uvicorn did not stop on SIGTERM"
-        # uvicorn drains, runs the lifespan's shutdown (the Hold's close), then re-raises
-        # the signal: the same exit as without cargohold (tests/processes).
-        assert tree.returncode() == -signal.SIGTERM
+def _uvicorn(env: dict[str, str], log: Path) -> AbstractContextManager[httpx.Client]:
+    return uvicorn("examples.fastapi_app.app:app", env, log, ready="/storage/healthz")
 
 
 def test_notes_survive_a_restart_on_an_empty_disk(
