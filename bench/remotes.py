@@ -14,7 +14,7 @@ so drift on a noisy machine lands on all of them alike. Targets (issue 2): cargo
 raw obstore, and at least 3x boto3 for small objects. Run: ``./dev bench remotes``.
 
 A second table puts the two Storage Bucket remotes beside the ``s3`` remote, each on its
-stand-in: ``hf-bucket://`` through testsupport/s3gateway.py in front of the same SeaweedFS,
+stand-in: ``hf-s3://`` through testsupport/s3gateway.py in front of the same SeaweedFS,
 ``hf://buckets/`` on testsupport/hubstandin.py, whose bytes go through hf_xet into a local
 CAS folder. Every key gets bytes of its own (Xet would deduplicate repeated ones). The
 stand-ins are not the Hub: they run in this process, on the same two cores, so the table
@@ -75,7 +75,7 @@ QUICK_HUB_WORKLOADS = [
     ("1 x 16 MiB", 1, 16 * MiB),
 ]
 HUB_NOTE = (
-    "hf-bucket:// and hf://buckets/ run on stand-ins in this process, not on the Hub: "
+    "hf-s3:// and hf://buckets/ run on stand-ins in this process, not on the Hub: "
     "read the ratios to the s3 remote, not the rates"
 )
 
@@ -298,7 +298,7 @@ def hub_table(
         settings = Settings.load({})
         urls = {
             "s3": f"s3://{bucket}/s3?endpoint={server.endpoint}&{keys}",
-            "hf-bucket": f"hf-bucket://bench/{bucket}/gw?endpoint="
+            "hf-bucket": f"hf-s3://bench/{bucket}/gw?endpoint="
             f"{gateway.namespace_endpoint('bench')}&{keys}",
             "hf-buckets": f"hf://buckets/{name}?endpoint={hub.endpoint}",
         }
@@ -320,8 +320,8 @@ def hub_table(
     print(f"{HUB_NOTE}.")
     print()
     print(
-        "| workload | op | s3 obj/s | hf-bucket:// obj/s | hf://buckets/ obj/s "
-        "| hf-bucket:// vs s3 | hf://buckets/ vs s3 |"
+        "| workload | op | s3 obj/s | hf-s3:// obj/s | hf://buckets/ obj/s "
+        "| hf-s3:// vs s3 | hf://buckets/ vs s3 |"
     )
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for label, op, rates in rows:

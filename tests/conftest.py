@@ -96,10 +96,10 @@ def hub_gateway(request: pytest.FixtureRequest) -> S3Gateway:
 def gateway_url(
     gateway: S3Gateway, server: S3Server, bucket: str, prefix: str | None = None
 ) -> str:
-    """An hf-bucket:// URL for a fresh prefix in ``bucket`` through ``gateway``."""
+    """An hf-s3:// URL for a fresh prefix in ``bucket`` through ``gateway``."""
     prefix = prefix or f"t-{uuid.uuid4().hex[:12]}"
     return (
-        f"hf-bucket://{GATEWAY_NAMESPACE}/{bucket}/{prefix}"
+        f"hf-s3://{GATEWAY_NAMESPACE}/{bucket}/{prefix}"
         f"?endpoint={gateway.namespace_endpoint(GATEWAY_NAMESPACE)}"
         f"&access_key_id={server.access_key}&secret_access_key={server.secret_key}"
     )

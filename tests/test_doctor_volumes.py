@@ -90,7 +90,7 @@ def test_a_sqlite_database_on_a_spaces_bucket_is_an_error_with_the_fix(box: Box)
     assert "notes.db" not in problem.what
     assert "database is locked" in problem.what
     assert "container's own disk" in problem.fix
-    assert "hf-bucket://OWNER/NAME" in problem.fix
+    assert "hf-s3://OWNER/NAME" in problem.fix
     assert not report.ok
     text = doctor_text(report)  # what `cargohold doctor` prints
     assert f"volume {box.bucket} (fuse, hf-mount; persistent, NO LOCKS:" in text
@@ -104,7 +104,7 @@ def test_a_hold_data_directory_on_the_bucket_is_named_once(box: Box) -> None:
     assert str(box.bucket / "old-app") in problem.what
     assert problem.severity == "error"
     assert "CARGOHOLD_DATA_DIR" in problem.fix
-    assert "CARGOHOLD_REMOTE=hf-bucket://OWNER/NAME" in problem.fix
+    assert "CARGOHOLD_REMOTE=hf-s3://OWNER/NAME" in problem.fix
     assert not about(report, "SQLite database")  # the Hold's index is not counted twice
 
 
@@ -116,7 +116,7 @@ def test_a_data_dir_set_on_the_bucket_is_reported_not_raised(box: Box) -> None:
     assert data.error is not None
     (problem,) = about(report, "cannot hold the local tier")
     assert problem.severity == "error"
-    assert "hf-bucket://OWNER/NAME" in problem.fix
+    assert "hf-s3://OWNER/NAME" in problem.fix
     assert not (box.bucket / "hold").exists()
 
 

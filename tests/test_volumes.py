@@ -112,7 +112,7 @@ def test_detect_reports_a_spaces_bucket_as_persistent_but_not_lockable(tmp_path:
     assert (volume.path, volume.fstype, volume.kind) == (bucket, "fuse", "hf-mount")
     assert (volume.persistent, volume.lockable) == (True, False)
     (warning,) = [w for w in host.warnings if str(bucket) in w]
-    assert "hf-bucket://OWNER/NAME" in warning
+    assert "hf-s3://OWNER/NAME" in warning
     assert "SQLite" in warning
 
 
@@ -193,7 +193,7 @@ def test_a_data_dir_set_on_a_bucket_volume_is_refused_with_the_fix(box: Path, li
     assert str(bucket / "hold") in message
     assert "CARGOHOLD_DATA_DIR" in message
     assert "container's own disk" in message
-    assert "CARGOHOLD_REMOTE=hf-bucket://OWNER/NAME" in message
+    assert "CARGOHOLD_REMOTE=hf-s3://OWNER/NAME" in message
     # Refused even though locks would pass a probe there (hf-mount keeps them locally):
     # the probe cannot prove fsync, and nothing was written to try.
     assert not (bucket / "hold").exists()

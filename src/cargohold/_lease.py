@@ -110,7 +110,7 @@ def require_single_flight(hold: Hold, feature: str) -> None:
         "cannot hold (it has no create-only or if-match writes)",
         hint="configure the PostgreSQL catalog (CARGOHOLD_CATALOG=postgresql://...), whose "
         "leases this remote then uses, or use the bucket through its S3 gateway "
-        "(hf-bucket://OWNER/NAME with S3 keys generated from a token)",
+        "(hf-s3://OWNER/NAME with S3 keys generated from a token)",
         remote=hold.remote.url,
     )
 

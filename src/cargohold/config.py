@@ -678,7 +678,7 @@ class Settings:
     hf_bucket_endpoint: str = _setting(
         "https://s3.hf.co/{namespace}",
         "CARGOHOLD_HF_BUCKET_ENDPOINT",
-        "S3 endpoint of `hf-bucket://OWNER/NAME` remotes; `{namespace}` becomes OWNER.",
+        "S3 endpoint of `hf-s3://OWNER/NAME` remotes; `{namespace}` becomes OWNER.",
         _parse_http_url,
         (str,),
         allowed="an http(s) URL",

@@ -24,7 +24,7 @@ by cause, the root cause first: an unwritable HOME is one problem naming every l
 cache it breaks (not one per cache), an unreachable remote comes before the writes it
 keeps waiting, a missing ``HF_TOKEN`` before the Hub remote it makes fail. On a Hugging
 Face Space the fixes name the Hub remotes (``hf://datasets/OWNER/NAME``,
-``hf-bucket://OWNER/NAME``) and ``HF_TOKEN`` is checked. Diagnosing changes
+``hf-s3://OWNER/NAME``) and ``HF_TOKEN`` is checked. Diagnosing changes
 nothing but probe files, the directories the paths module would create anyway, and the one
 test object in the remote.
 """
@@ -301,7 +301,7 @@ _SQLITE_FIX = {
         "keep the database on the container's own disk and put copies in the bucket whole "
         "(sqlite3's backup API, then one upload), or use a database server (PostgreSQL); "
         "for cargohold, keep the local tier on the container disk and make the bucket its "
-        "remote: CARGOHOLD_REMOTE=hf-bucket://OWNER/NAME"
+        "remote: CARGOHOLD_REMOTE=hf-s3://OWNER/NAME"
     ),
     "other": (
         "move the database to a local disk (copy a backup to the volume if it must be "
@@ -666,7 +666,7 @@ def _remote(
                 "are refused, and the memo and shared downloads (fetch_to_remote) need the "
                 "catalog's leases on it",
                 "set CARGOHOLD_CATALOG=postgresql://... for the leases, or use the bucket "
-                "through its S3 gateway (hf-bucket://OWNER/NAME with S3 keys made from a token)",
+                "through its S3 gateway (hf-s3://OWNER/NAME with S3 keys made from a token)",
             )
         )
     if check:
@@ -825,11 +825,13 @@ def _embedded_default_problem(
         owner, name = _space_names()
         fix = (
             f"set CARGOHOLD_REMOTE to a Hub remote: hf://datasets/{owner}/{name} (a dataset "
-            "repo; CARGOHOLD_HF_CREATE_REPO=true creates it, private), with HF_TOKEN, a write "
-            f"token, added as a secret in the Space's settings; or hf-bucket://{owner}/{name} "
-            "(a Storage Bucket through the Hub's S3 gateway, with create-only and if-match "
-            "puts), with S3 keys generated from a token (HFAK...) as the secrets "
-            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            "repo; CARGOHOLD_HF_CREATE_REPO=true creates it, private) or "
+            f"hf://buckets/{owner}/{name} (a Storage Bucket through the Hub's bucket API; no "
+            "create-only or if-match puts), each with HF_TOKEN, a write token, added as a "
+            f"secret in the Space's settings; or hf-s3://{owner}/{name} (the same bucket "
+            "through the Hub's S3 gateway, with create-only and if-match puts), with S3 keys "
+            "generated from a token (HFAK...) as the secrets AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY"
         )
     else:
         fix = (
@@ -873,7 +875,7 @@ def _hf_token_problem(
     """Check HF_TOKEN where it matters: a Hub remote (an error without it) or a Space (a
     warning: the remotes it should use need one). True when a Hub remote has no token."""
     url = given.url if given is not None else (settings.remote or "")
-    # hf-bucket:// signs with S3 keys, not the token: opening it says when they are missing.
+    # hf-s3:// signs with S3 keys, not the token: opening it says when they are missing.
     hub = url.startswith("hf://")
     if not hub and host.name != "huggingface-spaces":
         return False

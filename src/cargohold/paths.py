@@ -540,7 +540,7 @@ def _unlockable(path: Path, table: tuple[Mount, ...], host: Platform) -> Volume 
 _BUCKET_VOLUME_FIX = (
     "keep the local tier on the container's own disk (unset CARGOHOLD_DATA_DIR, or point it "
     "at a local directory) and use the bucket as the remote: "
-    "CARGOHOLD_REMOTE=hf-bucket://OWNER/NAME"
+    "CARGOHOLD_REMOTE=hf-s3://OWNER/NAME"
 )
 _SHARED_FS_FIX = (
     "point CARGOHOLD_DATA_DIR at a local disk (or unset it), and keep what must be shared "

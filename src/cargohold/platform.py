@@ -509,7 +509,7 @@ def _volumes(
 def _volume_warnings(volumes: tuple[Volume, ...]) -> list[str]:
     return [
         f"{v.path} is {v.why}: keep SQLite databases and cargohold's local tier on the "
-        "container's own disk, and use the bucket as the remote (hf-bucket://OWNER/NAME)"
+        "container's own disk, and use the bucket as the remote (hf-s3://OWNER/NAME)"
         for v in volumes
         if v.kind == "hf-mount"
     ]

@@ -263,13 +263,13 @@ def test_keys_given_in_part_are_refused_not_completed_from_variables(
 def test_an_hf_bucket_urls_endpoint_beats_the_variables(
     auth_server: SeaweedFS, decoy: MotoServer, clean_env: pytest.MonkeyPatch
 ) -> None:
-    # hf-bucket:// is the S3 remote on the Hub's gateway: the URL's endpoint beats both
+    # hf-s3:// is the S3 remote on the Hub's gateway: the URL's endpoint beats both
     # CARGOHOLD_HF_BUCKET_ENDPOINT and the AWS_* endpoint variables.
     clean_env.setenv("CARGOHOLD_HF_BUCKET_ENDPOINT", decoy.endpoint)
     clean_env.setenv("AWS_ENDPOINT_URL_S3", decoy.endpoint)
     prefix = f"hfb-{uuid.uuid4().hex[:8]}"
     keys = f"&access_key_id={ADMIN[0]}&secret_access_key={ADMIN[1]}"
-    url = f"hf-bucket://tester/{BUCKET}/{prefix}?endpoint={auth_server.endpoint}{keys}"
+    url = f"hf-s3://tester/{BUCKET}/{prefix}?endpoint={auth_server.endpoint}{keys}"
     with open_remote(url) as remote:
         remote.put("k", b"to the gateway the URL names")
     assert _read(auth_server.endpoint, f"{prefix}/k") == b"to the gateway the URL names"

@@ -383,7 +383,7 @@ def _refused(remote: Remote, key: str, **condition: str) -> None:
     """A remote without conditional writes refuses the put, naming the fix, and writes
     nothing."""
     before = remote.get(key) if any(i.key == key for i in remote.list(key)) else None
-    with pytest.raises(ConfigError, match="hf-bucket://") as refused:
+    with pytest.raises(ConfigError, match="hf-s3://") as refused:
         remote.put(key, b"written anyway?", **condition)  # type: ignore[arg-type]
     assert refused.value.key == key
     if before is None:
@@ -495,7 +495,7 @@ def test_batches_report_each_result_in_order(remote: Remote, tmp_path: Path) -> 
     conditional = Put("exists", b"x", mode="create")
     if not remote.conditional_writes:
         # Refused before anything is sent; the batch then runs without the condition.
-        with pytest.raises(ConfigError, match="hf-bucket://"):
+        with pytest.raises(ConfigError, match="hf-s3://"):
             remote.put_many([Put("b/1", b"one"), conditional])
         with pytest.raises(NotFoundError):
             remote.head("b/1")

@@ -310,9 +310,9 @@ def test_the_hold_syncs_and_refuses_what_the_bucket_cannot_enforce(
     hold = cargohold.open(url, data_dir=tmp_path, signal_handlers=False)
     try:
         hold.put("a.json", b"{}", metadata={"by": "hold"})
-        with pytest.raises(ConfigError, match="hf-bucket://"):
+        with pytest.raises(ConfigError, match="hf-s3://"):
             hold.put("b", b"x", mode="create")
-        with pytest.raises(ConfigError, match="hf-bucket://"):
+        with pytest.raises(ConfigError, match="hf-s3://"):
             hold.put("a.json", b"x", if_match="whatever")
         with pytest.raises(ConfigError, match="CARGOHOLD_CATALOG"):
             hold.memo("gen")
@@ -338,7 +338,7 @@ def test_sqlite_replication_is_refused_on_a_bucket_before_anything_is_done(
     url = bucket_url(hf_env)
     hold = cargohold.open(url, data_dir=tmp_path / "data", signal_handlers=False)
     try:
-        with pytest.raises(ConfigError, match="hf-bucket://") as raised:
+        with pytest.raises(ConfigError, match="hf-s3://") as raised:
             hold.sqlite("app", path=tmp_path / "app.db")
         assert "CATALOG" not in f"{raised.value} {raised.value.hint}"
         assert not (tmp_path / "app.db").exists()
@@ -388,13 +388,13 @@ def test_the_shells_pass_conditional_writes_on_and_the_bucket_refuses_them(
         for headers in ({"if-none-match": "*"}, {"if-match": f'"{etag}"'}):
             r = client.request("PUT", "/api/objects/doc.json", content=b"v2", headers=headers)
             assert r.status_code == 500, (headers, r.text)  # ConfigError: what to configure
-            assert "hf-bucket://" in r.json()["error"] + str(r.json()["hint"]), r.json()
+            assert "hf-s3://" in r.json()["error"] + str(r.json()["hint"]), r.json()
         fs = HoldFileSystem(instance=hold, skip_instance_cache=True)
-        with pytest.raises(ConfigError, match="hf-bucket://"):
+        with pytest.raises(ConfigError, match="hf-s3://"):
             fs.pipe_file("doc.json", b"v3", mode="create")
-        with pytest.raises(ConfigError, match="hf-bucket://"):
+        with pytest.raises(ConfigError, match="hf-s3://"):
             fs.pipe_file("new.json", b"v3", mode="create")
-        with pytest.raises(ConfigError, match="hf-bucket://"), fs.open("new.json", "xb") as f:
+        with pytest.raises(ConfigError, match="hf-s3://"), fs.open("new.json", "xb") as f:
             f.write(b"v4")
         hold.flush(60)
         assert hold.get("doc.json") == b"v1"

@@ -1,5 +1,5 @@
 """The Hugging Face remotes: the dataset-repo remote's commits, compare-and-swap, layout,
-commit budget and errors, against the Hub stand-in; and hf-bucket:// on the S3 gateway's.
+commit budget and errors, against the Hub stand-in; and hf-s3:// on the S3 gateway's.
 
 The shared behaviour (round trips, listings, conditional puts, batches) is in the
 conformance suite, which runs against hf:// too (tests/conformance/conftest.py).
@@ -102,10 +102,10 @@ def test_hf_bucket_is_the_s3_remote_on_the_hubs_s3_endpoint(
 ) -> None:
     monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
     with pytest.raises(ConfigError, match="S3 credentials"):
-        open_remote("hf-bucket://ana/app-data")
+        open_remote("hf-s3://ana/app-data")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs.secret_key)
-    default = open_remote("hf-bucket://ana/app-data/outputs")  # nothing is contacted yet
+    default = open_remote("hf-s3://ana/app-data/outputs")  # nothing is contacted yet
     assert isinstance(default, S3Remote)
     assert (default.endpoint, default.bucket, default.prefix) == (
         "https://s3.hf.co/ana",
@@ -115,7 +115,7 @@ def test_hf_bucket_is_the_s3_remote_on_the_hubs_s3_endpoint(
     # The endpoint is a setting: here the gateway's stand-in (tests/hf/test_s3_gateway.py).
     settings = Settings.load({}, hf_bucket_endpoint=hub_gateway.endpoint + "/{namespace}")
     prefix = f"hfb-{uuid.uuid4().hex[:8]}"
-    url = f"hf-bucket://{GATEWAY_NAMESPACE}/{seaweedfs_bucket}/{prefix}"
+    url = f"hf-s3://{GATEWAY_NAMESPACE}/{seaweedfs_bucket}/{prefix}"
     with open_remote(url, settings=settings) as bucket:
         assert bucket.url == url
         bucket.put("claim", b"first", mode="create")

@@ -1,4 +1,4 @@
-"""hf-bucket:// on the Hub's S3 gateway, as its stand-in (testsupport/s3gateway.py) enforces
+"""hf-s3:// on the Hub's S3 gateway, as its stand-in (testsupport/s3gateway.py) enforces
 what the Hub documents: the stand-in's own rules first, then the remote on it.
 
 The conformance suite runs on the stand-in too (tests/conformance, the ``hf-bucket-*``
@@ -73,7 +73,7 @@ def prefix() -> str:
 def bucket_url(
     hub_gateway: S3Gateway, seaweedfs: SeaweedFS, seaweedfs_bucket: str, prefix: str
 ) -> str:
-    """An hf-bucket:// URL for ``prefix`` through the test's gateway stand-in."""
+    """An hf-s3:// URL for ``prefix`` through the test's gateway stand-in."""
     return gateway_url(hub_gateway, seaweedfs, seaweedfs_bucket, prefix)
 
 
@@ -316,13 +316,24 @@ def test_keys_and_urls_the_gateway_cannot_take(
         open_remote(url + "&path_style=false")
     with pytest.raises(ConfigError, match="'\\.\\.'"):
         open_remote(url.replace(prefix, f"{prefix}/v1.."))
-    default = open_remote("hf-bucket://ana/app-data/out?access_key_id=HFAK1&secret_access_key=s")
+    default = open_remote("hf-s3://ana/app-data/out?access_key_id=HFAK1&secret_access_key=s")
     assert isinstance(default, HfGatewayRemote)
     assert (default.url, default.endpoint) == (
-        "hf-bucket://ana/app-data/out",
+        "hf-s3://ana/app-data/out",
         "https://s3.hf.co/ana",
     )
     assert url.split("&access_key_id")[0] == open_remote(url).url
+
+
+def test_the_old_name_hf_bucket_opens_the_same_remote_and_asks_for_hf_s3(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    old = "hf-bucket://ana/app-data/out?access_key_id=HFAK1&secret_access_key=s"
+    with caplog.at_level("WARNING", logger="cargohold.remotes"):
+        remote = open_remote(old)
+    assert isinstance(remote, HfGatewayRemote)
+    assert remote.url == "hf-s3://ana/app-data/out"
+    assert "hf-bucket:// is now hf-s3://" in caplog.text
 
 
 def test_a_holds_metadata_and_content_types_survive_the_gateway(
@@ -348,7 +359,7 @@ def test_a_memoized_build_runs_once_across_instances_sharing_the_bucket(
     bucket_url: str, tmp_path: Any
 ) -> None:
     # Single-flight across instances rests on create-only and if-match puts (the lease),
-    # which the gateway enforces: no catalog needed on hf-bucket://.
+    # which the gateway enforces: no catalog needed on hf-s3://.
     builds: list[str] = []
     both = threading.Barrier(2)
 

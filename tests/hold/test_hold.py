@@ -150,7 +150,7 @@ def test_a_moved_file_becomes_the_tiers_own(hold: Hold) -> None:
     created = work / "created.bin"
     created.write_bytes(b"\x03" * 100_000)
     if not hold.remote.conditional_writes:
-        with pytest.raises(ConfigError, match="hf-bucket://"):
+        with pytest.raises(ConfigError, match="hf-s3://"):
             hold.put("created/once", created, mode="create", transfer="move")
         assert created.read_bytes() == b"\x03" * 100_000  # refused: the file is where it was
         return
@@ -332,9 +332,9 @@ def _refuses_conditional_writes(hold: Hold) -> bool:
     nothing, and say so (True)."""
     if hold.remote.conditional_writes:
         return False
-    with pytest.raises(ConfigError, match="hf-bucket://"):
+    with pytest.raises(ConfigError, match="hf-s3://"):
         hold.put("claims/job", b"worker-1", mode="create")
-    with pytest.raises(ConfigError, match="hf-bucket://"):
+    with pytest.raises(ConfigError, match="hf-s3://"):
         hold.put("claims/job", b"worker-1", if_match="0" * 64)
     with pytest.raises(NotFoundError):
         hold.head("claims/job")

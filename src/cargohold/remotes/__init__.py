@@ -9,9 +9,10 @@
 ``hf://buckets/OWNER/NAME[/prefix]``   a Hugging Face Storage Bucket through the Hub's
                                        own bucket API: a token is enough, but no
                                        create-only or if-match puts (``cargohold[hf]``)
-``hf-bucket://OWNER/NAME[/prefix]``    a Hugging Face Storage Bucket through the Hub's
+``hf-s3://OWNER/NAME[/prefix]``        a Hugging Face Storage Bucket through the Hub's
                                        S3 gateway, with S3 keys (HFAK...); conditional
-                                       puts hold (``cargohold[s3]``)
+                                       puts hold (``cargohold[s3]``). Until 2026-12-08
+                                       ``hf-bucket://``, which still works (warned)
 =====================================  =============================================
 
 :func:`open_remote` turns a URL into a :class:`Remote`.
@@ -19,6 +20,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -27,6 +29,8 @@ from ..errors import ConfigError
 from ._base import ByteRange, Delete, ObjectInfo, ObjectStream, Put, PutData, PutMode, Remote
 from .file import FileRemote
 from .memory import MemoryRemote
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ByteRange",
@@ -44,7 +48,7 @@ __all__ = [
 
 _SCHEMES = (
     "memory://NAME, file:///PATH, s3://BUCKET/PREFIX, hf://datasets/OWNER/NAME/PREFIX, "
-    "hf://buckets/OWNER/NAME/PREFIX, hf-bucket://OWNER/NAME/PREFIX"
+    "hf://buckets/OWNER/NAME/PREFIX, hf-s3://OWNER/NAME/PREFIX"
 )
 
 
@@ -93,20 +97,27 @@ def open_remote(url: str, *, settings: Settings | None = None) -> Remote:
         if urlsplit(url).netloc == "buckets":
             return HfBucketRemote.from_url(url, settings=settings)
         return HfRemote.from_url(url, settings=settings)
-    if scheme == "hf-bucket":
-        return _hf_bucket(url, settings or Settings.load())
+    if scheme == "hf-bucket":  # the name until 2026-12-08: kept working, with a warning
+        log.warning(
+            "cargohold: hf-bucket:// is now hf-s3:// (the Hub's S3 gateway, beside "
+            "hf://buckets/, its native API): %r still works; write hf-s3:// instead",
+            url,
+        )
+        return _hf_s3("hf-s3" + url[len("hf-bucket") :], settings or Settings.load())
+    if scheme == "hf-s3":
+        return _hf_s3(url, settings or Settings.load())
     raise ConfigError(
         f"unknown remote scheme {scheme + '://'!r} in {url!r}", hint=f"use one of {_SCHEMES}"
     )
 
 
-def _hf_bucket(url: str, settings: Settings) -> Remote:
-    """``hf-bucket://OWNER/NAME[/PREFIX]``: the S3 remote on the Hub's S3 gateway, fitted
+def _hf_s3(url: str, settings: Settings) -> Remote:
+    """``hf-s3://OWNER/NAME[/PREFIX]``: the S3 remote on the Hub's S3 gateway, fitted
     to what the gateway implements (:mod:`cargohold.remotes.hf_gateway`)."""
     try:
         from .hf_gateway import HfGatewayRemote
     except ImportError as exc:
         raise ConfigError(
-            "hf-bucket:// remotes need obstore", hint="pip install 'cargohold[s3]'"
+            "hf-s3:// remotes need obstore", hint="pip install 'cargohold[s3]'"
         ) from exc
     return HfGatewayRemote.from_hf_url(url, settings)

@@ -529,7 +529,7 @@ def refuse_conditional(remote: Remote, key: str | None = None) -> ConfigError:
     return ConfigError(
         f"{remote.url} cannot enforce create-only or if-match puts (mode='create', "
         "if_match=...): the Hugging Face bucket API has no conditional write",
-        hint="use the bucket through its S3 gateway, hf-bucket://OWNER/NAME with S3 keys "
+        hint="use the bucket through its S3 gateway, hf-s3://OWNER/NAME with S3 keys "
         "generated from a token (it honours If-None-Match and If-Match), or keep the "
         "coordination in the PostgreSQL catalog (CARGOHOLD_CATALOG)",
         key=key,

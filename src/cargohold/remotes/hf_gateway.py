@@ -1,4 +1,4 @@
-"""``hf-bucket://OWNER/NAME[/PREFIX]`` - a Hugging Face Storage Bucket through the Hub's S3 gateway.
+"""``hf-s3://OWNER/NAME[/PREFIX]`` - a Hugging Face Storage Bucket through the Hub's S3 gateway.
 
 The S3 remote (:mod:`cargohold.remotes.s3`) on ``https://s3.hf.co/OWNER`` (the
 ``hf_bucket_endpoint`` setting), fitted to what the gateway implements, as hub-docs
@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 #: Where the metadata records live, beside the objects, out of user listings.
 RECORDS = RESERVED_PREFIX + "metadata/"
 _RECORD_VERSION = 1
-_HINT = "use hf-bucket://OWNER/NAME[/PREFIX], e.g. hf-bucket://ana/app-data/outputs"
+_HINT = "use hf-s3://OWNER/NAME[/PREFIX], e.g. hf-s3://ana/app-data/outputs"
 
 
 def record_key(key: str) -> InternalKey:
@@ -103,7 +103,7 @@ class HfGatewayRemote(S3Remote):
         if options.get("path_style") is False:
             raise ConfigError(
                 "the Hub's S3 gateway serves path-style requests only",
-                hint="remove path_style=false from the hf-bucket:// URL",
+                hint="remove path_style=false from the hf-s3:// URL",
             )
         options["path_style"] = True
         options.setdefault("region", "us-east-1")
@@ -117,7 +117,7 @@ class HfGatewayRemote(S3Remote):
 
     @classmethod
     def from_hf_url(cls, url: str, settings: Settings | None = None) -> HfGatewayRemote:
-        """Build from ``hf-bucket://OWNER/NAME[/PREFIX][?endpoint=&access_key_id=...]``: the
+        """Build from ``hf-s3://OWNER/NAME[/PREFIX][?endpoint=&access_key_id=...]``: the
         same query parameters as ``s3://`` URLs (see :mod:`cargohold.remotes.s3`), the
         endpoint by default ``hf_bucket_endpoint`` with OWNER for ``{namespace}``."""
         parts = urlsplit(url)
@@ -129,7 +129,7 @@ class HfGatewayRemote(S3Remote):
 
     @property
     def url(self) -> str:
-        base = f"hf-bucket://{self.namespace}/{self.bucket}/{self.prefix}".rstrip("/")
+        base = f"hf-s3://{self.namespace}/{self.bucket}/{self.prefix}".rstrip("/")
         if self.endpoint == self._default_endpoint:
             return base
         return f"{base}?endpoint={self.endpoint}"

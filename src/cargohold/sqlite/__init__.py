@@ -65,7 +65,7 @@ def sqlite(
             f"SQLite replication needs create-only and if-match puts, which "
             f"{hold.remote.url} cannot enforce (no conditional writes)",
             hint="replicate to a remote that has them: the same bucket through its S3 "
-            "gateway (hf-bucket://OWNER/NAME with S3 keys generated from a token), "
+            "gateway (hf-s3://OWNER/NAME with S3 keys generated from a token), "
             "s3://, file:// or hf://datasets/",
             remote=hold.remote.url,
         )
