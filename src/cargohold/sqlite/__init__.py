@@ -98,7 +98,7 @@ def list_databases(remote: Remote) -> list[tuple[str, int, datetime | None]]:
     found = []
     for name in names(remote):
         gens = generations(remote, name)
-        newest = max((t for t, g in gens.items() if 0 in g.snapshots), default=0)
+        newest = max((t for t, g in gens.items() if g.snapshots), default=0)
         when = None
         if newest:
             gen = gens[newest]
