@@ -19,7 +19,9 @@ from cargohold.errors import ConfigError, NotFoundError
 from cargohold.keys import internal_prefix
 from cargohold.remotes import ObjectInfo
 from cargohold.sqlite import restore
+from tests.conftest import s3_url
 from tests.sqlite.test_sqlite import insert, open_hold, rows
+from testsupport.servers import SeaweedFS
 
 RECORDS = internal_prefix("sqlite/app.db/g/")
 
@@ -61,6 +63,24 @@ def test_many_transactions_leave_a_bounded_number_of_objects(tmp_path: Path) -> 
         )
     assert "raise CARGOHOLD_SQLITE_RETENTION" in (caught.value.hint or "")
     assert not (tmp_path / "old.db").exists()
+
+
+def test_retention_deletes_through_seaweedfs_and_the_restore_holds(
+    tmp_path: Path, seaweedfs: SeaweedFS, seaweedfs_bucket: str
+) -> None:
+    url = s3_url(seaweedfs, seaweedfs_bucket)
+    settings = {"sqlite_retention": 0, "sqlite_snapshot_segments": 4, "lease_ttl": 5}
+    with cargohold.open(url, data_dir=tmp_path / "a", signal_handlers=False, **settings) as hold:
+        path = hold.sqlite("app.db", interval=3600)
+        for n in range(1, 31):
+            insert(path, n)
+            hold.flush()
+        kept = [i.key for i in hold.remote.list(RECORDS)]
+    assert sum("/snap/" in k for k in kept) == 1
+    assert len(kept) <= 4 + 2, kept
+    dest = tmp_path / "restored.db"
+    restore(cargohold.open_remote(url), "app.db", dest)
+    assert rows(dest) == list(range(1, 31))
 
 
 def test_a_restore_within_retention_crosses_snapshots(tmp_path: Path) -> None:
