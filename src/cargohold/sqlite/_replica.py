@@ -278,13 +278,7 @@ class Replica:
                     self._maybe_snapshot()
                     self._upload()
                 if self._prune_due and self._held_for_stop is None and not self._pending:
-                    prune(
-                        self.remote,
-                        self.name,
-                        retention=self.retention,
-                        now=datetime.now(UTC),
-                    )
-                    self._prune_due = False
+                    self._prune()
             except (CargoholdError, sqlite3.Error, OSError) as exc:
                 if self.last_error != str(exc):
                     log.warning("cargohold: replicating SQLite %r: %s", self.name, exc)
@@ -367,6 +361,21 @@ class Replica:
             else:
                 self._prune_due = True
             self.last_shipped = time.time()
+
+    def _prune(self) -> None:
+        """Retention, after a snapshot was uploaded. A failure (a remote that refuses
+        deletes, an outage) is logged, never raised: it must not fail a flush of
+        transactions that did ship. The next snapshot tries again."""
+        self._prune_due = False
+        try:
+            prune(self.remote, self.name, retention=self.retention, now=datetime.now(UTC))
+        except CargoholdError as exc:
+            log.warning(
+                "cargohold: could not delete SQLite %r's records older than its retention "
+                "(CARGOHOLD_SQLITE_RETENTION): %s",
+                self.name,
+                exc,
+            )
 
     def _maybe_checkpoint(self) -> None:
         """Our own checkpoint once enough frames were shipped: under W, after reading the
