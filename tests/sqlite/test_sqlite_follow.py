@@ -4,6 +4,7 @@ retention), never writes to the remote, and a reader's open connection keeps its
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -74,3 +75,30 @@ def test_following_what_the_remote_does_not_hold_is_refused(tmp_path: Path) -> N
         with pytest.raises(InvalidInput, match="mode must be 'write' or 'follow'"):
             follower.sqlite("app.db", mode="read")  # type: ignore[arg-type]
         assert not (follower.local_dir / "sqlite" / "app.db").exists()
+
+
+@pytest.mark.filterwarnings("ignore:.*multi-threaded.*fork.*:DeprecationWarning")
+def test_a_forked_child_leaves_following_to_the_parent(tmp_path: Path) -> None:
+    with open_hold(tmp_path, "writer") as writer, open_hold(tmp_path, "follower") as follower:
+        path = writer.sqlite("app.db", interval=3600)
+        insert(path, 1)
+        writer.flush()
+        seen = follower.sqlite("app.db", mode="follow", interval=3600)
+        insert(path, 2)
+        writer.flush()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: its flush neither hangs nor publishes
+            code = 1
+            try:
+                follower.flush()
+                code = 0 if rows(seen) == [1] else 3
+            finally:
+                os.write(write, bytes([code]))
+                os._exit(code)
+        os.close(write)
+        assert os.read(read, 1) == b"\x00"
+        os.close(read)
+        assert os.waitpid(pid, 0)[1] == 0
+        follower.flush()  # the parent still follows
+        assert rows(seen) == [1, 2]

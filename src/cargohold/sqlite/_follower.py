@@ -21,6 +21,7 @@ import threading
 import uuid
 from pathlib import Path
 
+from .._fork import on_fork
 from .._threads import start_thread
 from ..errors import CargoholdError
 from ..remotes import Remote
@@ -54,6 +55,7 @@ class Follower:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        on_fork(self._after_fork)
 
     def start(self) -> None:
         """Restore and publish the latest state (NotFoundError if the remote has none),
@@ -89,6 +91,14 @@ class Follower:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+
+    def _after_fork(self) -> None:
+        """In a forked child: the parent follows (its thread is not here, and the lock
+        may have been held at the fork)."""
+        self._lock = threading.Lock()
+        self._thread = None
+        self._stopping = threading.Event()
+        self._stopping.set()
 
     def _follow(self) -> None:
         found = {t: g for t, g in generations(self.remote, self.name).items() if g.snapshots}
