@@ -19,6 +19,7 @@ from cargohold.errors import ConfigError, NotFoundError
 from cargohold.keys import internal_prefix
 from cargohold.remotes import ObjectInfo
 from cargohold.sqlite import restore
+from cargohold.sqlite._replica import _check_locks
 from tests.conftest import s3_url
 from tests.sqlite.test_sqlite import insert, open_hold, rows
 from testsupport.servers import SeaweedFS
@@ -195,3 +196,20 @@ def test_a_folder_whose_locks_do_not_hold_is_refused_and_nothing_is_written(
     assert "without path=" in (caught.value.hint or "")
     assert not where.exists()
     assert not (tmp_path / "remote" / ".cargohold" / "sqlite").exists()
+
+
+def test_a_database_on_a_network_mount_is_refused_from_the_mount_table(tmp_path: Path) -> None:
+    # The mount table is a file written here (as tests/test_volumes.py does): no NFS server
+    # runs on this machine. The table alone decides; nothing is probed or written.
+    efs = tmp_path / "efs"
+    table = tmp_path / "mounts"
+    table.write_text(
+        "/dev/vda / ext4 rw 0 0\n"
+        f"fs-1.efs.us-east-1.amazonaws.com:/ {efs} nfs4 rw,relatime,vers=4.1,hard 0 0\n"
+    )
+    with pytest.raises(ConfigError, match="file locks do not hold") as caught:
+        _check_locks(efs / "app.db", mounts=str(table))
+    assert "network" in str(caught.value).lower()
+    assert "container's own disk" in (caught.value.hint or "")
+    assert list(efs.iterdir()) == []  # the folder was made, nothing put in it
+    _check_locks(tmp_path / "local" / "app.db", mounts=str(table))  # a local disk passes

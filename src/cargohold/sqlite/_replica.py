@@ -679,15 +679,15 @@ def _no_fence(url: str, name: str) -> ConfigError:
     )
 
 
-def _check_locks(path: Path) -> None:
+def _check_locks(path: Path, mounts: str = "/proc/mounts") -> None:
     """ConfigError unless SQLite's file locks hold where ``path`` lives: on a network or
     FUSE mount (decided from the mount table) or where the lock probe of
     :func:`cargohold.paths.probe_locking` fails, the app and the replicator could both
     write at once and corrupt the database."""
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
-    mount = mount_for(folder, read_mounts())
-    volume = None if mount is None else volume_of(mount, detect().name)
+    mount = mount_for(folder, read_mounts(mounts))
+    volume = None if mount is None else volume_of(mount, detect(mounts=mounts).name)
     if volume is not None and not volume.lockable:
         problem: str | None = f"it is on {volume.why}"
     else:
