@@ -547,7 +547,8 @@ class Settings:
         "Most records (segments and snapshots) the replicator of one SQLite database uploads "
         "a minute in the background: when the app commits faster, more transactions go into "
         "each segment. `60 / this` seconds is the loss window it implies (`sqlite_status`). "
-        "`flush()`, `close()` and a stop signal ship at once, whatever the budget.",
+        "`flush()`, `close()` and a stop signal ship at once, whatever the budget. On "
+        "`hf://datasets/` at most half of `hf_commits_per_hour` (each upload is a commit).",
         _parse_number,
         (int, float),
         shown="`30`",

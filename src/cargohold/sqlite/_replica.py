@@ -44,6 +44,7 @@ from ._retention import prune
 from ._wal import Position, read_committed, read_header
 
 if TYPE_CHECKING:
+    from ..config import Settings
     from ..hold import Hold
 
 __all__ = ["Replica", "SqliteStatus"]
@@ -113,7 +114,7 @@ class Replica:
         self.retention = settings.sqlite_retention
         self.snapshot_segments = settings.sqlite_snapshot_segments
         #: Seconds of request budget one upload spends (sqlite_uploads_per_minute).
-        self.upload_cost = 60.0 / settings.sqlite_uploads_per_minute
+        self.upload_cost = 60.0 / _uploads_per_minute(hold.remote.url, settings)
         self.lease = WriterLease(hold.remote, name, ttl=hold.settings.lease_ttl)
         self.db_id = ""
         self.token = 0
@@ -664,6 +665,17 @@ def _write_json(path: Path, content: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}-{uuid.uuid4().hex[:12]}")
     tmp.write_text(json.dumps(content))
     os.replace(tmp, path)
+
+
+def _uploads_per_minute(url: str, settings: Settings) -> float:
+    """The replicator's budget: ``sqlite_uploads_per_minute``, and on a dataset repo
+    (``hf://datasets/``, where each upload is a commit) at most half the commit budget
+    (``hf_commits_per_hour``), leaving the rest to the Hold's own writes: past it the
+    Hub refuses commits, and the loss window reported would be a promise not kept."""
+    per_minute = settings.sqlite_uploads_per_minute
+    if url.startswith("hf://datasets/"):
+        per_minute = min(per_minute, settings.hf_commits_per_hour / 60 / 2)
+    return per_minute
 
 
 def _no_fence(url: str, name: str) -> ConfigError:
