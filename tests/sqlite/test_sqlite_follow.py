@@ -4,7 +4,6 @@ retention), never writes to the remote, and a reader's open connection keeps its
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 from cargohold.errors import InvalidInput, NotFoundError
 from cargohold.hold import Hold
 from cargohold.keys import internal_prefix
-from tests.sqlite.test_sqlite import insert, open_hold, rows
+from tests.sqlite.test_sqlite import in_forked_child, insert, open_hold, rows
 
 
 def remote_records(hold: Hold) -> list[tuple[str, str | None]]:
@@ -86,19 +85,11 @@ def test_a_forked_child_leaves_following_to_the_parent(tmp_path: Path) -> None:
         seen = follower.sqlite("app.db", mode="follow", interval=3600)
         insert(path, 2)
         writer.flush()
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: its flush neither hangs nor publishes
-            code = 1
-            try:
-                follower.flush()
-                code = 0 if rows(seen) == [1] else 3
-            finally:
-                os.write(write, bytes([code]))
-                os._exit(code)
-        os.close(write)
-        assert os.read(read, 1) == b"\x00"
-        os.close(read)
-        assert os.waitpid(pid, 0)[1] == 0
+
+        def child() -> bool:  # its flush neither hangs nor publishes
+            follower.flush()
+            return rows(seen) == [1]
+
+        assert in_forked_child(child)
         follower.flush()  # the parent still follows
         assert rows(seen) == [1, 2]

@@ -32,18 +32,34 @@ def proxy(seaweedfs: SeaweedFS) -> Iterator[FaultProxy]:
         yield running
 
 
-def test_an_outage_mid_stream_loses_nothing(
-    tmp_path: Path, seaweedfs: SeaweedFS, bucket: str, proxy: FaultProxy
-) -> None:
-    url = proxied_s3_url(proxy, seaweedfs, bucket)
-    with cargohold.open(
+def open_proxied(url: str, tmp_path: Path, **settings: float) -> cargohold.Hold:
+    """A Hold on the proxied remote that gives up on a request quickly."""
+    return cargohold.open(
         url,
         data_dir=tmp_path / "data",
         signal_handlers=False,
         max_retries=1,
         retry_timeout=1,
-        lease_ttl=30,
-    ) as hold:
+        **settings,
+    )
+
+
+def restored_rows(url: str, tmp_path: Path) -> list[int]:
+    dest = tmp_path / "restored.db"
+    with cargohold.open_remote(url) as remote:
+        restore(remote, "app.db", dest)
+    check = sqlite3.connect(dest)
+    try:
+        return [n for (n,) in check.execute("SELECT n FROM t ORDER BY n")]
+    finally:
+        check.close()
+
+
+def test_an_outage_mid_stream_loses_nothing(
+    tmp_path: Path, seaweedfs: SeaweedFS, bucket: str, proxy: FaultProxy
+) -> None:
+    url = proxied_s3_url(proxy, seaweedfs, bucket)
+    with open_proxied(url, tmp_path, lease_ttl=30) as hold:
         path = hold.sqlite("app.db", interval=3600)  # only flush ships: no race with a thread
         con = sqlite3.connect(path)
         con.execute("CREATE TABLE t (n INTEGER PRIMARY KEY, v TEXT)")
@@ -65,12 +81,7 @@ def test_an_outage_mid_stream_loses_nothing(
         assert status.pending_transactions == 0
         assert status.last_error is None
         con.close()
-    dest = tmp_path / "restored.db"
-    with cargohold.open_remote(url) as remote:
-        restore(remote, "app.db", dest)
-    check = sqlite3.connect(dest)
-    assert [n for (n,) in check.execute("SELECT n FROM t ORDER BY n")] == list(range(1, 601))
-    check.close()
+    assert restored_rows(url, tmp_path) == list(range(1, 601))
 
 
 _ACCESS_DENIED = (
@@ -90,15 +101,7 @@ def test_a_remote_refusing_deletes_fails_no_flush_and_retention_catches_up(
         match=lambda method, path: method == "DELETE" or "delete" in path,
     )
     proxy.add(refused)
-    with cargohold.open(
-        url,
-        data_dir=tmp_path / "data",
-        signal_handlers=False,
-        max_retries=1,
-        retry_timeout=1,
-        sqlite_retention=0,
-        sqlite_snapshot_segments=2,
-    ) as hold:
+    with open_proxied(url, tmp_path, sqlite_retention=0, sqlite_snapshot_segments=2) as hold:
         path = hold.sqlite("app.db", interval=3600)
         con = sqlite3.connect(path)
         con.execute("CREATE TABLE t (n INTEGER PRIMARY KEY)")
@@ -118,9 +121,4 @@ def test_a_remote_refusing_deletes_fails_no_flush_and_retention_catches_up(
             hold.flush()
         con.close()
         assert len(list(hold.remote.list(records))) <= 2 + 2
-    dest = tmp_path / "restored.db"
-    with cargohold.open_remote(url) as remote:
-        restore(remote, "app.db", dest)
-    check = sqlite3.connect(dest)
-    assert [n for (n,) in check.execute("SELECT n FROM t ORDER BY n")] == list(range(1, 13))
-    check.close()
+    assert restored_rows(url, tmp_path) == list(range(1, 13))
