@@ -10,6 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cargohold
+from cargohold.keys import internal_prefix
+
 CLI = [sys.executable, "-m", "cargohold"]
 
 
@@ -26,6 +29,12 @@ def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*CLI, *args], capture_output=True, text=True, env=env_for(tmp_path, "cli"), timeout=120
     )
+
+
+def on_remote(tmp_path: Path) -> list[tuple[str, str | None]]:
+    """Every SQLite object on the remote, with its etag."""
+    with cargohold.open_remote((tmp_path / "remote").as_uri()) as remote:
+        return sorted((i.key, i.etag) for i in remote.list(internal_prefix("sqlite/")))
 
 
 def test_replicate_beside_another_process_then_ls_and_restore(tmp_path: Path) -> None:
@@ -63,6 +72,29 @@ def test_replicate_beside_another_process_then_ls_and_restore(tmp_path: Path) ->
         "cake",
     ]
     con.close()
+
+    # A follower beside a reader in another language: restored, read-only, nothing written.
+    before = on_remote(tmp_path)
+    seen = tmp_path / "reader" / "shop.db"
+    follower = subprocess.Popen(
+        [*CLI, "sqlite", "replicate", str(seen), "--name", "shop.db", "--follow"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env_for(tmp_path, "follower"),
+    )
+    assert follower.stdout is not None
+    assert follower.stdout.readline().startswith("ready: following"), follower.stderr
+    con = sqlite3.connect(f"file:{seen}?mode=ro", uri=True)
+    assert [item for (item,) in con.execute("SELECT item FROM orders ORDER BY id")] == [
+        "tea",
+        "cake",
+    ]
+    con.close()
+    follower.send_signal(signal.SIGTERM)
+    _, err = follower.communicate(timeout=60)
+    assert follower.returncode == -signal.SIGTERM, err
+    assert on_remote(tmp_path) == before  # the follower wrote nothing, not even a lease
 
     again = run(tmp_path, "sqlite", "restore", "shop.db", "--to", str(out))
     assert again.returncode == 2  # bad input: the file exists, and it is left alone
