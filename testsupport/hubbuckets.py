@@ -142,11 +142,15 @@ class BatchFault:
     """Spoil the next ``times`` batch requests to bucket ``bucket_id`` (every bucket if None).
 
     ``failing`` paths are reported failed with their message (the others are applied).
+    ``spelled`` says how the answer names a failing path (None: its entry has no ``path``),
+    for a client that must not trust the answer to name paths as it sent them (a mock of
+    answers the Hub does not document: its failure entries' shape is **assumed**).
     ``unapplied`` paths are silently not applied. With ``answer="lost"`` the answer is
     dropped (the connection closed), with ``answer="503"`` it is a 503 with
     ``Retry-After: 0``; either way what was applied stays applied."""
 
     failing: Mapping[str, str] = field(default_factory=dict)
+    spelled: Mapping[str, str | None] = field(default_factory=dict)
     unapplied: Collection[str] = ()
     answer: str = "normal"  # "normal", "lost" or "503"
     times: int = 1
@@ -327,7 +331,9 @@ class BucketStandIn:
             for line in lines:
                 path = line["path"]
                 if path in failing:
-                    failed.append({"path": path, "error": failing[path]})
+                    named = fault.spelled.get(path, path) if fault else path
+                    entry = {"error": failing[path]}
+                    failed.append(entry if named is None else {"path": named, **entry})
                     continue
                 if line["type"] == "addFile":
                     size = sizes[path]

@@ -125,6 +125,9 @@ CREATE TABLE IF NOT EXISTS refused (
     reason TEXT NOT NULL,
     at REAL NOT NULL
 );
+-- keys whose pending change a caller waits for (a durable put, a write during a stop):
+-- the syncer of whichever process syncs sends them before older changes
+CREATE TABLE IF NOT EXISTS urgent (key TEXT PRIMARY KEY);
 -- left by the put log (2026-12-03 to 2026-12-04), which needed every version ever given
 DROP TRIGGER IF EXISTS objects_version_insert;
 DROP TRIGGER IF EXISTS objects_version_update;

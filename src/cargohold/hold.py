@@ -374,7 +374,7 @@ class Hold:
         if not durable and not self._stopping() and not self._closing:
             return entry.info()
         # The syncer sends it: one sender per key keeps an older version from landing last.
-        self.syncer.flush(self.settings.request_timeout + self.settings.retry_timeout, keys=[key])
+        self._write_through(key)
         synced = self.local.entry(key)
         if synced is not None and synced.version == entry.version and synced.etag:
             return synced.info()
@@ -392,7 +392,10 @@ class Hold:
         take: bool = False,
     ) -> ObjectInfo:
         # A local change to this key that has not reached the remote would be compared
-        # against (and later overwrite) the wrong version: send it first.
+        # against (and later overwrite) the wrong version: send it first (ahead of the
+        # backlog, if it has one).
+        if self.local.pending_keys(before=time.time(), keys={key}):
+            self.local.mark_urgent(key)
         self.syncer.flush(self.settings.backpressure_timeout, keys=[key])
         before = self.local.entry(key)
         if if_match is not None and if_match.startswith("L"):
@@ -545,9 +548,17 @@ class Hold:
         self.deletions += 1
         self.syncer.wake()
         if self._stopping() or self._closing:
-            self.syncer.flush(
-                self.settings.request_timeout + self.settings.retry_timeout, keys=[key]
-            )
+            self._write_through(key)
+
+    def _write_through(self, key: str) -> None:
+        """Return once the key's change just journaled is on the remote (TimedOut after
+        the remote's own time for one request and its retries). The syncer sends it ahead
+        of the backlog, in whichever process syncs: a write-through put waits for one
+        round trip, not for every older change (a durable put behind a large backlog, a
+        server's writes during a stop)."""
+        self.local.mark_urgent(key)
+        self.syncer.wake()
+        self.syncer.flush(self.settings.request_timeout + self.settings.retry_timeout, keys=[key])
 
     def has_etag(self, key: str, etag: str) -> bool:
         """Whether ``key``'s current version has ``etag``: the remote's, or the local etag

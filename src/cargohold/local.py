@@ -177,6 +177,7 @@ _COLUMNS = (
     "key, version, size, inline, file, metadata, content_type, etag, "
     "modified, validated, accessed, dirty_since, deleted"
 )
+_OBJECT_COLUMNS = ", ".join(f"objects.{name.strip()}" for name in _COLUMNS.split(","))
 
 
 @dataclass(frozen=True, slots=True)
@@ -722,23 +723,47 @@ class LocalTier:
         exclude: frozenset[str] = frozenset(),
         newer_than: float | None = None,
     ) -> list[Pending]:
-        """The oldest dirty rows and tombstones, at most ``limit``, skipping keys in
+        """The changes to send next, at most ``limit``: first those a caller waits for
+        (:meth:`mark_urgent`), then the oldest dirty rows and tombstones; skipping keys in
         ``exclude`` and, with ``newer_than``, changes pending since before that time."""
-        sql = f"SELECT {_COLUMNS} FROM objects WHERE dirty_since IS NOT NULL"
+        where = "objects.dirty_since IS NOT NULL"
         params: list[Any] = []
         if newer_than is not None:
-            sql += " AND dirty_since >= ?"
+            where += " AND objects.dirty_since >= ?"
             params.append(newer_than)
-        rows = self._index.all(
-            sql + " ORDER BY dirty_since LIMIT ?", (*params, limit + len(exclude))
+        wanted = limit + len(exclude)
+        # CROSS JOIN: SQLite walks the (small) urgent table and finds each row by key,
+        # never the whole backlog.
+        urgent = self._index.all(
+            f"SELECT {_OBJECT_COLUMNS} FROM urgent CROSS JOIN objects "
+            f"ON objects.key = urgent.key WHERE {where} ORDER BY objects.dirty_since LIMIT ?",
+            (*params, wanted),
         )
-        out = []
-        for row in rows:
+        rows = self._index.all(
+            f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE {where} "
+            "ORDER BY objects.dirty_since LIMIT ?",
+            (*params, wanted + len(urgent)),
+        )
+        out: list[Pending] = []
+        taken: set[str] = set()
+        for row in (*urgent, *rows):
             entry = _entry(row)
-            if entry.key in exclude:
+            if entry.key in exclude or entry.key in taken:
                 continue
+            taken.add(entry.key)
             out.append(Pending(entry, self.blobs / entry.file if entry.file else None))
         return out[:limit]
+
+    def mark_urgent(self, key: str) -> None:
+        """A caller waits for ``key``'s pending change to reach the remote (a durable put,
+        a write during a stop): the syncer sends it before older changes, in whichever
+        process syncs this data directory, instead of after the whole backlog. Dropped
+        once the key has nothing pending (:meth:`mark_synced`)."""
+        try:
+            with self._index.writing({}) as conn:  # no lookup row changes
+                conn.execute("INSERT OR IGNORE INTO urgent(key) VALUES (?)", (key,))
+        except sqlite3.Error as exc:
+            raise sqlite_error(exc, f"mark {key!r} urgent in the local tier") from exc
 
     def pending_keys(
         self, *, before: float, keys: set[str] | None = None, limit: int = 1
@@ -789,6 +814,11 @@ class LocalTier:
                             "WHERE key = ? AND dirty_since IS NOT NULL",
                             (_after(entry.modified), entry.key),
                         )
+                    conn.execute(  # nothing left to hurry (a newer change keeps its turn)
+                        "DELETE FROM urgent WHERE key = ? AND NOT EXISTS (SELECT 1 FROM "
+                        "objects WHERE objects.key = urgent.key AND dirty_since IS NOT NULL)",
+                        (entry.key,),
+                    )
             time.sleep(0)  # let a waiting writer have the lock
 
     def set_validated(self, key: str, version: int, etag: str) -> None:
@@ -948,7 +978,14 @@ class LocalTier:
     def remove_orphans(self, older_than: float = 3600.0) -> int:
         """Remove blob files and named links no row refers to (left by a crash before
         their row was written or after it was replaced), once older than ``older_than``
-        seconds, and stale temp files. Safe while other threads and processes write."""
+        seconds, and stale temp files, and urgent marks of keys with nothing pending (left
+        by a crash). Safe while other threads and processes write."""
+        # Upkeep: on an error the next start tries again.
+        with contextlib.suppress(sqlite3.Error), self._index.writing({}) as conn:
+            conn.execute(
+                "DELETE FROM urgent WHERE key NOT IN "
+                "(SELECT key FROM objects WHERE dirty_since IS NOT NULL)"
+            )
         return self._files.remove_orphans(self._index, older_than)
 
 

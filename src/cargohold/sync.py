@@ -4,8 +4,9 @@ Written here because it is the core of the write-back promise. One thread per Ho
 several processes sharing a data directory, the one holding ``sync.lock`` syncs and the
 others stand by (and take over if it dies: the lock goes with the process).
 
-- Batches: the oldest pending changes, up to ``batch_size`` at a time, uploaded with
-  ``put_many`` / ``delete_many`` (``concurrency`` requests in flight).
+- Batches: the changes a caller waits for first (a durable put, a write during a stop:
+  ``LocalTier.mark_urgent``, in any process), then the oldest pending ones, up to
+  ``batch_size`` at a time, uploaded with ``apply`` (``concurrency`` requests in flight).
 - Wakes at once when this process writes, when ``flush()`` or ``close()`` asks, and at
   least every ``poll`` seconds for writes made by other processes. No sleep loops.
 - Failures: retried with exponential backoff and full jitter (0.5 s doubling to 30 s). A

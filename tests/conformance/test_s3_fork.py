@@ -64,7 +64,11 @@ def in_child(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     try:
         while True:
             left = deadline - time.monotonic()
-            ready, _, _ = select.select([read], [], [], max(left, 0))
+            # poll(), not select(): a test worker that has run many tests may hold file
+            # descriptors past select()'s limit of 1024.
+            poller = select.poll()
+            poller.register(read, select.POLLIN)
+            ready = poller.poll(max(left, 0) * 1000)
             if not ready:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)

@@ -161,6 +161,24 @@ def test_a_path_the_hub_lists_as_failed_fails_only_its_key(hf_env: HubStandIn) -
     assert any(status == 422 for _, path, status in hf_env.requests if bucket in path)
 
 
+@pytest.mark.parametrize("spelled", [None, "/b", "other"])
+def test_a_failure_naming_no_path_sent_fails_the_whole_call_unless_read_back(
+    hf_env: HubStandIn, spelled: str | None
+) -> None:
+    # A failure the client cannot match to a path it sent may be any of them: each is
+    # read back, and only what the bucket holds counts as done.
+    url = bucket_url(hf_env)
+    bucket = _bucket(url)
+    with open_remote(url, settings=UNLIMITED) as remote:
+        hf_env.buckets.inject(
+            BatchFault(failing={"b": "injected"}, spelled={"b": spelled}, bucket_id=bucket)
+        )
+        results = remote.put_many([Put("a", b"a"), Put("b", b"b")])
+        assert isinstance(results[0], ObjectInfo)
+        assert isinstance(results[1], RemoteError), "put as done, though the bucket lacks it"
+        assert set(hf_env.buckets.paths(bucket)) == {"a"}
+
+
 def test_a_lost_answer_is_retried_and_the_replay_is_harmless(hf_env: HubStandIn) -> None:
     url = bucket_url(hf_env)
     bucket = _bucket(url)
@@ -230,6 +248,27 @@ def test_a_rate_limit_is_waited_out_by_huggingface_hub(hf_env: HubStandIn) -> No
     assert any(s == 429 for _, p, s in hf_env.requests if p.endswith(f"{bucket}/batch"))
 
 
+def test_requests_carry_the_remotes_timeouts(hf_env: HubStandIn) -> None:
+    # huggingface_hub's shared HTTP client has no timeout: without the remote's own, a Hub
+    # that takes a request and never answers holds the call (and the syncer) for ever.
+    url = bucket_url(hf_env)
+    bucket = _bucket(url)
+    with open_remote(url, settings=UNLIMITED) as remote:
+        remote.put("k", b"v", metadata={"m": "1"})
+    impatient = UNLIMITED.replace(request_timeout=0.5, retry_timeout=0, max_retries=0)
+    for where in ("paths-info", "/resolve/", "/batch"):
+        # Two stalled answers: each is given up after request_timeout and asked again
+        # (huggingface_hub's retries), so both are spent by the time the call returns.
+        stalled = Fault(None, times=2, delay=5, match=lambda m, p, w=where: w in p and bucket in p)
+        hf_env.inject(stalled)
+        with open_remote(url, settings=impatient) as remote:
+            if where == "/batch":
+                remote.put("k", b"v2")
+            else:
+                assert remote.head("k").metadata == {"m": "1"}
+        assert stalled.times == 0, f"a stalled {where} answer was waited for, not timed out"
+
+
 # -- errors ----------------------------------------------------------------------------
 
 
@@ -284,6 +323,23 @@ def test_the_hold_syncs_and_refuses_what_the_bucket_cannot_enforce(
         hold.flush(60)
         assert {"c", "d"} <= set(hf_env.buckets.paths(bucket))
         assert hold.status().pending_count == 0
+    finally:
+        hold.close()
+
+
+def test_sqlite_replication_is_refused_on_a_bucket_before_anything_is_done(
+    hf_env: HubStandIn, tmp_path: Path
+) -> None:
+    # Its writer lease and its segments are conditional puts on the remote itself: the
+    # catalog cannot stand in for them, so the error must not send the user to configure one.
+    url = bucket_url(hf_env)
+    hold = cargohold.open(url, data_dir=tmp_path / "data", signal_handlers=False)
+    try:
+        with pytest.raises(ConfigError, match="hf-bucket://") as raised:
+            hold.sqlite("app", path=tmp_path / "app.db")
+        assert "CATALOG" not in f"{raised.value} {raised.value.hint}"
+        assert not (tmp_path / "app.db").exists()
+        assert hf_env.buckets.paths(_bucket(url)) == {}
     finally:
         hold.close()
 

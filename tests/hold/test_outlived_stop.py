@@ -120,14 +120,17 @@ class Child:
         with self._changed:
             return "".join(self._stderr)
 
-    def wait_stderr(self, text: str) -> None:
-        """Until the child has logged ``text`` (or ended, which fails)."""
+    def wait_stderr(self, *texts: str) -> None:
+        """Until the child has logged one of ``texts`` (or ended, which fails)."""
+
+        def seen() -> bool:
+            logged = "".join(self._stderr)
+            return any(text in logged for text in texts)
+
         with self._changed:
-            found = self._changed.wait_for(
-                lambda: text in "".join(self._stderr) or self._stderr[-1:] == [""], timeout=120
-            )
-            assert found, (text, "".join(self._stderr)[-3000:])
-            assert text in "".join(self._stderr), (text, "".join(self._stderr)[-3000:])
+            found = self._changed.wait_for(lambda: seen() or self._stderr[-1:] == [""], timeout=120)
+            assert found, (texts, "".join(self._stderr)[-3000:])
+            assert seen(), (texts, "".join(self._stderr)[-3000:])
 
     def line(self) -> str:
         assert self.proc.stdout is not None
@@ -292,7 +295,9 @@ def test_a_stop_the_process_outlived_gives_up_later_callbacks_only_at_the_next_s
     child_of.append(child)
     assert child.ask("atstop before") == "REGISTERED before"
     child.proc.send_signal(signal.SIGTERM)  # ignored by the app: a stop it outlives
-    child.wait_stderr("flushed to")
+    # The stop's flush ends either way (on a loaded machine 2 s may not ship all 20 writes;
+    # what this test is about is the callbacks, not the flush).
+    child.wait_stderr("flushed to", "did not reach")
     assert child.line() == "STOPHOOK before"  # given up at the stop, as always
     assert child.ask("outlive") == "OUTLIVED"
     assert child.ask("atstop after") == "REGISTERED after"  # kept, not given up at once

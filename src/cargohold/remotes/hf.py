@@ -700,6 +700,27 @@ class HubRemoteBase(Remote):
     remote's own."""
 
     endpoint: str
+    #: ``connect_timeout`` and ``request_timeout``, as httpx2 takes them (see _hub_timeouts).
+    _timeouts: dict[str, float | None]
+
+    @staticmethod
+    def timeouts_of(settings: Settings) -> dict[str, float | None]:
+        return httpx2.Timeout(settings.request_timeout, connect=settings.connect_timeout).as_dict()
+
+    @contextlib.contextmanager
+    def _hub_timeouts(self) -> Iterator[None]:
+        """Within: the requests huggingface_hub makes on this thread carry this remote's
+        timeouts (see ``_give_timeouts``)."""
+        hooks = get_session().event_hooks["request"]
+        if _give_timeouts not in hooks:
+            with _filter_lock:
+                if _give_timeouts not in hooks:
+                    hooks.append(_give_timeouts)
+        token = _TIMEOUTS.set(self._timeouts)
+        try:
+            yield
+        finally:
+            _TIMEOUTS.reset(token)
 
     def _write(self, ops: list[tuple[str, PutRequest | None]]) -> _WriteResults:
         raise NotImplementedError
@@ -806,9 +827,7 @@ class HfRemote(HubRemoteBase):
         self._create = settings.hf_create_repo if create_repo is None else create_repo
         self._created = False
         self._settings = settings
-        self._timeouts = httpx2.Timeout(
-            settings.request_timeout, connect=settings.connect_timeout
-        ).as_dict()
+        self._timeouts = self.timeouts_of(settings)
         self.budget = CommitBudget(
             settings.hf_commits_per_hour if commits_per_hour is None else commits_per_hour,
             commit_burst,
@@ -941,21 +960,6 @@ class HfRemote(HubRemoteBase):
                 if not self._retry(attempt, deadline, wait):
                     raise
             attempt += 1
-
-    @contextlib.contextmanager
-    def _hub_timeouts(self) -> Iterator[None]:
-        """Within: the requests huggingface_hub makes on this thread carry this remote's
-        timeouts (see ``_give_timeouts``)."""
-        hooks = get_session().event_hooks["request"]
-        if _give_timeouts not in hooks:
-            with _filter_lock:
-                if _give_timeouts not in hooks:
-                    hooks.append(_give_timeouts)
-        token = _TIMEOUTS.set(self._timeouts)
-        try:
-            yield
-        finally:
-            _TIMEOUTS.reset(token)
 
     def _backoff(self, attempt: int, wait: float | None, deadline: float) -> None:
         if wait is None:

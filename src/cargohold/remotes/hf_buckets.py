@@ -8,7 +8,9 @@ request is an ``HfApi`` call (``batch_bucket_files``, ``list_bucket_tree``,
 ``get_bucket_paths_info``, ``download_bucket_files``, ``create_bucket``), except the
 ranged reads and metadata records, which are ``GET .../resolve/...`` requests as
 huggingface_hub's own ``HfFileSystem`` makes them. huggingface_hub retries them (up to 5
-times on 429, 5xx and dropped connections): this module adds no retry loop of its own.
+times on 429, 5xx, timeouts and dropped connections): this module adds no retry loop of its
+own, but gives each request ``connect_timeout`` and ``request_timeout`` (huggingface_hub's
+client has none: a stalled answer would hold a call for ever).
 :meth:`HfBucketRemote._error` is the one place their errors are translated.
 
 What a bucket can promise, and what it cannot (docs/huggingface.md has the table):
@@ -24,7 +26,9 @@ What a bucket can promise, and what it cannot (docs/huggingface.md has the table
 - **Batches are not atomic.** ``apply`` (the syncer's batches), ``put_many`` and
   ``delete_many`` go out as ``batch_bucket_files`` calls of at most 1,000 operations,
   never the same path twice in one call. A path the Hub lists as failed is an error for
-  that key only; every other operation of that call landed. Any other failure (a dropped
+  that key only; every other operation of that call landed. A listed failure that names no
+  path the call sent (none, or spelled otherwise) could be any of them, so it counts as an
+  unknown outcome. Any other failure (a dropped
   connection after huggingface_hub's retries, a 5xx) leaves the outcome unknown, so the
   paths are read back: a put counts as done only if its path now holds its hash, a delete
   only if its path is gone. Nothing is reported done that the Hub did not take.
@@ -219,6 +223,7 @@ class HfBucketRemote(HubRemoteBase):
         self._create = settings.hf_create_repo if create_bucket is None else create_bucket
         self._created = False
         self._settings = settings
+        self._timeouts = self.timeouts_of(settings)
         self._api = HfApi(
             endpoint=self.endpoint, token=self._token or False, library_name="cargohold"
         )
@@ -322,20 +327,22 @@ class HfBucketRemote(HubRemoteBase):
 
     def _with_bucket(self, fn: Callable[[], _T]) -> _T:
         """Run ``fn``; if the bucket is missing and ``hf_create_repo`` is on, create it
-        (private) once and run ``fn`` again."""
+        (private) once and run ``fn`` again. Its requests carry this remote's timeouts."""
         try:
-            return fn()
+            with self._hub_timeouts():
+                return fn()
         except BucketNotFoundError:
             if not self._create or self._created:
                 raise
-        with self._create_lock:
+        with self._create_lock, self._hub_timeouts():
             if not self._created:
                 self._api.create_bucket(self.bucket_id, private=True, exist_ok=True)
                 self._created = True
                 log.info(
                     "cargohold: created the private bucket %s at %s", self.bucket_id, self.endpoint
                 )
-        return fn()
+        with self._hub_timeouts():
+            return fn()
 
     def _paths_info(self, paths: Iterable[str]) -> dict[str, Any]:
         """The bucket's files among ``paths`` (missing ones left out), by path."""
@@ -348,12 +355,13 @@ class HfBucketRemote(HubRemoteBase):
 
     def _resolve(self, path: str, headers: Mapping[str, str] | None = None) -> Any:
         """``GET /buckets/ID/resolve/PATH`` (as HfFileSystem reads a bucket file), with
-        huggingface_hub's retries. Raises its errors."""
-        response = http_backoff(
-            "GET",
-            f"{self.endpoint}/buckets/{self.bucket_id}/resolve/{quote(path, safe='')}",
-            headers={**build_hf_headers(token=self._token or False), **(headers or {})},
-        )
+        huggingface_hub's retries and this remote's timeouts. Raises its errors."""
+        with self._hub_timeouts():
+            response = http_backoff(
+                "GET",
+                f"{self.endpoint}/buckets/{self.bucket_id}/resolve/{quote(path, safe='')}",
+                headers={**build_hf_headers(token=self._token or False), **(headers or {})},
+            )
         if response.status_code != 416:
             hf_raise_for_status(response)
         return response
@@ -365,9 +373,10 @@ class HfBucketRemote(HubRemoteBase):
 
     def _download_files(self, items: list[tuple[_Found, Path]]) -> None:
         try:
-            self._api.download_bucket_files(
-                self.bucket_id, [(found.file, str(path)) for found, path in items]
-            )
+            with self._hub_timeouts():
+                self._api.download_bucket_files(
+                    self.bucket_id, [(found.file, str(path)) for found, path in items]
+                )
         except Exception as exc:  # noqa: BLE001 - translated in the one place
             self._raise(exc, items[0][0].info.key if len(items) == 1 else None, "read")
 
@@ -651,6 +660,11 @@ class HfBucketRemote(HubRemoteBase):
         except BucketBatchError as exc:
             for failure in exc.failures:
                 failed[str(failure.get("path"))] = str(failure.get("error") or "no reason given")
+            if not failed.keys() <= expected.keys():
+                # A failure naming no path this call sent (none, or spelled otherwise) may
+                # be any of them: every path is read back, as after an unknown outcome.
+                reasons = "; ".join(f"{path}: {error}" for path, error in failed.items())
+                failed = dict.fromkeys(expected, reasons)
             # A delete the Hub refused of a path that is gone anyway is done.
             failed = self._still_failed(failed, expected)
         except Exception as exc:  # noqa: BLE001 - the outcome is unknown: read it back

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from ..errors import InvalidInput, NotFoundError
+from ..errors import ConfigError, InvalidInput, NotFoundError
 from ..hold import provide
 from ..remotes import Remote
 from ._follower import Follower
@@ -59,6 +59,17 @@ def sqlite(
     then replicate it (or, ``mode="follow"``, follow it read-only) until ``hold`` closes.
     Returns the database's path."""
     check_name(name)
+    if not hold.remote.conditional_writes:
+        # The writer's lease and every segment are conditional puts on the remote itself;
+        # the catalog's leases cannot stand in for them (unlike memo's and fetch's).
+        raise ConfigError(
+            f"SQLite replication needs create-only and if-match puts, which "
+            f"{hold.remote.url} cannot enforce (no conditional writes)",
+            hint="replicate to a remote that has them: the same bucket through its S3 "
+            "gateway (hf-bucket://OWNER/NAME with S3 keys generated from a token), "
+            "s3://, file:// or hf://datasets/",
+            remote=hold.remote.url,
+        )
     if not interval > 0:
         raise InvalidInput(f"interval must be above 0 seconds, not {interval!r}")
     if mode not in ("write", "follow"):
