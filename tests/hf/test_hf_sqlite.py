@@ -1,6 +1,6 @@
-"""SQLite replication on the Hugging Face remotes (the stand-in): a bucket on its native
-API cannot enforce the writer's fence, so it is refused before anything is written; on a
-dataset repo the replicator's request budget is half the commit budget."""
+"""SQLite replication on the Hugging Face remotes (the stand-in): a follower is not refused
+on a bucket's native API (only a writer is, tests/hf/test_hf_buckets.py); on a dataset repo
+the replicator's request budget is half the commit budget."""
 
 from __future__ import annotations
 
@@ -10,22 +10,22 @@ from pathlib import Path
 import pytest
 
 import cargohold
-from cargohold.errors import ConfigError
+from cargohold.errors import NotFoundError
 from cargohold.keys import internal_prefix
 from cargohold.sqlite import restore
 from tests.hf.conftest import LFS_DATA_WARNING, bucket_url, hf_url
 from testsupport.hubstandin import HubStandIn
 
 
-def test_a_bucket_without_conditional_writes_is_refused_before_anything_is_written(
+def test_a_follower_is_not_refused_on_a_bucket_and_writes_nothing(
     hf_env: HubStandIn, tmp_path: Path
 ) -> None:
+    # A writer is refused there (tests/hf/test_hf_buckets.py): its fence needs conditional
+    # writes. A follower only reads: it gets as far as finding nothing to follow.
     url = bucket_url(hf_env, "app")
     with cargohold.open(url, data_dir=tmp_path, signal_handlers=False) as hold:
-        with pytest.raises(ConfigError, match="single-writer fence") as caught:
-            hold.sqlite("app.db")
-        assert "hf-bucket://OWNER/NAME" in (caught.value.hint or "")
-        assert not (hold.local_dir / "sqlite" / "app.db").exists()
+        with pytest.raises(NotFoundError, match="no replicated database"):
+            hold.sqlite("app.db", mode="follow")
         assert list(hold.remote.list(internal_prefix("sqlite/"))) == []
 
 

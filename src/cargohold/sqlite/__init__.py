@@ -59,9 +59,12 @@ def sqlite(
     then replicate it (or, ``mode="follow"``, follow it read-only) until ``hold`` closes.
     Returns the database's path."""
     check_name(name)
-    if not hold.remote.conditional_writes:
+    if mode not in ("write", "follow"):
+        raise InvalidInput(f"mode must be 'write' or 'follow', not {mode!r}")
+    if mode == "write" and not hold.remote.conditional_writes:
         # The writer's lease and every segment are conditional puts on the remote itself;
-        # the catalog's leases cannot stand in for them (unlike memo's and fetch's).
+        # the catalog's leases cannot stand in for them (unlike memo's and fetch's). A
+        # follower only reads: it may follow from such a remote.
         raise ConfigError(
             f"SQLite replication needs create-only and if-match puts, which "
             f"{hold.remote.url} cannot enforce (no conditional writes)",
@@ -72,8 +75,6 @@ def sqlite(
         )
     if not interval > 0:
         raise InvalidInput(f"interval must be above 0 seconds, not {interval!r}")
-    if mode not in ("write", "follow"):
-        raise InvalidInput(f"mode must be 'write' or 'follow', not {mode!r}")
     where = (hold.local_dir / "sqlite" / name if path is None else Path(path)).absolute()
     replicas = hold.extension(_Replicas)
     with replicas.lock:

@@ -147,12 +147,10 @@ class Replica:
     # -- start ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Refuse a remote or a file system it cannot be safe on (ConfigError naming the
-        fix), take the lease, restore or check the local file, switch it to WAL mode,
+        """Refuse a file system whose locks do not hold (ConfigError naming the fix; a
+        remote without conditional writes was refused by ``sqlite()``), take the lease, restore or check the local file, switch it to WAL mode,
         begin a generation with a snapshot, then replicate on a thread of its own."""
         _check_is_database(self.path)
-        if not self.remote.conditional_writes:
-            raise _no_fence(self.remote.url, self.name)
         _check_locks(self.path)
         self.token = self.lease.acquire(self.wait)
         try:
@@ -676,19 +674,6 @@ def _uploads_per_minute(url: str, settings: Settings) -> float:
     if url.startswith("hf://datasets/"):
         per_minute = min(per_minute, settings.hf_commits_per_hour / 60 / 2)
     return per_minute
-
-
-def _no_fence(url: str, name: str) -> ConfigError:
-    # The writer's fence is a create-only object and if-match renewals: on a remote that
-    # cannot enforce them, two instances would both write history.
-    return ConfigError(
-        f"{url} cannot enforce create-only or if-match puts, which the single-writer fence "
-        f"of SQLite {name!r} needs: two instances overlapping in a deploy would both write",
-        hint="use the bucket through its S3 gateway, hf-bucket://OWNER/NAME (it honours "
-        "If-None-Match and If-Match), or another S3 remote, a file:// volume or hf://datasets",
-        key=name,
-        remote=url,
-    )
 
 
 def _check_locks(path: Path, mounts: str = "/proc/mounts") -> None:
