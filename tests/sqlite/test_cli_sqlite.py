@@ -31,6 +31,17 @@ def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def start_replicate(tmp_path: Path, data: str, *args: str) -> subprocess.Popen[str]:
+    """`cargohold sqlite replicate ARGS` in a process of its own, data directory ``data``."""
+    return subprocess.Popen(
+        [*CLI, "sqlite", "replicate", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env_for(tmp_path, data),
+    )
+
+
 def on_remote(tmp_path: Path) -> list[tuple[str, str | None]]:
     """Every SQLite object on the remote, with its etag."""
     with cargohold.open_remote((tmp_path / "remote").as_uri()) as remote:
@@ -39,13 +50,7 @@ def on_remote(tmp_path: Path) -> list[tuple[str, str | None]]:
 
 def test_replicate_beside_another_process_then_ls_and_restore(tmp_path: Path) -> None:
     db = tmp_path / "app" / "shop.db"
-    replicator = subprocess.Popen(
-        [*CLI, "sqlite", "replicate", str(db), "--interval", "0.2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env_for(tmp_path, "replicator"),
-    )
+    replicator = start_replicate(tmp_path, "replicator", str(db), "--interval", "0.2")
     assert replicator.stdout is not None
     assert replicator.stdout.readline().startswith("ready"), replicator.stderr
     # The "app": another process writing the database the replicator watches.
@@ -76,13 +81,7 @@ def test_replicate_beside_another_process_then_ls_and_restore(tmp_path: Path) ->
     # A follower beside a reader in another language: restored, read-only, nothing written.
     before = on_remote(tmp_path)
     seen = tmp_path / "reader" / "shop.db"
-    follower = subprocess.Popen(
-        [*CLI, "sqlite", "replicate", str(seen), "--name", "shop.db", "--follow"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env_for(tmp_path, "follower"),
-    )
+    follower = start_replicate(tmp_path, "follower", str(seen), "--name", "shop.db", "--follow")
     assert follower.stdout is not None
     assert follower.stdout.readline().startswith("ready: following"), follower.stderr
     con = sqlite3.connect(f"file:{seen}?mode=ro", uri=True)
