@@ -8,7 +8,7 @@ import json
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -111,12 +111,21 @@ def sqlite_replicate(
         str | None, typer.Option("--name", help="Its name on the remote (default: file name).")
     ] = None,
     interval: Annotated[float, typer.Option(help="Seconds between shipments.")] = 1.0,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow", help="Follow the remote's database read-only instead of writing it."
+        ),
+    ] = False,
 ) -> None:
     """Replicate PATH until stopped (SIGTERM or Ctrl-C ship the last transactions): for an
     app that is not written in Python, run beside it. Prints `ready` once the database is
-    restored and replicated, so the app can start then."""
+    restored and replicated, so the app can start then. With --follow, keep PATH a
+    read-only copy of what the writer ships, writing nothing to the remote."""
     with open_hold() as hold:
-        where = hold.sqlite(name or path.name, path=path, interval=interval)
-        console.print(f"ready: replicating {where}", highlight=False)
+        mode: Literal["write", "follow"] = "follow" if follow else "write"
+        where = hold.sqlite(name or path.name, path=path, interval=interval, mode=mode)
+        verb = "following" if follow else "replicating"
+        console.print(f"ready: {verb} {where}", highlight=False)
         # Until a stop signal: its handler ships the last transactions, then ends the process.
         threading.Event().wait()

@@ -519,6 +519,41 @@ class Settings:
         shown="`60s`",
         allowed=Bounds(1, _DAY, unit="duration"),
     )
+    sqlite_retention: float = _setting(
+        _DAY,
+        "CARGOHOLD_SQLITE_RETENTION",
+        "How far back a replicated SQLite database can be restored (`--at`). Older "
+        "generations, snapshots and segments are deleted from the remote, keeping always "
+        "the latest snapshot taken before the window and everything after it. `0`: only the "
+        "latest snapshot and what follows it.",
+        parse_duration,
+        (int, float),
+        shown="`24h`",
+        allowed=Bounds(0, 3650 * _DAY, unit="duration"),
+    )
+    sqlite_snapshot_segments: int = _setting(
+        500,
+        "CARGOHOLD_SQLITE_SNAPSHOT_SEGMENTS",
+        "A replicated SQLite database gets a new snapshot after this many segments (or once "
+        "the WAL shipped since the last outgrows the database), so a restore applies at most "
+        "this many.",
+        parse_int,
+        (int,),
+        allowed=Bounds(1, 1_000_000),
+    )
+    sqlite_uploads_per_minute: float = _setting(
+        30.0,
+        "CARGOHOLD_SQLITE_UPLOADS_PER_MINUTE",
+        "Most records (segments and snapshots) the replicator of one SQLite database uploads "
+        "a minute in the background: when the app commits faster, more transactions go into "
+        "each segment. `60 / this` seconds is the loss window it implies (`sqlite_status`). "
+        "`flush()`, `close()` and a stop signal ship at once, whatever the budget. On "
+        "`hf://datasets/` at most half of `hf_commits_per_hour` (each upload is a commit).",
+        _parse_number,
+        (int, float),
+        shown="`30`",
+        allowed=Bounds(0, 6000, low_open=True),
+    )
     persist_interval: float = _setting(
         10.0,
         "CARGOHOLD_PERSIST_INTERVAL",

@@ -1164,6 +1164,7 @@ class Hold:
         path: str | Path | None = None,
         wait: float | None = None,
         interval: float = 1.0,
+        mode: Literal["write", "follow"] = "write",
     ) -> Path:
         """An SQLite database kept on the remote: open the returned path with ``sqlite3``
         (or anything built on it) as usual.
@@ -1171,18 +1172,27 @@ class Hold:
         If the file is missing (a new container), the remote's latest state is restored
         first. It is switched to WAL mode (ConfigError, with the reason, if it cannot be),
         and from then on every committed transaction is shipped within about
-        ``interval`` seconds, by a thread of this Hold; :meth:`flush` returns once the
+        ``interval`` seconds or the request budget's spacing
+        (``sqlite_uploads_per_minute``), whichever is longer, by a thread of this Hold; :meth:`flush` returns once the
         remote has every transaction committed before it, and a graceful stop ships the
         last ones (writes wait meanwhile). One instance writes a name's history at a time:
         this waits up to ``wait`` seconds (default twice ``lease_ttl``) for another
         instance's lease, then raises TimedOut naming it. ``path`` defaults to
         ``<local dir>/sqlite/<name>``. ConflictError if the remote holds another database
-        under ``name``; nothing on the remote is overwritten. See :mod:`cargohold.sqlite`.
+        under ``name``; nothing on the remote is overwritten. ConfigError, before anything
+        is written, on a remote without conditional writes (the fence needs them) or a
+        file system whose locks do not hold.
+
+        ``mode="follow"``: a read-only follower. The remote's latest state is restored to
+        ``path`` (NotFoundError if it has none) and replaced atomically, every
+        ``interval`` seconds and at each :meth:`flush`, by the state its writer has
+        shipped since; nothing is written to the remote and no lease is taken. Open it
+        read-only; a connection keeps the state it opened. See :mod:`cargohold.sqlite`.
         """
         self._check_open()
         return cast(
             Path,
-            _feature("sqlite")(self, name, path=path, wait=wait, interval=interval),
+            _feature("sqlite")(self, name, path=path, wait=wait, interval=interval, mode=mode),
         )
 
     def sqlite_status(self, name: str) -> SqliteStatus:

@@ -7,7 +7,7 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -59,6 +59,24 @@ def rows(path: Path) -> list[int]:
         return [n for (n,) in con.execute("SELECT n FROM t ORDER BY n")]
     finally:
         con.close()
+
+
+def in_forked_child(body: Callable[[], bool]) -> bool:
+    """Run ``body`` in a forked child and return what it returned (False if it raised)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = 0 if body() else 3
+        finally:
+            os.write(write, bytes([code]))
+            os._exit(code)
+    os.close(write)
+    answer = os.read(read, 1)
+    os.close(read)
+    os.waitpid(pid, 0)
+    return answer == b"\x00"
 
 
 def remote_keys(tmp_path: Path) -> list[str]:
@@ -264,21 +282,13 @@ def test_a_forked_child_does_not_replicate_and_its_commits_are_shipped_by_the_pa
     path = hold.sqlite("app.db", interval=3600)
     insert(path, 1)
     hold.flush()
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: a gunicorn --preload worker, say
-        code = 1
-        try:
-            status = hold.sqlite_status("app.db")
-            insert(path, 2)  # with a connection of its own, as SQLite requires
-            code = 0 if not status.writer else 3
-        finally:
-            os.write(write, bytes([code]))
-            os._exit(code)
-    os.close(write)
-    assert os.read(read, 1) == b"\x00"
-    os.close(read)
-    assert os.waitpid(pid, 0)[1] == 0
+
+    def child() -> bool:  # a gunicorn --preload worker, say
+        status = hold.sqlite_status("app.db")
+        insert(path, 2)  # with a connection of its own, as SQLite requires
+        return not status.writer
+
+    assert in_forked_child(child)
     assert hold.sqlite_status("app.db").writer
     hold.flush()  # the parent ships what the child committed
     restore(hold.remote, "app.db", tmp_path / "both.db")

@@ -5,7 +5,9 @@ transaction, with one writer at a time (docs/design/sqlite.md has the design).
 - :mod:`._records` is the layout on the remote and the record format.
 - :mod:`._restore` rebuilds a database from a snapshot and segments, verified.
 - :mod:`._fence` is the writer's lease and its fencing token.
+- :mod:`._retention` deletes what no restore within retention needs.
 - :mod:`._replica` ships, checkpoints, snapshots and stops.
+- :mod:`._follower` restores and follows read-only, never writing to the remote.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from __future__ import annotations
 import threading
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from ..errors import ConfigError, InvalidInput, NotFoundError
 from ..hold import provide
 from ..remotes import Remote
+from ._follower import Follower
 from ._records import check_name, generations, names
 from ._replica import Replica, SqliteStatus
 from ._restore import RestoreReport, restore
@@ -40,7 +43,7 @@ class _Replicas:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.by_name: dict[str, Replica] = {}
+        self.by_name: dict[str, Replica | Follower] = {}
 
 
 def sqlite(
@@ -50,17 +53,22 @@ def sqlite(
     path: str | Path | None = None,
     wait: float | None = None,
     interval: float = 1.0,
+    mode: Literal["write", "follow"] = "write",
 ) -> Path:
     """The behaviour behind :meth:`Hold.sqlite`: restore ``name`` if ``path`` is missing,
-    then replicate it until ``hold`` closes. Returns the database's path.
+    then replicate it (or, ``mode="follow"``, follow it read-only) until ``hold`` closes.
+    Returns the database's path.
 
-    Refused with ConfigError, before anything is read or written, on a remote that cannot
-    enforce create-only and if-match puts: the writer's lease and the shipped segments are
-    such puts, and the catalog does not stand in for them."""
+    A writer is refused with ConfigError, before anything is read or written, on a remote
+    that cannot enforce create-only and if-match puts: the writer's lease and the shipped
+    segments are such puts, and the catalog does not stand in for them."""
     check_name(name)
-    if not hold.remote.conditional_writes:
+    if mode not in ("write", "follow"):
+        raise InvalidInput(f"mode must be 'write' or 'follow', not {mode!r}")
+    if mode == "write" and not hold.remote.conditional_writes:
         # The writer's lease and every segment are conditional puts on the remote itself;
-        # the catalog's leases cannot stand in for them (unlike memo's and fetch's).
+        # the catalog's leases cannot stand in for them (unlike memo's and fetch's). A
+        # follower only reads: it may follow from such a remote.
         raise ConfigError(
             f"SQLite replication needs create-only and if-match puts, which "
             f"{hold.remote.url} cannot enforce (no conditional writes)",
@@ -82,13 +90,17 @@ def sqlite(
                     hint="use one path per name",
                 )
             return known.path
-        replica = Replica(
-            hold,
-            name,
-            where,
-            interval=interval,
-            wait=2 * hold.settings.lease_ttl if wait is None else wait,
-        )
+        replica: Replica | Follower
+        if mode == "follow":
+            replica = Follower(hold.remote, name, where, interval=interval)
+        else:
+            replica = Replica(
+                hold,
+                name,
+                where,
+                interval=interval,
+                wait=2 * hold.settings.lease_ttl if wait is None else wait,
+            )
         replica.start()
         replicas.by_name[name] = replica
     hold.include_in_flush(replica)
@@ -104,6 +116,19 @@ def sqlite_status(hold: Hold, name: str) -> SqliteStatus:
             key=name,
             hint="call hold.sqlite(name) first",
         )
+    if isinstance(replica, Follower):
+        return SqliteStatus(
+            name=name,
+            path=replica.path,
+            writer=False,
+            generation=replica.generation,
+            shipped_segments=replica.segments,
+            pending_transactions=0,
+            lag_seconds=0.0,
+            loss_window_seconds=replica.interval,
+            last_shipped=None,
+            last_error=replica.last_error,
+        )
     return replica.status()
 
 
@@ -113,7 +138,7 @@ def list_databases(remote: Remote) -> list[tuple[str, int, datetime | None]]:
     found = []
     for name in names(remote):
         gens = generations(remote, name)
-        newest = max((t for t, g in gens.items() if 0 in g.snapshots), default=0)
+        newest = max((t for t, g in gens.items() if g.snapshots), default=0)
         when = None
         if newest:
             gen = gens[newest]

@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from ..errors import IntegrityError, InvalidInput
@@ -87,11 +88,25 @@ def decode(key: str, data: bytes) -> tuple[Header, bytes]:
 
 @dataclass(slots=True)
 class Generation:
-    """One writer's records, by sequence number."""
+    """One writer's records, by sequence number, and when the remote says each was made.
+
+    Retention deletes a generation's oldest records, so its first snapshot may be gone:
+    ``first`` is its earliest snapshot left (None: it has none, and cannot be restored)."""
 
     token: int
     snapshots: dict[int, InternalKey] = field(default_factory=dict)
     segments: dict[int, InternalKey] = field(default_factory=dict)
+    made: dict[InternalKey, datetime] = field(default_factory=dict)
+
+    @property
+    def first(self) -> int | None:
+        return min(self.snapshots, default=None)
+
+    def keys(self) -> list[InternalKey]:
+        """Every record, snapshots before segments of the same sequence number."""
+        both = [(s, 0, k) for s, k in self.snapshots.items()]
+        both += [(s, 1, k) for s, k in self.segments.items()]
+        return [k for _, _, k in sorted(both)]
 
 
 def generations(remote: Remote, name: str) -> dict[int, Generation]:
@@ -106,6 +121,7 @@ def generations(remote: Remote, name: str) -> dict[int, Generation]:
         generation = found.setdefault(token, Generation(token))
         target = generation.snapshots if match[2] == "snap" else generation.segments
         target[seq] = InternalKey(info.key)
+        generation.made[InternalKey(info.key)] = info.last_modified
     return found
 
 

@@ -35,12 +35,16 @@ from .. import _fork, _shutdown
 from .._fork import on_fork
 from .._threads import start_thread
 from ..errors import AlreadyExists, CargoholdError, ConfigError, ConflictError, InvalidInput
+from ..paths import probe_locking
+from ..platform import detect, mount_for, read_mounts, volume_of
 from ._fence import WriterLease
 from ._records import encode, generations, record_key
 from ._restore import plan, restore
+from ._retention import prune
 from ._wal import Position, read_committed, read_header
 
 if TYPE_CHECKING:
+    from ..config import Settings
     from ..hold import Hold
 
 __all__ = ["Replica", "SqliteStatus"]
@@ -66,7 +70,10 @@ class SqliteStatus:
 
     ``pending_transactions`` are committed here and not on the remote yet, and
     ``lag_seconds`` is how long the oldest of them has waited since the replicator first
-    saw it (0 when there is none): what losing this disk right now would lose."""
+    saw it (0 when there is none): what losing this disk right now would lose.
+    ``loss_window_seconds`` is what the shipping interval and the request budget
+    (``sqlite_uploads_per_minute``) let that lag grow to while the remote answers: a
+    transaction waits at most this long for its upload to begin, however busy the app."""
 
     name: str
     path: Path
@@ -75,6 +82,7 @@ class SqliteStatus:
     shipped_segments: int
     pending_transactions: int
     lag_seconds: float
+    loss_window_seconds: float
     last_shipped: datetime | None
     last_error: str | None
 
@@ -102,6 +110,11 @@ class Replica:
         self.sidecar = Path(f"{path}-cargohold")
         self.interval = interval
         self.wait = wait
+        settings = hold.settings
+        self.retention = settings.sqlite_retention
+        self.snapshot_segments = settings.sqlite_snapshot_segments
+        #: Seconds of request budget one upload spends (sqlite_uploads_per_minute).
+        self.upload_cost = 60.0 / _uploads_per_minute(hold.remote.url, settings)
         self.lease = WriterLease(hold.remote, name, ttl=hold.settings.lease_ttl)
         self.db_id = ""
         self.token = 0
@@ -120,6 +133,9 @@ class Replica:
         self._pending: list[_Pending] = []
         self._seq = 0
         self._since_snapshot = 0
+        self._segments_since_snapshot = 0
+        self._prune_due = False  # a snapshot was uploaded: older records may go
+        self._next_round = 0.0  # monotonic time the budget lets the loop upload again
         self._held_for_stop: int | None = None  # the stop for which W is held
         self._gave_up_for_stop = False
         self._gap = False  # the WAL was restarted under us: a fresh snapshot is due
@@ -131,9 +147,11 @@ class Replica:
     # -- start ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Take the lease, restore or check the local file, switch it to WAL mode, begin
-        a generation with a snapshot, then replicate on a thread of its own."""
+        """Refuse a file system whose locks do not hold (ConfigError naming the fix; a
+        remote without conditional writes was refused by ``sqlite()``), take the lease, restore or check the local file, switch it to WAL mode,
+        begin a generation with a snapshot, then replicate on a thread of its own."""
         _check_is_database(self.path)
+        _check_locks(self.path)
         self.token = self.lease.acquire(self.wait)
         try:
             parent = self._prepare()
@@ -148,7 +166,7 @@ class Replica:
     def _prepare(self) -> list[int] | None:
         """Make the local file the remote's latest state, or check it continues it.
         Returns the parent (generation, segments taken) of the generation to begin."""
-        found = {t: g for t, g in generations(self.remote, self.name).items() if 0 in g.snapshots}
+        found = {t: g for t, g in generations(self.remote, self.name).items() if g.snapshots}
         latest = max(found, default=None)
         local = _read_json(self.sidecar)
         if latest is None:
@@ -228,7 +246,10 @@ class Replica:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            self._wake.wait(self.interval)
+            # The request budget: after a round that uploaded n records, the next waits
+            # n * upload_cost seconds, so a busy app's transactions gather into fewer,
+            # larger segments. Flushes and stops do not wait (see loss_window).
+            self._wake.wait(max(self.interval, self._next_round - time.monotonic()))
             self._wake.clear()
             if self._stopping.is_set():
                 return
@@ -255,6 +276,8 @@ class Replica:
                     self._maybe_checkpoint()
                     self._maybe_snapshot()
                     self._upload()
+                if self._prune_due and self._held_for_stop is None and not self._pending:
+                    self._prune()
             except (CargoholdError, sqlite3.Error, OSError) as exc:
                 if self.last_error != str(exc):
                     log.warning("cargohold: replicating SQLite %r: %s", self.name, exc)
@@ -310,6 +333,7 @@ class Replica:
                 )
             )
             self._seq += 1
+            self._segments_since_snapshot += 1
             pos = self._pos = chunk.end
         return False
 
@@ -329,10 +353,28 @@ class Replica:
                     self._depose(f"{record.key} was written by another writer")
                     return
             self._pending.pop(0)
+            self._next_round = max(self._next_round, time.monotonic()) + self.upload_cost
             self._since_snapshot += record.wal_bytes
             if record.commits:
                 self.shipped_segments += 1
+            else:
+                self._prune_due = True
             self.last_shipped = time.time()
+
+    def _prune(self) -> None:
+        """Retention, after a snapshot was uploaded. A failure (a remote that refuses
+        deletes, an outage) is logged, never raised: it must not fail a flush of
+        transactions that did ship. The next snapshot tries again."""
+        self._prune_due = False
+        try:
+            prune(self.remote, self.name, retention=self.retention, now=datetime.now(UTC))
+        except CargoholdError as exc:
+            log.warning(
+                "cargohold: could not delete SQLite %r's records older than its retention "
+                "(CARGOHOLD_SQLITE_RETENTION): %s",
+                self.name,
+                exc,
+            )
 
     def _maybe_checkpoint(self) -> None:
         """Our own checkpoint once enough frames were shipped: under W, after reading the
@@ -356,8 +398,13 @@ class Replica:
             log.debug("cargohold: checkpoint of %s skipped: %s", self.path, exc)
 
     def _maybe_snapshot(self) -> None:
+        """A new snapshot after sqlite_snapshot_segments segments, or once the WAL shipped
+        since the last outgrows the database: a restore applies a bounded number of
+        segments, and retention can let the older records go."""
         size = self.path.stat().st_size
-        if self._since_snapshot > max(size, SNAPSHOT_MIN):
+        if self._segments_since_snapshot >= self.snapshot_segments or self._since_snapshot > max(
+            size, SNAPSHOT_MIN
+        ):
             self._take_snapshot(parent=None, fresh=False)
 
     def _take_snapshot(self, *, parent: list[int] | None, fresh: bool) -> None:
@@ -400,7 +447,7 @@ class Replica:
         }
         key = record_key(self.name, self.token, "snap", self._seq)
         self._pending.append(_Pending(key, encode(header_fields, payload), 0, 0, time.monotonic()))
-        self._since_snapshot = 0
+        self._since_snapshot = self._segments_since_snapshot = 0
 
     # -- status -----------------------------------------------------------------------
 
@@ -420,6 +467,7 @@ class Replica:
                 shipped_segments=self.shipped_segments,
                 pending_transactions=sum(p.commits for p in waiting),
                 lag_seconds=lag,
+                loss_window_seconds=max(self.interval, self.upload_cost),
                 last_shipped=None
                 if self.last_shipped is None
                 else datetime.fromtimestamp(self.last_shipped, UTC),
@@ -615,3 +663,39 @@ def _write_json(path: Path, content: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}-{uuid.uuid4().hex[:12]}")
     tmp.write_text(json.dumps(content))
     os.replace(tmp, path)
+
+
+def _uploads_per_minute(url: str, settings: Settings) -> float:
+    """The replicator's budget: ``sqlite_uploads_per_minute``, and on a dataset repo
+    (``hf://datasets/``, where each upload is a commit) at most half the commit budget
+    (``hf_commits_per_hour``), leaving the rest to the Hold's own writes: past it the
+    Hub refuses commits, and the loss window reported would be a promise not kept."""
+    per_minute = settings.sqlite_uploads_per_minute
+    if url.startswith("hf://datasets/"):
+        per_minute = min(per_minute, settings.hf_commits_per_hour / 60 / 2)
+    return per_minute
+
+
+def _check_locks(path: Path, mounts: str = "/proc/mounts") -> None:
+    """ConfigError unless SQLite's file locks hold where ``path`` lives: on a network or
+    FUSE mount (decided from the mount table) or where the lock probe of
+    :func:`cargohold.paths.probe_locking` fails, the app and the replicator could both
+    write at once and corrupt the database."""
+    folder = path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    mount = mount_for(folder, read_mounts(mounts))
+    volume = None if mount is None else volume_of(mount, detect(mounts=mounts).name)
+    if volume is not None and not volume.lockable:
+        problem: str | None = f"it is on {volume.why}"
+    else:
+        found = probe_locking(folder)
+        problem = None if found is None else f"a probe found that {found}"
+    if problem is not None:
+        raise ConfigError(
+            f"{path} cannot hold a replicated SQLite database: file locks do not hold "
+            f"there ({problem})",
+            hint="keep the database on the container's own disk (the default, under the "
+            "data directory: call hold.sqlite(name) without path=), and let cargohold keep "
+            "it on the remote",
+            key=str(path),
+        )

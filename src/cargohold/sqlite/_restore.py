@@ -69,28 +69,34 @@ def plan(remote: Remote, name: str, *, at: float | None = None) -> Plan:
     """The generation to restore ``name`` from: the newest whose first snapshot is not
     after ``at`` (Unix seconds; None: the newest of all). NotFoundError if there is none."""
     found = generations(remote, name)
-    usable = sorted(token for token, gen in found.items() if 0 in gen.snapshots)
+    usable = sorted(token for token, gen in found.items() if gen.snapshots)
     if not usable:
         raise NotFoundError(
             f"the remote {remote.url} holds no replicated database called {name!r}",
             key=name,
             hint="check the name with `cargohold sqlite ls`",
         )
-    starts = {token: _header(remote, found[token].snapshots[0]) for token in usable}
+    # Each generation's earliest snapshot left (retention may have deleted the ones before).
+    starts = {t: _header(remote, found[t].snapshots[min(found[t].snapshots)]) for t in usable}
     chosen = [t for t in usable if at is None or float(starts[t]["time"]) <= at]
     if not chosen:
         oldest = datetime.fromtimestamp(float(starts[usable[0]]["time"]), UTC)
         raise NotFoundError(
-            f"{name!r} has no state that old: its oldest is from {oldest:%Y-%m-%d %H:%M:%S} UTC",
+            f"{name!r} has no state that old: its oldest is from {oldest:%Y-%m-%d %H:%M:%S} "
+            "UTC (history older than the retention window, CARGOHOLD_SQLITE_RETENTION, is "
+            "deleted from the remote)",
             key=name,
-            hint="pass a later --at",
+            hint="pass a later --at; to keep more history, raise CARGOHOLD_SQLITE_RETENTION "
+            "(the setting sqlite_retention) on the instance that writes the database",
         )
     token = chosen[-1]
     # A later generation's first snapshot names how much of its parent it took: the
     # parent's segments from there on were written by a deposed writer, never applied.
     limit = None
     for later in usable:
-        parent = starts[later].get("parent")
+        # Only a generation's snapshot 0 names its parent; once retention deleted it, it
+        # deleted every older generation too (see _retention), so none is left to limit.
+        parent = starts[later].get("parent") if found[later].first == 0 else None
         if later > token and parent and parent[0] == token:
             limit = int(parent[1]) if limit is None else min(limit, int(parent[1]))
     return Plan(found[token], limit, str(starts[token]["db_id"]))
