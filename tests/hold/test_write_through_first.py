@@ -47,6 +47,14 @@ def _on_remote(url: str) -> set[str]:
     return {info.key for info in S3Remote.from_url(url).list()}
 
 
+def _assert_sent_before_the_backlog(url: str) -> None:
+    """Once the durable put returned: it is on the remote, most of the older backlog not."""
+    on_remote = _on_remote(url)
+    assert "waited-for" in on_remote
+    sent_before = len(on_remote - {"waited-for"})
+    assert sent_before < BACKLOG // 2, f"{sent_before} older changes went first"
+
+
 def test_a_durable_put_is_sent_before_the_backlog(
     seaweedfs: SeaweedFS, seaweedfs_bucket: str, seaweedfs_proxy: FaultProxy, tmp_path: Path
 ) -> None:
@@ -56,10 +64,7 @@ def test_a_durable_put_is_sent_before_the_backlog(
             for i in range(BACKLOG):
                 hold.put(f"backlog/{i:04d}", b"older")
         hold.put("waited-for", b"now", durable=True)
-        on_remote = _on_remote(url)
-        assert "waited-for" in on_remote
-        sent_before = len(on_remote - {"waited-for"})
-        assert sent_before < BACKLOG // 2, f"{sent_before} older changes went first"
+        _assert_sent_before_the_backlog(url)
         hold.flush(300)
     assert len(_on_remote(url)) == BACKLOG + 1
 
@@ -77,9 +82,6 @@ def test_a_process_that_stands_by_has_its_durable_put_sent_first_by_the_syncing_
         with _open(url, tmp_path) as standing_by:
             assert not standing_by.syncer.state.active
             standing_by.put("waited-for", b"now", durable=True)
-            on_remote = _on_remote(url)
-            assert "waited-for" in on_remote
-            sent_before = len(on_remote - {"waited-for"})
-            assert sent_before < BACKLOG // 2, f"{sent_before} older changes went first"
+            _assert_sent_before_the_backlog(url)
         syncing.flush(300)
     assert len(_on_remote(url)) == BACKLOG + 1
