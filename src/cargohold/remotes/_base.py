@@ -530,8 +530,9 @@ def refuse_conditional(remote: Remote, key: str | None = None) -> ConfigError:
         f"{remote.url} cannot enforce create-only or if-match puts (mode='create', "
         "if_match=...): the Hugging Face bucket API has no conditional write",
         hint="use the bucket through its S3 gateway, hf-s3://OWNER/NAME with S3 keys "
-        "generated from a token (it honours If-None-Match and If-Match), or keep the "
-        "coordination in the PostgreSQL catalog (CARGOHOLD_CATALOG)",
+        "generated from a token (it honours If-None-Match and If-Match); the memo's and "
+        "shared downloads' single-flight can instead use the PostgreSQL catalog's leases "
+        "(CARGOHOLD_CATALOG), but a create-only or if-match put itself cannot",
         key=key,
         remote=remote.url,
     )
