@@ -1180,8 +1180,9 @@ class Hold:
         instance's lease, then raises TimedOut naming it. ``path`` defaults to
         ``<local dir>/sqlite/<name>``. ConflictError if the remote holds another database
         under ``name``; nothing on the remote is overwritten. ConfigError, before anything
-        is written, on a remote without conditional writes (the fence needs them) or a
-        file system whose locks do not hold.
+        is written, for a writer on a remote without conditional writes (the fence needs
+        them; a ``mode="follow"`` reader does not) or on a file system whose locks do not
+        hold.
 
         ``mode="follow"``: a read-only follower. The remote's latest state is restored to
         ``path`` (NotFoundError if it has none) and replaced atomically, every
